@@ -1,0 +1,183 @@
+"""The `descgen` command line: parses flags, calls the stage functions, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from descriptor_gen.classes import load_classes
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.parse import parse_descriptors
+from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.published import import_published
+from descriptor_gen.settings import Settings
+from descriptor_gen.store import read_store, select_records, summarize_store, write_store
+
+try:  # typer >= 0.22 vendors its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
+
+app = typer.Typer(
+    name="descgen",
+    help="Describe classes with a language model, then classify images with CLIP by those descriptions.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class ImportFormat(str, Enum):
+    dclip = "dclip"
+    cupl = "cupl"
+
+
+class MatchBy(str, Enum):
+    name = "name"
+    order = "order"
+
+
+PerExample = Annotated[
+    int, typer.Option("--per-example", "-k", help="Descriptors in each few-shot example (|D(c)|).")
+]
+Detailed = Annotated[
+    bool, typer.Option("--detailed/--short", help="Full-sentence examples instead of short phrases.")
+]
+Instruction = Annotated[
+    str,
+    typer.Option(
+        "--instruction",
+        help="none, role, rule, role+rule, custom text (with a space), or @FILE.",
+    ),
+]
+Examples = Annotated[int, typer.Option("--examples", "-n", help="Number of few-shot example objects.")]
+Bank = Annotated[str, typer.Option("--bank", help="Example bank: a name in prompts/banks/ or a file.")]
+
+
+def prompt_options(
+    per_example: int, detailed: bool, instruction: str, examples: int, bank: str
+) -> PromptOptions:
+    """Validate prompt flags into options; a bad value is a user error naming the flag."""
+    try:
+        return PromptOptions(
+            per_example=per_example,
+            detailed=detailed,
+            instruction=instruction,
+            examples=examples,
+            bank=bank,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-")
+        raise DescgenError(f"{flag}: {first['msg']} (got {first.get('input')!r})") from exc
+
+
+@app.command("prompt")
+def prompt_cmd(
+    class_name: Annotated[str, typer.Argument(help="The class to ask about, e.g. 'tench'.")],
+    per_example: PerExample = 7,
+    detailed: Detailed = False,
+    instruction: Instruction = "none",
+    examples: Examples = 2,
+    bank: Bank = "default",
+    chat: Annotated[bool, typer.Option("--chat", help="Print chat messages as JSON.")] = False,
+) -> None:
+    """Print the prompt that asks the language model for CLASS_NAME's visual features."""
+    options = prompt_options(per_example, detailed, instruction, examples, bank)
+    library = PromptLibrary(Settings.resolve().prompts_dir)
+    prompt = build_prompt(class_name, options, library)
+    if chat:
+        typer.echo(json.dumps(prompt.messages, indent=2, ensure_ascii=False))
+    else:
+        typer.echo(prompt.text)
+
+
+@app.command("parse")
+def parse_cmd(
+    file: Annotated[str, typer.Argument(help="A file holding one raw answer, or - for stdin.")],
+    class_name: Annotated[
+        Optional[str], typer.Option("--class-name", help="Strip this class name where echoed.")
+    ] = None,
+) -> None:
+    """Parse a raw language-model answer into descriptors, one a line."""
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DescgenError(f"{file}: cannot read ({exc})") from exc
+    for descriptor in parse_descriptors(text, class_name):
+        typer.echo(descriptor)
+
+
+@app.command("import")
+def import_cmd(
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="Published JSON: {class: [text, ...]}.")],
+    fmt: Annotated[
+        ImportFormat, typer.Option("--format", help="dclip (descriptors) or cupl (sentences).")
+    ],
+    classes: Annotated[Path, typer.Option("--classes", help="Class list, one name a line.")],
+    out: Annotated[Path, typer.Option("--out", help="Descriptor store to write (JSONL).")],
+    match: Annotated[
+        MatchBy,
+        typer.Option("--match", help="Pair classes with file keys by name, or by order (index)."),
+    ] = MatchBy.name,
+) -> None:
+    """Import a published descriptor file (DCLIP, WaffleCLIP or CuPL) into a descriptor store."""
+    names = load_classes(classes)
+    records, report = import_published(src, fmt.value, names, match.value)
+    write_store(out, records)
+    for line in report.lines():
+        typer.echo(line, err=True)
+    typer.echo(f"wrote {len(records)} records to {out}", err=True)
+
+
+@app.command("show")
+def show_cmd(
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="A descriptor store (JSONL).")],
+    class_: Annotated[
+        Optional[str],
+        typer.Option("--class", help="Print one class's descriptors (by index or name)."),
+    ] = None,
+) -> None:
+    """Validate a descriptor store and summarise it, or print one class's descriptors."""
+    records = read_store(store)
+    if class_ is not None:
+        for record in select_records(records, class_):
+            typer.echo(f"# {record.class_index} {record.class_name}")
+            for descriptor in record.descriptors:
+                typer.echo(descriptor)
+        return
+    for line in summarize_store(records):
+        typer.echo(line)
+
+
+def _fail(message: str) -> int:
+    typer.echo(f"descgen: error: {' '.join(message.split())}", err=True)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line and return 2, an interrupt returns 130."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="descgen", standalone_mode=False)
+    except click_errors.ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message(), err=True)
+            return 2
+        return _fail(exc.format_message())
+    except DescgenError as exc:
+        return _fail(str(exc))
+    except (click_errors.Abort, KeyboardInterrupt):
+        typer.echo("descgen: interrupted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,9 @@
+"""The one exception type for problems a user can cause (bad files, options, names)."""
+
+
+class DescgenError(Exception):
+    """A user-facing error: the message names the file, line, class or key at fault.
+
+    The CLI prints it as one line and exits with status 2; anything else is a bug and keeps
+    its traceback.
+    """

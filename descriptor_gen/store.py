@@ -1,0 +1,163 @@
+"""The descriptor store: JSONL, one validated record per class, keyed by class index."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jsonlines
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.prompts import PromptOptions
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DescriptorRecord(BaseModel):
+    """One class's descriptors with where they came from.
+
+    `error` is null when there are descriptors, and says why when there are none.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_index: int = Field(ge=0)
+    class_name: str = Field(min_length=1)
+    descriptors: list[str]
+    options: PromptOptions | None = None
+    prompt_sha256: str | None = None
+    backend: str
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    raw: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utc_now)
+    error: str | None = None
+
+    @field_validator("descriptors")
+    @classmethod
+    def _no_blank_descriptors(cls, value: list[str]) -> list[str]:
+        if any(not d.strip() for d in value):
+            raise ValueError("descriptors must be non-empty strings")
+        return value
+
+    @model_validator(mode="after")
+    def _error_iff_empty(self) -> DescriptorRecord:
+        if not self.descriptors and not self.error:
+            raise ValueError("a record with no descriptors must say why in 'error'")
+        if self.descriptors and self.error:
+            raise ValueError("a record with descriptors must have 'error' null")
+        return self
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def parse_record_line(line: str, path: Path, number: int) -> DescriptorRecord:
+    """Validate one JSONL line; errors name the file and line."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DescgenError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+    try:
+        return DescriptorRecord.model_validate(data)
+    except ValidationError as exc:
+        raise DescgenError(f"{path}:{number}: invalid record: {_first_error(exc)}") from exc
+
+
+def read_store(path: Path | str) -> list[DescriptorRecord]:
+    """Read and validate a store; a class index given twice is an error naming both lines."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DescgenError(f"{path}: cannot read descriptor file ({exc.strerror})") from exc
+    records: list[DescriptorRecord] = []
+    first_line: dict[int, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = parse_record_line(line, path, number)
+        if record.class_index in first_line:
+            raise DescgenError(
+                f"{path}:{number}: class index {record.class_index} ({record.class_name!r})"
+                f" already given on line {first_line[record.class_index]}"
+            )
+        first_line[record.class_index] = number
+        records.append(record)
+    return records
+
+
+def write_store(path: Path | str, records: Iterable[DescriptorRecord]) -> None:
+    """Write a whole store atomically (temp file, then rename), sorted by class index."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(records, key=lambda r: r.class_index)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            writer = jsonlines.Writer(handle, compact=True)
+            for record in ordered:
+                writer.write(record.model_dump(mode="json"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def descriptors_by_index(records: Iterable[DescriptorRecord]) -> dict[int, list[str]]:
+    return {r.class_index: r.descriptors for r in records}
+
+
+def check_against_classes(
+    records: list[DescriptorRecord], classes: list[str], path: Path | str
+) -> None:
+    """Refuse a store whose indices or names disagree with the class list it is used with."""
+    for record in records:
+        if record.class_index >= len(classes):
+            raise DescgenError(
+                f"{path}: class index {record.class_index} ({record.class_name!r}) is beyond the"
+                f" class list's {len(classes)} classes"
+            )
+        expected = classes[record.class_index]
+        if " ".join(record.class_name.split()) != expected:
+            raise DescgenError(
+                f"{path}: class index {record.class_index} is {record.class_name!r} in the store"
+                f" but {expected!r} in the class list"
+            )
+
+
+def select_records(records: list[DescriptorRecord], which: str) -> list[DescriptorRecord]:
+    """Records of one class by index (`744`) or by name (all classes of that name)."""
+    if which.isdigit():
+        chosen = [r for r in records if r.class_index == int(which)]
+    else:
+        chosen = [r for r in records if r.class_name == which]
+    if not chosen:
+        raise DescgenError(f"no class {which!r} in the store")
+    return chosen
+
+
+def summarize_store(records: list[DescriptorRecord]) -> list[str]:
+    """Counts a user checks before scoring: classes, descriptors per class, classes without any."""
+    counts = [len(r.descriptors) for r in records]
+    failed = [r for r in records if r.error]
+    lines = [f"classes: {len(records)}"]
+    if counts:
+        mean = sum(counts) / len(counts)
+        lines.append(f"descriptors per class: mean {mean:.2f}, min {min(counts)}, max {max(counts)}")
+    lines.append(f"classes without descriptors: {len(failed)}")
+    lines.extend(f"  {r.class_index} {r.class_name}: {r.error}" for r in failed)
+    return lines
