@@ -11,8 +11,11 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
+from descriptor_gen.backends import GenerationParams
+from descriptor_gen.cache import ResponseCache
 from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.generate import GenerationJob, generate
 from descriptor_gen.parse import parse_descriptors
 from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.published import import_published
@@ -158,6 +161,79 @@ def show_cmd(
         return
     for line in summarize_store(records):
         typer.echo(line)
+
+
+class Backend(str, Enum):
+    openai = "openai"
+    hf = "hf"
+
+
+class Api(str, Enum):
+    chat = "chat"
+    completions = "completions"
+
+
+DEFAULT_MODELS = {"openai": "gpt-3.5-turbo-instruct"}
+
+
+@app.command("generate")
+def generate_cmd(
+    classes: Annotated[Path, typer.Option("--classes", help="Class list, one name a line.")],
+    out: Annotated[Path, typer.Option("--out", help="Descriptor store to write or resume (JSONL).")],
+    per_example: PerExample = 7,
+    detailed: Detailed = False,
+    instruction: Instruction = "none",
+    examples: Examples = 2,
+    bank: Bank = "default",
+    backend: Annotated[Backend, typer.Option("--backend", help="openai (any OpenAI-compatible server) or hf (local transformers).")] = Backend.openai,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name (openai) or hub name / local folder (hf). Default: gpt-3.5-turbo-instruct for openai.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (else $OPENAI_BASE_URL).")] = None,
+    api: Annotated[Api, typer.Option("--api", help="chat (messages) or completions (the Q:/A: transcript).")] = Api.completions,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 is greedy.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most tokens per answer.")] = 200,
+    samples: Annotated[int, typer.Option("--samples", help="Answers per class; their descriptors are merged.")] = 1,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (sample i uses seed + i).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.")] = 4,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Tries per request, and answers per class before giving up.")] = 4,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start OUT afresh instead of resuming it.")] = False,
+    device: Annotated[str, typer.Option("--device", help="hf: auto, cpu, cuda, cuda:1, ...")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="hf: auto, fp32, fp16, bf16.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="hf: prompts generated together.")] = 8,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="hf: run the model repository's own code.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Ask a language model for each class's visual features and store the parsed descriptors.
+
+    A re-run with the same command resumes: classes already in OUT are skipped and answers
+    already in the cache cost no request. Exit status 3 when some class has no descriptors.
+    """
+    options = prompt_options(per_example, detailed, instruction, examples, bank)
+    names = load_classes(classes)
+    chosen_model = model or DEFAULT_MODELS.get(backend.value)
+    if chosen_model is None:
+        raise DescgenError(f"--model is required with --backend {backend.value}")
+    try:
+        params = GenerationParams(
+            backend=backend.value, model=chosen_model, base_url=base_url, api=api.value,
+            temperature=temperature, max_tokens=max_tokens, samples=samples, seed=seed,
+            device=device, dtype=dtype, batch_size=batch_size, trust_remote_code=trust_remote_code,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise DescgenError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
+    settings = Settings.resolve(cache_dir)
+    job = GenerationJob(
+        classes=names, out=out, options=options, params=params,
+        library=PromptLibrary(settings.prompts_dir),
+        cache=ResponseCache(settings.cache_dir / "responses.sqlite"),
+        concurrency=concurrency, max_attempts=max_attempts, overwrite=overwrite, progress=progress,
+    )
+    summary = generate(job)
+    for line in summary.lines():
+        typer.echo(line, err=True)
+    if summary.failed:
+        raise typer.Exit(3)
 
 
 def _fail(message: str) -> int:

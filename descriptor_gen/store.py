@@ -161,3 +161,49 @@ def summarize_store(records: list[DescriptorRecord]) -> list[str]:
     lines.append(f"classes without descriptors: {len(failed)}")
     lines.extend(f"  {r.class_index} {r.class_name}: {r.error}" for r in failed)
     return lines
+
+
+def repair_torn_tail(path: Path) -> bool:
+    """Cut a last line that a killed run left without its newline; True when one was cut."""
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if not data or data.endswith(b"\n"):
+            return False
+        handle.truncate(data.rfind(b"\n") + 1)
+        return True
+
+
+def read_store_for_resume(
+    path: Path, classes: list[str], *, overwrite: bool = False
+) -> list[DescriptorRecord]:
+    """The records a run can keep: none with `overwrite`, else the file's, torn tail repaired."""
+    if overwrite:
+        path.unlink(missing_ok=True)
+        return []
+    if not path.exists():
+        return []
+    repair_torn_tail(path)
+    records = read_store(path)
+    check_against_classes(records, classes, path)
+    return records
+
+
+class StoreAppender:
+    """Appends records one line at a time, flushed to disk, so a killed run loses nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: Any = None
+
+    def __enter__(self) -> StoreAppender:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def append(self, record: DescriptorRecord) -> None:
+        self._handle.write(record.model_dump_json() + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()

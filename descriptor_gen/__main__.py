@@ -1,0 +1,3 @@
+from descriptor_gen.cli import main
+
+raise SystemExit(main())

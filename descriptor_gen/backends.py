@@ -1,0 +1,266 @@
+"""Language-model backends behind one small protocol: a batch of prompts in, answers out.
+
+Caching, retries and concurrency are layers in `generate`, written once for every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from descriptor_gen.cache import base_url_host
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.prompts import Messages
+
+ApiKind = Literal["chat", "completions"]
+BACKENDS: dict[str, Callable[[GenerationParams], Backend]] = {}
+_NO_KEY = "sk-no-key-required"
+
+
+class GenerationParams(BaseModel):
+    """What the user chose for the language model; all of it (but the key) is provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = "openai"
+    model: str = "gpt-3.5-turbo-instruct"
+    base_url: str | None = None
+    api: ApiKind = "completions"
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=200, ge=1)
+    samples: int = Field(default=1, ge=1)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=lambda: ["\nQ:", "\n\nQ"])
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    batch_size: int = Field(default=8, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+
+
+@dataclass
+class Completion:
+    """One request's answers (one per sample asked) and the tokens they cost."""
+
+    texts: list[str]
+    tokens: int = 0
+
+
+@dataclass
+class Query:
+    """One request: a prompt (text or messages) and how many samples to draw."""
+
+    prompt: str | Messages
+    n: int = 1
+    seed: int | None = None
+    tag: Any = field(default=None, compare=False)
+
+
+class Backend(Protocol):
+    name: str
+    chat: bool
+    max_batch: int
+    supports_n: bool
+
+    def identity(self) -> dict[str, Any]:
+        """Everything about the backend that changes an answer (cache keys, records)."""
+
+    async def complete(self, queries: list[Query]) -> list[Completion]:
+        """Answer a batch of at most `max_batch` queries, in order."""
+
+    async def aclose(self) -> None:
+        """Release clients and models."""
+
+
+def register(name: str) -> Callable[[Callable[[GenerationParams], Backend]], Callable]:
+    def wrap(factory: Callable[[GenerationParams], Backend]) -> Callable:
+        BACKENDS[name] = factory
+        return factory
+
+    return wrap
+
+
+def make_backend(params: GenerationParams) -> Backend:
+    if params.backend not in BACKENDS:
+        raise DescgenError(f"unknown backend {params.backend!r} (choose {', '.join(BACKENDS)})")
+    return BACKENDS[params.backend](params)
+
+
+def _sampling_identity(params: GenerationParams) -> dict[str, Any]:
+    return {
+        "model": params.model,
+        "temperature": params.temperature,
+        "max_tokens": params.max_tokens,
+        "stop": params.stop,
+    }
+
+
+@register("openai")
+class OpenAIBackend:
+    """The `openai` SDK against OpenAI or any OpenAI-compatible server (vLLM, Ollama, ...).
+
+    The SDK's own retries are off (`max_retries=0`): `generate` owns retries, with tenacity.
+    """
+
+    name = "openai"
+    max_batch = 1
+
+    def __init__(self, params: GenerationParams) -> None:
+        from openai import AsyncOpenAI
+
+        self.params = params
+        self.chat = params.api == "chat"
+        base_url = params.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key and base_url is None:
+            raise DescgenError(
+                "OPENAI_API_KEY is not set (needed for the OpenAI API; for a local server give"
+                " --base-url)"
+            )
+        self.base_url = base_url
+        self.supports_n = True
+        self.client = AsyncOpenAI(
+            api_key=key or _NO_KEY, base_url=base_url, max_retries=0, timeout=params.timeout
+        )
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "base_url": base_url_host(self.base_url) or "https://api.openai.com",
+            "api": self.params.api,
+            **_sampling_identity(self.params),
+        }
+
+    def _request_kwargs(self, query: Query) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.params.model,
+            "temperature": self.params.temperature,
+            "max_tokens": self.params.max_tokens,
+            "n": query.n,
+        }
+        if query.seed is not None:
+            kwargs["seed"] = query.seed
+        if self.params.stop and not self.chat:
+            kwargs["stop"] = self.params.stop
+        return kwargs
+
+    async def complete(self, queries: list[Query]) -> list[Completion]:
+        return [await self._one(q) for q in queries]
+
+    async def _one(self, query: Query) -> Completion:
+        kwargs = self._request_kwargs(query)
+        if self.chat:
+            response = await self.client.chat.completions.create(messages=query.prompt, **kwargs)
+            texts = [c.message.content or "" for c in sorted(response.choices, key=lambda c: c.index)]
+        else:
+            response = await self.client.completions.create(prompt=query.prompt, **kwargs)
+            texts = [c.text or "" for c in sorted(response.choices, key=lambda c: c.index)]
+        tokens = response.usage.completion_tokens if response.usage else 0
+        return Completion(texts=texts, tokens=tokens or 0)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+@register("hf")
+class HFBackend:
+    """A local `transformers` causal LM: batched generation with left padding.
+
+    Uses the tokenizer's chat template when it has one and `--api chat` is asked, and plain
+    completion text otherwise; greedy when the temperature is 0.
+    """
+
+    name = "hf"
+    supports_n = True
+
+    def __init__(self, params: GenerationParams) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.params = params
+        self.max_batch = params.batch_size
+        self.device = _pick_device(params.device, torch)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                params.model, trust_remote_code=params.trust_remote_code, padding_side="left"
+            )
+            self.model = AutoModelForCausalLM.from_pretrained(
+                params.model,
+                trust_remote_code=params.trust_remote_code,
+                dtype=_torch_dtype(params.dtype, self.device, torch),
+            ).to(self.device)
+        except (OSError, ValueError) as exc:
+            raise DescgenError(f"cannot load Hugging Face model {params.model!r}: {exc}") from exc
+        self.model.eval()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.chat = params.api == "chat" and bool(getattr(self.tokenizer, "chat_template", None))
+        self._lock = asyncio.Lock()
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "api": "chat" if self.chat else "completions",
+                **_sampling_identity(self.params)}
+
+    def _render(self, prompt: str | Messages) -> str:
+        if self.chat:
+            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        if isinstance(prompt, str):
+            return prompt
+        return "\n\n".join(m["content"] for m in prompt)
+
+    async def complete(self, queries: list[Query]) -> list[Completion]:
+        async with self._lock:
+            return await asyncio.to_thread(self._generate, queries)
+
+    def _generate(self, queries: list[Query]) -> list[Completion]:
+        import torch
+
+        n = max(q.n for q in queries)
+        texts = [self._render(q.prompt) for q in queries]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
+        sample = self.params.temperature > 0
+        if sample and queries[0].seed is not None:
+            torch.manual_seed(queries[0].seed)
+        kwargs: dict[str, Any] = {"max_new_tokens": self.params.max_tokens, "do_sample": sample,
+                                  "num_return_sequences": n, "pad_token_id": self.tokenizer.pad_token_id}
+        if sample:
+            kwargs["temperature"] = self.params.temperature
+        with torch.inference_mode():
+            output = self.model.generate(**batch, **kwargs)
+        new = output[:, batch["input_ids"].shape[1] :]
+        decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        decoded = [_cut_at_stop(t, self.params.stop) for t in decoded]
+        tokens = int((new != self.tokenizer.pad_token_id).sum())
+        out = [Completion(texts=decoded[i * n : i * n + q.n]) for i, q in enumerate(queries)]
+        out[0].tokens = tokens
+        return out
+
+    async def aclose(self) -> None:
+        self.model = None
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def _pick_device(device: str, torch: Any) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DescgenError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def _torch_dtype(dtype: str, device: str, torch: Any) -> Any:
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+             "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if dtype not in names:
+        raise DescgenError(f"--dtype {dtype}: choose auto, {', '.join(names)}")
+    return names[dtype]

@@ -1,0 +1,92 @@
+"""On-disk response cache: SQLite in WAL mode, safe with concurrent writers and processes.
+
+Keys are hashes of everything that changes an answer (see :func:`response_key`); values are
+the raw answer texts. The API key is never part of a key or a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    answer TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (datetime('now'))
+)
+"""
+
+
+def response_key(identity: dict[str, Any], prompt: str | list[dict[str, str]], sample: int) -> str:
+    """Hash of backend identity (backend, model, base URL host, api, sampling parameters),
+    the full prompt or messages, and the sample index."""
+    payload = json.dumps(
+        {"identity": identity, "prompt": prompt, "sample": sample},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def base_url_host(base_url: str | None) -> str | None:
+    """Only scheme, host and port go into keys: a URL's path or query may carry secrets."""
+    if not base_url:
+        return None
+    parsed = urlparse(base_url)
+    return f"{parsed.scheme}://{parsed.netloc}" if parsed.netloc else base_url
+
+
+class ResponseCache:
+    """A key -> answer store in one SQLite file; one connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def get(self, key: str) -> str | None:
+        row = self._connect().execute("SELECT answer FROM responses WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        conn = self._connect()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(f"SELECT key, answer FROM responses WHERE key IN ({marks})", chunk)
+            found.update(rows.fetchall())
+        return found
+
+    def put(self, key: str, answer: str, meta: dict[str, Any] | None = None) -> None:
+        self._connect().execute(
+            "INSERT OR REPLACE INTO responses (key, answer, meta) VALUES (?, ?, ?)",
+            (key, answer, json.dumps(meta or {}, sort_keys=True)),
+        )
+
+    def __len__(self) -> int:
+        return self._connect().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

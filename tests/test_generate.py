@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from descriptor_gen.backends import GenerationParams
+from descriptor_gen.cache import ResponseCache
+from descriptor_gen.cli import main
+from descriptor_gen.devserver import DevServer, Failure, ServerConfig, answer_for
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.generate import GenerationJob, generate, retry_after_seconds
+from descriptor_gen.prompts import PromptLibrary, PromptOptions
+from descriptor_gen.settings import Settings
+from descriptor_gen.store import read_store
+
+CLASSES = ["tench", "goldfish", "great white shark", "missile", "missile", "axolotl"]
+
+
+@pytest.fixture
+def library() -> PromptLibrary:
+    return PromptLibrary(Settings.resolve().prompts_dir)
+
+
+def make_job(tmp_path: Path, library: PromptLibrary, base_url: str, **kw) -> GenerationJob:
+    params = kw.pop("params", {})
+    return GenerationJob(
+        classes=kw.pop("classes", CLASSES), out=kw.pop("out", tmp_path / "out.jsonl"),
+        options=kw.pop("options", PromptOptions()),
+        params=GenerationParams(model="dev-model", base_url=base_url, **params),
+        library=library, cache=ResponseCache(tmp_path / "cache.sqlite"), progress=False,
+        backoff=0.01, **kw,
+    )
+
+
+def test_generate_writes_every_class_once_and_rerun_costs_nothing(
+    tmp_path: Path, library: PromptLibrary
+) -> None:
+    with DevServer() as server:
+        summary = generate(make_job(tmp_path, library, server.base_url, concurrency=3))
+        assert summary.requests == len(CLASSES) == server.count("/completions")
+        records = read_store(tmp_path / "out.jsonl")
+        assert sorted(r.class_index for r in records) == list(range(len(CLASSES)))
+        assert [r.class_name for r in sorted(records, key=lambda r: r.class_index)] == CLASSES
+        first = records[0]
+        assert first.descriptors and first.error is None and first.model == "dev-model"
+        assert first.params["base_url"].startswith("http://127.0.0.1:")
+        assert first.raw and first.prompt_sha256
+        again = generate(make_job(tmp_path, library, server.base_url, out=tmp_path / "o2.jsonl"))
+        assert again.requests == 0 and again.cache_hits == len(CLASSES)
+        assert server.count() == len(CLASSES)
+        changed = generate(make_job(tmp_path, library, server.base_url, out=tmp_path / "o3.jsonl",
+                                    params={"temperature": 0.0}))
+        assert changed.requests == len(CLASSES)
+
+
+def test_requests_carry_the_prompt_and_parameters(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer() as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=["axolotl"],
+                          params={"temperature": 0.3, "max_tokens": 50, "seed": 7}))
+        body = server.requests[0]["body"]
+    assert body["prompt"].endswith("there is an axolotl in a photo:\n-")
+    assert body["temperature"] == 0.3 and body["max_tokens"] == 50 and body["seed"] == 7
+    assert body["model"] == "dev-model" and body["n"] == 1
+
+
+def test_chat_api_sends_messages(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer() as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                          options=PromptOptions(instruction="role"), params={"api": "chat"}))
+        body = server.requests[0]["body"]
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    record = read_store(tmp_path / "out.jsonl")[0]
+    assert record.params["api"] == "chat"
+    assert record.descriptors[0] == "the typical shape of tench"
+
+
+@pytest.mark.parametrize("supports_n", [True, False])
+def test_samples_are_merged(tmp_path: Path, library: PromptLibrary, supports_n: bool) -> None:
+    with DevServer(ServerConfig(supports_n=supports_n)) as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                          params={"samples": 3, "seed": 1}))
+        sent = server.count()
+    record = read_store(tmp_path / "out.jsonl")[0]
+    assert len(record.raw) == 3
+    assert record.descriptors[-3:] == [f"detail number {i} of tench" for i in (1, 2, 3)]
+    assert len(record.descriptors) == 8
+    assert sent == (1 if supports_n else 3)
+
+
+def test_noise_is_reasked_then_recorded_as_error(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer(ServerConfig(noise_classes={"goldfish"})) as server:
+        summary = generate(make_job(tmp_path, library, server.base_url, max_attempts=3))
+    assert summary.failed == ["goldfish"]
+    record = next(r for r in read_store(tmp_path / "out.jsonl") if r.class_name == "goldfish")
+    assert record.descriptors == [] and record.error == "no descriptors in 3 answers"
+    assert len(record.raw) == 3
+    assert summary.requests == len(CLASSES) + 2
+
+
+def test_retries_429_with_retry_after_and_500(tmp_path: Path, library: PromptLibrary) -> None:
+    failures = [Failure(429, {"Retry-After": "0.2"}), Failure(500), Failure(503)]
+    with DevServer(ServerConfig(failures=failures)) as server:
+        started = time.perf_counter()
+        summary = generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                                    max_attempts=4))
+        elapsed = time.perf_counter() - started
+        assert server.count() == 4
+    assert summary.failed == [] and elapsed >= 0.2
+
+
+def test_gives_up_after_max_attempts(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer(ServerConfig(failures=[Failure(500)] * 10)) as server:
+        summary = generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                                    max_attempts=3))
+        assert server.count() == 3
+    record = read_store(tmp_path / "out.jsonl")[0]
+    assert summary.failed == ["tench"]
+    assert record.error.startswith("HTTP 500") and "after 3 attempts" in record.error
+
+
+def test_4xx_is_not_retried_and_names_the_message(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer(ServerConfig(failures=[Failure(400)])) as server:
+        summary = generate(make_job(tmp_path, library, server.base_url, classes=["tench"]))
+        assert server.count() == 1
+    assert summary.failed == ["tench"]
+    assert read_store(tmp_path / "out.jsonl")[0].error.startswith("HTTP 400: scripted 400")
+
+
+def test_timeouts_and_dropped_connections_are_retried(tmp_path: Path, library: PromptLibrary) -> None:
+    failures = [Failure(200, delay=1.0), Failure(0), Failure(429, {"retry-after-ms": "50"})]
+    with DevServer(ServerConfig(failures=failures)) as server:
+        summary = generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                                    params={"timeout": 0.3}))
+        assert server.count() == 4
+    assert summary.failed == [] and summary.requests == 4
+
+
+def test_retry_after_forms() -> None:
+    class Exc:
+        def __init__(self, headers: dict[str, str]) -> None:
+            self.response = httpx.Response(429, headers=headers)
+
+    assert retry_after_seconds(Exc({"retry-after": "3"})) == 3.0
+    assert retry_after_seconds(Exc({"retry-after-ms": "250"})) == 0.25
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 < retry_after_seconds(Exc({"retry-after": date})) <= 30
+    assert retry_after_seconds(Exc({})) is None
+    assert retry_after_seconds(ValueError()) is None
+
+
+def test_api_key_is_never_stored(tmp_path: Path, library: PromptLibrary,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-test-SECRET-1234567890"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with DevServer(ServerConfig(noise_classes={"tench"}, failures=[Failure(401)])) as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=["tench", "goldfish"]))
+    for path in tmp_path.iterdir():
+        assert secret.encode() not in path.read_bytes(), path
+
+
+def test_resume_repairs_torn_tail_and_never_duplicates(tmp_path: Path, library: PromptLibrary) -> None:
+    out = tmp_path / "out.jsonl"
+    with DevServer() as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=CLASSES[:3]))
+        lines = out.read_text().splitlines(keepends=True)
+        out.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
+        summary = generate(make_job(tmp_path, library, server.base_url))
+    assert summary.already_done == 2 and summary.written == len(CLASSES) - 2
+    indices = [r.class_index for r in read_store(out)]
+    assert sorted(indices) == list(range(len(CLASSES)))
+
+
+def test_resume_refuses_another_setting(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer() as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=CLASSES[:2]))
+        with pytest.raises(DescgenError, match="another setting"):
+            generate(make_job(tmp_path, library, server.base_url,
+                              options=PromptOptions(per_example=3)))
+        summary = generate(make_job(tmp_path, library, server.base_url, overwrite=True,
+                                    options=PromptOptions(per_example=3)))
+    assert summary.already_done == 0 and summary.written == len(CLASSES)
+
+
+def test_killed_run_resumes_with_every_class_once(tmp_path: Path) -> None:
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(f"class {i}" for i in range(60)) + "\n")
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "DESCRIPTOR_GEN_CACHE": str(tmp_path / "cache")}
+    with DevServer(ServerConfig(latency=0.05)) as server:
+        cmd = [sys.executable, "-m", "descriptor_gen", "generate", "--classes", str(classes),
+               "--out", str(out), "--base-url", server.base_url, "--concurrency", "2",
+               "--no-progress"]
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        deadline = time.time() + 30
+        while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        partial = out.read_text().count("\n")
+        assert 10 <= partial < 60
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    indices = [r.class_index for r in read_store(out)]
+    assert sorted(indices) == list(range(60))
+    assert f"{partial} already in the output" in done.stderr or "already in the output" in done.stderr
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_cli_generate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    classes = tmp_path / "c.txt"
+    classes.write_text("tench\ngoldfish\n")
+    out = tmp_path / "o.jsonl"
+    with DevServer(ServerConfig(noise_classes={"goldfish"})) as server:
+        code, err = _cli(capsys, "generate", "--classes", str(classes), "--out", str(out),
+                         "--base-url", server.base_url, "--no-progress", "--max-attempts", "2",
+                         "--cache-dir", str(tmp_path / "cache"))
+        assert code == 3 and "classes without descriptors: goldfish" in err
+        code, err = _cli(capsys, "generate", "--classes", str(classes), "--out", str(out),
+                         "--base-url", server.base_url, "--no-progress", "--overwrite",
+                         "--cache-dir", str(tmp_path / "cache"), "--max-attempts", "2")
+        assert code == 3 and "requests sent: 0" in err
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    for args, needle in [
+        (["--out", str(out)], "OPENAI_API_KEY is not set"),
+        (["--out", str(out), "--backend", "vllm"], "--backend"),
+        (["--out", str(out), "--backend", "hf"], "--model is required"),
+        (["--out", str(out), "--temperature", "5", "--base-url", "http://127.0.0.1:9/v1"],
+         "--temperature"),
+    ]:
+        code, err = _cli(capsys, "generate", "--classes", str(classes), *args)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    code, err = _cli(capsys, "generate", "--classes", str(tmp_path / "none.txt"), "--out", str(out))
+    assert code == 2 and "none.txt: cannot read class list" in err
