@@ -207,7 +207,8 @@ class HFBackend:
 
     def _render(self, prompt: str | Messages) -> str:
         if self.chat:
-            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if isinstance(prompt, str):
             return prompt
         return "\n\n".join(m["content"] for m in prompt)
