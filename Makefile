@@ -6,7 +6,7 @@ DESCGEN := $(VENV)/bin/descgen
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= results/demo
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ demo: install
 	$(DESCGEN) import data/fixtures/mini_dclip.json --format dclip \
 		--classes data/fixtures/mini_classes.txt --out $(DEMO_DIR)/mini.jsonl
 	$(DESCGEN) show $(DEMO_DIR)/mini.jsonl
+	@echo "== descriptors generated through the openai backend (against the local dev server)"
+	$(PY) -m descriptor_gen.demo $(DEMO_DIR)
+
+bench: install
+	$(PY) bench/bench_generate.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

@@ -148,6 +148,15 @@ class OpenAIBackend:
             kwargs["stop"] = self.params.stop
         return kwargs
 
+    @property
+    def endpoint(self) -> str:
+        return "/v1/chat/completions" if self.chat else "/v1/completions"
+
+    def request_body(self, query: Query) -> dict[str, Any]:
+        """The JSON body of a query, as a Batch API request line carries it."""
+        key = "messages" if self.chat else "prompt"
+        return {key: query.prompt, **self._request_kwargs(query)}
+
     async def complete(self, queries: list[Query]) -> list[Completion]:
         return [await self._one(q) for q in queries]
 

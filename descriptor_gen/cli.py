@@ -202,6 +202,9 @@ def generate_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="hf: prompts generated together.")] = 8,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="hf: run the model repository's own code.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    batch_api: Annotated[bool, typer.Option("--batch-api", help="Send the requests through the OpenAI Batch API (half price, up to 24 h).")] = False,
+    resume_batch: Annotated[Optional[str], typer.Option("--resume-batch", help="Finish a batch created by an earlier --batch-api run.")] = None,
+    poll_seconds: Annotated[float, typer.Option("--poll-seconds", help="Batch API: seconds between status checks.")] = 30.0,
 ) -> None:
     """Ask a language model for each class's visual features and store the parsed descriptors.
 
@@ -228,11 +231,12 @@ def generate_cmd(
         library=PromptLibrary(settings.prompts_dir),
         cache=ResponseCache(settings.cache_dir / "responses.sqlite"),
         concurrency=concurrency, max_attempts=max_attempts, overwrite=overwrite, progress=progress,
+        batch_api=batch_api, resume_batch=resume_batch, poll_seconds=poll_seconds,
     )
     summary = generate(job)
     for line in summary.lines():
         typer.echo(line, err=True)
-    if summary.failed:
+    if summary.failed or summary.unanswered:
         raise typer.Exit(3)
 
 
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message())
     except DescgenError as exc:
         return _fail(str(exc))
-    except (click_errors.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("descgen: interrupted", err=True)
         return 130
     return result if isinstance(result, int) else 0

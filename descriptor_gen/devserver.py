@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+import email.policy
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,6 +40,18 @@ class ServerConfig:
     supports_n: bool = True
     noise_classes: set[str] = field(default_factory=set)
     failures: list[Failure] = field(default_factory=list)
+    batch_expire_classes: set[str] = field(default_factory=set)
+    batch_polls_before_done: int = 1
+
+
+def _target_of(body: dict[str, Any]) -> str | None:
+    """The class a request asks about: the last `distinguishing a X` in its prompt."""
+    messages = body.get("messages")
+    prompt = messages[-1].get("content") if messages else body.get("prompt")
+    if not isinstance(prompt, str):
+        return None
+    found = _TARGET.findall(prompt)
+    return found[-1] if found else "thing"
 
 
 def answer_for(class_name: str, sample: int, chat: bool) -> str:
@@ -56,6 +70,8 @@ class DevServer:
         self.config = config or ServerConfig()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -88,8 +104,11 @@ class DevServer:
         with self._lock:
             self.requests.append({"path": path, "body": body})
 
-    def reply(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
-        self._record(path, body)
+    def reply(self, path: str, body: dict[str, Any],
+              record: bool = True) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """Answer one completion request; batch lines pass `record=False` (not live requests)."""
+        if record:
+            self._record(path, body)
         failure = self._next_failure()
         if failure is not None:
             time.sleep(failure.delay)
@@ -99,17 +118,78 @@ class DevServer:
         chat = path.endswith("/chat/completions")
         if not chat and not path.endswith("/completions"):
             return 404, {}, {"error": {"message": f"no route {path}", "type": "not_found"}}
-        prompt = body["messages"][-1]["content"] if chat else body.get("prompt", "")
-        if not isinstance(prompt, str) or not body.get("model"):
+        target = _target_of(body)
+        if target is None or not body.get("model"):
             return 400, {}, {"error": {"message": "model and prompt are required",
                                        "type": "invalid_request_error"}}
-        found = _TARGET.findall(prompt)
-        target = found[-1] if found else "thing"
         n = int(body.get("n") or 1) if self.config.supports_n else 1
         first = int(body.get("seed") or 0)
         texts = [("%% ## ::" if target in self.config.noise_classes
                   else answer_for(target, first + i, chat)) for i in range(n)]
         return 200, {}, _completion_body(texts, chat, body["model"])
+
+
+class _BatchApi:
+    """Files and batches, enough of the Batch API for the client's whole round trip."""
+
+    def __init__(self, server: DevServer) -> None:
+        self.server = server
+
+    def upload(self, content: bytes, filename: str) -> dict[str, Any]:
+        with self.server._lock:
+            file_id = f"file-{len(self.server.files) + 1}"
+            self.server.files[file_id] = content
+        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                "filename": filename, "purpose": "batch", "status": "processed"}
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        lines = self.server.files[body["input_file_id"]].decode().splitlines()
+        outputs, errors = [], []
+        for line in reversed([json.loads(x) for x in lines if x.strip()]):
+            if _target_of(line["body"]) in self.server.config.batch_expire_classes:
+                errors.append({"id": "req", "custom_id": line["custom_id"], "response": None,
+                               "error": {"code": "batch_expired", "message": "expired"}})
+                continue
+            status, _, payload = self.server.reply(line["url"], line["body"], record=False)
+            row = {"id": "req", "custom_id": line["custom_id"],
+                   "response": {"status_code": status, "request_id": "r", "body": payload},
+                   "error": None}
+            (outputs if status == 200 else errors).append(row)
+        out_id = self.upload("".join(json.dumps(r) + "\n" for r in outputs).encode(), "out.jsonl")["id"]
+        err_id = self.upload("".join(json.dumps(r) + "\n" for r in errors).encode(), "err.jsonl")["id"]
+        with self.server._lock:
+            batch_id = f"batch_{len(self.server.batches) + 1}"
+            self.server.batches[batch_id] = {
+                "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                "status": "validating", "output_file_id": out_id, "error_file_id": err_id,
+                "created_at": int(time.time()), "metadata": body.get("metadata"),
+                "request_counts": {"total": len(lines), "completed": len(outputs), "failed": len(errors)},
+                "_polls": 0,
+            }
+        return self.view(batch_id)
+
+    def view(self, batch_id: str) -> dict[str, Any]:
+        batch = self.server.batches[batch_id]
+        done = batch["_polls"] >= self.server.config.batch_polls_before_done
+        shown = {k: v for k, v in batch.items() if not k.startswith("_")}
+        shown["status"] = "completed" if done else "in_progress"
+        if not done:
+            shown["output_file_id"] = shown["error_file_id"] = None
+        return shown
+
+    def retrieve(self, batch_id: str) -> dict[str, Any]:
+        with self.server._lock:
+            self.server.batches[batch_id]["_polls"] += 1
+        return self.view(batch_id)
+
+
+def _multipart_file(content_type: str, body: bytes) -> tuple[bytes, str]:
+    message = BytesParser(policy=email.policy.default).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part.get_payload(decode=True), part.get_filename() or "upload.jsonl"
+    raise ValueError("no file part")
 
 
 def _completion_body(texts: list[str], chat: bool, model: str) -> dict[str, Any]:
@@ -128,30 +208,56 @@ def _completion_body(texts: list[str], chat: bool, model: str) -> dict[str, Any]
 
 
 def _handler(server: DevServer) -> type[BaseHTTPRequestHandler]:
+    batches = _BatchApi(server)
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def log_message(self, *args: Any) -> None:
             return
 
+        def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            kind = "application/octet-stream" if isinstance(payload, bytes) else "application/json"
+            for key, value in {"content-type": kind, **(headers or {})}.items():
+                self.send_header(key, value)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            parts = self.path.split("?")[0].rstrip("/").split("/")
+            server._record(self.path, {})
+            if parts[-3:-1] == ["v1", "batches"] and parts[-1] in server.batches:
+                self._send_json(200, batches.retrieve(parts[-1]))
+            elif parts[-1] == "content" and parts[-2] in server.files:
+                self._send_json(200, server.files[parts[-2]])
+            else:
+                self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length)
+            if self.path.endswith("/files"):
+                server._record(self.path, {})
+                content, name = _multipart_file(self.headers["content-type"], raw)
+                self._send_json(200, batches.upload(content, name))
+                return
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
                 body = {}
+            if self.path.endswith("/batches"):
+                server._record(self.path, body)
+                self._send_json(200, batches.create(body))
+                return
             status, headers, payload = server.reply(self.path, body)
             if status == 0:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            for key, value in {"content-type": "application/json", **headers}.items():
-                self.send_header(key, value)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._send_json(status, payload, headers)
 
     return Handler
 

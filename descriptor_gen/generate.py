@@ -8,27 +8,32 @@ run resumes from.
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 from tqdm import tqdm
 
-from descriptor_gen.backends import Backend, Completion, GenerationParams, Query, make_backend
+from descriptor_gen.backends import (
+    Backend,
+    Completion,
+    GenerationParams,
+    OpenAIBackend,
+    Query,
+    make_backend,
+)
+from descriptor_gen.batch import BatchItem, load_manifest, request_line, run_batches, submit
 from descriptor_gen.cache import ResponseCache, base_url_host, response_key
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.parse import dedupe, parse_descriptors
 from descriptor_gen.prompts import Prompt, PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.retry import RequestFailed, with_retries
 from descriptor_gen.store import DescriptorRecord, StoreAppender, read_store_for_resume
 
-T = TypeVar("T")
-_RETRY_STATUS = {408, 409, 429}
-_MAX_RETRY_AFTER = 120.0
 
 
 class GenerationSummary(BaseModel):
@@ -37,6 +42,7 @@ class GenerationSummary(BaseModel):
     written: int
     with_descriptors: int
     failed: list[str]
+    unanswered: list[str] = []
     requests: int
     cache_hits: int
     tokens: int
@@ -51,6 +57,9 @@ class GenerationSummary(BaseModel):
         ]
         if self.failed:
             out.append("classes without descriptors: " + ", ".join(self.failed))
+        if self.unanswered:
+            out.append(f"{len(self.unanswered)} classes not written; run again without --batch-api"
+                       " to ask them live: " + ", ".join(self.unanswered))
         return out
 
 
@@ -72,79 +81,6 @@ class ClassState:
     error: str | None = None
 
 
-class RequestFailed(Exception):
-    """A request that will not succeed by asking again (4xx) or ran out of attempts."""
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Rate limits, 408/409, 5xx, timeouts and connection errors are worth another try."""
-    import openai
-
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _RETRY_STATUS or exc.status_code >= 500
-    return isinstance(exc, (TimeoutError, ConnectionError))
-
-
-def retry_after_seconds(exc: BaseException | None) -> float | None:
-    """The server's Retry-After (seconds or HTTP date, or retry-after-ms), if it sent one."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    if "retry-after-ms" in headers:
-        try:
-            return float(headers["retry-after-ms"]) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
-
-
-def _wait_strategy(backoff: float) -> Callable[[Any], float]:
-    jitter = wait_random_exponential(multiplier=backoff, max=30 * max(backoff, 0.01) * 2)
-
-    def wait(state: Any) -> float:
-        after = retry_after_seconds(state.outcome.exception())
-        return min(after, _MAX_RETRY_AFTER) if after is not None else jitter(state)
-
-    return wait
-
-
-async def with_retries(call: Callable[[], Awaitable[T]], max_attempts: int, backoff: float) -> T:
-    """Run `call`, retrying what is retryable with jittered exponential backoff."""
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(max_attempts),
-        wait=_wait_strategy(backoff),
-        retry=retry_if_exception(is_retryable),
-        reraise=True,
-    )
-    try:
-        async for attempt in retrying:
-            with attempt:
-                return await call()
-    except Exception as exc:
-        raise RequestFailed(_describe_error(exc, max_attempts)) from exc
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _describe_error(exc: BaseException, attempts: int) -> str:
-    body = getattr(exc, "body", None)
-    server_message = body.get("message") if isinstance(body, dict) else None
-    message = server_message or getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    status = getattr(exc, "status_code", None)
-    prefix = f"HTTP {status}: " if status else f"{type(exc).__name__}: "
-    suffix = f" (after {attempts} attempts)" if is_retryable(exc) else ""
-    return " ".join(f"{prefix}{message}{suffix}".split())
-
-
 @dataclass
 class GenerationJob:
     """One `descgen generate` run. See :func:`generate`."""
@@ -161,6 +97,14 @@ class GenerationJob:
     backoff: float = 0.5
     progress: bool = True
     backend: Backend | None = None
+    batch_api: bool = False
+    resume_batch: str | None = None
+    poll_seconds: float = 30.0
+    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+
+    @property
+    def live(self) -> bool:
+        return not (self.batch_api or self.resume_batch)
 
 
 def generate(job: GenerationJob) -> GenerationSummary:
@@ -188,6 +132,8 @@ async def _generate(job: GenerationJob) -> GenerationSummary:
             for i, name in enumerate(job.classes)
             if i not in done
         ]
+        if not job.live:
+            await _fill_cache_by_batch(job, backend, states, stats)
         with StoreAppender(job.out) as appender, _progress(job, len(states)) as bar:
             runner = _Runner(job, backend, stats, appender, bar, written)
             await runner.run(states)
@@ -202,11 +148,52 @@ async def _generate(job: GenerationJob) -> GenerationSummary:
         written=len(written),
         with_descriptors=sum(1 for r in everything if not r.error),
         failed=failed,
+        unanswered=[s.name for s in states if s.index not in {r.class_index for r in written}],
         requests=stats.requests,
         cache_hits=stats.cache_hits,
         tokens=stats.tokens,
         seconds=time.perf_counter() - started,
     )
+
+
+async def _fill_cache_by_batch(job: GenerationJob, backend: Backend, states: list[ClassState],
+                               stats: Stats) -> None:
+    """Send every uncached first-round answer through the Batch API (or finish a batch)."""
+    if not isinstance(backend, OpenAIBackend):
+        raise DescgenError("--batch-api and --resume-batch need --backend openai")
+    if job.resume_batch:
+        manifests = [load_manifest(job.cache, job.resume_batch)]
+    else:
+        lines, items = _batch_requests(job, backend, states)
+        if not lines:
+            job.log("every answer is already cached; no batch needed")
+            return
+        manifests = await submit(backend.client, job.cache, backend.endpoint, lines, items,
+                                 job.log)
+    outcome = await run_batches(backend.client, job.cache, manifests, backend.chat,
+                                job.poll_seconds, job.log)
+    stats.requests += outcome.answered + len(outcome.failed)
+
+
+def _batch_requests(job: GenerationJob, backend: OpenAIBackend,
+                    states: list[ClassState]) -> tuple[list[str], dict[str, BatchItem]]:
+    identity = backend.identity()
+    lines: list[str] = []
+    items: dict[str, BatchItem] = {}
+    for state in states:
+        prompt = state.prompt.messages if backend.chat else state.prompt.text
+        keys = {i: response_key(identity, prompt, i) for i in range(job.params.samples)}
+        cached = job.cache.get_many(list(keys.values()))
+        missing = [i for i, key in keys.items() if key not in cached]
+        if not missing:
+            continue
+        seed = None if job.params.seed is None else job.params.seed + missing[0]
+        body = backend.request_body(Query(prompt, n=len(missing), seed=seed))
+        custom_id = f"class-{state.index}"
+        items[custom_id] = BatchItem(class_index=state.index, class_name=state.name,
+                                     keys=[keys[i] for i in missing])
+        lines.append(request_line(custom_id, backend.endpoint, body))
+    return lines, items
 
 
 def _progress(job: GenerationJob, total: int) -> tqdm:
@@ -256,10 +243,11 @@ class _Runner:
 
     async def run(self, states: list[ClassState]) -> None:
         samples = self.job.params.samples
+        rounds = self.job.max_attempts if self.job.live else 1
         pending = states
-        for round_no in range(self.job.max_attempts):
+        for round_no in range(rounds):
             wanted = list(range(samples)) if round_no == 0 else [samples + round_no - 1]
-            last = round_no == self.job.max_attempts - 1
+            last = round_no == rounds - 1
             chunks = [pending[i : i + self.backend.max_batch]
                       for i in range(0, len(pending), self.backend.max_batch)]
             retry: list[ClassState] = []
@@ -281,6 +269,8 @@ class _Runner:
         descriptors = dedupe(d for a in state.answers for d in parse_descriptors(a, state.name))
         if not descriptors and state.error is None and not last:
             return False
+        if not descriptors and not self.job.live:
+            return True
         error = state.error if not descriptors else None
         if not descriptors and error is None:
             error = f"no descriptors in {len(state.answers)} answers"
@@ -322,7 +312,7 @@ class _Runner:
                     self.stats.cache_hits += 1
                     state.answers.append(answer)
         asking = [s for s in chunk if s.index in missing]
-        if asking:
+        if asking and self.job.live:
             try:
                 await self._ask(asking, missing, keys)
             except RequestFailed as exc:

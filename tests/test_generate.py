@@ -16,7 +16,8 @@ from descriptor_gen.cache import ResponseCache
 from descriptor_gen.cli import main
 from descriptor_gen.devserver import DevServer, Failure, ServerConfig, answer_for
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.generate import GenerationJob, generate, retry_after_seconds
+from descriptor_gen.generate import GenerationJob, generate
+from descriptor_gen.retry import retry_after_seconds
 from descriptor_gen.prompts import PromptLibrary, PromptOptions
 from descriptor_gen.settings import Settings
 from descriptor_gen.store import read_store
