@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from descriptor_gen.backends import GenerationParams
+from descriptor_gen.backends import BACKENDS, GenerationParams
 from descriptor_gen.cache import ResponseCache
 from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
@@ -77,9 +77,14 @@ def prompt_options(
             bank=bank,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-")
-        raise DescgenError(f"{flag}: {first['msg']} (got {first.get('input')!r})") from exc
+        raise _flag_error(exc) from exc
+
+
+def _flag_error(exc: ValidationError) -> DescgenError:
+    """A model's validation error as the flag the user typed, e.g. `--per-example`."""
+    first = exc.errors()[0]
+    flag = "--" + str(first["loc"][0]).replace("_", "-")
+    return DescgenError(f"{flag}: {first['msg']} (got {first.get('input')!r})")
 
 
 @app.command("prompt")
@@ -163,9 +168,7 @@ def show_cmd(
         typer.echo(line)
 
 
-class Backend(str, Enum):
-    openai = "openai"
-    hf = "hf"
+BackendName = Enum("BackendName", {name: name for name in BACKENDS}, type=str)  # type: ignore[misc]
 
 
 class Api(str, Enum):
@@ -185,7 +188,7 @@ def generate_cmd(
     instruction: Instruction = "none",
     examples: Examples = 2,
     bank: Bank = "default",
-    backend: Annotated[Backend, typer.Option("--backend", help="openai (any OpenAI-compatible server) or hf (local transformers).")] = Backend.openai,
+    backend: Annotated[BackendName, typer.Option("--backend", help="openai (any OpenAI-compatible server) or hf (local transformers).")] = BackendName.openai,
     model: Annotated[Optional[str], typer.Option("--model", help="Model name (openai) or hub name / local folder (hf). Default: gpt-3.5-turbo-instruct for openai.")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (else $OPENAI_BASE_URL).")] = None,
     api: Annotated[Api, typer.Option("--api", help="chat (messages) or completions (the Q:/A: transcript).")] = Api.completions,
@@ -223,8 +226,7 @@ def generate_cmd(
             device=device, dtype=dtype, batch_size=batch_size, trust_remote_code=trust_remote_code,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise DescgenError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from exc
+        raise _flag_error(exc) from exc
     settings = Settings.resolve(cache_dir)
     job = GenerationJob(
         classes=names, out=out, options=options, params=params,

@@ -141,6 +141,7 @@ async def _generate(job: GenerationJob) -> GenerationSummary:
         if job.backend is None:
             await backend.aclose()
     everything = existing + written
+    written_indices = {r.class_index for r in written}
     failed = [r.class_name for r in sorted(everything, key=lambda r: r.class_index) if r.error]
     return GenerationSummary(
         classes=len(job.classes),
@@ -148,7 +149,7 @@ async def _generate(job: GenerationJob) -> GenerationSummary:
         written=len(written),
         with_descriptors=sum(1 for r in everything if not r.error),
         failed=failed,
-        unanswered=[s.name for s in states if s.index not in {r.class_index for r in written}],
+        unanswered=[s.name for s in states if s.index not in written_indices],
         requests=stats.requests,
         cache_hits=stats.cache_hits,
         tokens=stats.tokens,
@@ -181,7 +182,7 @@ def _batch_requests(job: GenerationJob, backend: OpenAIBackend,
     lines: list[str] = []
     items: dict[str, BatchItem] = {}
     for state in states:
-        prompt = state.prompt.messages if backend.chat else state.prompt.text
+        prompt = state.prompt.sent(backend.chat)
         keys = {i: response_key(identity, prompt, i) for i in range(job.params.samples)}
         cached = job.cache.get_many(list(keys.values()))
         missing = [i for i, key in keys.items() if key not in cached]
@@ -295,11 +296,8 @@ class _Runner:
                              cached=self.stats.cache_hits, tokens=self.stats.tokens, refresh=False)
         return True
 
-    def _prompt_of(self, state: ClassState) -> str | list[dict[str, str]]:
-        return state.prompt.messages if self.backend.chat else state.prompt.text
-
     async def _chunk(self, chunk: list[ClassState], wanted: list[int]) -> list[ClassState]:
-        keys = {(s.index, i): response_key(self.identity, self._prompt_of(s), i)
+        keys = {(s.index, i): response_key(self.identity, s.prompt.sent(self.backend.chat), i)
                 for s in chunk for i in wanted}
         cached = self.job.cache.get_many(list(keys.values()))
         missing: dict[int, list[int]] = {}
@@ -324,7 +322,7 @@ class _Runner:
                    keys: dict[tuple[int, int], str]) -> None:
         """Ask for the missing samples; a server that returns fewer than `n` is asked again."""
         while asking:
-            queries = [Query(self._prompt_of(s), n=len(missing[s.index]),
+            queries = [Query(s.prompt.sent(self.backend.chat), n=len(missing[s.index]),
                              seed=self._seed(missing[s.index][0])) for s in asking]
             completions = await self._send(queries)
             still: list[ClassState] = []

@@ -83,9 +83,13 @@ class Prompt(BaseModel):
     text: str
     messages: Messages
 
+    def sent(self, chat: bool) -> str | Messages:
+        """The form a backend sends: chat messages or completion text."""
+        return self.messages if chat else self.text
+
     def sha256(self, chat: bool) -> str:
         """Hash of the form actually sent, so records say exactly what the model saw."""
-        return prompt_sha256(self.messages if chat else self.text)
+        return prompt_sha256(self.sent(chat))
 
 
 def prompt_sha256(prompt: str | Messages) -> str:

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from descriptor_gen.backends import GenerationParams
@@ -145,9 +144,13 @@ def test_timeouts_and_dropped_connections_are_retried(tmp_path: Path, library: P
 
 
 def test_retry_after_forms() -> None:
+    class Response:
+        def __init__(self, headers: dict[str, str]) -> None:
+            self.headers = headers
+
     class Exc:
         def __init__(self, headers: dict[str, str]) -> None:
-            self.response = httpx.Response(429, headers=headers)
+            self.response = Response(headers)
 
     assert retry_after_seconds(Exc({"retry-after": "3"})) == 3.0
     assert retry_after_seconds(Exc({"retry-after-ms": "250"})) == 0.25
