@@ -15,6 +15,7 @@ from descriptor_gen.backends import BACKENDS, GenerationParams
 from descriptor_gen.cache import ResponseCache
 from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.evaluate import EvalConfig, evaluate
 from descriptor_gen.generate import GenerationJob, generate
 from descriptor_gen.parse import parse_descriptors
 from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
@@ -240,6 +241,57 @@ def generate_cmd(
         typer.echo(line, err=True)
     if summary.failed or summary.unanswered:
         raise typer.Exit(3)
+
+
+class MethodName(str, Enum):
+    descriptors = "descriptors"
+    classname = "classname"
+    templates = "templates"
+    descriptors_templates = "descriptors+templates"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="Image folder (sub-folder per class), a path,label CSV, or hf:NAME[:SPLIT].")],
+    classes: Annotated[Path, typer.Option("--classes", help="Class list, one name a line.")],
+    descriptors: Annotated[Optional[Path], typer.Option("--descriptors", help="Descriptor store (JSONL).")] = None,
+    model: Annotated[str, typer.Option("--model", help="open_clip model name, or a model-config JSON path.")] = "ViT-B-32",
+    pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, a checkpoint file, or none.")] = "openai",
+    method: Annotated[MethodName, typer.Option("--method", help="How class vectors are made.")] = MethodName.descriptors,
+    descriptor_template: Annotated[str, typer.Option("--descriptor-template", help="Text of a descriptor with {c} and {d}; default Menon & Vondrick's '{c}, which (is/has) {d}'.")] = "menon",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
+    precision: Annotated[Precision, typer.Option("--precision", help="Model precision.")] = Precision.fp32,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 2,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
+    predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
+    explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse classes without descriptors instead of falling back.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
+) -> None:
+    """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
+    try:
+        cfg = EvalConfig(dataset=dataset, descriptors=descriptors, model=model, pretrained=pretrained,
+                         method=method.value, descriptor_template=descriptor_template,
+                         batch_size=batch_size, device=device, precision=precision.value,
+                         workers=workers, explain=explain, strict=strict)
+    except ValidationError as exc:
+        raise _flag_error(exc) from exc
+    settings = Settings.resolve(cache_dir)
+    result = evaluate(cfg, load_classes(classes), settings.cache_dir, settings.prompts_dir,
+                      predictions=predictions)
+    m = result.metrics
+    typer.echo(f"{result.method}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  mean per-class recall"
+               f" {m['mean_per_class_recall']:.4f}  entropy {m['mean_entropy']:.4f}  images {m['n_images']}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.model_dump_json(indent=2) + "\n")
 
 
 def _fail(message: str) -> int:

@@ -56,3 +56,45 @@ def build_tiny_lm(folder: Path, chat_template: bool = True) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny open_clip config and a random checkpoint for it: (config JSON, checkpoint)."""
+    import json
+
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    config = folder / "tiny-clip-test.json"
+    config.write_text(json.dumps(TINY_CLIP_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-clip-test", pretrained=None)
+    checkpoint = folder / "tiny.pt"
+    torch.save({"state_dict": model.state_dict()}, checkpoint)
+    return config, checkpoint
+
+
+def make_image_folder(root: Path, classes: dict[str, int], seed: int = 0) -> Path:
+    """Sub-folders of small generated images, one colour family per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, (name, count) in enumerate(classes.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            base = np.array([(c * 80) % 256, (c * 150) % 256, (c * 40 + 60) % 256])
+            pixels = np.clip(base + rng.integers(-40, 40, (40, 48, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root

@@ -1,0 +1,281 @@
+"""CLIP models from open_clip, and image and text features with on-disk caches.
+
+Image features are cached per (model, weights, preprocessing, dataset file list with sizes and
+mtimes) as one fp16 `.npy` plus a JSON index; text features per (model, weights, text) in SQLite.
+Both are written so that an interrupted run leaves no half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from descriptor_gen.errors import DescgenError
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class ClipModel:
+    """A loaded open_clip model with its preprocessing, tokenizer and a stable identity."""
+
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: str
+    precision: str
+    identity: str
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DescgenError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str = "auto",
+              precision: str = "fp32") -> ClipModel:
+    """Load an open_clip model by name or model-config JSON, with a tag, checkpoint or `none`.
+
+    Args:
+        model: an open_clip model name (`ViT-B-32`) or a path to a model-config JSON file.
+        pretrained: an open_clip pretrained tag, a local checkpoint file (loaded with
+            `weights_only=True`), or `none` for random weights.
+        device: `auto`, `cpu`, `cuda`, `cuda:N`.
+        precision: `fp32`, `fp16` or `bf16` (fp16 needs a GPU).
+    """
+    import open_clip
+
+    if precision not in PRECISIONS:
+        raise DescgenError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
+    device = pick_device(device)
+    if precision == "fp16" and device == "cpu":
+        raise DescgenError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    name, model_id = _model_name(model, open_clip)
+    weights, weights_id = _weights(pretrained)
+    try:
+        clip, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=weights, precision=precision, device=device, weights_only=True
+        )
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise DescgenError(f"cannot load CLIP model {model!r} with weights {pretrained!r}: {exc}") from exc
+    clip.eval()
+    identity = json.dumps({"model": model_id, "weights": weights_id, "precision": precision,
+                           "preprocess": repr(preprocess)}, sort_keys=True)
+    return ClipModel(clip, preprocess, open_clip.get_tokenizer(name), device, precision,
+                     hashlib.sha256(identity.encode()).hexdigest())
+
+
+def _model_name(model: str, open_clip: Any) -> tuple[str, str]:
+    path = Path(model)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise DescgenError(f"{path}: no such model-config file")
+        try:
+            json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DescgenError(f"{path}: model config is not valid JSON ({exc.msg})") from exc
+        open_clip.add_model_config(path)
+        return path.stem, f"config:{_file_sha256(path)}"
+    if model not in open_clip.list_models():
+        raise DescgenError(f"unknown open_clip model {model!r} (see open_clip.list_models(), or"
+                           " give a model-config JSON path)")
+    return model, model
+
+
+def _weights(pretrained: str) -> tuple[str | None, str]:
+    if pretrained.lower() == "none":
+        return None, "random"
+    path = Path(pretrained)
+    if path.is_file():
+        return str(path), f"file:{_file_sha256(path)}"
+    if path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        raise DescgenError(f"{path}: no such checkpoint file")
+    return pretrained, f"tag:{pretrained}"
+
+
+class _Images(Dataset):
+    """Preprocessed images; an unreadable file yields `ok=False` instead of stopping the run."""
+
+    def __init__(self, paths: list[str], preprocess: Any, size: int) -> None:
+        self.paths, self.preprocess, self.size = paths, preprocess, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, str]:
+        try:
+            with Image.open(self.paths[index]) as image:
+                return self.preprocess(image.convert("RGB")), True, ""
+        except Exception as exc:  # noqa: BLE001 - any decoder failure marks the file unreadable
+            return torch.zeros(3, self.size, self.size), False, f"{type(exc).__name__}: {exc}"
+
+
+def _image_size(preprocess: Any) -> int:
+    for transform in getattr(preprocess, "transforms", []):
+        size = getattr(transform, "size", None)
+        if size is not None:
+            return size if isinstance(size, int) else int(size[0])
+    return 224
+
+
+def _autocast(clip: ClipModel) -> Any:
+    if clip.device.startswith("cuda") and clip.precision != "fp32":
+        dtype = torch.float16 if clip.precision == "fp16" else torch.bfloat16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+@dataclass
+class ImageFeatures:
+    features: np.ndarray  # (N, D) fp16, L2-normalised, rows of unreadable images are zero
+    ok: np.ndarray  # (N,) bool
+    errors: dict[int, str]
+
+
+def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int = 2,
+                  progress: bool = False) -> ImageFeatures:
+    """Encode images in batches through a DataLoader; features are L2-normalised."""
+    dataset = _Images(paths, clip.preprocess, _image_size(clip.preprocess))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        pin_memory=clip.device.startswith("cuda"),
+                        persistent_workers=False)
+    chunks, oks, errors = [], [], {}
+    start = 0
+    with torch.inference_mode(), _autocast(clip):
+        for images, ok, why in tqdm(loader, disable=not progress, desc="images", unit="batch"):
+            images = images.to(clip.device, non_blocking=True)
+            feats = clip.model.encode_image(images).float()
+            feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            feats[~ok.to(clip.device)] = 0
+            chunks.append(feats.cpu().numpy().astype(np.float16))
+            oks.append(ok.numpy())
+            errors.update({start + i: w for i, w in enumerate(why) if w})
+            start += len(ok)
+    if not chunks:
+        return ImageFeatures(np.zeros((0, 0), np.float16), np.zeros(0, bool), {})
+    return ImageFeatures(np.concatenate(chunks), np.concatenate(oks), errors)
+
+
+def encode_texts(clip: ClipModel, texts: list[str], batch_size: int = 1024) -> np.ndarray:
+    """Encode texts in large batches across classes; rows are L2-normalised fp32."""
+    out = []
+    with torch.inference_mode(), _autocast(clip):
+        for start in range(0, len(texts), batch_size):
+            tokens = clip.tokenizer(texts[start : start + batch_size]).to(clip.device)
+            feats = clip.model.encode_text(tokens).float()
+            out.append((feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def dataset_fingerprint(paths: list[str]) -> str:
+    """Hash of the file list with sizes and mtimes: an edited or replaced image changes it."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+class ImageFeatureCache:
+    """`<key>.npy` (fp16 features) + `<key>.json` (ok flags, errors), written temp-then-rename."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def key(self, clip: ClipModel, paths: list[str]) -> str:
+        return hashlib.sha256(f"{clip.identity}\0{dataset_fingerprint(paths)}".encode()).hexdigest()
+
+    def load(self, key: str) -> ImageFeatures | None:
+        array, index = self.folder / f"{key}.npy", self.folder / f"{key}.json"
+        if not (array.is_file() and index.is_file()):
+            return None
+        meta = json.loads(index.read_text())
+        return ImageFeatures(np.load(array, mmap_mode="r"), np.array(meta["ok"], bool),
+                             {int(k): v for k, v in meta["errors"].items()})
+
+    def save(self, key: str, feats: ImageFeatures) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.folder / f"{key}.npy", lambda f: np.save(f, feats.features))
+        meta = {"ok": feats.ok.tolist(), "errors": {str(k): v for k, v in feats.errors.items()}}
+        _atomic_write(self.folder / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class TextFeatureCache:
+    """Text features keyed by (model identity, text), in SQLite (WAL), as fp32 bytes."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+        self._conn().execute("CREATE TABLE IF NOT EXISTS text_features (key TEXT PRIMARY KEY, vec BLOB)")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = conn
+        return conn
+
+    @staticmethod
+    def key(clip: ClipModel, text: str) -> str:
+        return hashlib.sha256(f"{clip.identity}\0{text}".encode()).hexdigest()
+
+    def features(self, clip: ClipModel, texts: list[str], batch_size: int = 1024) -> tuple[np.ndarray, int]:
+        """Features of `texts` in order, encoding only the uncached; returns (features, encoded)."""
+        unique = list(dict.fromkeys(texts))
+        keys = {t: self.key(clip, t) for t in unique}
+        found: dict[str, np.ndarray] = {}
+        conn = self._conn()
+        values = list(keys.values())
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
+            rows = conn.execute(f"SELECT key, vec FROM text_features WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update({k: np.frombuffer(v, np.float32) for k, v in rows})
+        missing = [t for t in unique if keys[t] not in found]
+        if missing:
+            encoded = encode_texts(clip, missing, batch_size)
+            conn.execute("BEGIN")
+            conn.executemany("INSERT OR REPLACE INTO text_features VALUES (?, ?)",
+                             [(keys[t], encoded[i].astype(np.float32).tobytes()) for i, t in enumerate(missing)])
+            conn.execute("COMMIT")
+            found.update({keys[t]: encoded[i] for i, t in enumerate(missing)})
+        return np.stack([found[keys[t]] for t in texts]), len(missing)

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_image_folder
+from descriptor_gen.cli import main
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.evaluate import EvalConfig, evaluate
+from descriptor_gen.features import encode_texts, load_clip
+from descriptor_gen.scoring import menon_sentence
+from descriptor_gen.settings import Settings
+from descriptor_gen.store import DescriptorRecord, write_store
+
+CLASSES = ["tench", "goldfish", "missile", "missile"]
+DESCRIPTORS = {
+    0: ["olive-green body", "a thick tail", "small red eyes"],
+    1: ["bright orange scales", "long flowing fins"],
+    2: ["a long, cylindrical body", "tail fins", "a pointed nose"],
+    3: ["an object in motion", "a pointed end"],
+}
+PROMPTS = Settings.resolve().prompts_dir
+
+
+@pytest.fixture
+def setup(tmp_path: Path, tiny_clip: tuple[Path, Path]) -> dict:
+    images = make_image_folder(tmp_path / "images", {"tench": 3, "goldfish": 2, "2": 2, "3": 1})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES) + "\n")
+    store = tmp_path / "d.jsonl"
+    write_store(store, [DescriptorRecord(class_index=i, class_name=CLASSES[i], descriptors=d,
+                                         backend="test") for i, d in DESCRIPTORS.items()])
+    config, checkpoint = tiny_clip
+    return {"images": images, "classes": classes, "store": store, "config": config,
+            "checkpoint": checkpoint, "cache": tmp_path / "cache"}
+
+
+def _cfg(setup: dict, **kw) -> EvalConfig:
+    base = {"dataset": str(setup["images"]), "descriptors": setup["store"],
+            "model": str(setup["config"]), "pretrained": str(setup["checkpoint"]),
+            "device": "cpu", "workers": 0, "batch_size": 3}
+    return EvalConfig(**{**base, **kw})
+
+
+def test_scores_equal_direct_per_descriptor_computation(setup: dict, tmp_path: Path) -> None:
+    preds = tmp_path / "preds.jsonl"
+    result = evaluate(_cfg(setup, explain=2), CLASSES, setup["cache"], PROMPTS, predictions=preds)
+    clip = load_clip(str(setup["config"]), str(setup["checkpoint"]), "cpu")
+    from descriptor_gen.features import encode_images
+    from descriptor_gen.datasets import load_image_folder
+
+    data = load_image_folder(setup["images"], CLASSES)
+    images = encode_images(clip, data.paths, batch_size=1, workers=0).features.astype(np.float32)
+    direct = np.zeros((len(data.paths), len(CLASSES)))
+    for c, descs in DESCRIPTORS.items():
+        for d in descs:
+            text = encode_texts(clip, [menon_sentence(CLASSES[c], d)])[0]
+            direct[:, c] += images @ text / len(descs)
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["path"] for r in rows] == data.paths
+    assert [r["pred"] for r in rows] == direct.argmax(axis=1).tolist()
+    top1 = float(np.mean(direct.argmax(axis=1) == np.array(data.labels)))
+    assert result.metrics["top1"] == pytest.approx(top1)
+    for row, image in zip(rows, images):
+        for item in row["explain_pred"]:
+            c = row["pred"]
+            text = encode_texts(clip, [menon_sentence(CLASSES[c], item["descriptor"])])[0]
+            assert item["similarity"] == pytest.approx(float(image @ text), abs=1e-5)
+        assert len(row["explain_pred"]) == 2 and len(row["top5"]) == 4
+        assert ("explain_label" in row) == (row["pred"] != row["label"])
+
+
+def test_score_matrix_matches_to_1e5(setup: dict) -> None:
+    from descriptor_gen.scoring import class_texts, class_vectors, scores
+
+    clip = load_clip(str(setup["config"]), str(setup["checkpoint"]), "cpu")
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(6, 32)).astype(np.float32)
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    ct, _ = class_texts("descriptors", CLASSES, DESCRIPTORS, [])
+    flat = encode_texts(clip, [t for ts in ct.texts for t in ts])
+    fast = scores(images, class_vectors(flat, ct))
+    for c, descs in DESCRIPTORS.items():
+        sims = [images @ encode_texts(clip, [menon_sentence(CLASSES[c], d)])[0] for d in descs]
+        np.testing.assert_allclose(fast[:, c], np.mean(sims, axis=0), atol=1e-5)
+
+
+def test_second_eval_with_other_descriptors_encodes_no_image(setup: dict, tmp_path: Path) -> None:
+    first = evaluate(_cfg(setup), CLASSES, setup["cache"], PROMPTS)
+    other = tmp_path / "other.jsonl"
+    write_store(other, [DescriptorRecord(class_index=i, class_name=c, descriptors=["a shiny surface"],
+                                         backend="test") for i, c in enumerate(CLASSES)])
+    second = evaluate(_cfg(setup, descriptors=other), CLASSES, setup["cache"], PROMPTS)
+    again = evaluate(_cfg(setup), CLASSES, setup["cache"], PROMPTS)
+    assert first.images_encoded == 8 and second.images_encoded == 0 and again.images_encoded == 0
+    assert again.texts_encoded == 0
+    assert again.metrics == first.metrics
+    uncached = evaluate(_cfg(setup), CLASSES, setup["cache"].with_name("fresh"), PROMPTS)
+    assert uncached.metrics == pytest.approx(first.metrics)
+
+
+@pytest.mark.parametrize("method", ["classname", "templates", "descriptors+templates"])
+def test_baselines_run(setup: dict, method: str) -> None:
+    result = evaluate(_cfg(setup, method=method), CLASSES, setup["cache"], PROMPTS)
+    assert result.metrics["n_images"] == 8 and 0 <= result.metrics["top1"] <= 1
+    assert 0 < result.metrics["mean_entropy"] <= np.log(4) + 1e-9
+
+
+def test_corrupt_image_is_reported_and_counted(setup: dict) -> None:
+    (setup["images"] / "tench" / "broken.png").write_bytes(b"not a png at all")
+    messages: list[str] = []
+    result = evaluate(_cfg(setup), CLASSES, setup["cache"], PROMPTS, log=messages.append)
+    assert result.unreadable_images == [str(setup["images"] / "tench" / "broken.png")]
+    assert result.metrics["n_images"] == 8
+    assert any("unreadable image" in m and "broken.png" in m for m in messages)
+
+
+def test_unknown_label_is_an_error(setup: dict) -> None:
+    make_image_folder(setup["images"], {"carp": 1})
+    with pytest.raises(DescgenError, match="folder 'carp'.*not in the class list"):
+        evaluate(_cfg(setup), CLASSES, setup["cache"], PROMPTS)
+
+
+def test_ambiguous_duplicate_name_needs_index(setup: dict) -> None:
+    make_image_folder(setup["images"], {"missile": 1})
+    with pytest.raises(DescgenError, match=r"names classes \[2, 3\]; use the index"):
+        evaluate(_cfg(setup), CLASSES, setup["cache"], PROMPTS)
+
+
+def test_csv_manifest_and_fallback(setup: dict, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nimages/tench/000.png,tench\nimages/goldfish/000.png,1\n")
+    partial = tmp_path / "partial.jsonl"
+    write_store(partial, [DescriptorRecord(class_index=0, class_name="tench", descriptors=["fins"],
+                                           backend="t"),
+                          DescriptorRecord(class_index=1, class_name="goldfish", descriptors=[],
+                                           backend="t", error="none")])
+    messages: list[str] = []
+    result = evaluate(_cfg(setup, dataset=str(manifest), descriptors=partial), CLASSES,
+                      setup["cache"], PROMPTS, log=messages.append)
+    assert result.metrics["n_images"] == 2
+    assert result.fallback_classes == ["goldfish", "missile", "missile"]
+    assert any("no descriptors" in m and "1 goldfish" in m for m in messages)
+    with pytest.raises(DescgenError, match="--strict"):
+        evaluate(_cfg(setup, dataset=str(manifest), descriptors=partial, strict=True), CLASSES,
+                 setup["cache"], PROMPTS)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("images/tench/000.png,perch\n")
+    with pytest.raises(DescgenError, match="bad.csv:1: label 'perch' is not in the class list"):
+        evaluate(_cfg(setup, dataset=str(bad)), CLASSES, setup["cache"], PROMPTS)
+
+
+def test_cli_eval_end_to_end(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "result.json"
+    preds = tmp_path / "preds.jsonl"
+    args = ["eval", "--dataset", str(setup["images"]), "--classes", str(setup["classes"]),
+            "--descriptors", str(setup["store"]), "--model", str(setup["config"]),
+            "--pretrained", str(setup["checkpoint"]), "--device", "cpu", "--workers", "0",
+            "--out", str(out), "--predictions", str(preds), "--explain", "1",
+            "--cache-dir", str(setup["cache"])]
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("descriptors: top-1 ")
+    result = json.loads(out.read_text())
+    assert set(result["metrics"]) == {"top1", "top5", "mean_per_class_recall", "n_images", "mean_entropy"}
+    assert result["counts"]["descriptors_per_class"] == {"mean": 2.5, "min": 2, "max": 3}
+    assert len(result["descriptor_file_sha256"]) == 64
+    assert len(preds.read_text().splitlines()) == 8
+    code = main([*args[:-2], "--cache-dir", str(setup["cache"]), "--pretrained", "/no/such.pt"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no such checkpoint file" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [(["--precision", "fp16"], "fp16 needs a GPU"), (["--method", "best"], "--method"),
+     (["--descriptor-template", "{c} only"], "needs a {d} field")],
+)
+def test_cli_eval_bad_input(setup: dict, capsys: pytest.CaptureFixture[str], extra: list[str],
+                            needle: str) -> None:
+    args = ["eval", "--dataset", str(setup["images"]), "--classes", str(setup["classes"]),
+            "--descriptors", str(setup["store"]), "--model", str(setup["config"]),
+            "--pretrained", "none", "--device", "cpu", "--cache-dir", str(setup["cache"]), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_random_weights_and_unknown_model(setup: dict) -> None:
+    clip = load_clip(str(setup["config"]), "none", "cpu")
+    assert clip.device == "cpu"
+    with pytest.raises(DescgenError, match="unknown open_clip model"):
+        load_clip("ViT-Nope", "none", "cpu")
+    assert torch.get_default_dtype() == torch.float32
