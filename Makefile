@@ -34,6 +34,7 @@ demo: install
 
 bench: install
 	$(PY) bench/bench_generate.py
+	$(PY) bench/bench_eval.py --images 200
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

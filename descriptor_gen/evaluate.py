@@ -65,6 +65,7 @@ class EvalResult(BaseModel):
     images_encoded: int
     texts_encoded: int
     seconds: float
+    timings: dict[str, float]
     images_per_second: float | None
 
 
@@ -109,6 +110,7 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
     data = load_dataset(cfg.dataset, classes, cache_dir)
     descriptors, template, digest = _descriptors(cfg, classes)
     clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
+    loaded = time.perf_counter()
     image_cache = ImageFeatureCache(cache_dir / "image_features")
     key = image_cache.key(clip, data.paths)
     feats = image_cache.load(key)
@@ -117,7 +119,7 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
         feats = encode_images(clip, data.paths, cfg.batch_size, cfg.workers)
         image_cache.save(key, feats)
         encoded_images = len(data.paths)
-    image_seconds = time.perf_counter() - started
+    images_done = time.perf_counter()
     unreadable = [data.paths[i] for i in sorted(feats.errors)]
     for i in sorted(feats.errors):
         log(f"warning: unreadable image {data.paths[i]}: {feats.errors[i]}")
@@ -131,6 +133,7 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
             f" class name{' and templates' if cfg.method == 'descriptors+templates' else ''}: {names}")
     flat = [t for texts in ct.texts for t in texts]
     text_feats, texts_encoded = TextFeatureCache(cache_dir / "text_features.sqlite").features(clip, flat)
+    texts_done = time.perf_counter()
     vectors = class_vectors(text_feats, ct)
     ok = np.asarray(feats.ok, bool)
     image_feats = np.asarray(feats.features, np.float32)[ok]
@@ -142,7 +145,9 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
         paths = [p for p, good in zip(data.paths, ok) if good]
         _write_predictions(predictions, paths, labels, score, image_feats, ct, text_feats, offsets,
                            cfg.explain)
-    seconds = time.perf_counter() - started
+    finished = time.perf_counter()
+    timings = {"data_and_model": loaded - started, "images": images_done - loaded,
+               "texts": texts_done - images_done, "scoring": finished - texts_done}
     return EvalResult(
         metrics=result_metrics.__dict__, method=cfg.method, model=cfg.model,
         pretrained=cfg.pretrained, precision=cfg.precision, device=clip.device,
@@ -150,8 +155,9 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
         descriptor_file_sha256=digest, descriptor_template=template,
         counts=_count_stats(descriptors, len(classes)), unreadable_images=unreadable,
         fallback_classes=[classes[i] for i in fallback], images_encoded=encoded_images,
-        texts_encoded=texts_encoded, seconds=seconds,
-        images_per_second=(encoded_images / image_seconds) if encoded_images else None,
+        texts_encoded=texts_encoded, seconds=finished - started,
+        timings={k: round(v, 4) for k, v in timings.items()},
+        images_per_second=(encoded_images / timings["images"]) if encoded_images else None,
     )
 
 
