@@ -6,7 +6,24 @@ DESCGEN := $(VENV)/bin/descgen
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= results/demo
 
-.PHONY: install test demo bench clean
+# Experiments of the study: `make exp-count DATASET=/data/imagenet/val LLM_MODEL=... CLIP_MODEL=...`
+DATASET ?= /data/imagenet/val
+CLASSES ?= data/classes/imagenet.txt
+LLM_BACKEND ?= openai
+LLM_MODEL ?= gpt-3.5-turbo-instruct
+LLM_API ?= completions
+LLM_BASE_URL ?=
+CLIP_MODEL ?= ViT-B-32
+CLIP_PRETRAINED ?= openai
+PRECISION ?= fp16
+RESULTS ?= results/experiments
+SWEEP_FLAGS = --out $(RESULTS) --set dataset=$(DATASET) --set classes=$(CLASSES) \
+	--set generation.backend=$(LLM_BACKEND) --set generation.model=$(LLM_MODEL) \
+	--set generation.api=$(LLM_API) $(if $(LLM_BASE_URL),--set generation.base_url=$(LLM_BASE_URL)) \
+	--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
+	--set clip.precision=$(PRECISION)
+
+.PHONY: install test demo bench clean report exp-count exp-instruction exp-examples exp-baselines
 
 install: $(STAMP)
 
@@ -29,8 +46,14 @@ demo: install
 	$(DESCGEN) import data/fixtures/mini_dclip.json --format dclip \
 		--classes data/fixtures/mini_classes.txt --out $(DEMO_DIR)/mini.jsonl
 	$(DESCGEN) show $(DEMO_DIR)/mini.jsonl
-	@echo "== descriptors generated through the openai backend (against the local dev server)"
+	@echo "== end to end: generate descriptors, score them with CLIP, report"
 	$(PY) -m descriptor_gen.demo $(DEMO_DIR)
+
+exp-count exp-instruction exp-examples exp-baselines: exp-%: install
+	$(DESCGEN) sweep data/experiments/$*.yaml $(SWEEP_FLAGS)
+
+report: install
+	$(DESCGEN) report $(RESULTS)
 
 bench: install
 	$(PY) bench/bench_generate.py

@@ -16,10 +16,12 @@ from descriptor_gen.cache import ResponseCache
 from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.evaluate import EvalConfig, evaluate
+from descriptor_gen.experiments import expand_grid, load_spec, requests_needed, run_sweep, setting_slug
 from descriptor_gen.generate import GenerationJob, generate
 from descriptor_gen.parse import parse_descriptors
 from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.published import import_published
+from descriptor_gen.report import write_report
 from descriptor_gen.settings import Settings
 from descriptor_gen.store import read_store, select_records, summarize_store, write_store
 
@@ -292,6 +294,42 @@ def eval_cmd(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result.model_dump_json(indent=2) + "\n")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Experiment spec (YAML).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Results folder (default results/NAME).")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only settings with KEY=VALUE (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key, e.g. generation.model=gpt-4o-mini (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and the LLM requests it would send.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
+) -> None:
+    """Run an experiment: generate each setting's descriptors and score them with every method."""
+    experiment = load_spec(spec, set_)
+    settings = Settings.resolve(cache_dir)
+    folder = out or Path("results") / experiment.name
+    grid = expand_grid(experiment, only)
+    if dry_run:
+        for options in grid:
+            typer.echo(setting_slug(options))
+        library = PromptLibrary(settings.prompts_dir)
+        cache = ResponseCache(settings.cache_dir / "responses.sqlite")
+        needed = requests_needed(experiment, grid, folder, cache, library)
+        typer.echo(f"{len(grid)} settings x {len(experiment.methods)} methods;"
+                   f" LLM requests to send: {needed}")
+        return
+    run_sweep(experiment, folder, settings.cache_dir, settings.prompts_dir, only)
+    typer.echo(f"results: {folder / 'results.jsonl'}")
+
+
+@app.command("report")
+def report_cmd(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep's results folder.")],
+) -> None:
+    """Write DIR/report.md (a table per experiment, best row marked) and the study's figures."""
+    for path in write_report(folder):
+        typer.echo(str(path))
 
 
 def _fail(message: str) -> int:

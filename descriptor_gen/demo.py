@@ -1,34 +1,127 @@
-"""`make demo`: generation end to end against the local dev server, then the cached re-run.
+"""`make demo`: a small end-to-end run with the default models, or stand-ins when they are out
+of reach, saying which and what to install or set.
 
-Offline and free: the dev server answers like a language model would. Point `descgen generate`
-at a real model with `--base-url` (or `OPENAI_API_KEY`) for real descriptors.
+Classes are simple drawn shapes (so that a real CLIP recognises them); the LLM is
+gpt-3.5-turbo-instruct when `OPENAI_API_KEY` is set, else the local dev server; CLIP is
+ViT-B-32 with OpenAI's weights when they can be loaded, else random weights.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import sys
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from descriptor_gen.cli import main as descgen
-from descriptor_gen.devserver import DevServer, ServerConfig
+import numpy as np
+from PIL import Image, ImageDraw
+
+from descriptor_gen.devserver import DevServer
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.experiments import load_spec, run_sweep
+from descriptor_gen.features import load_clip
+from descriptor_gen.report import write_report
+from descriptor_gen.settings import Settings
+
+SPEC = Path("data/experiments/demo.yaml")
+COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60),
+           "yellow": (240, 210, 20), "black": (10, 10, 10)}
+
+
+def _shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill: tuple) -> None:
+    x0, y0, x1, y1 = box
+    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=fill)
+    elif shape == "star":
+        angles = np.linspace(-np.pi / 2, 1.5 * np.pi, 11)[:-1]
+        radii = [r if i % 2 == 0 else r * 0.45 for i in range(10)]
+        draw.polygon([(cx + q * np.cos(a), cy + q * np.sin(a)) for q, a in zip(radii, angles)], fill=fill)
+    else:
+        w = r / 3
+        draw.rectangle((cx - w, y0, cx + w, y1), fill=fill)
+        draw.rectangle((x0, cy - w, x1, cy + w), fill=fill)
+
+
+def make_images(classes: list[str], root: Path, per_class: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    for name in classes:
+        colour, shape = name.split()
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = Image.new("RGB", (224, 224), (250, 250, 250))
+            size = int(rng.integers(90, 170))
+            x, y = (int(v) for v in rng.integers(5, 224 - size - 5, 2))
+            _shape(ImageDraw.Draw(image), shape, (x, y, x + size, y + size), COLOURS[colour])
+            image.save(folder / f"{i}.png")
+
+
+def _online(host: str = "huggingface.co") -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def clip_weights(model: str, pretrained: str) -> str:
+    """`pretrained` when those weights load (cached or downloadable), else `none`, said aloud."""
+    if not _online():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        load_clip(model, pretrained, "cpu")
+        return pretrained
+    except DescgenError:
+        print(f"!! CLIP {model} weights {pretrained!r} are not available here (not cached, no"
+              " network). Scoring with RANDOM weights: the numbers below are meaningless. Run once"
+              " with network access to download them (about 600 MB), or set clip.pretrained to a"
+              " checkpoint file.", flush=True)
+        return "none"
+
+
+@contextlib.contextmanager
+def llm_base_url() -> Iterator[str | None]:
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        print("== LLM: gpt-3.5-turbo-instruct through the OpenAI API", flush=True)
+        yield None
+        return
+    with DevServer() as server:
+        print("!! OPENAI_API_KEY is not set: descriptors come from the local dev server's canned"
+              " answers. `export OPENAI_API_KEY=...` (or OPENAI_BASE_URL for a local server) for"
+              " real ones.", flush=True)
+        yield server.base_url
 
 
 def main(out_dir: str = "results/demo") -> int:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store = out / "generated.jsonl"
-    classes = Path("data/fixtures/mini_classes.txt")
-    with tempfile.TemporaryDirectory() as cache, DevServer(ServerConfig(latency=0.05)) as server:
-        args = ["generate", "--classes", str(classes), "--out", str(store), "--base-url",
-                server.base_url, "--cache-dir", cache, "--concurrency", "4", "--no-progress"]
-        for label, extra in (("first run", ["--overwrite"]), ("identical re-run", ["--overwrite"])):
-            print(f"== generate, {label} (local dev server at {server.base_url})", flush=True)
-            code = descgen([*args, *extra])
-            if code:
-                return code
-    print(f"== {store}", flush=True)
-    return descgen(["show", str(store), "--class", "missile"])
+    (out / "results.jsonl").unlink(missing_ok=True)  # a fresh table each time; caches stay
+    for old in (out / "descriptors").glob("*.jsonl"):
+        old.unlink()
+    spec = load_spec(SPEC)
+    make_images(Path(spec.classes).read_text().split("\n")[:-1], Path(spec.dataset))
+    settings = Settings.resolve()
+    try:
+        weights = clip_weights(spec.clip.model, spec.clip.pretrained)
+        with llm_base_url() as base_url:
+            overrides = [f"clip.pretrained={weights}"]
+            if base_url:
+                overrides += [f"generation.base_url={base_url}", "generation.model=dev-server"]
+            spec = load_spec(SPEC, overrides)
+            run_sweep(spec, out, settings.cache_dir, settings.prompts_dir)
+        report = write_report(out)[0]
+    except DescgenError as exc:
+        print(f"descgen: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.read_text(), flush=True)
+    print(f"figures and tables: {out}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
