@@ -58,6 +58,8 @@ report: install
 bench: install
 	$(PY) bench/bench_generate.py
 	$(PY) bench/bench_eval.py --images 200
+	$(PY) bench/bench_scoring.py
+	$(PY) bench/bench_sweep.py --images 100
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

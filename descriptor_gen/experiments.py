@@ -30,28 +30,14 @@ GRID_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
 NEEDS_DESCRIPTORS = ("descriptors", "descriptors+templates")
 
 
-class GenerationSpec(BaseModel):
-    """Mirrors the flags of `descgen generate`."""
+class GenerationSpec(GenerationParams):
+    """Mirrors the flags of `descgen generate`: the model's parameters plus how to run."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    backend: str = "openai"
-    model: str = "gpt-3.5-turbo-instruct"
-    base_url: str | None = None
-    api: str = "completions"
-    temperature: float = 0.7
-    max_tokens: int = 200
-    samples: int = 1
-    seed: int | None = None
     concurrency: int = Field(default=8, ge=1)
     max_attempts: int = Field(default=4, ge=1)
-    batch_size: int = 8
-    device: str = "auto"
-    dtype: str = "auto"
 
     def params(self) -> GenerationParams:
-        fields = self.model_dump(exclude={"concurrency", "max_attempts"})
-        return GenerationParams(**fields)
+        return GenerationParams(**self.model_dump(exclude={"concurrency", "max_attempts"}))
 
 
 class ClipSpec(BaseModel):
