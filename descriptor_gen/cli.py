@@ -17,10 +17,13 @@ from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.evaluate import EvalConfig, evaluate
 from descriptor_gen.experiments import expand_grid, load_spec, requests_needed, run_sweep, setting_slug
+from descriptor_gen.features import load_clip
 from descriptor_gen.generate import GenerationJob, generate
+from descriptor_gen.markers import MARKERS, rgb
 from descriptor_gen.parse import parse_descriptors
 from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.published import import_published
+from descriptor_gen.refer import Variant, convert_refcoco, evaluate_refer, read_annotations
 from descriptor_gen.report import write_report
 from descriptor_gen.settings import Settings
 from descriptor_gen.store import read_store, select_records, summarize_store, write_store
@@ -330,6 +333,61 @@ def report_cmd(
     """Write DIR/report.md (a table per experiment, best row marked) and the study's figures."""
     for path in write_report(folder):
         typer.echo(str(path))
+
+
+@app.command("refer")
+def refer_cmd(
+    annotations: Annotated[Path, typer.Option("--annotations", help="JSONL: image, expression, proposals, target (boxes [x, y, w, h]).")],
+    images: Annotated[Path, typer.Option("--images", help="Folder the annotation image paths are relative to.")],
+    marker: Annotated[str, typer.Option("--marker", help="circle, arrow, box, cross, crop, blur_outside, grayscale_outside.")] = "circle",
+    color: Annotated[str, typer.Option("--color", help="Marker colour, by name or #rrggbb.")] = "red",
+    thickness: Annotated[float, typer.Option("--thickness", help="Line width as a fraction of the shorter image side.")] = 0.01,
+    ensemble: Annotated[Optional[str], typer.Option("--ensemble", help="Comma-separated markers whose scores are averaged, e.g. circle,blur_outside,grayscale_outside.")] = None,
+    subtract: Annotated[int, typer.Option("--subtract", help="Subtract each candidate's mean score over Q other expressions (0: off).")] = 0,
+    text_template: Annotated[str, typer.Option("--text-template", help="Text with an {expression} field.")] = "This is {expression}",
+    model: Annotated[str, typer.Option("--model", help="open_clip model name or model-config JSON.")] = "ViT-L-14",
+    pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, checkpoint file, or none.")] = "openai",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
+    precision: Annotated[Precision, typer.Option("--precision", help="Model precision.")] = Precision.fp32,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
+    predictions: Annotated[Optional[Path], typer.Option("--predictions", help="One JSON line per expression.")] = None,
+    save_marked: Annotated[Optional[Path], typer.Option("--save-marked", help="Save the marked images here for inspection.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+) -> None:
+    """Referring expressions by visual prompting: mark each proposal, pick the best-scoring one."""
+    if "{expression}" not in text_template:
+        raise DescgenError("--text-template needs an {expression} field")
+    names = ensemble.split(",") if ensemble else [marker]
+    variants = [Variant(m.strip(), color, thickness) for m in names if m.strip()]
+    for v in variants:
+        if v.marker not in MARKERS:
+            raise DescgenError(f"unknown marker {v.marker!r} (choose {', '.join(MARKERS)})")
+    rgb(color)
+    anns = read_annotations(annotations)
+    clip = load_clip(model, pretrained, device, precision.value)
+    result = evaluate_refer(anns, images, clip, variants, Settings.resolve(cache_dir).cache_dir,
+                            subtract=subtract, text_template=text_template,
+                            predictions=predictions, save_marked=save_marked, model=model,
+                            pretrained=pretrained)
+    typer.echo(f"accuracy {result.accuracy:.4f}  crop baseline {result.crop_accuracy:.4f}"
+               f"  expressions {result.n_expressions}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.model_dump_json(indent=2) + "\n")
+
+
+@app.command("refer-convert")
+def refer_convert_cmd(
+    refs: Annotated[Path, typer.Option("--refs", help="refs(unc).p or refs(umd).p of RefCOCO, RefCOCO+ or RefCOCOg.")],
+    instances: Annotated[Path, typer.Option("--instances", help="The matching instances.json.")],
+    out: Annotated[Path, typer.Option("--out", help="Annotation JSONL to write.")],
+    split: Annotated[Optional[str], typer.Option("--split", help="Keep one split (val, testA, ...).")] = None,
+) -> None:
+    """Convert RefCOCO-family annotations to the JSONL that `descgen refer` reads."""
+    anns = convert_refcoco(refs, instances, split)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(a.model_dump_json() + "\n" for a in anns))
+    typer.echo(f"wrote {len(anns)} expressions to {out}", err=True)
 
 
 def _fail(message: str) -> int:

@@ -142,7 +142,7 @@ def _image_size(preprocess: Any) -> int:
     return 224
 
 
-def _autocast(clip: ClipModel) -> Any:
+def autocast_for(clip: ClipModel) -> Any:
     if clip.device.startswith("cuda") and clip.precision != "fp32":
         dtype = torch.float16 if clip.precision == "fp16" else torch.bfloat16
         return torch.autocast("cuda", dtype=dtype)
@@ -165,7 +165,7 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
                         persistent_workers=False)
     chunks, oks, errors = [], [], {}
     start = 0
-    with torch.inference_mode(), _autocast(clip):
+    with torch.inference_mode(), autocast_for(clip):
         for images, ok, why in tqdm(loader, disable=not progress, desc="images", unit="batch"):
             images = images.to(clip.device, non_blocking=True)
             feats = clip.model.encode_image(images).float()
@@ -183,7 +183,7 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
 def encode_texts(clip: ClipModel, texts: list[str], batch_size: int = 1024) -> np.ndarray:
     """Encode texts in large batches across classes; rows are L2-normalised fp32."""
     out = []
-    with torch.inference_mode(), _autocast(clip):
+    with torch.inference_mode(), autocast_for(clip):
         for start in range(0, len(texts), batch_size):
             tokens = clip.tokenizer(texts[start : start + batch_size]).to(clip.device)
             feats = clip.model.encode_text(tokens).float()

@@ -1,0 +1,236 @@
+"""Referring expressions scored by visual prompts: each candidate box becomes a marked copy of
+the image, scored by CLIP against "This is {expression}"; optional marker ensemble and the
+paper's *subtract* correction. Also the RefCOCO-family converter with a restricted unpickler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
+from descriptor_gen.markers import mark
+
+
+class Annotation(BaseModel):
+    """One line of a referring-expression file; boxes are `[x, y, w, h]` in pixels."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    image: str
+    expression: str = Field(min_length=1)
+    proposals: list[list[float]] = Field(min_length=1)
+    target: list[float]
+
+    @field_validator("target")
+    @classmethod
+    def _four(cls, value: list[float]) -> list[float]:
+        if len(value) != 4:
+            raise ValueError("a box is [x, y, w, h]")
+        return value
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to mark a candidate: a marker with its colour, thickness and blur."""
+
+    marker: str = "circle"
+    color: str = "red"
+    thickness: float = 0.01
+    blur: float = 0.05
+
+    def apply(self, image: Image.Image, box: list[float]) -> Image.Image:
+        return mark(image, box, self.marker, self.color, self.thickness, self.blur)
+
+
+def read_annotations(path: Path) -> list[Annotation]:
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DescgenError(f"{path}: cannot read ({exc.strerror})") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Annotation.model_validate_json(line))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise DescgenError(f"{path}:{number}: {where}: {first['msg']}") from exc
+    if not out:
+        raise DescgenError(f"{path}: no annotations")
+    return out
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    w = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
+    h = max(0.0, min(ay1, by1) - max(a[1], b[1]))
+    inter = w * h
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def encode_marked(clip: ClipModel, image: Image.Image, boxes: list[list[float]],
+                  variants: list[Variant]) -> np.ndarray:
+    """(V, P, D) normalised features; all marked copies of one image go through in one batch."""
+    batch = torch.stack([clip.preprocess(v.apply(image, box)) for v in variants for box in boxes])
+    with torch.inference_mode(), autocast_for(clip):
+        feats = clip.model.encode_image(batch.to(clip.device)).float()
+    feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return feats.cpu().numpy().reshape(len(variants), len(boxes), -1)
+
+
+def _marked_key(clip: ClipModel, path: Path, boxes: list[list[float]], variants: list[Variant]) -> str:
+    stat = path.stat()
+    payload = json.dumps([clip.identity, str(path), stat.st_size, stat.st_mtime_ns, boxes,
+                          [v.__dict__ for v in variants]])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def marked_features(clip: ClipModel, path: Path, boxes: list[list[float]], variants: list[Variant],
+                    cache: ImageFeatureCache) -> np.ndarray:
+    """Features of the marked copies, from the image-feature cache when seen before."""
+    key = _marked_key(clip, path, boxes, variants)
+    hit = cache.load(key)
+    if hit is not None:
+        return np.asarray(hit.features, np.float32).reshape(len(variants), len(boxes), -1)
+    try:
+        with Image.open(path) as image:
+            feats = encode_marked(clip, image.convert("RGB"), boxes, variants)
+    except OSError as exc:
+        raise DescgenError(f"{path}: cannot read image ({exc})") from exc
+    flat = feats.reshape(-1, feats.shape[-1])
+    cache.save(key, ImageFeatures(flat.astype(np.float16), np.ones(len(flat), bool), {}))
+    return feats
+
+
+def candidate_scores(feats: np.ndarray, text: np.ndarray, others: np.ndarray | None) -> np.ndarray:
+    """(P,) ensemble scores: mean over variants of cos(marked, text), minus, with `others`, the
+    same mean against Q other expressions (by linearity, against their mean feature)."""
+    score = (feats @ text).mean(axis=0)
+    if others is not None and len(others):
+        score = score - (feats @ others.mean(axis=0)).mean(axis=0)
+    return score
+
+
+class ReferResult(BaseModel):
+    accuracy: float
+    crop_accuracy: float
+    n_expressions: int
+    marker: list[dict[str, Any]]
+    subtract: int
+    text_template: str
+    model: str
+    pretrained: str
+
+
+def evaluate_refer(annotations: list[Annotation], images: Path, clip: ClipModel,
+                   variants: list[Variant], cache_dir: Path, subtract: int = 0,
+                   text_template: str = "This is {expression}", seed: int = 0,
+                   predictions: Path | None = None, save_marked: Path | None = None,
+                   model: str = "", pretrained: str = "") -> ReferResult:
+    """Accuracy: the share of expressions whose best-scoring proposal has IoU > 0.5 with the
+    target; the crop baseline is scored in the same run."""
+    texts = [text_template.format(expression=a.expression) for a in annotations]
+    text_feats, _ = TextFeatureCache(cache_dir / "text_features.sqlite").features(clip, texts)
+    image_cache = ImageFeatureCache(cache_dir / "image_features")
+    rng = random.Random(seed)
+    distinct = list(dict.fromkeys(texts))
+    hits = crop_hits = 0
+    rows = []
+    crop_variant = [Variant("crop")]
+    for index, ann in enumerate(annotations):
+        path = images / ann.image
+        feats = marked_features(clip, path, ann.proposals, variants, image_cache)
+        crops = marked_features(clip, path, ann.proposals, crop_variant, image_cache)
+        others = None
+        if subtract:
+            pool = [t for t in distinct if t != texts[index]]
+            sample = rng.sample(pool, min(subtract, len(pool)))
+            others = text_feats[[texts.index(t) for t in sample]] if sample else None
+        score = candidate_scores(feats, text_feats[index], others)
+        crop_score = candidate_scores(crops, text_feats[index], others)
+        choice, crop_choice = int(np.argmax(score)), int(np.argmax(crop_score))
+        hit = iou(ann.proposals[choice], ann.target) > 0.5
+        crop_hit = iou(ann.proposals[crop_choice], ann.target) > 0.5
+        hits += hit
+        crop_hits += crop_hit
+        rows.append({"image": ann.image, "expression": ann.expression, "choice": choice,
+                     "correct": hit, "crop_choice": crop_choice, "crop_correct": crop_hit,
+                     "scores": [round(float(s), 6) for s in score]})
+        if save_marked is not None:
+            _save_marked(path, ann, variants, save_marked / f"{index:05d}")
+    if predictions is not None:
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    n = len(annotations)
+    return ReferResult(accuracy=hits / n, crop_accuracy=crop_hits / n, n_expressions=n,
+                       marker=[v.__dict__ for v in variants], subtract=subtract,
+                       text_template=text_template, model=model, pretrained=pretrained)
+
+
+def _save_marked(path: Path, ann: Annotation, variants: list[Variant], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with Image.open(path) as image:
+        for v in variants:
+            for p, box in enumerate(ann.proposals):
+                v.apply(image, box).save(folder / f"{v.marker}-{v.color}-{p}.png")
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Only containers and scalars: a pickle that names any class or function is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is allowed")
+
+
+def load_plain_pickle(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DescgenError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        return _PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise DescgenError(f"{path}: {exc}") from exc
+
+
+def convert_refcoco(refs_path: Path, instances_path: Path, split: str | None) -> list[Annotation]:
+    """RefCOCO/RefCOCO+/RefCOCOg `refs(unc|umd).p` + `instances.json` -> annotations; the
+    proposals are the ground-truth boxes of the image's instances."""
+    refs = load_plain_pickle(refs_path)
+    try:
+        instances = json.loads(instances_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DescgenError(f"{instances_path}: cannot read instances JSON ({exc})") from exc
+    files = {img["id"]: img["file_name"] for img in instances.get("images", [])}
+    boxes: dict[int, dict[int, list[float]]] = {}
+    for ann in instances.get("annotations", []):
+        boxes.setdefault(ann["image_id"], {})[ann["id"]] = [float(v) for v in ann["bbox"]]
+    out = []
+    for ref in refs:
+        if split and ref.get("split") != split:
+            continue
+        image_boxes = boxes.get(ref["image_id"], {})
+        if ref["ann_id"] not in image_boxes or ref["image_id"] not in files:
+            raise DescgenError(f"{refs_path}: ref {ref.get('ref_id')} names an image or annotation"
+                               f" missing from {instances_path.name}")
+        for sentence in ref.get("sentences", []):
+            out.append(Annotation(image=files[ref["image_id"]], expression=sentence["sent"],
+                                  proposals=list(image_boxes.values()),
+                                  target=image_boxes[ref["ann_id"]]))
+    return out
