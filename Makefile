@@ -23,7 +23,7 @@ SWEEP_FLAGS = --out $(RESULTS) --set dataset=$(DATASET) --set classes=$(CLASSES)
 	--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
 	--set clip.precision=$(PRECISION)
 
-.PHONY: install test demo bench clean report exp-count exp-instruction exp-examples exp-baselines
+.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines
 
 install: $(STAMP)
 
@@ -54,6 +54,9 @@ exp-count exp-instruction exp-examples exp-baselines: exp-%: install
 
 report: install
 	$(DESCGEN) report $(RESULTS)
+
+refer-demo: install
+	$(PY) -m descriptor_gen.refer_demo results/refer-demo
 
 bench: install
 	$(PY) bench/bench_generate.py

@@ -16,15 +16,29 @@ from descriptor_gen.cache import ResponseCache
 from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.evaluate import EvalConfig, evaluate
-from descriptor_gen.experiments import expand_grid, load_spec, requests_needed, run_sweep, setting_slug
+from descriptor_gen.experiments import (
+    expand_grid,
+    load_spec,
+    load_yaml_model,
+    requests_needed,
+    run_sweep,
+    setting_slug,
+)
 from descriptor_gen.features import load_clip
 from descriptor_gen.generate import GenerationJob, generate
 from descriptor_gen.markers import MARKERS, rgb
 from descriptor_gen.parse import parse_descriptors
 from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.published import import_published
-from descriptor_gen.refer import Variant, convert_refcoco, evaluate_refer, read_annotations
-from descriptor_gen.report import write_report
+from descriptor_gen.refer import (
+    ReferSweepSpec,
+    Variant,
+    convert_refcoco,
+    evaluate_refer,
+    read_annotations,
+    run_refer_sweep,
+)
+from descriptor_gen.report import write_refer_report, write_report
 from descriptor_gen.settings import Settings
 from descriptor_gen.store import read_store, select_records, summarize_store, write_store
 
@@ -388,6 +402,22 @@ def refer_convert_cmd(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(a.model_dump_json() + "\n" for a in anns))
     typer.echo(f"wrote {len(anns)} expressions to {out}", err=True)
+
+
+@app.command("refer-sweep")
+def refer_sweep_cmd(
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Marker ablation spec (YAML).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Results folder (default results/NAME).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (repeatable).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+) -> None:
+    """Shapes x colours x thickness on a referring-expression set: results JSONL and a report."""
+    sweep = load_yaml_model(spec, ReferSweepSpec, set_)
+    folder = out or Path("results") / sweep.name
+    clip = load_clip(sweep.clip.model, sweep.clip.pretrained, sweep.clip.device, sweep.clip.precision)
+    run_refer_sweep(sweep, folder, Settings.resolve(cache_dir).cache_dir, clip)
+    for path in write_refer_report(folder):
+        typer.echo(str(path))
 
 
 def _fail(message: str) -> int:

@@ -81,8 +81,8 @@ def clip_weights(model: str, pretrained: str) -> str:
     except DescgenError:
         print(f"!! CLIP {model} weights {pretrained!r} are not available here (not cached, no"
               " network). Scoring with RANDOM weights: the numbers below are meaningless. Run once"
-              " with network access to download them (about 600 MB), or set clip.pretrained to a"
-              " checkpoint file.", flush=True)
+              " with network access to download them, or set clip.pretrained to a checkpoint file.",
+              flush=True)
         return "none"
 
 

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -26,6 +26,7 @@ from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.scoring import METHODS
 from descriptor_gen.store import read_store_for_resume
 
+M = TypeVar("M", bound=BaseModel)
 GRID_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
 NEEDS_DESCRIPTORS = ("descriptors", "descriptors+templates")
 
@@ -99,7 +100,12 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_spec(path: Path, overrides: list[str] | None = None) -> ExperimentSpec:
-    """Read and validate a spec; `overrides` are `dotted.key=value` (value parsed as YAML).
+    """Read and validate an experiment spec; see :func:`load_yaml_model`."""
+    return load_yaml_model(path, ExperimentSpec, overrides)
+
+
+def load_yaml_model(path: Path, model: type[M], overrides: list[str] | None = None) -> M:
+    """Read and validate a YAML spec; `overrides` are `dotted.key=value` (value parsed as YAML).
 
     Errors name the file and the key: an unknown key (a typo) is refused, not ignored.
     """
@@ -117,7 +123,7 @@ def load_spec(path: Path, overrides: list[str] | None = None) -> ExperimentSpec:
             raise DescgenError(f"--set {item!r}: expected KEY=VALUE")
         _set_dotted(data, key.strip(), yaml.safe_load(value) if value else "")
     try:
-        return ExperimentSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "top level"

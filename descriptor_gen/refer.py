@@ -234,3 +234,74 @@ def convert_refcoco(refs_path: Path, instances_path: Path, split: str | None) ->
                                   proposals=list(image_boxes.values()),
                                   target=image_boxes[ref["ann_id"]]))
     return out
+
+
+class MarkerGrid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    marker: list[str] = ["circle"]
+    color: list[str] = ["red"]
+    thickness: list[float] = [0.01]
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return value if isinstance(value, list) else [value]
+
+
+class ReferClipSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "ViT-L-14"
+    pretrained: str = "openai"
+    precision: str = "fp32"
+    device: str = "auto"
+
+
+class ReferSweepSpec(BaseModel):
+    """The marker ablation: shapes x colours x thickness on one referring-expression file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    annotations: Path
+    images: Path
+    clip: ReferClipSpec = ReferClipSpec()
+    grid: MarkerGrid = MarkerGrid()
+    subtract: int = 0
+    text_template: str = "This is {expression}"
+
+
+def run_refer_sweep(spec: ReferSweepSpec, out_dir: Path, cache_dir: Path,
+                    clip: ClipModel) -> list[dict[str, Any]]:
+    """One results line per (marker, colour, thickness), skipping those already written."""
+    import itertools
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / "results.jsonl"
+    done = set()
+    if results.exists():
+        for line in results.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("experiment") == spec.name:
+                done.add(json.dumps(row["setting"], sort_keys=True))
+    anns = read_annotations(spec.annotations)
+    rows = []
+    for marker, color, thickness in itertools.product(spec.grid.marker, spec.grid.color,
+                                                      spec.grid.thickness):
+        setting = {"marker": marker, "color": color, "thickness": thickness}
+        if json.dumps(setting, sort_keys=True) in done:
+            continue
+        result = evaluate_refer(anns, spec.images, clip, [Variant(marker, color, thickness)],
+                                cache_dir, subtract=spec.subtract, text_template=spec.text_template,
+                                model=spec.clip.model, pretrained=spec.clip.pretrained)
+        row = {"experiment": spec.name, "setting": setting, "method": "refer",
+               "metrics": {"accuracy": result.accuracy, "crop_accuracy": result.crop_accuracy,
+                           "n_expressions": result.n_expressions}}
+        with open(results, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        rows.append(row)
+    return rows

@@ -32,8 +32,8 @@ def read_results(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _varying(rows: list[dict[str, Any]]) -> list[str]:
-    return [k for k in OPTION_KEYS if len({json.dumps(r["setting"].get(k)) for r in rows if r["setting"]}) > 1]
+def _varying(rows: list[dict[str, Any]], keys: tuple[str, ...] = OPTION_KEYS) -> list[str]:
+    return [k for k in keys if len({json.dumps(r["setting"].get(k)) for r in rows if r["setting"]}) > 1]
 
 
 def _label(row: dict[str, Any], keys: list[str]) -> str:
@@ -82,18 +82,19 @@ def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path
     plt.close(fig)
 
 
-def _plot_bars(rows: list[dict[str, Any]], keys: list[str], path: Path, title: str) -> None:
+def _plot_bars(rows: list[dict[str, Any]], keys: list[str], path: Path, title: str,
+               metric: str = "top1", ylabel: str = "top-1 (%)") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = [_label(r, keys) + ("" if r["setting"] else f" {r['method']}") for r in rows]
-    values = [100 * r["metrics"]["top1"] for r in rows]
+    values = [100 * r["metrics"][metric] for r in rows]
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(rows)), 3.5))
     ax.bar(range(len(rows)), values, color="tab:blue")
     ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     low = min(values)
     ax.set_ylim(max(0.0, low - 5), max(values) + 2)
@@ -129,3 +130,27 @@ def write_report(folder: Path) -> list[Path]:
     report = folder / "report.md"
     report.write_text("\n".join(lines))
     return [report, *written]
+
+
+MARKER_KEYS = ("marker", "color", "thickness")
+
+
+def write_refer_report(folder: Path) -> list[Path]:
+    """The marker ablation's report: a table (best row marked) and a bar chart of accuracy."""
+    rows = read_results(folder)
+    keys = _varying(rows, MARKER_KEYS) or list(MARKER_KEYS)
+    best = max(rows, key=lambda r: r["metrics"]["accuracy"])
+    lines = ["# Marker ablation", "", "| setting | accuracy | crop baseline | expressions |",
+             "| --- | --- | --- | --- |"]
+    for row in rows:
+        m = row["metrics"]
+        mark = " **(best)**" if row is best else ""
+        label = ", ".join(f"{k}={row['setting'][k]}" for k in keys)
+        lines.append(f"| {label}{mark} | {100 * m['accuracy']:.2f} | {100 * m['crop_accuracy']:.2f} |"
+                     f" {m['n_expressions']} |")
+    chart = folder / "markers_bars.png"
+    _plot_bars(rows, keys, chart, "marker ablation", metric="accuracy", ylabel="accuracy (%)")
+    lines += ["", f"![markers]({chart.name})", ""]
+    report = folder / "report.md"
+    report.write_text("\n".join(lines))
+    return [report, chart]

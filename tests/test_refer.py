@@ -148,3 +148,31 @@ def test_cli_refer(tiny_clip: tuple[Path, Path], tmp_path: Path, capsys: pytest.
     assert main(base) == 2
     assert "a.jsonl:1: proposals" in capsys.readouterr().err
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_refer_sweep_and_report(tiny_clip: tuple[Path, Path], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    config, checkpoint = tiny_clip
+    _scene(tmp_path / "images")
+    anns = tmp_path / "a.jsonl"
+    anns.write_text("".join(json.dumps({"image": "scene.png", "expression": e,
+                                        "proposals": [[5, 5, 30, 30], [50, 20, 40, 40]],
+                                        "target": t}) + "\n"
+                            for e, t in (("a dog", [5, 5, 30, 30]), ("a cat", [50, 20, 40, 40]))))
+    spec = tmp_path / "markers.yaml"
+    spec.write_text(f"name: m\nannotations: {anns}\nimages: {tmp_path / 'images'}\n"
+                    f"clip: {{model: {config}, pretrained: {checkpoint}, device: cpu}}\n"
+                    "grid: {marker: [circle, crop], color: [red, green]}\n")
+    out = tmp_path / "out"
+    args = ["refer-sweep", str(spec), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["setting"]["marker"], r["setting"]["color"]) for r in rows] == [
+        ("circle", "red"), ("circle", "green"), ("crop", "red"), ("crop", "green")]
+    assert main(args) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    assert "**(best)**" in (out / "report.md").read_text()
+    assert (out / "markers_bars.png").read_bytes().startswith(b"\x89PNG")
+    spec.write_text(spec.read_text().replace("grid:", "grdi:"))
+    capsys.readouterr()
+    assert main(args) == 2 and "grdi: unknown key" in capsys.readouterr().err
