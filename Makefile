@@ -63,6 +63,7 @@ bench: install
 	$(PY) bench/bench_eval.py --images 200
 	$(PY) bench/bench_scoring.py
 	$(PY) bench/bench_sweep.py --images 100
+	$(PY) bench/bench_refer.py --images 10
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

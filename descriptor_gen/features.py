@@ -76,6 +76,8 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
         raise DescgenError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
     name, model_id = _model_name(model, open_clip)
     weights, weights_id = _weights(pretrained)
+    if weights is None:
+        torch.manual_seed(0)  # random weights, but the same ones every run
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=weights, precision=precision, device=device, weights_only=True
