@@ -10,6 +10,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +23,28 @@ CREATE TABLE IF NOT EXISTS responses (
     created_at TEXT NOT NULL DEFAULT (datetime('now'))
 )
 """
+
+
+def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema in place.
+
+    Switching to WAL and creating tables need a write lock that SQLite may refuse at once
+    (without waiting out the busy timeout) while other connections open the same new file,
+    so those first statements are retried.
+    """
+    for attempt in range(100):
+        conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(schema)
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise sqlite3.OperationalError(f"{path}: database stayed locked")
 
 
 def response_key(identity: dict[str, Any], prompt: str | list[dict[str, str]], sample: int) -> str:
@@ -50,15 +73,12 @@ class ResponseCache:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as conn:
-            conn.execute(_SCHEMA)
+        self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = open_sqlite(self.path, _SCHEMA)
             self._local.conn = conn
         return conn
 

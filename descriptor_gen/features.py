@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from descriptor_gen.cache import open_sqlite
 from descriptor_gen.errors import DescgenError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -247,13 +248,13 @@ class TextFeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._local = threading.local()
-        self._conn().execute("CREATE TABLE IF NOT EXISTS text_features (key TEXT PRIMARY KEY, vec BLOB)")
+        self._conn()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = open_sqlite(self.path, "CREATE TABLE IF NOT EXISTS text_features"
+                                          " (key TEXT PRIMARY KEY, vec BLOB)")
             self._local.conn = conn
         return conn
 
