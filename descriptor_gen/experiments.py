@@ -55,21 +55,25 @@ class ClipSpec(BaseModel):
     descriptor_template: str = "menon"
 
 
-class Grid(BaseModel):
-    """Each prompt option, a value or a list of values; the grid is their product."""
+class ListGrid(BaseModel):
+    """A grid whose every field takes a value or a list of values; the grid is their product."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return value if isinstance(value, list) else [value]
+
+
+class Grid(ListGrid):
+    """Each prompt option, a value or a list of values."""
 
     per_example: list[int] = [7]
     detailed: list[bool] = [False]
     instruction: list[str] = ["none"]
     examples: list[int] = [2]
     bank: list[str] = ["default"]
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return value if isinstance(value, list) else [value]
 
 
 class ExperimentSpec(BaseModel):
@@ -155,8 +159,8 @@ def setting_slug(options: PromptOptions) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_+" else "_" for ch in text)
 
 
-def _done(results: Path, experiment: str) -> set[tuple[str, str]]:
-    """(setting, method) cells of this experiment already in the results file."""
+def done_cells(results: Path, experiment: str) -> set[tuple[str, str]]:
+    """(setting JSON, method) cells of this experiment already in the results file."""
     if not results.exists():
         return set()
     done = set()
@@ -216,7 +220,7 @@ def run_sweep(spec: ExperimentSpec, out_dir: Path, cache_dir: Path, prompts_dir:
     settings = expand_grid(spec, only)
     results = out_dir / "results.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = _done(results, spec.name)
+    done = done_cells(results, spec.name)
     library = PromptLibrary(prompts_dir)
     cache = ResponseCache(cache_dir / "responses.sqlite")
     cells = _cells(spec, settings, done)

@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.experiments import ListGrid, done_cells
 from descriptor_gen.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
 from descriptor_gen.markers import mark
 
@@ -236,17 +237,10 @@ def convert_refcoco(refs_path: Path, instances_path: Path, split: str | None) ->
     return out
 
 
-class MarkerGrid(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MarkerGrid(ListGrid):
     marker: list[str] = ["circle"]
     color: list[str] = ["red"]
     thickness: list[float] = [0.01]
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> Any:
-        return value if isinstance(value, list) else [value]
 
 
 class ReferClipSpec(BaseModel):
@@ -279,15 +273,7 @@ def run_refer_sweep(spec: ReferSweepSpec, out_dir: Path, cache_dir: Path,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
-    done = set()
-    if results.exists():
-        for line in results.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("experiment") == spec.name:
-                done.add(json.dumps(row["setting"], sort_keys=True))
+    done = {setting for setting, _ in done_cells(results, spec.name)}
     anns = read_annotations(spec.annotations)
     rows = []
     for marker, color, thickness in itertools.product(spec.grid.marker, spec.grid.color,
