@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from descriptor_gen.backends import BACKENDS, GenerationParams
 from descriptor_gen.cache import ResponseCache
@@ -308,9 +308,7 @@ def eval_cmd(
     m = result.metrics
     typer.echo(f"{result.method}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  mean per-class recall"
                f" {m['mean_per_class_recall']:.4f}  entropy {m['mean_entropy']:.4f}  images {m['n_images']}")
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.model_dump_json(indent=2) + "\n")
+    _write_result(out, result)
 
 
 @app.command("sweep")
@@ -385,9 +383,7 @@ def refer_cmd(
                             pretrained=pretrained)
     typer.echo(f"accuracy {result.accuracy:.4f}  crop baseline {result.crop_accuracy:.4f}"
                f"  expressions {result.n_expressions}")
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.model_dump_json(indent=2) + "\n")
+    _write_result(out, result)
 
 
 @app.command("refer-convert")
@@ -418,6 +414,12 @@ def refer_sweep_cmd(
     run_refer_sweep(sweep, folder, Settings.resolve(cache_dir).cache_dir, clip)
     for path in write_refer_report(folder):
         typer.echo(str(path))
+
+
+def _write_result(out: Path | None, result: BaseModel) -> None:
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.model_dump_json(indent=2) + "\n")
 
 
 def _fail(message: str) -> int:

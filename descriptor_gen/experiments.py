@@ -41,8 +41,8 @@ class GenerationSpec(GenerationParams):
         return GenerationParams(**self.model_dump(exclude={"concurrency", "max_attempts"}))
 
 
-class ClipSpec(BaseModel):
-    """Mirrors the flags of `descgen eval`."""
+class ClipModelSpec(BaseModel):
+    """Which CLIP to load, as `load_clip` takes it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +50,11 @@ class ClipSpec(BaseModel):
     pretrained: str = "openai"
     precision: str = "fp32"
     device: str = "auto"
+
+
+class ClipSpec(ClipModelSpec):
+    """Mirrors the flags of `descgen eval`."""
+
     batch_size: int = 64
     workers: int = 2
     descriptor_template: str = "menon"

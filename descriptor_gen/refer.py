@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments import ListGrid, done_cells
+from descriptor_gen.experiments import ClipModelSpec, ListGrid, done_cells
 from descriptor_gen.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
 from descriptor_gen.markers import mark
 
@@ -151,6 +151,7 @@ def evaluate_refer(annotations: list[Annotation], images: Path, clip: ClipModel,
     image_cache = ImageFeatureCache(cache_dir / "image_features")
     rng = random.Random(seed)
     distinct = list(dict.fromkeys(texts))
+    first_row = {t: i for i, t in reversed(list(enumerate(texts)))}
     hits = crop_hits = 0
     rows = []
     crop_variant = [Variant("crop")]
@@ -162,7 +163,7 @@ def evaluate_refer(annotations: list[Annotation], images: Path, clip: ClipModel,
         if subtract:
             pool = [t for t in distinct if t != texts[index]]
             sample = rng.sample(pool, min(subtract, len(pool)))
-            others = text_feats[[texts.index(t) for t in sample]] if sample else None
+            others = text_feats[[first_row[t] for t in sample]] if sample else None
         score = candidate_scores(feats, text_feats[index], others)
         crop_score = candidate_scores(crops, text_feats[index], others)
         choice, crop_choice = int(np.argmax(score)), int(np.argmax(crop_score))
@@ -243,13 +244,8 @@ class MarkerGrid(ListGrid):
     thickness: list[float] = [0.01]
 
 
-class ReferClipSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReferClipSpec(ClipModelSpec):
     model: str = "ViT-L-14"
-    pretrained: str = "openai"
-    precision: str = "fp32"
-    device: str = "auto"
 
 
 class ReferSweepSpec(BaseModel):
