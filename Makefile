@@ -17,13 +17,18 @@ CLIP_MODEL ?= ViT-B-32
 CLIP_PRETRAINED ?= openai
 PRECISION ?= fp16
 RESULTS ?= results/experiments
+# `make reproduce-dclip`: also score Menon & Vondrick's published ImageNet file when given
+# (classify_by_description_release/descriptors/descriptors_imagenet.json)
+DCLIP_DESCRIPTORS ?=
+REPRO ?= results/reproduce-dclip
+DCLIP_STORE = --set 'stores={published: {path: $(DCLIP_DESCRIPTORS), format: dclip}}'
 SWEEP_FLAGS = --out $(RESULTS) --set dataset=$(DATASET) --set classes=$(CLASSES) \
 	--set generation.backend=$(LLM_BACKEND) --set generation.model=$(LLM_MODEL) \
 	--set generation.api=$(LLM_API) $(if $(LLM_BASE_URL),--set generation.base_url=$(LLM_BASE_URL)) \
 	--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
 	--set clip.precision=$(PRECISION)
 
-.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines
+.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines reproduce-dclip
 
 install: $(STAMP)
 
@@ -54,6 +59,15 @@ exp-count exp-instruction exp-examples exp-baselines: exp-%: install
 
 report: install
 	$(DESCGEN) report $(RESULTS)
+
+# Menon & Vondrick on ImageNet as released: their prompt and generation (the dclip preset), their
+# text forms and class names; the published descriptors beside ours when DCLIP_DESCRIPTORS is set.
+reproduce-dclip: install
+	$(DESCGEN) sweep data/experiments/reproduce_dclip.yaml --out $(REPRO) --set dataset=$(DATASET) \
+		--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
+		--set clip.precision=$(PRECISION) $(if $(LLM_BASE_URL),--set generation.base_url=$(LLM_BASE_URL)) \
+		$(if $(DCLIP_DESCRIPTORS),$(DCLIP_STORE))
+	$(DESCGEN) report $(REPRO)
 
 refer-demo: install
 	$(PY) -m descriptor_gen.refer_demo results/refer-demo

@@ -13,7 +13,7 @@ import tracemalloc
 
 import numpy as np
 
-from descriptor_gen.scoring import ClassTexts, class_vectors, scores
+from descriptor_gen.scoring import ClassTexts, Group, class_vectors, scores
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -40,8 +40,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = unit(rng.normal(size=(args.images, args.dim)).astype(np.float32))
     texts = unit(rng.normal(size=(args.classes * args.descriptors, args.dim)).astype(np.float32))
-    ct = ClassTexts([["t"] * args.descriptors] * args.classes, [False] * args.classes,
-                    [["d"] * args.descriptors] * args.classes)
+    ct = ClassTexts([[Group(["t"] * args.descriptors, ["d"] * args.descriptors, False)]
+                     for _ in range(args.classes)])
 
     def mean_embedding() -> np.ndarray:
         return scores(images, class_vectors(texts, ct)).argmax(axis=1)

@@ -19,7 +19,7 @@ import yaml
 
 from descriptor_gen.devserver import DevServer
 from descriptor_gen.evaluate import EvalConfig, evaluate
-from descriptor_gen.experiments import expand_grid, load_spec, run_sweep, setting_slug
+from descriptor_gen.experiments import load_spec, run_sweep
 from descriptor_gen.settings import Settings
 
 sys_quiet = lambda message: None  # noqa: E731
@@ -48,8 +48,8 @@ def main() -> None:
             "grid": {"per_example": list(range(1, 9))}, "methods": ["descriptors"]}))
         spec = load_spec(spec_path)
         # descriptors first, so that both arms score the very same files
-        run_sweep(spec, root / "warm", root / "llm-cache", prompts, log=sys_quiet)
-        stores = [root / "warm" / "descriptors" / f"{setting_slug(o)}.jsonl" for o in expand_grid(spec)]
+        warm = run_sweep(spec, root / "warm", root / "llm-cache", prompts, log=sys_quiet)
+        stores = [Path(row["descriptor_file"]) for row in warm]
 
         started = time.perf_counter()
         for i, store in enumerate(stores):

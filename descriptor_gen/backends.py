@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from descriptor_gen.cache import base_url_host
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.hashing import files_fingerprint
+from descriptor_gen.parse import PARSERS
 from descriptor_gen.prompts import Messages
 
 ApiKind = Literal["chat", "completions"]
@@ -21,8 +24,15 @@ BACKENDS: dict[str, Callable[[GenerationParams], Backend]] = {}
 _NO_KEY = "sk-no-key-required"
 
 
+ParserName = Literal[tuple(PARSERS)]  # type: ignore[valid-type]
+
+
 class GenerationParams(BaseModel):
-    """What the user chose for the language model; all of it (but the key) is provenance."""
+    """What the user chose for the language model; all of it (but the key) is provenance.
+
+    `max_tokens` defaults to 512 so that seven detailed sentences (about 300 tokens) fit;
+    `parser` names how answers become descriptors (`default`, or `dclip`: Menon & Vondrick's).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,10 +41,11 @@ class GenerationParams(BaseModel):
     base_url: str | None = None
     api: ApiKind = "completions"
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=200, ge=1)
+    max_tokens: int = Field(default=512, ge=1)
     samples: int = Field(default=1, ge=1)
     seed: int | None = None
     stop: list[str] = Field(default_factory=lambda: ["\nQ:", "\n\nQ"])
+    parser: ParserName = "default"
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
@@ -44,10 +55,18 @@ class GenerationParams(BaseModel):
 
 @dataclass
 class Completion:
-    """One request's answers (one per sample asked) and the tokens they cost."""
+    """One request's answers (one per sample asked), why each ended, and the tokens they cost.
+
+    `finish_reasons[i]` is "length" when answer i stopped at `max_tokens`, "stop" when it ended
+    by itself or at a stop string, None when the server did not say.
+    """
 
     texts: list[str]
     tokens: int = 0
+    finish_reasons: list[str | None] = field(default_factory=list)
+
+    def reason(self, index: int) -> str | None:
+        return self.finish_reasons[index] if index < len(self.finish_reasons) else None
 
 
 @dataclass
@@ -91,12 +110,40 @@ def make_backend(params: GenerationParams) -> Backend:
 
 
 def _sampling_identity(params: GenerationParams) -> dict[str, Any]:
+    """What changes one answer besides the prompt and the sample index (seed included: sample
+    i is drawn with seed + i)."""
     return {
         "model": params.model,
         "temperature": params.temperature,
         "max_tokens": params.max_tokens,
         "stop": params.stop,
+        "seed": params.seed,
     }
+
+
+def generation_identity(params: GenerationParams) -> dict[str, Any]:
+    """Everything about a generation setting that can change its descriptors, known without
+    loading a model or reaching a server: the answers' identity (backend, model, server host,
+    api, sampling), how many samples are merged and how answers are parsed."""
+    identity: dict[str, Any] = {"backend": params.backend, "api": params.api,
+                                "samples": params.samples, "parser": params.parser,
+                                **_sampling_identity(params)}
+    if params.backend == "openai":
+        url = params.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        identity["base_url"] = base_url_host(url) or "https://api.openai.com"
+    else:
+        identity.update(files=local_model_fingerprint(params.model), dtype=params.dtype,
+                        device=params.device)
+    return identity
+
+
+def local_model_fingerprint(model: str) -> str | None:
+    """For a model folder on disk: a hash of its files' names, sizes and mtimes (a retrained
+    model saved in place is another model); None for a hub name."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return None
+    return files_fingerprint(sorted(str(p) for p in folder.rglob("*") if p.is_file()))
 
 
 @register("openai")
@@ -164,12 +211,15 @@ class OpenAIBackend:
         kwargs = self._request_kwargs(query)
         if self.chat:
             response = await self.client.chat.completions.create(messages=query.prompt, **kwargs)
-            texts = [c.message.content or "" for c in sorted(response.choices, key=lambda c: c.index)]
+            choices = sorted(response.choices, key=lambda c: c.index)
+            texts = [c.message.content or "" for c in choices]
         else:
             response = await self.client.completions.create(prompt=query.prompt, **kwargs)
-            texts = [c.text or "" for c in sorted(response.choices, key=lambda c: c.index)]
+            choices = sorted(response.choices, key=lambda c: c.index)
+            texts = [c.text or "" for c in choices]
         tokens = response.usage.completion_tokens if response.usage else 0
-        return Completion(texts=texts, tokens=tokens or 0)
+        reasons = [getattr(c, "finish_reason", None) for c in choices]
+        return Completion(texts=texts, tokens=tokens or 0, finish_reasons=reasons)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -212,7 +262,9 @@ class HFBackend:
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "api": "chat" if self.chat else "completions",
-                **_sampling_identity(self.params)}
+                "files": local_model_fingerprint(self.params.model),
+                "revision": getattr(self.model.config, "_commit_hash", None),
+                "dtype": str(self.model.dtype), **_sampling_identity(self.params)}
 
     def _render(self, prompt: str | Messages) -> str:
         if self.chat:
@@ -239,23 +291,40 @@ class HFBackend:
                                   "num_return_sequences": n, "pad_token_id": self.tokenizer.pad_token_id}
         if sample:
             kwargs["temperature"] = self.params.temperature
+        if self.params.stop and not self.chat:
+            kwargs.update(stop_strings=self.params.stop, tokenizer=self.tokenizer)
         with torch.inference_mode():
             output = self.model.generate(**batch, **kwargs)
         new = output[:, batch["input_ids"].shape[1] :]
         decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        decoded = [_cut_at_stop(t, self.params.stop) for t in decoded]
-        tokens = int((new != self.tokenizer.pad_token_id).sum())
-        out = [Completion(texts=decoded[i * n : i * n + q.n]) for i, q in enumerate(queries)]
-        out[0].tokens = tokens
+        lengths = _generated_lengths(new, self.tokenizer.pad_token_id)
+        answers = [_finish(t, self.params.stop if not self.chat else [], length,
+                           self.params.max_tokens) for t, length in zip(decoded, lengths)]
+        out = [Completion(texts=[a[0] for a in answers[i * n : i * n + q.n]],
+                          finish_reasons=[a[1] for a in answers[i * n : i * n + q.n]])
+               for i, q in enumerate(queries)]
+        out[0].tokens = sum(lengths)
         return out
 
     async def aclose(self) -> None:
         self.model = None
 
 
-def _cut_at_stop(text: str, stops: list[str]) -> str:
+def _generated_lengths(new: Any, pad_token_id: int) -> list[int]:
+    """Tokens each sequence generated before it finished (finished rows are padded)."""
+    lengths = []
+    for row in new.tolist():
+        ended = next((i for i, token in enumerate(row) if token == pad_token_id), len(row))
+        lengths.append(ended)
+    return lengths
+
+
+def _finish(text: str, stops: list[str], generated: int, max_tokens: int) -> tuple[str, str]:
+    """The answer cut at its first stop string, and why it ended."""
     cut = min((text.find(s) for s in stops if s in text), default=-1)
-    return text if cut < 0 else text[:cut]
+    if cut >= 0:
+        return text[:cut], "stop"
+    return text, "length" if generated >= max_tokens else "stop"
 
 
 def _pick_device(device: str, torch: Any) -> str:

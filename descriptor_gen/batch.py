@@ -136,11 +136,13 @@ async def _file_lines(client: Any, file_id: str | None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in content.text.splitlines() if line.strip()]
 
 
-def _texts(body: dict[str, Any], chat: bool) -> list[str]:
+def _answers(body: dict[str, Any], chat: bool) -> list[tuple[str, str | None]]:
+    """(text, finish_reason) of each choice, in choice order."""
     choices = sorted(body.get("choices") or [], key=lambda c: c.get("index", 0))
     if chat:
-        return [(c.get("message") or {}).get("content") or "" for c in choices]
-    return [c.get("text") or "" for c in choices]
+        return [((c.get("message") or {}).get("content") or "", c.get("finish_reason"))
+                for c in choices]
+    return [(c.get("text") or "", c.get("finish_reason")) for c in choices]
 
 
 def _line_error(row: dict[str, Any]) -> str:
@@ -170,8 +172,8 @@ async def collect(client: Any, batch: Any, manifest: BatchManifest, cache: Respo
         seen.add(row["custom_id"])
         response = row.get("response") or {}
         if response.get("status_code") == 200 and not row.get("error"):
-            for key, text in zip(item.keys, _texts(response.get("body") or {}, chat)):
-                cache.put(key, text, {"class": item.class_name, "batch": batch.id})
+            for key, (text, why) in zip(item.keys, _answers(response.get("body") or {}, chat)):
+                cache.put(key, text, {"class": item.class_name, "batch": batch.id}, why)
             outcome.answered += 1
         else:
             outcome.failed[row["custom_id"]] = _line_error(row)

@@ -1,7 +1,8 @@
 """On-disk response cache: SQLite in WAL mode, safe with concurrent writers and processes.
 
 Keys are hashes of everything that changes an answer (see :func:`response_key`); values are
-the raw answer texts. The API key is never part of a key or a value.
+the raw answer texts and why each ended (`finish_reason`, so a truncated answer is known as one
+on a cached re-run). The API key is never part of a key or a value.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 _SCHEMA = """
@@ -20,9 +21,15 @@ CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
     answer TEXT NOT NULL,
     meta TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (datetime('now'))
+    created_at TEXT NOT NULL DEFAULT (datetime('now')),
+    finish_reason TEXT
 )
 """
+
+
+class Answer(NamedTuple):
+    text: str
+    finish_reason: str | None = None
 
 
 def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
@@ -79,27 +86,37 @@ class ResponseCache:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = open_sqlite(self.path, _SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(responses)")}
+            if "finish_reason" not in columns:  # a cache written before finish reasons were kept
+                try:
+                    conn.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
             self._local.conn = conn
         return conn
 
-    def get(self, key: str) -> str | None:
-        row = self._connect().execute("SELECT answer FROM responses WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
+    def get(self, key: str) -> Answer | None:
+        row = self._connect().execute(
+            "SELECT answer, finish_reason FROM responses WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Answer(*row)
 
-    def get_many(self, keys: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
+    def get_many(self, keys: list[str]) -> dict[str, Answer]:
+        found: dict[str, Answer] = {}
         conn = self._connect()
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = conn.execute(f"SELECT key, answer FROM responses WHERE key IN ({marks})", chunk)
-            found.update(rows.fetchall())
+            rows = conn.execute(
+                f"SELECT key, answer, finish_reason FROM responses WHERE key IN ({marks})", chunk)
+            found.update((key, Answer(text, why)) for key, text, why in rows)
         return found
 
-    def put(self, key: str, answer: str, meta: dict[str, Any] | None = None) -> None:
+    def put(self, key: str, answer: str, meta: dict[str, Any] | None = None,
+            finish_reason: str | None = None) -> None:
         self._connect().execute(
-            "INSERT OR REPLACE INTO responses (key, answer, meta) VALUES (?, ?, ?)",
-            (key, answer, json.dumps(meta or {}, sort_keys=True)),
+            "INSERT OR REPLACE INTO responses (key, answer, meta, finish_reason) VALUES (?, ?, ?, ?)",
+            (key, answer, json.dumps(meta or {}, sort_keys=True), finish_reason),
         )
 
     def __len__(self) -> int:

@@ -6,7 +6,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -17,17 +17,21 @@ from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.evaluate import EvalConfig, evaluate
 from descriptor_gen.experiments import (
+    SweepIdentity,
     expand_grid,
     load_spec,
     load_yaml_model,
+    plan_cells,
     requests_needed,
     run_sweep,
     setting_slug,
 )
+from descriptor_gen.results import done_cells
 from descriptor_gen.features import load_clip
 from descriptor_gen.generate import GenerationJob, generate
 from descriptor_gen.markers import MARKERS, rgb
-from descriptor_gen.parse import parse_descriptors
+from descriptor_gen.parse import PARSERS
+from descriptor_gen.presets import Preset, load_preset
 from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.published import import_published
 from descriptor_gen.refer import (
@@ -67,35 +71,33 @@ class MatchBy(str, Enum):
     order = "order"
 
 
-PerExample = Annotated[
-    int, typer.Option("--per-example", "-k", help="Descriptors in each few-shot example (|D(c)|).")
-]
-Detailed = Annotated[
-    bool, typer.Option("--detailed/--short", help="Full-sentence examples instead of short phrases.")
-]
-Instruction = Annotated[
-    str,
-    typer.Option(
-        "--instruction",
-        help="none, role, rule, role+rule, custom text (with a space), or @FILE.",
-    ),
-]
-Examples = Annotated[int, typer.Option("--examples", "-n", help="Number of few-shot example objects.")]
-Bank = Annotated[str, typer.Option("--bank", help="Example bank: a name in prompts/banks/ or a file.")]
+ParserName = Enum("ParserName", {name: name for name in PARSERS}, type=str)  # type: ignore[misc]
 
 
-def prompt_options(
-    per_example: int, detailed: bool, instruction: str, examples: int, bank: str
-) -> PromptOptions:
-    """Validate prompt flags into options; a bad value is a user error naming the flag."""
+# Prompt flags default to None ("not given"): the bank's defaults, then the study's, apply.
+PerExample = Annotated[Optional[str], typer.Option(
+    "--per-example", "-k", help="Descriptors in each few-shot example (|D(c)|), or all."
+    " Default: the bank's (7; the dclip bank: all).")]
+Detailed = Annotated[Optional[bool], typer.Option(
+    "--detailed/--short", help="Full-sentence examples instead of short phrases.")]
+Instruction = Annotated[Optional[str], typer.Option(
+    "--instruction", help="none, role, rule, role+rule, custom text (with a space), or @FILE.")]
+Examples = Annotated[Optional[int], typer.Option(
+    "--examples", "-n", help="Number of few-shot example objects (default 2).")]
+Bank = Annotated[Optional[str], typer.Option(
+    "--bank", help="Example bank: a name in prompts/banks/ (default, dclip) or a file.")]
+
+
+def prompt_options(library: PromptLibrary, per_example: str | None, detailed: bool | None,
+                   instruction: str | None, examples: int | None, bank: str | None,
+                   implied: dict[str, Any] | None = None) -> PromptOptions:
+    """Validate prompt flags into options; flags not given come from `implied` (a preset),
+    then the bank. A bad value is a user error naming the flag."""
+    given = {"per_example": per_example, "detailed": detailed, "instruction": instruction,
+             "examples": examples, "bank": bank}
+    chosen = {**(implied or {}), **{k: v for k, v in given.items() if v is not None}}
     try:
-        return PromptOptions(
-            per_example=per_example,
-            detailed=detailed,
-            instruction=instruction,
-            examples=examples,
-            bank=bank,
-        )
+        return library.options(**{"bank": "default", **chosen})
     except ValidationError as exc:
         raise _flag_error(exc) from exc
 
@@ -110,21 +112,26 @@ def _flag_error(exc: ValidationError) -> DescgenError:
 @app.command("prompt")
 def prompt_cmd(
     class_name: Annotated[str, typer.Argument(help="The class to ask about, e.g. 'tench'.")],
-    per_example: PerExample = 7,
-    detailed: Detailed = False,
-    instruction: Instruction = "none",
-    examples: Examples = 2,
-    bank: Bank = "default",
+    per_example: PerExample = None,
+    detailed: Detailed = None,
+    instruction: Instruction = None,
+    examples: Examples = None,
+    bank: Bank = None,
     chat: Annotated[bool, typer.Option("--chat", help="Print chat messages as JSON.")] = False,
 ) -> None:
-    """Print the prompt that asks the language model for CLASS_NAME's visual features."""
-    options = prompt_options(per_example, detailed, instruction, examples, bank)
+    """Print the prompt that asks the language model for CLASS_NAME's visual features.
+
+    The text is printed exactly as it is sent (`--bank dclip` ends with a newline of its own).
+    """
     library = PromptLibrary(Settings.resolve().prompts_dir)
+    options = prompt_options(library, per_example, detailed, instruction, examples, bank)
     prompt = build_prompt(class_name, options, library)
     if chat:
         typer.echo(json.dumps(prompt.messages, indent=2, ensure_ascii=False))
     else:
-        typer.echo(prompt.text)
+        typer.echo(prompt.text, nl=False)
+        if not prompt.text.endswith("\n"):
+            typer.echo("")
 
 
 @app.command("parse")
@@ -133,6 +140,8 @@ def parse_cmd(
     class_name: Annotated[
         Optional[str], typer.Option("--class-name", help="Strip this class name where echoed.")
     ] = None,
+    parser: Annotated[ParserName, typer.Option("--parser", help="default, or dclip (Menon & Vondrick's stringtolist).")] = ParserName.default,  # type: ignore[attr-defined]
+    truncated: Annotated[bool, typer.Option("--truncated", help="The answer stopped at the token limit: drop a cut last item.")] = False,
 ) -> None:
     """Parse a raw language-model answer into descriptors, one a line."""
     if file == "-":
@@ -142,7 +151,7 @@ def parse_cmd(
             text = Path(file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DescgenError(f"{file}: cannot read ({exc})") from exc
-    for descriptor in parse_descriptors(text, class_name):
+    for descriptor in PARSERS[parser.value].parse(text, class_name, truncated=truncated):
         typer.echo(descriptor)
 
 
@@ -196,6 +205,7 @@ class Api(str, Enum):
     completions = "completions"
 
 
+
 DEFAULT_MODELS = {"openai": "gpt-3.5-turbo-instruct"}
 
 
@@ -203,27 +213,29 @@ DEFAULT_MODELS = {"openai": "gpt-3.5-turbo-instruct"}
 def generate_cmd(
     classes: Annotated[Path, typer.Option("--classes", help="Class list, one name a line.")],
     out: Annotated[Path, typer.Option("--out", help="Descriptor store to write or resume (JSONL).")],
-    per_example: PerExample = 7,
-    detailed: Detailed = False,
-    instruction: Instruction = "none",
-    examples: Examples = 2,
-    bank: Bank = "default",
-    backend: Annotated[BackendName, typer.Option("--backend", help="openai (any OpenAI-compatible server) or hf (local transformers).")] = BackendName.openai,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="A named recipe in prompts/presets/ (dclip: Menon & Vondrick's released prompt and settings); flags given override it.")] = None,
+    per_example: PerExample = None,
+    detailed: Detailed = None,
+    instruction: Instruction = None,
+    examples: Examples = None,
+    bank: Bank = None,
+    backend: Annotated[Optional[BackendName], typer.Option("--backend", help="openai (any OpenAI-compatible server) or hf (local transformers).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model name (openai) or hub name / local folder (hf). Default: gpt-3.5-turbo-instruct for openai.")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (else $OPENAI_BASE_URL).")] = None,
-    api: Annotated[Api, typer.Option("--api", help="chat (messages) or completions (the Q:/A: transcript).")] = Api.completions,
-    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 is greedy.")] = 0.7,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most tokens per answer.")] = 200,
-    samples: Annotated[int, typer.Option("--samples", help="Answers per class; their descriptors are merged.")] = 1,
+    api: Annotated[Optional[Api], typer.Option("--api", help="chat (messages) or completions (the Q:/A: transcript; default).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature; 0 is greedy (default 0.7).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Most tokens per answer (default 512: seven detailed sentences fit).")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="Answers per class; their descriptors are merged (default 1).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (sample i uses seed + i).")] = None,
+    parser: Annotated[Optional[ParserName], typer.Option("--parser", help="How answers become descriptors: default, or dclip (Menon & Vondrick's stringtolist).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.")] = 4,
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Tries per request, and answers per class before giving up.")] = 4,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start OUT afresh instead of resuming it.")] = False,
-    device: Annotated[str, typer.Option("--device", help="hf: auto, cpu, cuda, cuda:1, ...")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="hf: auto, fp32, fp16, bf16.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="hf: prompts generated together.")] = 8,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="hf: run the model repository's own code.")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="hf: auto, cpu, cuda, cuda:1, ...")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="hf: auto, fp32, fp16, bf16.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="hf: prompts generated together.")] = None,
+    trust_remote_code: Annotated[Optional[bool], typer.Option("--trust-remote-code", help="hf: run the model repository's own code.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     batch_api: Annotated[bool, typer.Option("--batch-api", help="Send the requests through the OpenAI Batch API (half price, up to 24 h).")] = False,
     resume_batch: Annotated[Optional[str], typer.Option("--resume-batch", help="Finish a batch created by an earlier --batch-api run.")] = None,
@@ -234,23 +246,29 @@ def generate_cmd(
     A re-run with the same command resumes: classes already in OUT are skipped and answers
     already in the cache cost no request. Exit status 3 when some class has no descriptors.
     """
-    options = prompt_options(per_example, detailed, instruction, examples, bank)
+    settings = Settings.resolve(cache_dir)
+    library = PromptLibrary(settings.prompts_dir)
+    recipe = load_preset(settings.prompts_dir, preset) if preset else Preset()
+    options = prompt_options(library, per_example, detailed, instruction, examples, bank,
+                             recipe.prompt)
     names = load_classes(classes)
-    chosen_model = model or DEFAULT_MODELS.get(backend.value)
-    if chosen_model is None:
-        raise DescgenError(f"--model is required with --backend {backend.value}")
+    given = {"backend": backend, "model": model, "base_url": base_url, "api": api,
+             "temperature": temperature, "max_tokens": max_tokens, "samples": samples,
+             "seed": seed, "parser": parser, "device": device, "dtype": dtype,
+             "batch_size": batch_size, "trust_remote_code": trust_remote_code}
+    chosen: dict[str, Any] = {**recipe.generation, **{k: v.value if isinstance(v, Enum) else v
+                                                      for k, v in given.items() if v is not None}}
+    chosen.setdefault("backend", "openai")
+    if "model" not in chosen:
+        if chosen["backend"] not in DEFAULT_MODELS:
+            raise DescgenError(f"--model is required with --backend {chosen['backend']}")
+        chosen["model"] = DEFAULT_MODELS[chosen["backend"]]
     try:
-        params = GenerationParams(
-            backend=backend.value, model=chosen_model, base_url=base_url, api=api.value,
-            temperature=temperature, max_tokens=max_tokens, samples=samples, seed=seed,
-            device=device, dtype=dtype, batch_size=batch_size, trust_remote_code=trust_remote_code,
-        )
+        params = GenerationParams(**chosen)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
-    settings = Settings.resolve(cache_dir)
     job = GenerationJob(
-        classes=names, out=out, options=options, params=params,
-        library=PromptLibrary(settings.prompts_dir),
+        classes=names, out=out, options=options, params=params, library=library,
         cache=ResponseCache(settings.cache_dir / "responses.sqlite"),
         concurrency=concurrency, max_attempts=max_attempts, overwrite=overwrite, progress=progress,
         batch_api=batch_api, resume_batch=resume_batch, poll_seconds=poll_seconds,
@@ -269,6 +287,18 @@ class MethodName(str, Enum):
     descriptors_templates = "descriptors+templates"
 
 
+class PoolingName(str, Enum):
+    auto = "auto"
+    mean = "mean"
+    renormalised = "renormalised"
+
+
+class OnEmptyName(str, Enum):
+    classname = "classname"
+    blank = "blank"
+    error = "error"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -283,7 +313,10 @@ def eval_cmd(
     model: Annotated[str, typer.Option("--model", help="open_clip model name, or a model-config JSON path.")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, a checkpoint file, or none.")] = "openai",
     method: Annotated[MethodName, typer.Option("--method", help="How class vectors are made.")] = MethodName.descriptors,
-    descriptor_template: Annotated[str, typer.Option("--descriptor-template", help="Text of a descriptor with {c} and {d}; default Menon & Vondrick's '{c}, which (is/has) {d}'.")] = "menon",
+    descriptor_template: Annotated[str, typer.Option("--descriptor-template", help="Descriptor text: auto, dclip ('{c}, which (is/has) {d}'), dclip-imagenet (the same with a period), waffle, sentence ('{d}'), or a template with {c}, {d}, {which}.")] = "auto",
+    classname_template: Annotated[str, typer.Option("--classname-template", help="Class-name text: clip ('a photo of a {c}.'), bare ('{c}'), dclip-imagenet ('{c}.'), waffle, or a template with {c}.")] = "clip",
+    pooling: Annotated[PoolingName, typer.Option("--pooling", help="Descriptor embeddings: mean (DCLIP), renormalised mean (CuPL), or auto (renormalised for CuPL stores).")] = PoolingName.auto,
+    on_empty: Annotated[OnEmptyName, typer.Option("--on-empty", help="A class without descriptors: its class-name text, blank (DCLIP's [''] descriptor), or error.")] = OnEmptyName.classname,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[Precision, typer.Option("--precision", help="Model precision.")] = Precision.fp32,
@@ -291,22 +324,23 @@ def eval_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
-    strict: Annotated[bool, typer.Option("--strict", help="Refuse classes without descriptors instead of falling back.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
 ) -> None:
     """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
     try:
         cfg = EvalConfig(dataset=dataset, descriptors=descriptors, model=model, pretrained=pretrained,
                          method=method.value, descriptor_template=descriptor_template,
-                         batch_size=batch_size, device=device, precision=precision.value,
-                         workers=workers, explain=explain, strict=strict)
+                         classname_template=classname_template, pooling=pooling.value,
+                         on_empty=on_empty.value, batch_size=batch_size, device=device,
+                         precision=precision.value, workers=workers, explain=explain)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
     settings = Settings.resolve(cache_dir)
     result = evaluate(cfg, load_classes(classes), settings.cache_dir, settings.prompts_dir,
                       predictions=predictions)
     m = result.metrics
-    typer.echo(f"{result.method}: top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  mean per-class recall"
+    top5 = "n/a (< 5 classes)" if m["top5"] is None else f"{m['top5']:.4f}"
+    typer.echo(f"{result.method}: top-1 {m['top1']:.4f}  top-5 {top5}  mean per-class recall"
                f" {m['mean_per_class_recall']:.4f}  entropy {m['mean_entropy']:.4f}  images {m['n_images']}")
     _write_result(out, result)
 
@@ -324,14 +358,18 @@ def sweep_cmd(
     experiment = load_spec(spec, set_)
     settings = Settings.resolve(cache_dir)
     folder = out or Path("results") / experiment.name
-    grid = expand_grid(experiment, only)
     if dry_run:
+        library = PromptLibrary(settings.prompts_dir)
+        grid = expand_grid(experiment, library, only)
         for options in grid:
             typer.echo(setting_slug(options))
-        library = PromptLibrary(settings.prompts_dir)
+        ident = SweepIdentity.of(experiment, settings.cache_dir, settings.prompts_dir)
+        cells = plan_cells(experiment, grid, folder, library, ident)
+        done = done_cells(folder / "results.jsonl")
         cache = ResponseCache(settings.cache_dir / "responses.sqlite")
-        needed = requests_needed(experiment, grid, folder, cache, library)
-        typer.echo(f"{len(grid)} settings x {len(experiment.methods)} methods;"
+        needed = requests_needed(experiment, grid, folder, cache, library, ident)
+        typer.echo(f"{len(grid)} settings x {len(experiment.methods)} methods: {len(cells)} cells,"
+                   f" {sum(c.id in done for c in cells)} already done;"
                    f" LLM requests to send: {needed}")
         return
     run_sweep(experiment, folder, settings.cache_dir, settings.prompts_dir, only)

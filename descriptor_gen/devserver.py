@@ -3,7 +3,9 @@
 It answers `/v1/completions` and `/v1/chat/completions` with Menon & Vondrick-style bullet
 lists about the class named in the prompt, with a chosen latency, and can be told to fail
 (429 with Retry-After, 500, a hang) or to answer noise, so every path of the generation stage
-can be exercised without a network or a real model.
+can be exercised without a network or a real model. Like a real server it cuts an answer at the
+first `stop` string (completions) and at `max_tokens` tokens (here: whitespace-separated words),
+and says which in `finish_reason`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _TARGET = re.compile(r"distinguishing an? (.+?) in a photo\?")
+_TOKEN = re.compile(r"\s*\S+")
 _FEATURES = ("the typical shape of {c}", "the usual colours of {c}", "the texture of {c}'s surface",
              "the size of {c} next to familiar objects", "the distinctive parts of {c}")
 
@@ -126,7 +129,24 @@ class DevServer:
         first = int(body.get("seed") or 0)
         texts = [("%% ## ::" if target in self.config.noise_classes
                   else answer_for(target, first + i, chat)) for i in range(n)]
-        return 200, {}, _completion_body(texts, chat, body["model"])
+        stops = [] if chat else _as_list(body.get("stop"))
+        cut = [_limit(t, stops, body.get("max_tokens")) for t in texts]
+        return 200, {}, _completion_body(cut, chat, body["model"])
+
+
+def _as_list(stop: Any) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def _limit(text: str, stops: list[str], max_tokens: int | None) -> tuple[str, str]:
+    """The text cut at the first stop string, then at `max_tokens` tokens, and the reason."""
+    at = min((text.find(s) for s in stops if s and s in text), default=-1)
+    if at >= 0:
+        text = text[:at]
+    tokens = _TOKEN.findall(text)
+    if max_tokens is not None and len(tokens) > int(max_tokens):
+        return "".join(tokens[: int(max_tokens)]), "length"
+    return text, "stop"
 
 
 class _BatchApi:
@@ -192,16 +212,16 @@ def _multipart_file(content_type: str, body: bytes) -> tuple[bytes, str]:
     raise ValueError("no file part")
 
 
-def _completion_body(texts: list[str], chat: bool, model: str) -> dict[str, Any]:
+def _completion_body(answers: list[tuple[str, str]], chat: bool, model: str) -> dict[str, Any]:
     if chat:
         choices = [{"index": i, "message": {"role": "assistant", "content": t},
-                    "finish_reason": "stop"} for i, t in enumerate(texts)]
+                    "finish_reason": why} for i, (t, why) in enumerate(answers)]
         kind = "chat.completion"
     else:
-        choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None}
-                   for i, t in enumerate(texts)]
+        choices = [{"index": i, "text": t, "finish_reason": why, "logprobs": None}
+                   for i, (t, why) in enumerate(answers)]
         kind = "text_completion"
-    tokens = sum(len(t.split()) for t in texts)
+    tokens = sum(len(t.split()) for t, _ in answers)
     return {"id": "cmpl-dev", "object": kind, "created": int(time.time()), "model": model,
             "choices": choices,
             "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens}}

@@ -2,54 +2,88 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from descriptor_gen.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.hashing import sha256_file
 from descriptor_gen.features import ClipModel, ImageFeatureCache, TextFeatureCache, encode_images, load_clip
 from descriptor_gen.scoring import (
-    MENON_TEMPLATE,
+    AUTO,
     METHODS,
+    NEEDS_DESCRIPTORS,
+    ClassTexts,
+    OnEmpty,
+    TextForms,
+    TextRecipe,
+    check_template,
     class_texts,
     class_vectors,
     explain,
+    is_form_name,
+    make_recipe,
     metrics,
     scores,
     topk,
 )
-from descriptor_gen.store import check_against_classes, read_store
+from descriptor_gen.store import DescriptorRecord, check_against_classes, read_store
 
 
-class EvalConfig(BaseModel):
-    """What `descgen eval` was asked; it is also the provenance part of the result."""
+class TextOptions(BaseModel):
+    """How texts are made: the descriptor and class-name forms (names in
+    `prompts/text_forms.yaml` or templates), the pooling of descriptor embeddings, and what a
+    class without descriptors is scored by. `auto` follows the store: CuPL imports are
+    sentences with a renormalised mean, everything else DCLIP's form with a plain mean."""
 
     model_config = ConfigDict(extra="forbid")
+
+    descriptor_template: str = AUTO
+    classname_template: str = "clip"
+    pooling: Literal["auto", "mean", "renormalised"] = AUTO
+    on_empty: OnEmpty = "classname"
+
+    @field_validator("descriptor_template", "classname_template")
+    @classmethod
+    def _template_or_name(cls, value: str, info: ValidationInfo) -> str:
+        """A custom template is checked now, before any work; names are checked on use."""
+        if not is_form_name(value):
+            check_template(value, str(info.field_name).split("_")[0])
+        return value
+
+    def recipe(self, forms: TextForms, records: list[DescriptorRecord]) -> TextRecipe:
+        cupl = bool(records) and all(r.params.get("format") == "cupl" for r in records)
+        template = self.descriptor_template
+        if template == AUTO:
+            template = "sentence" if cupl else "dclip"
+        pooling = self.pooling if self.pooling != AUTO else ("renormalised" if cupl else "mean")
+        return make_recipe(forms, template, self.classname_template, pooling, self.on_empty)
+
+
+class EvalConfig(TextOptions):
+    """What `descgen eval` was asked; it is also the provenance part of the result."""
 
     dataset: str
     descriptors: Path | None = None
     model: str = "ViT-B-32"
     pretrained: str = "openai"
     method: str = "descriptors"
-    descriptor_template: str = MENON_TEMPLATE
     batch_size: int = Field(default=64, ge=1)
     device: str = "auto"
     precision: str = "fp32"
     workers: int = Field(default=2, ge=0)
     explain: int = Field(default=0, ge=0)
-    strict: bool = False
 
 
 class EvalResult(BaseModel):
-    metrics: dict[str, float | int]
+    metrics: dict[str, float | int | None]
     method: str
     model: str
     pretrained: str
@@ -58,7 +92,7 @@ class EvalResult(BaseModel):
     dataset: str
     descriptor_file: str | None
     descriptor_file_sha256: str | None
-    descriptor_template: str
+    text: TextRecipe
     counts: dict[str, Any]
     unreadable_images: list[str]
     fallback_classes: list[str]
@@ -69,23 +103,21 @@ class EvalResult(BaseModel):
     images_per_second: float | None
 
 
-def _descriptors(cfg: EvalConfig, classes: list[str]) -> tuple[dict[int, list[str]], str, str | None]:
-    """Descriptors by class index, the text template to use, and the file's hash."""
+def _store(cfg: EvalConfig, classes: list[str]) -> tuple[list[DescriptorRecord], str | None]:
+    """The store's records, checked against the class list, and the file's hash."""
     if cfg.descriptors is None:
-        if cfg.method in ("descriptors", "descriptors+templates"):
+        if cfg.method in NEEDS_DESCRIPTORS:
             raise DescgenError(f"--method {cfg.method} needs --descriptors FILE.jsonl")
-        return {}, cfg.descriptor_template, None
+        return [], None
     records = read_store(cfg.descriptors)
     check_against_classes(records, classes, cfg.descriptors)
-    template = cfg.descriptor_template
-    if template == MENON_TEMPLATE and records and all(r.params.get("format") == "cupl" for r in records):
-        template = "{d}"  # CuPL texts are whole sentences already
-    digest = hashlib.sha256(cfg.descriptors.read_bytes()).hexdigest()
-    return {r.class_index: r.descriptors for r in records}, template, digest
+    return records, sha256_file(cfg.descriptors)
 
 
-def _templates(prompts_dir: Path) -> list[str]:
-    return [t for t in (prompts_dir / "templates" / "imagenet80.txt").read_text().splitlines() if t]
+def imagenet_templates(prompts_dir: Path) -> list[str]:
+    """CLIP's 80 ImageNet templates, one a line, `{}` for the class name."""
+    path = prompts_dir / "templates" / "imagenet80.txt"
+    return [t for t in path.read_text(encoding="utf-8").split("\n") if t]
 
 
 def _count_stats(descriptors: dict[int, list[str]], n_classes: int) -> dict[str, Any]:
@@ -104,11 +136,11 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
     """
     if cfg.method not in METHODS:
         raise DescgenError(f"--method {cfg.method}: choose {', '.join(METHODS)}")
-    if cfg.descriptor_template != MENON_TEMPLATE and "{d}" not in cfg.descriptor_template:
-        raise DescgenError("--descriptor-template needs a {d} field (and may use {c})")
     started = time.perf_counter()
+    records, digest = _store(cfg, classes)
+    recipe = cfg.recipe(TextForms.load(prompts_dir), records)
+    descriptors = {r.class_index: r.descriptors for r in records}
     data = load_dataset(cfg.dataset, classes, cache_dir)
-    descriptors, template, digest = _descriptors(cfg, classes)
     clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
     loaded = time.perf_counter()
     image_cache = ImageFeatureCache(cache_dir / "image_features")
@@ -124,15 +156,16 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
     for i in sorted(feats.errors):
         log(f"warning: unreadable image {data.paths[i]}: {feats.errors[i]}")
 
-    ct, fallback = class_texts(cfg.method, classes, descriptors, _templates(prompts_dir), template)
+    ct, fallback = class_texts(cfg.method, classes, descriptors, imagenet_templates(prompts_dir),
+                               recipe)
     if fallback:
         names = ", ".join(f"{i} {classes[i]}" for i in fallback)
-        if cfg.strict:
-            raise DescgenError(f"classes without descriptors (--strict): {names}")
-        log(f"warning: {len(fallback)} classes have no descriptors and are scored by their"
-            f" class name{' and templates' if cfg.method == 'descriptors+templates' else ''}: {names}")
-    flat = [t for texts in ct.texts for t in texts]
-    text_feats, texts_encoded = TextFeatureCache(cache_dir / "text_features.sqlite").features(clip, flat)
+        by = {"classname": f"their class name ({recipe.classname('{c}')})",
+              "blank": f"a blank descriptor ({recipe.descriptor('{c}', '')}, as DCLIP does)"}
+        log(f"warning: {len(fallback)} classes have no descriptors and are scored by"
+            f" {by[recipe.on_empty]}: {names}")
+    text_feats, texts_encoded = TextFeatureCache(cache_dir / "text_features.sqlite").features(
+        clip, ct.flat())
     texts_done = time.perf_counter()
     vectors = class_vectors(text_feats, ct)
     ok = np.asarray(feats.ok, bool)
@@ -141,9 +174,8 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
     score = scores(image_feats, vectors)
     result_metrics = metrics(score, labels)
     if predictions is not None:
-        offsets = np.cumsum([0] + [len(t) for t in ct.texts])
         paths = [p for p, good in zip(data.paths, ok) if good]
-        _write_predictions(predictions, paths, labels, score, image_feats, ct, text_feats, offsets,
+        _write_predictions(predictions, paths, labels, score, image_feats, ct, text_feats,
                            cfg.explain)
     finished = time.perf_counter()
     timings = {"data_and_model": loaded - started, "images": images_done - loaded,
@@ -152,7 +184,7 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
         metrics=result_metrics.__dict__, method=cfg.method, model=cfg.model,
         pretrained=cfg.pretrained, precision=cfg.precision, device=clip.device,
         dataset=cfg.dataset, descriptor_file=str(cfg.descriptors) if cfg.descriptors else None,
-        descriptor_file_sha256=digest, descriptor_template=template,
+        descriptor_file_sha256=digest, text=recipe,
         counts=_count_stats(descriptors, len(classes)), unreadable_images=unreadable,
         fallback_classes=[classes[i] for i in fallback], images_encoded=encoded_images,
         texts_encoded=texts_encoded, seconds=finished - started,
@@ -162,9 +194,10 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
 
 
 def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, score: np.ndarray,
-                       image_feats: np.ndarray, ct: Any, text_feats: np.ndarray,
-                       offsets: np.ndarray, k: int) -> None:
+                       image_feats: np.ndarray, ct: ClassTexts, text_feats: np.ndarray,
+                       k: int) -> None:
     best = topk(score, 5)
+    offsets = ct.offsets()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         for row, (image, label) in enumerate(zip(paths, labels)):

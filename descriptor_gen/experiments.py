@@ -1,34 +1,38 @@
 """Sweeps over the prompt options: generate each setting's descriptors, score them with every
-method, and append one results line per (setting, method), skipping what is already there."""
+method, and append one results line per (setting, method) cell, skipping the cells whose whole
+identity (see :mod:`descriptor_gen.results`) is already there."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from descriptor_gen.backends import GenerationParams, make_backend
+from descriptor_gen.backends import GenerationParams, generation_identity, make_backend
 from descriptor_gen.cache import ResponseCache, response_key
 from descriptor_gen.classes import load_classes
+from descriptor_gen.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.evaluate import EvalConfig, evaluate
-from descriptor_gen.features import load_clip
+from descriptor_gen.evaluate import EvalConfig, TextOptions, evaluate
+from descriptor_gen.features import clip_identity, load_clip
 from descriptor_gen.generate import GenerationJob, generate
-from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
-from descriptor_gen.scoring import METHODS
-from descriptor_gen.store import read_store_for_resume
+from descriptor_gen.prompts import PerExample, PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.hashing import files_fingerprint, sha256_file, sha256_text
+from descriptor_gen.results import append_row, cell_id, done_cells
+from descriptor_gen.scoring import METHODS, NEEDS_DESCRIPTORS
+from descriptor_gen.published import import_published
+from descriptor_gen.store import read_store_for_resume, write_store
 
 M = TypeVar("M", bound=BaseModel)
 GRID_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
-NEEDS_DESCRIPTORS = ("descriptors", "descriptors+templates")
 
 
 class GenerationSpec(GenerationParams):
@@ -48,16 +52,18 @@ class ClipModelSpec(BaseModel):
 
     model: str = "ViT-B-32"
     pretrained: str = "openai"
-    precision: str = "fp32"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     device: str = "auto"
 
+    def identity(self) -> dict[str, str]:
+        return clip_identity(self.model, self.pretrained, self.precision)
 
-class ClipSpec(ClipModelSpec):
+
+class ClipSpec(ClipModelSpec, TextOptions):
     """Mirrors the flags of `descgen eval`."""
 
-    batch_size: int = 64
-    workers: int = 2
-    descriptor_template: str = "menon"
+    batch_size: int = Field(default=64, ge=1)
+    workers: int = Field(default=2, ge=0)
 
 
 class ListGrid(BaseModel):
@@ -72,16 +78,30 @@ class ListGrid(BaseModel):
 
 
 class Grid(ListGrid):
-    """Each prompt option, a value or a list of values."""
+    """Each prompt option, a value or a list of values; null (the default) takes the bank's own
+    default (the `dclip` bank: every example line), then the study's."""
 
-    per_example: list[int] = [7]
-    detailed: list[bool] = [False]
-    instruction: list[str] = ["none"]
-    examples: list[int] = [2]
+    per_example: list[PerExample | None] = [None]
+    detailed: list[bool | None] = [None]
+    instruction: list[str | None] = [None]
+    examples: list[int | None] = [None]
     bank: list[str] = ["default"]
 
 
+class StoreSpec(BaseModel):
+    """Descriptors scored beside the generated ones: a store, or a published file to import."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    format: Literal["store", "dclip", "cupl"] = "store"
+    match: Literal["name", "order"] = "name"
+
+
 class ExperimentSpec(BaseModel):
+    """A sweep: the grid's settings x methods, plus `stores` (descriptors not generated here,
+    e.g. a reference's published file) scored with the same descriptor methods."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -91,6 +111,14 @@ class ExperimentSpec(BaseModel):
     clip: ClipSpec = ClipSpec()
     grid: Grid = Grid()
     methods: list[str] = ["descriptors"]
+    stores: dict[str, StoreSpec] = {}
+
+    @field_validator("stores", mode="before")
+    @classmethod
+    def _path_alone_is_a_store(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"path": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     @field_validator("methods")
     @classmethod
@@ -140,14 +168,16 @@ def load_yaml_model(path: Path, model: type[M], overrides: list[str] | None = No
         raise DescgenError(f"{path}: {where}: {what}") from exc
 
 
-def expand_grid(spec: ExperimentSpec, only: list[str] | None = None) -> list[PromptOptions]:
-    """The grid's settings in a stable order, filtered by `KEY=VALUE` terms."""
+def expand_grid(spec: ExperimentSpec, library: PromptLibrary,
+                only: list[str] | None = None) -> list[PromptOptions]:
+    """The grid's settings in a stable order, each option resolved (bank defaults filled in),
+    filtered by `KEY=VALUE` terms."""
     grid = spec.grid
-    settings = [
-        PromptOptions(per_example=k, detailed=d, instruction=i, examples=n, bank=b)
+    settings = list(dict.fromkeys(
+        library.options(bank=b, per_example=k, detailed=d, instruction=i, examples=n)
         for k, d, i, n, b in itertools.product(grid.per_example, grid.detailed, grid.instruction,
                                                grid.examples, grid.bank)
-    ]
+    ))
     for term in only or []:
         key, sep, value = term.partition("=")
         if not sep or key not in GRID_KEYS:
@@ -164,36 +194,71 @@ def setting_slug(options: PromptOptions) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_+" else "_" for ch in text)
 
 
-def done_cells(results: Path, experiment: str) -> set[tuple[str, str]]:
-    """(setting JSON, method) cells of this experiment already in the results file."""
-    if not results.exists():
-        return set()
-    done = set()
-    for line in results.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from a killed run: that cell is run again
-        if row.get("experiment") == experiment:
-            done.add((json.dumps(row["setting"], sort_keys=True), row["method"]))
-    return done
+@dataclass
+class SweepIdentity:
+    """The parts of every cell's identity that do not depend on the setting or the method."""
+
+    classes: list[str]
+    evaluation: dict[str, Any]  # class list, data, CLIP, text forms
+    generation: dict[str, Any]
+    templates: str
+    chat: bool
+
+    @classmethod
+    def of(cls, spec: ExperimentSpec, cache_dir: Path, prompts_dir: Path) -> SweepIdentity:
+        classes = load_classes(spec.classes)
+        data = load_dataset(spec.dataset, classes, cache_dir)
+        text = {**spec.clip.model_dump(include=set(TextOptions.model_fields)),
+                "forms": sha256_file(prompts_dir / "text_forms.yaml")}
+        evaluation = {
+            "classes": sha256_text("\n".join(classes)),
+            "data": {"spec": spec.dataset, "files": files_fingerprint(data.paths),
+                     "labels": sha256_text(",".join(map(str, data.labels)))},
+            "clip": spec.clip.identity(),
+            "text": text,
+        }
+        params = spec.generation.params()
+        return cls(classes, evaluation, generation_identity(params),
+                   sha256_file(prompts_dir / "templates" / "imagenet80.txt"), params.api == "chat")
+
+    def prompts(self, options: PromptOptions, library: PromptLibrary) -> str:
+        """A hash of every prompt a setting sends (an edited bank or instruction changes it)."""
+        sent = [build_prompt(name, options, library).sha256(self.chat) for name in self.classes]
+        return sha256_text("\n".join(sent))
+
+    def cell(self, experiment: str, options: PromptOptions, method: str,
+             prompts: str | None) -> dict[str, Any]:
+        """A cell's identity: baselines do not depend on the prompt or the language model."""
+        described = method in NEEDS_DESCRIPTORS
+        return {
+            "experiment": experiment,
+            "method": method,
+            "setting": _setting_of(options, method),
+            **self.evaluation,
+            "templates": self.templates if "templates" in method else None,
+            "generation": self.generation if described else None,
+            "prompts": prompts if described else None,
+        }
+
+    def store_name(self, options: PromptOptions, prompts: str) -> str:
+        """A setting's descriptor file, named apart for each language model and prompt text."""
+        tag = sha256_text(f"{sorted(self.generation.items())}\0{prompts}")[:10]
+        return f"{setting_slug(options)}-{tag}.jsonl"
 
 
 def requests_needed(spec: ExperimentSpec, settings: list[PromptOptions], out_dir: Path,
-                    cache: ResponseCache, library: PromptLibrary) -> int:
-    """First-round requests a sweep would send: classes not yet generated, answers not cached."""
+                    cache: ResponseCache, library: PromptLibrary, ident: SweepIdentity) -> int:
+    """First-round requests a sweep would send: classes not yet generated, answers not cached.
+    Reads the descriptor files as they are, repairing nothing."""
     if not any(m in NEEDS_DESCRIPTORS for m in spec.methods):
         return 0
-    classes = load_classes(spec.classes)
     params = spec.generation.params()
     identity = _identity(params)
     total = 0
     for options in settings:
-        store = out_dir / "descriptors" / f"{setting_slug(options)}.jsonl"
-        have = {r.class_index for r in read_store_for_resume(store, classes)} if store.exists() else set()
-        for index, name in enumerate(classes):
+        store = out_dir / "descriptors" / ident.store_name(options, ident.prompts(options, library))
+        have = {r.class_index for r in read_store_for_resume(store, ident.classes, repair=False)}
+        for index, name in enumerate(ident.classes):
             if index in have:
                 continue
             if identity is None:
@@ -217,60 +282,116 @@ def _identity(params: GenerationParams) -> dict[str, Any] | None:
         asyncio.run(backend.aclose())
 
 
+@dataclass
+class Cell:
+    options: PromptOptions | None  # None: a given store, not generated here
+    method: str
+    identity: dict[str, Any]
+    id: str
+    store: Path | None
+    source: StoreSpec | None = None
+
+
+def plan_cells(spec: ExperimentSpec, settings: list[PromptOptions], out_dir: Path,
+               library: PromptLibrary, ident: SweepIdentity) -> list[Cell]:
+    """Every distinct cell of the grid x methods and of the given stores, with its identity."""
+    cells: dict[str, Cell] = {}
+    for options in settings:
+        prompts = None
+        if any(m in NEEDS_DESCRIPTORS for m in spec.methods):
+            prompts = ident.prompts(options, library)
+        for method in spec.methods:
+            identity = ident.cell(spec.name, options, method, prompts)
+            key = cell_id(identity)
+            store = None
+            if method in NEEDS_DESCRIPTORS and prompts is not None:
+                store = out_dir / "descriptors" / ident.store_name(options, prompts)
+            cells.setdefault(key, Cell(options, method, identity, key, store))
+    for name, source in spec.stores.items():
+        if not source.path.is_file():
+            raise DescgenError(f"stores.{name}: {source.path}: no such file")
+        content = {"name": name, "sha256": sha256_file(source.path), "format": source.format,
+                   "match": source.match}
+        for method in (m for m in spec.methods if m in NEEDS_DESCRIPTORS):
+            identity = {**ident.cell(spec.name, PromptOptions(), method, None),
+                        "setting": {"store": name}, "store": content}
+            key = cell_id(identity)
+            store = source.path
+            if source.format != "store":
+                store = out_dir / "descriptors" / f"{name}-{content['sha256'][:10]}.jsonl"
+            cells.setdefault(key, Cell(None, method, identity, key, store, source))
+    return list(cells.values())
+
+
+def _given_store(cell: Cell, classes: list[str], log: Callable[[str], None]) -> None:
+    """Import a published file into the cell's store, once."""
+    assert cell.source is not None and cell.store is not None
+    if cell.source.format == "store" or cell.store.exists():
+        return
+    records, report = import_published(cell.source.path, cell.source.format, classes,
+                                       cell.source.match)
+    write_store(cell.store, records)
+    for line in report.lines():
+        log(f"{cell.source.path.name}: {line}")
+
+
 def run_sweep(spec: ExperimentSpec, out_dir: Path, cache_dir: Path, prompts_dir: Path,
               only: list[str] | None = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict[str, Any]]:
-    """Run every (setting, method) cell not yet in `out_dir/results.jsonl`; returns new rows."""
-    classes = load_classes(spec.classes)
-    settings = expand_grid(spec, only)
+    """Run every cell whose identity is not yet in `out_dir/results.jsonl`; returns new rows."""
+    library = PromptLibrary(prompts_dir)
+    settings = expand_grid(spec, library, only)
+    ident = SweepIdentity.of(spec, cache_dir, prompts_dir)
     results = out_dir / "results.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = done_cells(results, spec.name)
-    library = PromptLibrary(prompts_dir)
-    cache = ResponseCache(cache_dir / "responses.sqlite")
-    cells = _cells(spec, settings, done)
+    done = done_cells(results)
+    cells = [c for c in plan_cells(spec, settings, out_dir, library, ident) if c.id not in done]
     if not cells:
         log(f"{spec.name}: every cell is already in {results}")
         return []
+    cache = ResponseCache(cache_dir / "responses.sqlite")
     clip = load_clip(spec.clip.model, spec.clip.pretrained, spec.clip.device, spec.clip.precision)
     # A local model is loaded once for the sweep; an HTTP client is made per run, inside its loop.
     backend = make_backend(spec.generation.params()) if spec.generation.backend == "hf" else None
     rows = []
     try:
-        for options, method in cells:
+        for cell in cells:
             started = time.perf_counter()
-            store, gen = None, None
-            if method in NEEDS_DESCRIPTORS:
-                store = out_dir / "descriptors" / f"{setting_slug(options)}.jsonl"
+            gen = None
+            if cell.source is not None:
+                _given_store(cell, ident.classes, log)
+            elif cell.store is not None:
                 gen = generate(GenerationJob(
-                    classes=classes, out=store, options=options, params=spec.generation.params(),
-                    library=library, cache=cache, concurrency=spec.generation.concurrency,
+                    classes=ident.classes, out=cell.store, options=cell.options,
+                    params=spec.generation.params(), library=library, cache=cache,
+                    concurrency=spec.generation.concurrency,
                     max_attempts=spec.generation.max_attempts, progress=False, backend=backend,
                     log=log))
-            cfg = EvalConfig(dataset=spec.dataset, descriptors=store, model=spec.clip.model,
-                             pretrained=spec.clip.pretrained, method=method,
-                             descriptor_template=spec.clip.descriptor_template,
-                             batch_size=spec.clip.batch_size, device=spec.clip.device,
-                             precision=spec.clip.precision, workers=spec.clip.workers)
-            result = evaluate(cfg, classes, cache_dir, prompts_dir, clip=clip, log=log)
+            cfg = EvalConfig(dataset=spec.dataset, descriptors=cell.store, method=cell.method,
+                             **spec.clip.model_dump())
+            result = evaluate(cfg, ident.classes, cache_dir, prompts_dir, clip=clip, log=log)
             row = {
                 "experiment": spec.name,
-                "setting": _setting_of(options, method),
-                "method": method,
+                "cell": cell.id,
+                "setting": cell.identity["setting"],
+                "method": cell.method,
                 "metrics": result.metrics,
-                "descriptors": result.counts["descriptors_per_class"] if store else None,
-                "descriptor_file": str(store) if store else None,
+                "identity": cell.identity,
+                "text": result.text.model_dump(),
+                "descriptors": result.counts["descriptors_per_class"] if cell.store else None,
+                "descriptor_file": str(cell.store) if cell.store else None,
                 "llm_requests": gen.requests if gen else 0,
                 "cache_hits": gen.cache_hits if gen else 0,
                 "classes_without_descriptors": len(gen.failed) if gen else 0,
                 "images_encoded": result.images_encoded,
+                "device": result.device,
                 "seconds": round(time.perf_counter() - started, 3),
             }
-            with open(results, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_row(results, row)
             rows.append(row)
-            log(f"{spec.name}: {setting_slug(options) if store else 'baseline'} {method}:"
-                f" top-1 {result.metrics['top1']:.4f}")
+            what = ("baseline" if cell.store is None else setting_slug(cell.options)
+                    if cell.options else f"store {cell.identity['setting']['store']}")
+            log(f"{spec.name}: {what} {cell.method}: top-1 {result.metrics['top1']:.4f}")
     finally:
         if backend is not None:
             asyncio.run(backend.aclose())
@@ -280,15 +401,3 @@ def run_sweep(spec: ExperimentSpec, out_dir: Path, cache_dir: Path, prompts_dir:
 def _setting_of(options: PromptOptions, method: str) -> dict[str, Any]:
     """Baselines do not depend on the prompt, so their setting is empty."""
     return options.model_dump() if method in NEEDS_DESCRIPTORS else {}
-
-
-def _cells(spec: ExperimentSpec, settings: list[PromptOptions],
-           done: set[tuple[str, str]]) -> list[tuple[PromptOptions, str]]:
-    cells, seen = [], set()
-    for options in settings:
-        for method in spec.methods:
-            key = (json.dumps(_setting_of(options, method), sort_keys=True), method)
-            if key not in done and key not in seen:
-                seen.add(key)
-                cells.append((options, method))
-    return cells

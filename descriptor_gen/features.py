@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from descriptor_gen.cache import open_sqlite
+from descriptor_gen.hashing import files_fingerprint, sha256_file
 from descriptor_gen.errors import DescgenError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -39,14 +40,6 @@ class ClipModel:
     device: str
     precision: str
     identity: str
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pick_device(device: str) -> str:
@@ -70,13 +63,10 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
     """
     import open_clip
 
-    if precision not in PRECISIONS:
-        raise DescgenError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
     device = pick_device(device)
     if precision == "fp16" and device == "cpu":
         raise DescgenError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
-    name, model_id = _model_name(model, open_clip)
-    weights, weights_id = _weights(pretrained)
+    name, weights, ident = _resolve(model, pretrained, precision)
     if weights is None:
         torch.manual_seed(0)  # random weights, but the same ones every run
     try:
@@ -86,10 +76,26 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
     except (RuntimeError, ValueError, OSError) as exc:
         raise DescgenError(f"cannot load CLIP model {model!r} with weights {pretrained!r}: {exc}") from exc
     clip.eval()
-    identity = json.dumps({"model": model_id, "weights": weights_id, "precision": precision,
-                           "preprocess": repr(preprocess)}, sort_keys=True)
+    identity = json.dumps({**ident, "preprocess": repr(preprocess)}, sort_keys=True)
     return ClipModel(clip, preprocess, open_clip.get_tokenizer(name), device, precision,
                      hashlib.sha256(identity.encode()).hexdigest())
+
+
+def clip_identity(model: str, pretrained: str, precision: str) -> dict[str, str]:
+    """What identifies a CLIP model's numbers without loading it: the model (a config file by its
+    hash), the weights (a checkpoint by its hash, a tag by name) and the precision."""
+    return _resolve(model, pretrained, precision)[2]
+
+
+def _resolve(model: str, pretrained: str, precision: str) -> tuple[str, str | None, dict[str, str]]:
+    """(open_clip name, weights to load, identity) of a model spec, checked."""
+    import open_clip
+
+    if precision not in PRECISIONS:
+        raise DescgenError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
+    name, model_id = _model_name(model, open_clip)
+    weights, weights_id = _weights(pretrained)
+    return name, weights, {"model": model_id, "weights": weights_id, "precision": precision}
 
 
 def _model_name(model: str, open_clip: Any) -> tuple[str, str]:
@@ -102,7 +108,7 @@ def _model_name(model: str, open_clip: Any) -> tuple[str, str]:
         except json.JSONDecodeError as exc:
             raise DescgenError(f"{path}: model config is not valid JSON ({exc.msg})") from exc
         open_clip.add_model_config(path)
-        return path.stem, f"config:{_file_sha256(path)}"
+        return path.stem, f"config:{sha256_file(path)}"
     if model not in open_clip.list_models():
         raise DescgenError(f"unknown open_clip model {model!r} (see open_clip.list_models(), or"
                            " give a model-config JSON path)")
@@ -114,7 +120,7 @@ def _weights(pretrained: str) -> tuple[str | None, str]:
         return None, "random"
     path = Path(pretrained)
     if path.is_file():
-        return str(path), f"file:{_file_sha256(path)}"
+        return str(path), f"file:{sha256_file(path)}"
     if path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         raise DescgenError(f"{path}: no such checkpoint file")
     return pretrained, f"tag:{pretrained}"
@@ -146,10 +152,12 @@ def _image_size(preprocess: Any) -> int:
 
 
 def autocast_for(clip: ClipModel) -> Any:
-    if clip.device.startswith("cuda") and clip.precision != "fp32":
-        dtype = torch.float16 if clip.precision == "fp16" else torch.bfloat16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
+    """Autocast to the model's half precision (bf16 on a CPU too: its weights are bf16)."""
+    device = "cuda" if clip.device.startswith("cuda") else "cpu"
+    if clip.precision == "fp32":
+        return torch.autocast(device, enabled=False)
+    dtype = torch.float16 if clip.precision == "fp16" else torch.bfloat16
+    return torch.autocast(device, dtype=dtype)
 
 
 @dataclass
@@ -194,18 +202,6 @@ def encode_texts(clip: ClipModel, texts: list[str], batch_size: int = 1024) -> n
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def dataset_fingerprint(paths: list[str]) -> str:
-    """Hash of the file list with sizes and mtimes: an edited or replaced image changes it."""
-    digest = hashlib.sha256()
-    for path in paths:
-        try:
-            stat = os.stat(path)
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{path}\0missing\n".encode())
-    return digest.hexdigest()
-
-
 class ImageFeatureCache:
     """`<key>.npy` (fp16 features) + `<key>.json` (ok flags, errors), written temp-then-rename."""
 
@@ -213,7 +209,7 @@ class ImageFeatureCache:
         self.folder = folder
 
     def key(self, clip: ClipModel, paths: list[str]) -> str:
-        return hashlib.sha256(f"{clip.identity}\0{dataset_fingerprint(paths)}".encode()).hexdigest()
+        return hashlib.sha256(f"{clip.identity}\0{files_fingerprint(paths)}".encode()).hexdigest()
 
     def load(self, key: str) -> ImageFeatures | None:
         array, index = self.folder / f"{key}.npy", self.folder / f"{key}.json"

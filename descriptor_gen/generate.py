@@ -2,7 +2,9 @@
 
 Around any backend: the response cache (a re-run sends no request), tenacity retries (rate
 limits honour Retry-After), bounded concurrency, and an append-only output that a restarted
-run resumes from.
+run resumes from. An answer that stopped at the token limit is parsed as truncated (its cut
+last item dropped) and its record says so; an answer without descriptors is asked again as a
+new sample only when sampling (temperature > 0): a greedy answer asked again is the same.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from descriptor_gen.backends import (
     make_backend,
 )
 from descriptor_gen.batch import BatchItem, load_manifest, request_line, run_batches, submit
-from descriptor_gen.cache import ResponseCache, base_url_host, response_key
+from descriptor_gen.cache import Answer, ResponseCache, base_url_host, response_key
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.parse import dedupe, parse_descriptors
+from descriptor_gen.parse import PARSERS
 from descriptor_gen.prompts import Prompt, PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.retry import RequestFailed, with_retries
 from descriptor_gen.store import DescriptorRecord, StoreAppender, read_store_for_resume
@@ -77,7 +79,7 @@ class ClassState:
     index: int
     name: str
     prompt: Prompt
-    answers: list[str] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
     error: str | None = None
 
 
@@ -125,7 +127,7 @@ async def _generate(job: GenerationJob) -> GenerationSummary:
     backend = job.backend or make_backend(job.params)
     try:
         existing = read_store_for_resume(job.out, job.classes, overwrite=job.overwrite)
-        _check_same_setting(existing, job, record_params(job.params, backend))
+        _check_same_setting(existing, job, record_params(job.params, backend), backend.chat)
         done = {r.class_index for r in existing}
         states = [
             ClassState(i, name, build_prompt(name, job.options, job.library))
@@ -212,12 +214,14 @@ def record_params(params: GenerationParams, backend: Backend) -> dict[str, Any]:
         "samples": params.samples,
         "seed": params.seed,
         "stop": params.stop,
+        "parser": params.parser,
     }
 
 
 def _check_same_setting(
-    existing: list[DescriptorRecord], job: GenerationJob, params: dict[str, Any]
+    existing: list[DescriptorRecord], job: GenerationJob, params: dict[str, Any], chat: bool
 ) -> None:
+    """Refuse to resume a store whose records another setting or another prompt made."""
     for record in existing:
         same = (record.backend, record.model, record.options, record.params) == (
             job.params.backend, job.params.model, job.options, params
@@ -228,11 +232,19 @@ def _check_same_setting(
                 " another setting (backend, model, prompt options or parameters);"
                 " use --overwrite or another --out"
             )
+        prompt = build_prompt(record.class_name, job.options, job.library)
+        if record.prompt_sha256 != prompt.sha256(chat):
+            raise DescgenError(
+                f"{job.out}: class {record.class_index} ({record.class_name!r}) was generated from"
+                " another prompt text (an edited example bank, instruction or frame);"
+                " use --overwrite or another --out"
+            )
 
 
 class _Runner:
     """Rounds of requests: round 0 asks `samples` answers a class, each later round one more
-    for the classes still without descriptors, up to `max_attempts` rounds."""
+    for the classes still without descriptors, up to `max_attempts` rounds (one round when
+    greedy: temperature 0 gives the same answer again)."""
 
     def __init__(self, job: GenerationJob, backend: Backend, stats: Stats,
                  appender: StoreAppender, bar: tqdm, written: list[DescriptorRecord]) -> None:
@@ -240,11 +252,13 @@ class _Runner:
         self.appender, self.bar, self.written = appender, bar, written
         self.identity = backend.identity()
         self.params = record_params(job.params, backend)
+        self.parser = PARSERS[job.params.parser]
         self.semaphore = asyncio.Semaphore(job.concurrency)
 
     async def run(self, states: list[ClassState]) -> None:
         samples = self.job.params.samples
-        rounds = self.job.max_attempts if self.job.live else 1
+        sampling = self.job.params.temperature > 0
+        rounds = self.job.max_attempts if self.job.live and sampling else 1
         pending = states
         for round_no in range(rounds):
             wanted = list(range(samples)) if round_no == 0 else [samples + round_no - 1]
@@ -267,14 +281,20 @@ class _Runner:
 
     def _settle(self, state: ClassState, last: bool) -> bool:
         """Write the class's record if it is finished; False when it should be asked again."""
-        descriptors = dedupe(d for a in state.answers for d in parse_descriptors(a, state.name))
+        dangling = state.prompt.dangling and not self.backend.chat
+        truncated = any(a.finish_reason == "length" for a in state.answers)
+        descriptors = self.parser.merge(
+            self.parser.parse(a.text, state.name, truncated=a.finish_reason == "length",
+                              dangling=dangling)
+            for a in state.answers)
         if not descriptors and state.error is None and not last:
             return False
         if not descriptors and not self.job.live:
             return True
         error = state.error if not descriptors else None
         if not descriptors and error is None:
-            error = f"no descriptors in {len(state.answers)} answers"
+            cut = f" (cut at max_tokens {self.job.params.max_tokens})" if truncated else ""
+            error = f"no descriptors in {len(state.answers)} answers{cut}"
         record = DescriptorRecord(
             class_index=state.index,
             class_name=state.name,
@@ -284,7 +304,9 @@ class _Runner:
             backend=self.job.params.backend,
             model=self.job.params.model,
             params=self.params,
-            raw=state.answers,
+            raw=[a.text for a in state.answers],
+            finish_reasons=[a.finish_reason for a in state.answers],
+            truncated=truncated,
             error=error,
         )
         self.appender.append(record)
@@ -328,10 +350,11 @@ class _Runner:
             still: list[ClassState] = []
             for state, completion in zip(asking, completions):
                 todo = missing[state.index]
-                for sample, text in zip(todo, completion.texts):
+                for offset, (sample, text) in enumerate(zip(todo, completion.texts)):
+                    why = completion.reason(offset)
                     self.job.cache.put(keys[(state.index, sample)], text,
-                                       {"class": state.name, "sample": sample})
-                    state.answers.append(text)
+                                       {"class": state.name, "sample": sample}, why)
+                    state.answers.append(Answer(text, why))
                 missing[state.index] = todo[len(completion.texts):]
                 if missing[state.index] and completion.texts:
                     still.append(state)

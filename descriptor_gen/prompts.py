@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -23,13 +23,16 @@ _SILENT_H = ("hour", "honest", "honor", "honour", "heir")
 _YOO_SOUND = ("uni", "use", "usu", "uti", "ure", "uro", "ura", "uku", "eu", "ewe", "one", "once")
 
 Messages = list[dict[str, str]]
+ALL = "all"
+PerExample = Annotated[int, Field(ge=1)] | Literal["all"]
 
 
 class PromptOptions(BaseModel):
-    """The study's prompt options; the defaults reproduce Menon & Vondrick's prompt.
+    """The study's prompt options; the defaults are the study's |D(c)| = 7 prompt.
 
     Attributes:
-        per_example: descriptors shown for each few-shot example object (|D(c)| of the study).
+        per_example: descriptors shown for each few-shot example object (|D(c)| of the study),
+            or `all` for every line the bank has for each object (the `dclip` bank's 7 and 8).
         detailed: full sentences instead of short noun phrases.
         instruction: `none`, a named instruction (`role`, `rule`, `role+rule`), custom text
             (anything with a space), or `@FILE` to read custom text from a file.
@@ -39,7 +42,7 @@ class PromptOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    per_example: int = Field(default=7, ge=1)
+    per_example: PerExample = 7
     detailed: bool = False
     instruction: str = NO_INSTRUCTION
     examples: int = Field(default=2, ge=0)
@@ -52,13 +55,34 @@ class PromptOptions(BaseModel):
 
 
 class PromptFormat(BaseModel):
-    """The question/answer frame; `{a}` is the article and `{c}` the class name."""
+    """The question/answer frame; `{a}` is the article and `{c}` the class name.
+
+    Attributes:
+        target_question: the question asked about the target class, when it differs from the
+            examples' (Menon & Vondrick's released prompt drops "visual" there).
+        article: `auto` picks "a" or "an" by sound; `a` or `an` is used for every name.
+        ending: what follows the target's answer line in completion text.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     question: str
     answer: str
     bullet: str = "-"
+    target_question: str | None = None
+    article: Literal["auto", "a", "an"] = "auto"
+    ending: str = "\n-"
+
+
+class BankDefaults(BaseModel):
+    """Option values a bank implies when the user gives none (the `dclip` bank: every line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_example: PerExample | None = None
+    detailed: bool | None = None
+    instruction: str | None = None
+    examples: int | None = Field(default=None, ge=0)
 
 
 class BankObject(BaseModel):
@@ -66,22 +90,30 @@ class BankObject(BaseModel):
 
     name: str = Field(min_length=1)
     short: list[str] = Field(min_length=1)
-    detailed: list[str] = Field(min_length=1)
+    detailed: list[str] = Field(default_factory=list)
 
 
 class ExampleBank(BaseModel):
+    """Few-shot objects, and optionally the frame and option defaults that go with them."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
     objects: list[BankObject] = Field(min_length=1)
+    format: dict[str, Any] = Field(default_factory=dict)
+    defaults: BankDefaults = BankDefaults()
 
 
 class Prompt(BaseModel):
-    """One class's prompt in both styles: completion text and chat messages."""
+    """One class's prompt in both styles: completion text and chat messages.
+
+    `dangling`: the completion text ends with a bullet, so a completion's first line is an item.
+    """
 
     class_name: str
     text: str
     messages: Messages
+    dangling: bool = True
 
     def sent(self, chat: bool) -> str | Messages:
         """The form a backend sends: chat messages or completion text."""
@@ -152,6 +184,21 @@ class PromptLibrary:
             self._banks[name] = _validated(ExampleBank, _read_yaml(path), path)
         return self._banks[name]
 
+    def frame(self, bank: str) -> PromptFormat:
+        """The project's frame with the bank's overrides applied."""
+        overrides = self.bank(bank).format
+        if not overrides:
+            return self.format
+        path = self._bank_path(bank)
+        return _validated(PromptFormat, {**self.format.model_dump(), **overrides}, path)
+
+    def options(self, bank: str = "default", **given: Any) -> PromptOptions:
+        """Prompt options from the values given; a value left None comes from the bank's
+        defaults, then from :class:`PromptOptions`' own."""
+        implied = self.bank(bank).defaults.model_dump(exclude_none=True)
+        chosen = {k: v for k, v in given.items() if v is not None}
+        return PromptOptions.model_validate({**implied, **chosen, "bank": bank})
+
     def bank_names(self) -> list[str]:
         return sorted(p.stem for p in (self.prompts_dir / "banks").glob("*.y*ml"))
 
@@ -202,6 +249,11 @@ class PromptLibrary:
         kind = "detailed" if options.detailed else "short"
         for obj in bank.objects[: options.examples]:
             lines = obj.detailed if options.detailed else obj.short
+            if not lines:
+                raise DescgenError(f"bank {bank.name!r}: object {obj.name!r} has no {kind} descriptors")
+            if options.per_example == ALL:
+                chosen.append((obj.name, list(lines)))
+                continue
             if options.per_example > len(lines):
                 raise DescgenError(
                     f"bank {bank.name!r}: object {obj.name!r} has {len(lines)} {kind} descriptors;"
@@ -211,9 +263,15 @@ class PromptLibrary:
         return chosen
 
 
-def _qa_header(fmt: PromptFormat, name: str) -> str:
-    article = indefinite_article(name)
-    return f"{fmt.question.format(a=article, c=name)}\n{fmt.answer.format(a=article, c=name)}"
+def wordify(class_name: str) -> str:
+    """A class name as the references put it in text: underscores become spaces."""
+    return " ".join(class_name.replace("_", " ").split())
+
+
+def _qa_header(fmt: PromptFormat, name: str, target: bool = False) -> str:
+    article = indefinite_article(name) if fmt.article == "auto" else fmt.article
+    question = fmt.target_question if target and fmt.target_question else fmt.question
+    return f"{question.format(a=article, c=name)}\n{fmt.answer.format(a=article, c=name)}"
 
 
 def _example_block(fmt: PromptFormat, name: str, descriptors: list[str]) -> str:
@@ -224,19 +282,21 @@ def _example_block(fmt: PromptFormat, name: str, descriptors: list[str]) -> str:
 def build_prompt(class_name: str, options: PromptOptions, library: PromptLibrary) -> Prompt:
     """Build the completion text and chat messages that ask for `class_name`'s descriptors.
 
-    The completion text ends with the target's answer line and a dangling bullet for the
-    model to continue; the chat form puts the instruction in the system message and the
-    few-shot transcript, up to the target's answer line, in the user message.
+    The completion text ends with the target's answer line and the frame's ending (a dangling
+    bullet for the model to continue); the chat form puts the instruction in the system
+    message and the few-shot transcript, up to the target's answer line, in the user message.
+    Underscores in the class name become spaces, as in Menon & Vondrick's script.
     """
-    name = " ".join(class_name.split())
+    name = wordify(class_name)
     if not name:
         raise DescgenError("empty class name")
-    fmt = library.format
+    fmt = library.frame(options.bank)
     instruction = library.instruction_text(options.instruction)
     blocks = [_example_block(fmt, obj, ds) for obj, ds in library.examples(options)]
-    transcript = "\n\n".join([*blocks, _qa_header(fmt, name)])
+    transcript = "\n\n".join([*blocks, _qa_header(fmt, name, target=True)])
     head = f"{instruction}\n\n" if instruction else ""
-    text = f"{head}{transcript}\n{fmt.bullet}"
+    text = f"{head}{transcript}{fmt.ending}"
     messages: Messages = [{"role": "system", "content": instruction}] if instruction else []
     messages.append({"role": "user", "content": transcript})
-    return Prompt(class_name=name, text=text, messages=messages)
+    return Prompt(class_name=name, text=text, messages=messages,
+                  dangling=text.endswith(fmt.bullet))

@@ -1,4 +1,10 @@
-"""Import of published descriptor files (DCLIP, WaffleCLIP, CuPL) into the store."""
+"""Import of published descriptor files (DCLIP, WaffleCLIP, CuPL) into the store.
+
+Texts are kept exactly as published, repeats included: DCLIP and CuPL average over their lists
+as they stand (a repeated sentence weighs twice), and CLIP's tokenizer normalises whitespace
+itself. Only blank texts are dropped; a class left with none is recorded with an error and
+scored by the `--on-empty` policy (`blank` is DCLIP's own `['']`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ from pydantic import BaseModel
 
 from descriptor_gen.classes import name_key
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.parse import dedupe
 from descriptor_gen.store import DescriptorRecord
 
 PublishedFormat = Literal["dclip", "cupl"]
@@ -61,8 +66,8 @@ def load_published(path: Path, fmt: str) -> dict[str, list[str]]:
     return data
 
 
-def _clean_texts(texts: list[str]) -> list[str]:
-    return dedupe(c for c in (" ".join(t.split()) for t in texts) if c)
+def _kept_texts(texts: list[str]) -> list[str]:
+    return [t for t in texts if t.strip()]
 
 
 def _match_by_name(classes: list[str], entries: dict[str, list[str]]) -> list[str | None]:
@@ -113,7 +118,7 @@ def import_published(
     records = []
     for index, (name, key) in enumerate(zip(classes, keys)):
         raw = entries[key] if key is not None else []
-        descriptors = _clean_texts(raw)
+        descriptors = _kept_texts(raw)
         error = None
         if key is None:
             error = f"no entry for this class in {path.name}"

@@ -20,7 +20,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments import ClipModelSpec, ListGrid, done_cells
+from descriptor_gen.experiments import ClipModelSpec, ListGrid
+from descriptor_gen.hashing import files_fingerprint, sha256_file
+from descriptor_gen.results import append_row, cell_id, done_cells
 from descriptor_gen.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
 from descriptor_gen.markers import mark
 
@@ -269,21 +271,26 @@ def run_refer_sweep(spec: ReferSweepSpec, out_dir: Path, cache_dir: Path,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
-    done = {setting for setting, _ in done_cells(results, spec.name)}
+    done = done_cells(results)
     anns = read_annotations(spec.annotations)
+    base = {"experiment": spec.name, "clip": spec.clip.identity(),
+            "annotations": sha256_file(spec.annotations),
+            "images": files_fingerprint(sorted({str(spec.images / a.image) for a in anns})),
+            "subtract": spec.subtract, "text_template": spec.text_template}
     rows = []
     for marker, color, thickness in itertools.product(spec.grid.marker, spec.grid.color,
                                                       spec.grid.thickness):
         setting = {"marker": marker, "color": color, "thickness": thickness}
-        if json.dumps(setting, sort_keys=True) in done:
+        identity = {**base, "setting": setting}
+        if cell_id(identity) in done:
             continue
         result = evaluate_refer(anns, spec.images, clip, [Variant(marker, color, thickness)],
                                 cache_dir, subtract=spec.subtract, text_template=spec.text_template,
                                 model=spec.clip.model, pretrained=spec.clip.pretrained)
-        row = {"experiment": spec.name, "setting": setting, "method": "refer",
+        row = {"experiment": spec.name, "cell": cell_id(identity), "setting": setting,
+               "method": "refer", "identity": identity,
                "metrics": {"accuracy": result.accuracy, "crop_accuracy": result.crop_accuracy,
                            "n_expressions": result.n_expressions}}
-        with open(results, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        append_row(results, row)
         rows.append(row)
     return rows

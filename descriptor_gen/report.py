@@ -1,5 +1,8 @@
 """`descgen report DIR`: results.jsonl -> report.md with a table per experiment and PNG figures
-of the study (top-1 and entropy against |D(c)|, bars for the instruction and examples runs)."""
+of the study (top-1 and entropy against |D(c)|, bars for the instruction and examples runs).
+
+Rows whose identities differ (another language model, CLIP weights, dataset, class list or text
+form) are never mixed: each run gets its own table and figures, titled by what sets it apart."""
 
 from __future__ import annotations
 
@@ -33,13 +36,20 @@ def read_results(folder: Path) -> list[dict[str, Any]]:
 
 
 def _varying(rows: list[dict[str, Any]], keys: tuple[str, ...] = OPTION_KEYS) -> list[str]:
-    return [k for k in keys if len({json.dumps(r["setting"].get(k)) for r in rows if r["setting"]}) > 1]
+    settings = [r["setting"] for r in rows if r["setting"] and "store" not in r["setting"]]
+    return [k for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1]
 
 
 def _label(row: dict[str, Any], keys: list[str]) -> str:
     if not row["setting"]:
         return "(baseline)"
-    return ", ".join(f"{k}={row['setting'][k]}" for k in keys) or "default"
+    if "store" in row["setting"]:
+        return f"store: {row['setting']['store']}"
+    return ", ".join(f"{k}={row['setting'][k]}" for k in keys) or f"bank={row['setting']['bank']}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
@@ -51,10 +61,62 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         m = row["metrics"]
         mark = " **(best)**" if row is best else ""
         per_class = f"{row['descriptors']['mean']:.2f}" if row.get("descriptors") else "-"
-        lines.append(f"| {_label(row, keys)}{mark} | {row['method']} | {100 * m['top1']:.2f} |"
-                     f" {100 * m['top5']:.2f} | {100 * m['mean_per_class_recall']:.2f} |"
+        lines.append(f"| {_label(row, keys)}{mark} | {row['method']} | {_percent(m['top1'])} |"
+                     f" {_percent(m.get('top5'))} | {_percent(m['mean_per_class_recall'])} |"
                      f" {m['mean_entropy']:.3f} | {per_class} | {row.get('llm_requests', 0)} |")
     return lines
+
+
+_EVALUATION_KEYS = ("classes", "data", "clip", "text")
+
+
+def _runs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Split one experiment's rows into runs of one identity each: rows evaluated alike
+    (class list, data, CLIP, text forms) and, for descriptor rows, generated alike. Baseline
+    rows join every run of their evaluation. Returns (identity, rows) pairs in first-seen order."""
+    evaluations: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        identity = row.get("identity") or {}
+        key = json.dumps({k: identity.get(k) for k in _EVALUATION_KEYS}, sort_keys=True)
+        evaluations[key].append(row)
+    runs = []
+    for key, group in evaluations.items():
+        evaluation = json.loads(key)
+        by_generation: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in group:
+            generation = (row.get("identity") or {}).get("generation")
+            if generation is not None:
+                by_generation[json.dumps(generation, sort_keys=True)].append(row)
+        baselines = [r for r in group if (r.get("identity") or {}).get("generation") is None]
+        if not by_generation:
+            runs.append((evaluation, baselines))
+        for generation_key, described in by_generation.items():
+            identity = {**evaluation, "generation": json.loads(generation_key)}
+            chosen = {id(r) for r in baselines + described}
+            runs.append((identity, [r for r in group if id(r) in chosen]))
+    return runs
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _titles(identities: list[dict[str, Any]]) -> list[str]:
+    """For each run, the identity values that set it apart from the experiment's other runs."""
+    flat = [_flatten(i) for i in identities]
+    keys = sorted({k for f in flat for k in f})
+    differing = [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+    return ["; ".join(f"{k}={_short(f.get(k))}" for k in differing) for f in flat]
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
 
 
 def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path) -> None:
@@ -65,7 +127,8 @@ def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path
 
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in rows:
-        if row["setting"] and row["method"] == "descriptors":
+        if row["setting"] and row["method"] == "descriptors" and isinstance(
+                row["setting"].get("per_example"), int):
             label = "detailed" if row["setting"]["detailed"] else "short phrases"
             value = row["metrics"][metric] * (100 if metric == "top1" else 1)
             series[label].append((row["setting"]["per_example"], value))
@@ -89,7 +152,8 @@ def _plot_bars(rows: list[dict[str, Any]], keys: list[str], path: Path, title: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [_label(r, keys) + ("" if r["setting"] else f" {r['method']}") for r in rows]
+    labels = [_label(r, keys) + ("" if r["setting"] and "store" not in r["setting"]
+                                 else f" {r['method']}") for r in rows]
     values = [100 * r["metrics"][metric] for r in rows]
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(rows)), 3.5))
     ax.bar(range(len(rows)), values, color="tab:blue")
@@ -111,25 +175,41 @@ def write_report(folder: Path) -> list[Path]:
         by_experiment[row["experiment"]].append(row)
     lines = ["# Results", ""]
     written: list[Path] = []
-    for name, group in by_experiment.items():
-        lines += [f"## {name}", "", *_table(group), ""]
-        keys = _varying(group)
-        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-        if "per_example" in keys:
-            for metric, ylabel, stem in (("top1", "top-1 (%)", "fig1_top1"),
-                                         ("mean_entropy", "mean entropy", "fig2_entropy")):
-                path = folder / f"{slug}_{stem}.png"
-                _plot_lines(group, metric, ylabel, path)
-                written.append(path)
-                lines += [f"![{stem}]({path.name})", ""]
-        elif keys or len(group) > 1:
-            path = folder / f"{slug}_bars.png"
-            _plot_bars(group, keys, path, name)
-            written.append(path)
-            lines += [f"![{name}]({path.name})", ""]
+    for name, rows_of_experiment in by_experiment.items():
+        lines += [f"## {name}", ""]
+        runs = _runs(rows_of_experiment)
+        titles = _titles([identity for identity, _ in runs])
+        for number, ((_, group), title) in enumerate(zip(runs, titles), start=1):
+            if len(runs) > 1:
+                lines += [f"### run {number}: {title}", ""]
+            lines += [*_table(group), ""]
+            slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+            if len(runs) > 1:
+                slug = f"{slug}_run{number}"
+            lines += _figures(group, folder, slug, name, written)
     report = folder / "report.md"
     report.write_text("\n".join(lines))
     return [report, *written]
+
+
+def _figures(group: list[dict[str, Any]], folder: Path, slug: str, title: str,
+             written: list[Path]) -> list[str]:
+    """The study's figures for one run; returns the report lines that show them."""
+    keys = _varying(group)
+    lines: list[str] = []
+    if "per_example" in keys:
+        for metric, ylabel, stem in (("top1", "top-1 (%)", "fig1_top1"),
+                                     ("mean_entropy", "mean entropy", "fig2_entropy")):
+            path = folder / f"{slug}_{stem}.png"
+            _plot_lines(group, metric, ylabel, path)
+            written.append(path)
+            lines += [f"![{stem}]({path.name})", ""]
+    elif keys or len(group) > 1:
+        path = folder / f"{slug}_bars.png"
+        _plot_bars(group, keys, path, title)
+        written.append(path)
+        lines += [f"![{title}]({path.name})", ""]
+    return lines
 
 
 MARKER_KEYS = ("marker", "color", "thickness")

@@ -2,94 +2,235 @@
 
 s(c, x) = 1/|D(c)| Σ_d cos(text(d), image(x)). With L2-normalised features this equals
 image(x) · mean_d text(d), so the class vector is the mean of the normalised descriptor
-embeddings, *not* renormalised (renormalising is the template ensemble's convention, and it
-would change the scores).
+embeddings, *not* renormalised (renormalising is the template ensemble's and CuPL's
+convention, and it would change the scores).
+
+A class vector is a weighted sum of groups of texts, each group pooled as a mean (DCLIP) or a
+renormalised mean (templates, CuPL):
+
+- `classname`: one text, the class-name form (`a photo of a {c}.` by default).
+- `templates`: CLIP's 80 ImageNet templates, renormalised mean.
+- `descriptors`: the descriptor texts, pooled by `pooling`.
+- `descriptors+templates`: ½ · descriptors + ½ · templates, so both sets weigh the same
+  whatever their sizes: s = ½ s_descriptors + ½ s_templates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict
 
-Method = Literal["descriptors", "classname", "templates", "descriptors+templates"]
-METHODS: tuple[str, ...] = ("descriptors", "classname", "templates", "descriptors+templates")
-MENON_TEMPLATE = "menon"
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.prompts import wordify
+
+Pooling = Literal["mean", "renormalised"]
+OnEmpty = Literal["classname", "blank", "error"]
+POOLINGS: tuple[str, ...] = ("auto", "mean", "renormalised")
+ON_EMPTY: tuple[str, ...] = ("classname", "blank", "error")
+AUTO = "auto"
 _WHICH_IS = ("a", "an", "used")
 _WHICH = ("has", "often", "typically", "may", "can")
+_FIELDS = {"descriptor": {"c", "d", "which"}, "classname": {"c"}}
+_FORM_NAME = re.compile(r"[a-z][a-z0-9-]*")
+_REQUIRED = {"descriptor": "d", "classname": "c"}
 
 
-def menon_sentence(class_name: str, descriptor: str) -> str:
-    """Menon & Vondrick's text form: "{c}, which (is/has/…) {d}".
-
-    Their rule, kept as published (it tests string prefixes, so "aerodynamic" counts as "a"):
-    `is` before a/an/used, nothing before has/often/typically/may/can, `has` otherwise.
-    """
+def menon_which(descriptor: str) -> str:
+    """Menon & Vondrick's connective, kept as published (it tests string prefixes, so
+    "aerodynamic" counts as "a"): `which is` before a/an/used, `which` before
+    has/often/typically/may/can, `which has` otherwise."""
     if descriptor.startswith(_WHICH_IS):
-        return f"{class_name}, which is {descriptor}"
+        return "which is"
     if descriptor.startswith(_WHICH):
-        return f"{class_name}, which {descriptor}"
-    return f"{class_name}, which has {descriptor}"
+        return "which"
+    return "which has"
 
 
-def descriptor_text(class_name: str, descriptor: str, template: str = MENON_TEMPLATE) -> str:
-    if template == MENON_TEMPLATE:
-        return menon_sentence(class_name, descriptor)
-    return template.format(c=class_name, d=descriptor)
+class TextForms(BaseModel):
+    """Named text forms (`prompts/text_forms.yaml`): descriptor forms and class-name forms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    descriptor: dict[str, str]
+    classname: dict[str, str]
+
+    @classmethod
+    def load(cls, prompts_dir: Path) -> TextForms:
+        path = prompts_dir / "text_forms.yaml"
+        try:
+            return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            raise DescgenError(f"{path}: cannot read the text forms ({exc})") from exc
+
+    def resolve(self, kind: Literal["descriptor", "classname"], value: str) -> str:
+        """A form's template: a name in the file, or a template of our own, checked here."""
+        named = getattr(self, kind)
+        if value in named:
+            return named[value]
+        try:
+            check_template(value, kind, list(named))
+        except ValueError as exc:
+            raise DescgenError(f"--{kind}-template {value!r}: {exc}") from exc
+        return value
+
+
+def is_form_name(value: str) -> bool:
+    return bool(_FORM_NAME.fullmatch(value))
+
+
+def check_template(template: str, kind: str, names: list[str] | None = None) -> None:
+    """Refuse a template with an unknown, positional or formatted field, or a stray brace
+    (ValueError saying what is wrong and what was expected)."""
+    allowed = _FIELDS[kind]
+    hint = f"a name ({', '.join(names)}) or " if names else "a form name or "
+    expected = f"expected {hint}a template with fields {', '.join('{' + f + '}' for f in sorted(allowed))}"
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"{exc} ({expected})") from exc
+    for name, spec, conv in fields:
+        if name not in allowed or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"field {shown} is not allowed ({expected})")
+    if _REQUIRED[kind] not in {name for name, _, _ in fields}:
+        if not fields and is_form_name(template):
+            raise ValueError(f"no text form named {template!r} ({expected})")
+        raise ValueError(f"needs a {{{_REQUIRED[kind]}}} field ({expected})")
+
+
+class TextRecipe(BaseModel):
+    """How one evaluation turns classes and descriptors into texts, named as the user chose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    descriptor_template: str
+    descriptor_text: str
+    classname_template: str
+    classname_text: str
+    pooling: Pooling
+    on_empty: OnEmpty
+
+    def descriptor(self, class_name: str, descriptor: str) -> str:
+        return self.descriptor_text.format(c=wordify(class_name), d=descriptor,
+                                           which=menon_which(descriptor))
+
+    def classname(self, class_name: str) -> str:
+        return self.classname_text.format(c=wordify(class_name))
+
+
+def make_recipe(forms: TextForms, descriptor_template: str = "dclip",
+                classname_template: str = "clip", pooling: Pooling = "mean",
+                on_empty: OnEmpty = "classname") -> TextRecipe:
+    return TextRecipe(descriptor_template=descriptor_template,
+                      descriptor_text=forms.resolve("descriptor", descriptor_template),
+                      classname_template=classname_template,
+                      classname_text=forms.resolve("classname", classname_template),
+                      pooling=pooling, on_empty=on_empty)
+
+
+@dataclass
+class Group:
+    """Texts pooled together into one part of a class vector."""
+
+    texts: list[str]
+    labels: list[str]  # what each text stands for (the descriptor, or the template's text)
+    renormalise: bool
+    weight: float = 1.0
 
 
 @dataclass
 class ClassTexts:
-    """Per class, the texts whose embeddings make its vector, and how they combine."""
+    """Per class, the groups of texts whose embeddings make its vector."""
 
-    texts: list[list[str]]
-    renormalise: list[bool]
-    descriptors: list[list[str]]  # the descriptor behind each text (for explanations)
+    groups: list[list[Group]] = field(default_factory=list)
+
+    def texts(self, index: int) -> list[str]:
+        return [t for g in self.groups[index] for t in g.texts]
+
+    def labels(self, index: int) -> list[str]:
+        return [label for g in self.groups[index] for label in g.labels]
+
+    def flat(self) -> list[str]:
+        return [t for groups in self.groups for g in groups for t in g.texts]
+
+    def offsets(self) -> np.ndarray:
+        return np.cumsum([0] + [sum(len(g.texts) for g in groups) for groups in self.groups])
+
+
+@dataclass
+class _Class:
+    name: str
+    descriptors: list[str]
+    templates: list[str]
+    recipe: TextRecipe
+
+
+def _classname(c: _Class, weight: float = 1.0) -> Group:
+    text = c.recipe.classname(c.name)
+    return Group([text], [text], False, weight)
+
+
+def _templates(c: _Class, weight: float = 1.0) -> Group:
+    texts = [t.format(wordify(c.name)) for t in c.templates]
+    return Group(texts, texts, True, weight)
+
+
+def _descriptors(c: _Class, weight: float = 1.0) -> Group:
+    own = c.descriptors or ([""] if c.recipe.on_empty == "blank" else [])
+    if not own:
+        return _classname(c, weight)
+    texts = [c.recipe.descriptor(c.name, d) for d in own]
+    return Group(texts, list(own), c.recipe.pooling == "renormalised", weight)
+
+
+METHODS: dict[str, Callable[[_Class], list[Group]]] = {
+    "descriptors": lambda c: [_descriptors(c)],
+    "classname": lambda c: [_classname(c)],
+    "templates": lambda c: [_templates(c)],
+    "descriptors+templates": lambda c: [_descriptors(c, 0.5), _templates(c, 0.5)],
+}
+NEEDS_DESCRIPTORS: tuple[str, ...] = ("descriptors", "descriptors+templates")
 
 
 def class_texts(method: str, classes: list[str], descriptors: dict[int, list[str]],
-                templates: list[str], descriptor_template: str = MENON_TEMPLATE,
-                ) -> tuple[ClassTexts, list[int]]:
-    """The texts of each class for a method; returns them and the classes that fell back to
-    their class name because they have no descriptors."""
-    out = ClassTexts([], [], [])
-    fallback = []
+                templates: list[str], recipe: TextRecipe) -> tuple[ClassTexts, list[int]]:
+    """The texts of each class for a method; returns them and the classes without descriptors
+    (scored by the class-name form, or DCLIP's blank descriptor, as `recipe.on_empty` says)."""
+    if method not in METHODS:
+        raise DescgenError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
+    empty = [i for i in range(len(classes)) if not descriptors.get(i)]
+    empty = empty if method in NEEDS_DESCRIPTORS else []
+    if empty and recipe.on_empty == "error":
+        names = ", ".join(f"{i} {classes[i]}" for i in empty)
+        raise DescgenError(f"classes without descriptors (--on-empty error): {names}")
+    out = ClassTexts()
     for index, name in enumerate(classes):
-        own = descriptors.get(index) or []
-        if method in ("descriptors", "descriptors+templates") and not own:
-            fallback.append(index)
-        texts, behind, renorm = _one_class(method, name, own, templates, descriptor_template)
-        out.texts.append(texts)
-        out.descriptors.append(behind)
-        out.renormalise.append(renorm)
-    return out, fallback
-
-
-def _one_class(method: str, name: str, own: list[str], templates: list[str],
-               descriptor_template: str) -> tuple[list[str], list[str], bool]:
-    """(texts, what each text stands for, renormalise the mean?) for one class."""
-    described = [descriptor_text(name, d, descriptor_template) for d in own]
-    templated = [t.format(name) for t in templates]
-    if method == "templates":
-        return templated, templated, True
-    if method == "descriptors+templates":
-        return described + templated, own + templated, False
-    if method == "descriptors" and own:
-        return described, list(own), False
-    return [name], [name], False
+        out.groups.append(METHODS[method](_Class(name, descriptors.get(index) or [], templates,
+                                                 recipe)))
+    return out, empty
 
 
 def class_vectors(text_features: np.ndarray, ct: ClassTexts) -> np.ndarray:
-    """(C, D) class vectors from the flat, row-normalised features of all classes' texts."""
-    out = np.zeros((len(ct.texts), text_features.shape[1]), np.float32)
+    """(C, D) class vectors from the flat, row-normalised features of all classes' texts:
+    Σ_groups weight · (mean of the group's features, renormalised if the group says so)."""
+    out = np.zeros((len(ct.groups), text_features.shape[1]), np.float32)
     start = 0
-    for index, texts in enumerate(ct.texts):
-        vector = text_features[start : start + len(texts)].mean(axis=0)
-        if ct.renormalise[index]:
-            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-        out[index] = vector
-        start += len(texts)
+    for index, groups in enumerate(ct.groups):
+        for group in groups:
+            vector = text_features[start : start + len(group.texts)].mean(axis=0)
+            if group.renormalise:
+                vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+            out[index] += group.weight * vector
+            start += len(group.texts)
     return out
 
 
@@ -100,8 +241,10 @@ def scores(image_features: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Metrics:
+    """Fractions; `top5` is None (undefined) with fewer than five classes."""
+
     top1: float
-    top5: float
+    top5: float | None
     mean_per_class_recall: float
     n_images: int
     mean_entropy: float
@@ -131,9 +274,10 @@ def metrics(score: np.ndarray, labels: np.ndarray) -> Metrics:
     hit5 = (best5 == labels[:, None]).any(axis=1)
     present = np.unique(labels)
     recalls = [hit1[labels == c].mean() for c in present]
+    top5_defined = score.shape[1] >= 5
     return Metrics(
         top1=float(hit1.mean()) if len(labels) else 0.0,
-        top5=float(hit5.mean()) if len(labels) else 0.0,
+        top5=(float(hit5.mean()) if len(labels) else 0.0) if top5_defined else None,
         mean_per_class_recall=float(np.mean(recalls)) if recalls else 0.0,
         n_images=int(len(labels)),
         mean_entropy=float(rescaled_entropy(score).mean()) if len(labels) else 0.0,
@@ -146,5 +290,6 @@ def explain(image_feature: np.ndarray, class_index: int, ct: ClassTexts,
     start, stop = offsets[class_index], offsets[class_index + 1]
     sims = text_features[start:stop] @ image_feature.astype(np.float32)
     order = np.argsort(-sims, kind="stable")[:k]
-    return [{"descriptor": ct.descriptors[class_index][i], "text": ct.texts[class_index][i],
-             "similarity": round(float(sims[i]), 6)} for i in order]
+    texts, labels = ct.texts(class_index), ct.labels(class_index)
+    return [{"descriptor": labels[i], "text": texts[i], "similarity": round(float(sims[i]), 6)}
+            for i in order]

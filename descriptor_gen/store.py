@@ -24,7 +24,10 @@ def utc_now() -> datetime:
 class DescriptorRecord(BaseModel):
     """One class's descriptors with where they came from.
 
-    `error` is null when there are descriptors, and says why when there are none.
+    `error` is null when there are descriptors, and says why when there are none. `truncated`
+    says that an answer stopped at the token limit (its cut last item was dropped, or kept by
+    the `dclip` parser, as the reference did); `finish_reasons` are the answers' own, in the order
+    of `raw`. Descriptors may repeat: an imported file keeps its lists as published.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +41,8 @@ class DescriptorRecord(BaseModel):
     model: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     raw: list[str] = Field(default_factory=list)
+    finish_reasons: list[str | None] = Field(default_factory=list)
+    truncated: bool = False
     created_at: datetime = Field(default_factory=utc_now)
     error: str | None = None
 
@@ -75,16 +80,23 @@ def parse_record_line(line: str, path: Path, number: int) -> DescriptorRecord:
         raise DescgenError(f"{path}:{number}: invalid record: {_first_error(exc)}") from exc
 
 
-def read_store(path: Path | str) -> list[DescriptorRecord]:
-    """Read and validate a store; a class index given twice is an error naming both lines."""
+def read_store(path: Path | str, *, skip_torn_tail: bool = False) -> list[DescriptorRecord]:
+    """Read and validate a store; a class index given twice is an error naming both lines.
+
+    Records are split on newlines only: a descriptor may hold any other Unicode line break.
+    `skip_torn_tail` ignores a last line without its newline (a killed run's half record).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DescgenError(f"{path}: cannot read descriptor file ({exc.strerror})") from exc
+    lines = text.split("\n")
+    if skip_torn_tail and lines and lines[-1]:
+        lines = lines[:-1]
     records: list[DescriptorRecord] = []
     first_line: dict[int, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         record = parse_record_line(line, path, number)
@@ -160,6 +172,9 @@ def summarize_store(records: list[DescriptorRecord]) -> list[str]:
         lines.append(f"descriptors per class: mean {mean:.2f}, min {min(counts)}, max {max(counts)}")
     lines.append(f"classes without descriptors: {len(failed)}")
     lines.extend(f"  {r.class_index} {r.class_name}: {r.error}" for r in failed)
+    truncated = sum(r.truncated for r in records)
+    if truncated:
+        lines.append(f"classes with an answer cut at the token limit: {truncated}")
     return lines
 
 
@@ -174,16 +189,20 @@ def repair_torn_tail(path: Path) -> bool:
 
 
 def read_store_for_resume(
-    path: Path, classes: list[str], *, overwrite: bool = False
+    path: Path, classes: list[str], *, overwrite: bool = False, repair: bool = True
 ) -> list[DescriptorRecord]:
-    """The records a run can keep: none with `overwrite`, else the file's, torn tail repaired."""
+    """The records a run can keep: none with `overwrite`, else the file's, a torn last line
+    cut off (with `repair`) or left alone and not counted (without: a dry run changes nothing)."""
     if overwrite:
         path.unlink(missing_ok=True)
         return []
     if not path.exists():
         return []
-    repair_torn_tail(path)
-    records = read_store(path)
+    if repair:
+        repair_torn_tail(path)
+        records = read_store(path)
+    else:
+        records = read_store(path, skip_torn_tail=True)
     check_against_classes(records, classes, path)
     return records
 

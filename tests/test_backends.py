@@ -78,3 +78,38 @@ def test_hf_refuses_cuda_without_gpu(tiny_lm: Path) -> None:
         pytest.skip("this machine has CUDA")
     with pytest.raises(DescgenError, match="CUDA is not available"):
         _hf(tiny_lm, device="cuda")
+
+
+def test_hf_reports_why_each_answer_ended(tiny_lm: Path, library: PromptLibrary) -> None:
+    backend = _hf(tiny_lm, temperature=0.0, max_tokens=6, stop=[])
+    prompt = build_prompt("tench", PromptOptions(), library).text
+    completion = asyncio.run(backend.complete([Query(prompt)]))[0]
+    tokens = backend.tokenizer(completion.texts[0], add_special_tokens=False)["input_ids"]
+    # a random model rarely says its end-of-text token: six tokens, cut at the limit
+    assert completion.finish_reasons == ["length"] and completion.tokens == 6
+    assert 1 <= len(tokens) <= 6
+
+
+def test_hf_finish_and_lengths() -> None:
+    import torch
+
+    from descriptor_gen.backends import _finish, _generated_lengths
+
+    assert _generated_lengths(torch.tensor([[5, 6, 0, 0], [5, 6, 7, 8]]), 0) == [2, 4]
+    assert _finish(" a\n- b\nQ: next", ["\nQ:"], 4, 4) == (" a\n- b", "stop")
+    assert _finish(" a\n- b", ["\nQ:"], 4, 4) == (" a\n- b", "length")
+    assert _finish(" a\n- b", ["\nQ:"], 3, 4) == (" a\n- b", "stop")
+
+
+def test_hf_identity_changes_when_the_model_folder_changes(tiny_lm: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    copy = tmp_path / "lm"
+    shutil.copytree(tiny_lm, copy)
+    before = _hf(copy).identity()
+    config = copy / "config.json"
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    after = _hf(copy).identity()
+    assert before["files"] and before["files"] != after["files"]
+    assert _hf(copy, dtype="bf16").identity()["dtype"] != after["dtype"]

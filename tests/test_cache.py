@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
-from descriptor_gen.cache import ResponseCache, base_url_host, response_key
+from descriptor_gen.backends import GenerationParams, OpenAIBackend
+from descriptor_gen.cache import Answer, ResponseCache, base_url_host, response_key
 
 IDENTITY = {"backend": "openai", "model": "m", "temperature": 0.7}
 
@@ -15,8 +17,36 @@ def test_round_trip_and_persistence(tmp_path: Path) -> None:
     cache.put(key, "- a\n- b", {"class": "x"})
     cache.close()
     again = ResponseCache(tmp_path / "c.sqlite")
-    assert again.get(key) == "- a\n- b" and len(again) == 1
-    assert again.get_many([key, "missing"]) == {key: "- a\n- b"}
+    assert again.get(key) == Answer("- a\n- b", None) and len(again) == 1
+    assert again.get_many([key, "missing"]) == {key: Answer("- a\n- b", None)}
+
+
+def test_finish_reason_is_kept(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache.put("k", " a thick body\n- a lar", {}, "length")
+    cache.close()
+    assert ResponseCache(tmp_path / "c.sqlite").get("k") == Answer(" a thick body\n- a lar", "length")
+
+
+def test_a_cache_from_before_finish_reasons_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, answer TEXT NOT NULL,"
+                 " meta TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (datetime('now')))")
+    conn.execute("INSERT INTO responses (key, answer, meta) VALUES ('k', 'old answer', '{}')")
+    conn.commit()
+    conn.close()
+    cache = ResponseCache(path)
+    assert cache.get("k") == Answer("old answer", None)
+    cache.put("k2", "new", {}, "stop")
+    assert cache.get("k2") == Answer("new", "stop")
+
+
+def test_seed_is_part_of_the_key(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    identities = [OpenAIBackend(GenerationParams(seed=s)).identity() for s in (None, 1, 2)]
+    keys = {response_key(identity, "prompt", 0) for identity in identities}
+    assert len(keys) == 3
 
 
 def test_key_changes_with_everything_that_changes_the_answer() -> None:

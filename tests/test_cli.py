@@ -79,7 +79,7 @@ def test_import_cupl_by_order_flag(capsys: pytest.CaptureFixture[str], tmp_path:
     code, _, err = run(capsys, "import", str(src), "--format", "cupl", "--classes", str(classes),
                        "--out", str(out_path), "--match", "order")
     assert code == 0 and "0: newt <- eft" in err
-    assert [r.descriptors for r in read_store(out_path)] == [["A small newt."], ["An orange fish."]]
+    assert [r.descriptors for r in read_store(out_path)] == [[" A small newt. "], ["An orange fish."]]
 
 
 def _one_line_error(code: int, out: str, err: str, needle: str) -> None:
@@ -149,3 +149,33 @@ def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
     code, out, _ = run(capsys, "prompt", "--help")
     assert code == 0 and "--per-example" in out and "--instruction" in out
+
+
+def test_prompt_with_the_dclip_bank_prints_it_as_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    from test_prompts import DCLIP_TENCH
+
+    code, out, _ = run(capsys, "prompt", "tench", "--bank", "dclip")
+    assert code == 0 and out == DCLIP_TENCH
+    code, out, _ = run(capsys, "prompt", "tench", "--bank", "dclip", "-k", "2")
+    assert code == 0 and out.count("\n- ") == 4
+    code, _, err = run(capsys, "prompt", "tench", "--bank", "dclip", "--detailed")
+    assert code == 2 and "no detailed descriptors" in err
+
+
+def test_parse_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    answer = tmp_path / "a.txt"
+    answer.write_text(" a thick body\n- red eyes\n- a large,")
+    assert run(capsys, "parse", str(answer), "--truncated")[1] == "a thick body\nred eyes\n"
+    assert run(capsys, "parse", str(answer), "--parser", "dclip")[1] == "red eyes\na large,\n"
+
+
+def test_show_counts_truncated_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from descriptor_gen.store import DescriptorRecord, write_store
+
+    store = tmp_path / "s.jsonl"
+    write_store(store, [DescriptorRecord(class_index=0, class_name="tench", descriptors=["fin"],
+                                         backend="t", truncated=True, finish_reasons=["length"]),
+                        DescriptorRecord(class_index=1, class_name="carp", descriptors=["fin"],
+                                         backend="t")])
+    code, out, _ = run(capsys, "show", str(store))
+    assert code == 0 and "classes with an answer cut at the token limit: 1" in out

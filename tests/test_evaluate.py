@@ -12,7 +12,7 @@ from descriptor_gen.cli import main
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.evaluate import EvalConfig, evaluate
 from descriptor_gen.features import encode_texts, load_clip
-from descriptor_gen.scoring import menon_sentence
+from descriptor_gen.scoring import TextForms, make_recipe
 from descriptor_gen.settings import Settings
 from descriptor_gen.store import DescriptorRecord, write_store
 
@@ -24,6 +24,16 @@ DESCRIPTORS = {
     3: ["an object in motion", "a pointed end"],
 }
 PROMPTS = Settings.resolve().prompts_dir
+DCLIP = make_recipe(TextForms.load(PROMPTS), "dclip")
+
+
+def menon_sentence(class_name: str, descriptor: str) -> str:
+    """The oracle, written out: Menon & Vondrick's "{c}, which (is/has/-) {d}"."""
+    if descriptor.startswith(("a", "an", "used")):
+        return f"{class_name}, which is {descriptor}"
+    if descriptor.startswith(("has", "often", "typically", "may", "can")):
+        return f"{class_name}, which {descriptor}"
+    return f"{class_name}, which has {descriptor}"
 
 
 @pytest.fixture
@@ -81,8 +91,8 @@ def test_score_matrix_matches_to_1e5(setup: dict) -> None:
     rng = np.random.default_rng(0)
     images = rng.normal(size=(6, 32)).astype(np.float32)
     images /= np.linalg.norm(images, axis=1, keepdims=True)
-    ct, _ = class_texts("descriptors", CLASSES, DESCRIPTORS, [])
-    flat = encode_texts(clip, [t for ts in ct.texts for t in ts])
+    ct, _ = class_texts("descriptors", CLASSES, DESCRIPTORS, [], DCLIP)
+    flat = encode_texts(clip, ct.flat())
     fast = scores(images, class_vectors(flat, ct))
     for c, descs in DESCRIPTORS.items():
         sims = [images @ encode_texts(clip, [menon_sentence(CLASSES[c], d)])[0] for d in descs]
@@ -103,11 +113,87 @@ def test_second_eval_with_other_descriptors_encodes_no_image(setup: dict, tmp_pa
     assert uncached.metrics == pytest.approx(first.metrics)
 
 
+def _direct_scores(setup: dict, method: str, classname_text: str = "a photo of a {}.") -> np.ndarray:
+    """Scores computed the long way, one text at a time, from the formulas in the README."""
+    from descriptor_gen.datasets import load_image_folder
+    from descriptor_gen.features import encode_images
+
+    clip = load_clip(str(setup["config"]), str(setup["checkpoint"]), "cpu")
+    data = load_image_folder(setup["images"], CLASSES)
+    images = encode_images(clip, data.paths, batch_size=1, workers=0).features.astype(np.float32)
+    templates = (PROMPTS / "templates" / "imagenet80.txt").read_text().strip().split("\n")
+    assert len(templates) == 80 and templates[0] == "a bad photo of a {}."
+    out = np.zeros((len(images), len(CLASSES)))
+    for c, name in enumerate(CLASSES):
+        template_feats = encode_texts(clip, [t.format(name) for t in templates])
+        template_vec = template_feats.mean(axis=0)
+        s_templates = images @ (template_vec / np.linalg.norm(template_vec))
+        s_desc = np.mean([images @ encode_texts(clip, [menon_sentence(name, d)])[0]
+                          for d in DESCRIPTORS[c]], axis=0)
+        s_name = images @ encode_texts(clip, [classname_text.format(name)])[0]
+        out[:, c] = {"classname": s_name, "templates": s_templates,
+                     "descriptors+templates": 0.5 * s_desc + 0.5 * s_templates}[method]
+    return out
+
+
 @pytest.mark.parametrize("method", ["classname", "templates", "descriptors+templates"])
-def test_baselines_run(setup: dict, method: str) -> None:
-    result = evaluate(_cfg(setup, method=method), CLASSES, setup["cache"], PROMPTS)
-    assert result.metrics["n_images"] == 8 and 0 <= result.metrics["top1"] <= 1
-    assert 0 < result.metrics["mean_entropy"] <= np.log(4) + 1e-9
+def test_baselines_equal_their_formulas(setup: dict, tmp_path: Path, method: str) -> None:
+    preds = tmp_path / "p.jsonl"
+    result = evaluate(_cfg(setup, method=method), CLASSES, setup["cache"], PROMPTS, predictions=preds)
+    direct = _direct_scores(setup, method)
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["pred"] for r in rows] == direct.argmax(axis=1).tolist()
+    labels = np.array([r["label"] for r in rows])
+    assert result.metrics["top1"] == pytest.approx(float(np.mean(direct.argmax(axis=1) == labels)))
+    assert result.text.classname_text == "a photo of a {c}."
+    from descriptor_gen.scoring import rescaled_entropy
+
+    assert result.metrics["mean_entropy"] == pytest.approx(float(rescaled_entropy(direct).mean()),
+                                                           abs=1e-4)
+
+
+def test_classname_form_is_selectable_and_named(setup: dict) -> None:
+    result = evaluate(_cfg(setup, method="classname", classname_template="bare"), CLASSES,
+                      setup["cache"], PROMPTS)
+    direct = _direct_scores(setup, "classname", "{}")
+    from descriptor_gen.datasets import load_image_folder
+
+    labels = np.array(load_image_folder(setup["images"], CLASSES).labels)
+    assert result.metrics["top1"] == pytest.approx(float(np.mean(direct.argmax(axis=1) == labels)))
+    assert (result.text.classname_template, result.text.classname_text) == ("bare", "{c}")
+
+
+def test_top5_is_null_with_four_classes(setup: dict) -> None:
+    assert evaluate(_cfg(setup), CLASSES, setup["cache"], PROMPTS).metrics["top5"] is None
+
+
+def test_cupl_store_is_scored_as_cupl_scores_it(setup: dict, tmp_path: Path) -> None:
+    """Sentences as written, a repeated sentence counted twice, the mean renormalised."""
+    from descriptor_gen.datasets import load_image_folder
+    from descriptor_gen.features import encode_images
+
+    sentences = {0: ["A tench is green.", "A tench is green.", "Tench have red eyes."],
+                 1: ["A goldfish is orange."], 2: ["A missile is long."], 3: ["A missile flies."]}
+    store = tmp_path / "cupl.jsonl"
+    write_store(store, [DescriptorRecord(class_index=i, class_name=CLASSES[i], descriptors=d,
+                                         backend="import", params={"format": "cupl"})
+                        for i, d in sentences.items()])
+    preds = tmp_path / "p.jsonl"
+    result = evaluate(_cfg(setup, descriptors=store), CLASSES, setup["cache"], PROMPTS,
+                      predictions=preds)
+    assert (result.text.descriptor_template, result.text.pooling) == ("sentence", "renormalised")
+    clip = load_clip(str(setup["config"]), str(setup["checkpoint"]), "cpu")
+    data = load_image_folder(setup["images"], CLASSES)
+    images = encode_images(clip, data.paths, batch_size=1, workers=0).features.astype(np.float32)
+    direct = np.zeros((len(images), len(CLASSES)))
+    for c, texts in sentences.items():
+        mean = encode_texts(clip, texts).mean(axis=0)
+        direct[:, c] = images @ (mean / np.linalg.norm(mean))
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["pred"] for r in rows] == direct.argmax(axis=1).tolist()
+    plain = evaluate(_cfg(setup, descriptors=store, pooling="mean", descriptor_template="dclip"),
+                     CLASSES, setup["cache"], PROMPTS)
+    assert (plain.text.descriptor_text, plain.text.pooling) == ("{c}, {which} {d}", "mean")
 
 
 def test_corrupt_image_is_reported_and_counted(setup: dict) -> None:
@@ -144,10 +230,15 @@ def test_csv_manifest_and_fallback(setup: dict, tmp_path: Path) -> None:
                       setup["cache"], PROMPTS, log=messages.append)
     assert result.metrics["n_images"] == 2
     assert result.fallback_classes == ["goldfish", "missile", "missile"]
-    assert any("no descriptors" in m and "1 goldfish" in m for m in messages)
-    with pytest.raises(DescgenError, match="--strict"):
-        evaluate(_cfg(setup, dataset=str(manifest), descriptors=partial, strict=True), CLASSES,
+    assert any("no descriptors" in m and "1 goldfish" in m and "a photo of a {c}." in m
+               for m in messages)
+    with pytest.raises(DescgenError, match="--on-empty error"):
+        evaluate(_cfg(setup, dataset=str(manifest), descriptors=partial, on_empty="error"), CLASSES,
                  setup["cache"], PROMPTS)
+    messages.clear()
+    evaluate(_cfg(setup, dataset=str(manifest), descriptors=partial, on_empty="blank"), CLASSES,
+             setup["cache"], PROMPTS, log=messages.append)
+    assert any("a blank descriptor ({c}, which has , as DCLIP does)" in m for m in messages)
     bad = tmp_path / "bad.csv"
     bad.write_text("images/tench/000.png,perch\n")
     with pytest.raises(DescgenError, match="bad.csv:1: label 'perch' is not in the class list"):
@@ -163,8 +254,13 @@ def test_cli_eval_end_to_end(setup: dict, tmp_path: Path, capsys: pytest.Capture
             "--out", str(out), "--predictions", str(preds), "--explain", "1",
             "--cache-dir", str(setup["cache"])]
     assert main(args) == 0
-    assert capsys.readouterr().out.startswith("descriptors: top-1 ")
+    printed = capsys.readouterr().out
+    assert printed.startswith("descriptors: top-1 ") and "top-5 n/a (< 5 classes)" in printed
     result = json.loads(out.read_text())
+    assert result["metrics"]["top5"] is None
+    assert result["text"] == {"descriptor_template": "dclip", "descriptor_text": "{c}, {which} {d}",
+                              "classname_template": "clip", "classname_text": "a photo of a {c}.",
+                              "pooling": "mean", "on_empty": "classname"}
     assert set(result["metrics"]) == {"top1", "top5", "mean_per_class_recall", "n_images", "mean_entropy"}
     assert result["counts"]["descriptors_per_class"] == {"mean": 2.5, "min": 2, "max": 3}
     assert len(result["descriptor_file_sha256"]) == 64
@@ -177,7 +273,13 @@ def test_cli_eval_end_to_end(setup: dict, tmp_path: Path, capsys: pytest.Capture
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [(["--precision", "fp16"], "fp16 needs a GPU"), (["--method", "best"], "--method"),
-     (["--descriptor-template", "{c} only"], "needs a {d} field")],
+     (["--descriptor-template", "{c} only"], "needs a {d} field"),
+     (["--descriptor-template", "{c}, which {x}"], "field {x} is not allowed"),
+     (["--descriptor-template", "{c} {0}"], "field {0} is not allowed"),
+     (["--descriptor-template", "{c}, {d"], "expected '}'"),
+     (["--descriptor-template", "dclip-imagenett"], "no text form named 'dclip-imagenett'"),
+     (["--classname-template", "a {c} {d}"], "field {d} is not allowed"),
+     (["--pooling", "max"], "--pooling"), (["--on-empty", "skip"], "--on-empty")],
 )
 def test_cli_eval_bad_input(setup: dict, capsys: pytest.CaptureFixture[str], extra: list[str],
                             needle: str) -> None:

@@ -249,3 +249,112 @@ def test_cli_generate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     code, err = _cli(capsys, "generate", "--classes", str(tmp_path / "none.txt"), "--out", str(out))
     assert code == 2 and "none.txt: cannot read class list" in err
+
+
+def test_a_truncated_answer_drops_its_cut_item_and_says_so(tmp_path: Path,
+                                                          library: PromptLibrary) -> None:
+    # The dev server's tokens are words: 8 of them cut its answer inside the second item.
+    with DevServer() as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                          params={"max_tokens": 8}))
+        generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                          out=tmp_path / "again.jsonl", params={"max_tokens": 8}))
+        assert server.count() == 1  # the second run came from the cache, reason and all
+    for path in (tmp_path / "out.jsonl", tmp_path / "again.jsonl"):
+        record = read_store(path)[0]
+        assert record.finish_reasons == ["length"] and record.truncated
+        assert record.raw[0].endswith("the usual")
+        assert record.descriptors == ["the typical shape of tench"]
+
+
+def test_an_answer_that_fits_is_not_truncated(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer() as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=["tench"]))
+    record = read_store(tmp_path / "out.jsonl")[0]
+    assert record.finish_reasons == ["stop"] and not record.truncated
+    assert len(record.descriptors) == 5
+
+
+def test_default_max_tokens_fits_seven_detailed_sentences(library: PromptLibrary) -> None:
+    bank = library.bank("default")
+    words = max(sum(len(line.split()) for line in obj.detailed[:7]) for obj in bank.objects)
+    # English runs about 1.3 tokens a word; bullets and newlines add two a line.
+    assert GenerationParams().max_tokens >= 1.5 * words + 14
+
+
+def test_greedy_answers_without_descriptors_are_not_asked_again(tmp_path: Path,
+                                                                library: PromptLibrary) -> None:
+    with DevServer(ServerConfig(noise_classes={"goldfish"})) as server:
+        summary = generate(make_job(tmp_path, library, server.base_url, max_attempts=4,
+                                    params={"temperature": 0.0}))
+    assert summary.requests == len(CLASSES) and summary.failed == ["goldfish"]
+
+
+def test_another_seed_is_another_answer(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer() as server:
+        for number, seed in enumerate((1, 2, 1)):
+            generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                              out=tmp_path / f"o{number}.jsonl", params={"seed": seed}))
+        assert server.count() == 2
+    assert read_store(tmp_path / "o0.jsonl")[0].descriptors != read_store(tmp_path / "o1.jsonl")[0].descriptors
+
+
+def test_resume_refuses_a_store_made_from_another_prompt_text(tmp_path: Path,
+                                                              library: PromptLibrary) -> None:
+    bank = tmp_path / "bank.yaml"
+    bank.write_text("name: b\nobjects:\n  - {name: kite, short: [diamond shape]}\n")
+    options = PromptOptions(bank=str(bank), per_example=1, examples=1)
+    with DevServer() as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=CLASSES[:2], options=options))
+        bank.write_text("name: b\nobjects:\n  - {name: kite, short: [paper sail]}\n")
+        edited = PromptLibrary(Settings.resolve().prompts_dir)
+        with pytest.raises(DescgenError, match="another prompt text"):
+            generate(make_job(tmp_path, edited, server.base_url, options=options))
+
+
+def test_dclip_parser_keeps_the_answer_as_their_script_does(tmp_path: Path,
+                                                            library: PromptLibrary) -> None:
+    with DevServer() as server:
+        generate(make_job(tmp_path, library, server.base_url, classes=["tench"],
+                          params={"parser": "dclip", "api": "chat", "max_tokens": 9}))
+    record = read_store(tmp_path / "out.jsonl")[0]
+    # stringtolist keeps the cut last line as written; the record still says it was cut
+    assert record.descriptors == ["the typical shape of tench", "the usual"]
+    assert record.truncated and record.params["parser"] == "dclip"
+
+
+def test_dclip_preset_sends_the_released_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_prompts import DCLIP_TENCH
+
+    classes = tmp_path / "c.txt"
+    classes.write_text("tench\n")
+    out = tmp_path / "o.jsonl"
+    with DevServer() as server:
+        code, err = _cli(capsys, "generate", "--classes", str(classes), "--out", str(out),
+                         "--preset", "dclip", "--base-url", server.base_url, "--no-progress",
+                         "--cache-dir", str(tmp_path / "cache"))
+        body = server.requests[0]["body"]
+    assert body["prompt"] == DCLIP_TENCH
+    assert body["model"] == "gpt-3.5-turbo-instruct" and body["temperature"] == 0.0
+    assert body["max_tokens"] == 100 and "stop" not in body and body["n"] == 1
+    record = read_store(out)[0]
+    assert record.params["parser"] == "dclip" and record.options.bank == "dclip"
+    assert record.options.per_example == "all"
+    # the dev server's first line continues a dangling bullet; stringtolist drops it, as theirs would
+    assert record.descriptors == ["the usual colours of tench", "the texture of tench's surface",
+                                  "the size of tench next to familiar objects",
+                                  "the distinctive parts of tench"]
+    assert code == 0, err
+
+
+def test_preset_values_yield_to_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    classes = tmp_path / "c.txt"
+    classes.write_text("tench\n")
+    with DevServer() as server:
+        _cli(capsys, "generate", "--classes", str(classes), "--out", str(tmp_path / "o.jsonl"),
+             "--preset", "dclip", "--base-url", server.base_url, "--no-progress",
+             "--max-tokens", "60", "--model", "mine", "--per-example", "2",
+             "--cache-dir", str(tmp_path / "cache"))
+        body = server.requests[0]["body"]
+    assert body["max_tokens"] == 60 and body["model"] == "mine" and body["temperature"] == 0.0
+    assert body["prompt"].count("\n- ") == 4

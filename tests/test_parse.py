@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from descriptor_gen.parse import dedupe, parse_descriptors
+from descriptor_gen.parse import PARSERS, dedupe, parse_dclip, parse_descriptors
 
 # (answer, class name, expected descriptors)
 CASES = [
@@ -111,8 +111,8 @@ CASES = [
                  id="dashes"),
     pytest.param('- "a pouch under the bill"\n- \'white plumage\'', "pelican",
                  ["a pouch under the bill", "white plumage"], id="quoted"),
-    pytest.param(" a thick body\n- a rounded tail fin\n- a large, ", "tench",
-                 ["a thick body", "a rounded tail fin", "a large"], id="cut-at-max-tokens"),
+    pytest.param(" a thick body\n- a rounded tail fin\n- a large and", "tench",
+                 ["a thick body", "a rounded tail fin"], id="ends-on-a-dangling-word"),
     pytest.param("- 1.5 m long body\n- 2 barbels", "sturgeon", ["1.5 m long body", "2 barbels"],
                  id="numbers-inside"),
 ]
@@ -135,3 +135,184 @@ def test_long_run_on_text_is_not_a_descriptor() -> None:
 
 def test_dedupe_keeps_first_spelling() -> None:
     assert dedupe(["Long tail", "long tail", "eyes"]) == ["Long tail", "eyes"]
+
+
+# Shapes real models write (issue 9). Each group: several wordings, one expectation each.
+TRAILING_NOTES = [
+    "- olive body\n- red eyes\nNote: colours vary with the water the fish lives in.",
+    "- olive body\n- red eyes\nOverall, the tench is a stocky, slimy fish.",
+    "- olive body\n- red eyes\n\nIn summary, look for a thick olive body.",
+    "- olive body\n- red eyes\n(Note: juveniles are paler.)",
+    "- olive body\n- red eyes\n**Note:** these are general traits.",
+    "- olive body\n- red eyes\nThese features help tell a tench from a carp.",
+    "- olive body\n- red eyes\nI hope this helps!",
+    "1. olive body\n2. red eyes\nOverall these are the most useful features.",
+]
+
+
+@pytest.mark.parametrize("answer", TRAILING_NOTES)
+def test_a_trailing_note_is_not_a_descriptor(answer: str) -> None:
+    assert parse_descriptors(answer, "tench") == ["olive body", "red eyes"]
+
+
+RUN_ON = [
+    "- olive body\n- red eyes\nQ: What are useful visual features for distinguishing a goldfish"
+    " in a photo?\nA: There are several useful visual features to tell there is a goldfish in a"
+    " photo:\n- orange body",
+    "- olive body\n- red eyes\nA: There are several useful visual features to tell there is a"
+    " goldfish in a photo:\n- orange body",
+    "- olive body\n- red eyes\n- A: There are several useful visual features to tell there is a"
+    " goldfish in a photo:\n- orange body",
+    "- olive body\n- red eyes\n- Q: What are useful features for distinguishing a goldfish?\n"
+    "- orange body",
+    " olive body\n- red eyes\n\nQ: What are useful visual features for distinguishing a"
+    " goldfish in a photo?",
+    "- olive body\n- red eyes\nQuestion: What does a goldfish look like?\n- orange body",
+]
+
+
+@pytest.mark.parametrize("answer", RUN_ON)
+def test_a_model_that_runs_on_into_the_next_block_stops_there(answer: str) -> None:
+    assert parse_descriptors(answer, "tench") == ["olive body", "red eyes"]
+
+
+SECOND_CLASS = [
+    "- olive body\n- red eyes\nGoldfish:\n- orange body\n- long fins",
+    "- olive body\n- red eyes\nGoldfish (Carassius auratus):\n- orange body",
+    " olive body\n- red eyes\nGreat white shark:\n- grey back",
+    "1. olive body\n2. red eyes\nGoldfish:\n1. orange body",
+]
+
+
+@pytest.mark.parametrize("answer", SECOND_CLASS)
+def test_a_second_class_header_ends_the_list(answer: str) -> None:
+    assert parse_descriptors(answer, "tench") == ["olive body", "red eyes"]
+
+
+PREAMBLES = [
+    "Tench (Tinca tinca)\n- olive body\n- red eyes",
+    "The tench is a freshwater fish found across Europe.\n- olive body\n- red eyes",
+    "Tench\n- olive body\n- red eyes",
+    "# Tench\n- olive body\n- red eyes",
+    "**Tench (Tinca tinca)**\n- olive body\n- red eyes",
+    "Visual features of a tench\n- olive body\n- red eyes",
+    "Here are some features that distinguish a tench:\n- olive body\n- red eyes",
+    "Certainly! A tench is easy to recognise.\n\n- olive body\n- red eyes",
+    "Tench are stocky fish of slow rivers.\n\n1. olive body\n2. red eyes",
+    "Tench (Tinca tinca)\nolive body\nred eyes",
+]
+
+
+@pytest.mark.parametrize("answer", PREAMBLES)
+def test_a_preamble_or_title_before_the_list_is_dropped(answer: str) -> None:
+    assert parse_descriptors(answer, "tench") == ["olive body", "red eyes"]
+
+
+MARKDOWN = [
+    ("**Body:**\n- olive body\n**Head:**\n- red eyes", ["olive body", "red eyes"]),
+    ("### Body\n- olive body\n### Head\n- red eyes", ["olive body", "red eyes"]),
+    ("- **olive** body\n- *red* eyes", ["olive body", "red eyes"]),
+    ("- _olive_ body\n- __red__ eyes", ["olive body", "red eyes"]),
+    ("- **Body:**\n  - olive body\n  - slimy skin\n- **Head:**\n  - red eyes",
+     ["olive body", "slimy skin", "red eyes"]),
+    ("- Body\n    - olive body\n- Head\n    - red eyes", ["olive body", "red eyes"]),
+    ("1. Body:\n   a) olive body\n2. Head:\n   a) red eyes", ["olive body", "red eyes"]),
+    ("- Body:\n- olive body\n- red eyes", ["olive body", "red eyes"]),
+    ("- **Colour:** olive body\n- red_eyes", ["Colour: olive body", "red_eyes"]),
+]
+
+
+@pytest.mark.parametrize(("answer", "expected"), MARKDOWN)
+def test_markdown_is_read_as_structure_not_kept_as_text(answer: str, expected: list[str]) -> None:
+    assert parse_descriptors(answer, "tench") == expected
+
+
+HYPHENATED = [
+    ("- tench-like barbels\n- red eyes", ["tench-like barbels", "red eyes"]),
+    (" tench-like barbels\n- red eyes", ["tench-like barbels", "red eyes"]),
+    ("- Tench-shaped body\n- red eyes", ["Tench-shaped body", "red eyes"]),
+    ("- great white shark-like teeth", ["great white shark-like teeth"]),
+    ("- tench - olive body\n- tench: red eyes", ["olive body", "red eyes"]),
+]
+
+
+@pytest.mark.parametrize(("answer", "expected"), HYPHENATED)
+def test_an_item_starting_with_a_hyphenated_word_keeps_it(answer: str, expected: list[str]) -> None:
+    name = "great white shark" if "shark" in answer else "tench"
+    assert parse_descriptors(answer, name) == expected
+
+
+ANSWER_ON_THE_HEADER_LINE = [
+    "A: - olive body\n- red eyes",
+    "A: olive body\n- red eyes",
+    "A:- olive body\n- red eyes",
+    "A: There are several useful visual features to tell there is a tench in a photo:\n"
+    "- olive body\n- red eyes",
+]
+
+
+@pytest.mark.parametrize("answer", ANSWER_ON_THE_HEADER_LINE)
+def test_an_answer_header_followed_by_the_first_item_keeps_it(answer: str) -> None:
+    assert parse_descriptors(answer, "tench") == ["olive body", "red eyes"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (" a thick body\n- a rounded tail fin\n- a large, ", ["a thick body", "a rounded tail fin"]),
+        (" a thick body\n- a rounded tail fin\n- a lar", ["a thick body", "a rounded tail fin"]),
+        ("- Tench have an olive body.\n- Their eyes are small and red, set", ["Tench have an olive body"]),
+        # cut right after a newline: every item is whole
+        (" a thick body\n- a rounded tail fin\n", ["a thick body", "a rounded tail fin"]),
+        # cut inside the next question: the list itself is whole
+        (" a thick body\n- red eyes\nQ: What are useful", ["a thick body", "red eyes"]),
+    ],
+)
+def test_a_cut_last_item_is_dropped_when_the_answer_was_truncated(answer: str,
+                                                                  expected: list[str]) -> None:
+    assert parse_descriptors(answer, "tench", truncated=True) == expected
+
+
+def test_without_truncation_the_last_item_stays() -> None:
+    assert parse_descriptors(" a thick body\n- a large", "tench") == ["a thick body", "a large"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "dangling", "expected"),
+    [
+        ("olive body\n- red eyes", True, ["olive body", "red eyes"]),
+        ("olive body\n- red eyes", False, ["red eyes"]),
+        (" olive body\n- red eyes", None, ["olive body", "red eyes"]),
+        ("Olive body.\n- red eyes", None, ["red eyes"]),
+    ],
+)
+def test_dangling_bullet_decides_the_first_line(answer: str, dangling: bool | None,
+                                                expected: list[str]) -> None:
+    assert parse_descriptors(answer, "tench", dangling=dangling) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # Menon & Vondrick's stringtolist: lines starting with "- ", kept exactly as written
+        ("- a freshwater fish\n- olive green.\n- olive green.\n", ["a freshwater fish", "olive green.", "olive green."]),
+        (" first line has no bullet\n- second", ["second"]),
+        ("-no space\n- ok\n  - indented", ["ok"]),
+        ("- tench: olive\nQ: next\n- goldfish item", ["tench: olive", "goldfish item"]),
+        ("- \n- x", ["x"]),  # a blank item cannot be stored
+        ("", []),
+    ],
+)
+def test_dclip_parser_is_stringtolist(answer: str, expected: list[str]) -> None:
+    assert parse_dclip(answer, "tench") == expected
+
+
+def test_parsers_merge_samples_their_own_way() -> None:
+    assert PARSERS["default"].merge([["a", "b"], ["B", "c"]]) == ["a", "b", "c"]
+    assert PARSERS["dclip"].merge([["a", "b"], ["b", "c"]]) == ["a", "b", "b", "c"]
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c"])
+def test_unicode_line_breaks_do_not_split_items(separator: str) -> None:
+    assert parse_descriptors(f"- olive{separator}body\n- red eyes", "tench") == [
+        "olive body", "red eyes"]

@@ -14,7 +14,9 @@ from descriptor_gen.prompts import (
 )
 from descriptor_gen.settings import Settings
 
-MENON_VONDRICK = """\
+# The study's prompt at |D(c)| = 7: Menon & Vondrick's two examples, ordered as in the study's
+# appendix (its first four lines of each), seven lines each, "visual" in every question.
+STUDY_DEFAULT = """\
 Q: What are useful visual features for distinguishing a lemur in a photo?
 A: There are several useful visual features to tell there is a lemur in a photo:
 - four-limbed primate
@@ -55,8 +57,78 @@ def _bullets(text: str) -> list[str]:
     return [line[2:] for line in text.splitlines() if line.startswith("- ")]
 
 
-def test_default_prompt_is_menon_vondrick(library: PromptLibrary) -> None:
-    assert build_prompt("tench", PromptOptions(), library).text == MENON_VONDRICK
+def test_default_prompt_is_the_studys(library: PromptLibrary) -> None:
+    assert build_prompt("tench", PromptOptions(), library).text == STUDY_DEFAULT
+
+
+# generate_prompt("tench") of classify_by_description_release/generate_descriptors.py, as released.
+DCLIP_TENCH = """\
+Q: What are useful visual features for distinguishing a lemur in a photo?
+A: There are several useful visual features to tell there is a lemur in a photo:
+- four-limbed primate
+- black, grey, white, brown, or red-brown
+- wet and hairless nose with curved nostrils
+- long tail
+- large eyes
+- furry bodies
+- clawed hands and feet
+
+Q: What are useful visual features for distinguishing a television in a photo?
+A: There are several useful visual features to tell there is a television in a photo:
+- electronic device
+- black or grey
+- a large, rectangular screen
+- a stand or mount to support the screen
+- one or more speakers
+- a power cord
+- input ports for connecting to other devices
+- a remote control
+
+Q: What are useful features for distinguishing a tench in a photo?
+A: There are several useful visual features to tell there is a tench in a photo:
+-
+"""
+
+
+def dclip_generate_prompt(category_name: str) -> str:
+    """The released function's output for any name: the tench text with the name swapped."""
+    head, tail = DCLIP_TENCH.rsplit("Q: What are useful features", 1)
+    return head + ("Q: What are useful features" + tail).replace("tench", category_name)
+
+
+def test_dclip_bank_is_the_released_prompt_byte_for_byte(library: PromptLibrary) -> None:
+    options = library.options(bank="dclip")
+    assert (options.per_example, options.examples, options.detailed) == ("all", 2, False)
+    assert build_prompt("tench", options, library).text == DCLIP_TENCH
+
+
+@pytest.mark.parametrize("name", ["electric ray", "axolotl", "hourglass", "great white shark",
+                                  "Black_footed_Albatross", "St. Bernard", "potter's wheel"])
+def test_dclip_bank_for_any_class(library: PromptLibrary, name: str) -> None:
+    # their script replaces underscores before building the prompt; the article is always "a"
+    prompt = build_prompt(name, library.options(bank="dclip"), library)
+    assert prompt.text == dclip_generate_prompt(name.replace("_", " "))
+    assert not prompt.dangling  # the prompt ends "-\n": the answer's first line is its own
+
+
+def test_dclip_bank_with_the_studys_options(library: PromptLibrary) -> None:
+    text = build_prompt("tench", library.options(bank="dclip", per_example=3), library).text
+    assert _bullets(text) == [
+        "four-limbed primate", "black, grey, white, brown, or red-brown",
+        "wet and hairless nose with curved nostrils", "electronic device", "black or grey",
+        "a large, rectangular screen"]
+    with pytest.raises(DescgenError, match="asks for more"):
+        build_prompt("tench", library.options(bank="dclip", per_example=8), library)
+    with pytest.raises(DescgenError, match="no detailed descriptors"):
+        build_prompt("tench", library.options(bank="dclip", detailed=True), library)
+    assert library.options(bank="default").per_example == 7
+
+
+def test_per_example_all_takes_every_line(library: PromptLibrary) -> None:
+    text = build_prompt("tench", PromptOptions(per_example="all"), library).text
+    assert len(_bullets(text)) == 16
+    with pytest.raises(ValueError):
+        PromptOptions(per_example="some")  # type: ignore[arg-type]
 
 
 def test_seed_appendix_count4_examples(library: PromptLibrary) -> None:
@@ -121,7 +193,7 @@ def test_instruction_from_file(library: PromptLibrary, tmp_path: Path) -> None:
 def test_no_instruction_means_no_system_message(library: PromptLibrary) -> None:
     prompt = build_prompt("tench", PromptOptions(), library)
     assert [m["role"] for m in prompt.messages] == ["user"]
-    assert prompt.messages[0]["content"] == MENON_VONDRICK[: -len("\n-")]
+    assert prompt.messages[0]["content"] == STUDY_DEFAULT[: -len("\n-")]
 
 
 @pytest.mark.parametrize(

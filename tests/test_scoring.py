@@ -5,15 +5,22 @@ import math
 import numpy as np
 import pytest
 
+from descriptor_gen.errors import DescgenError
 from descriptor_gen.scoring import (
+    TextForms,
+    check_template,
     class_texts,
     class_vectors,
-    menon_sentence,
+    make_recipe,
     metrics,
     rescaled_entropy,
     scores,
     topk,
 )
+from descriptor_gen.settings import Settings
+
+FORMS = TextForms.load(Settings.resolve().prompts_dir)
+DCLIP = make_recipe(FORMS, "dclip", "bare")
 
 
 @pytest.mark.parametrize(
@@ -30,7 +37,59 @@ from descriptor_gen.scoring import (
     ],
 )
 def test_menon_sentence(descriptor: str, expected: str) -> None:
-    assert menon_sentence("tench", descriptor) == expected
+    assert DCLIP.descriptor("tench", descriptor) == expected
+
+
+@pytest.mark.parametrize(
+    ("form", "class_name", "descriptor", "expected"),
+    [
+        ("dclip", "tench", "two fins", "tench, which has two fins"),
+        ("dclip-imagenet", "tench", "two fins", "tench, which has two fins."),
+        ("dclip-imagenet", "dishrag", "used for cleaning dishes, countertops, etc.",
+         "dishrag, which is used for cleaning dishes, countertops, etc.."),
+        ("dclip-imagenet", "tench", "", "tench, which has ."),  # DCLIP's [''] for an empty list
+        ("waffle", "tench", "a long tail", "A photo of a tench, which is a long tail."),
+        ("sentence", "tench", "A tench is a green fish.", "A tench is a green fish."),
+        ("dclip", "airplane_cabin", "rows of seats", "airplane cabin, which has rows of seats"),
+        ("a photo of a {c}, {which} {d}!", "tench", "may be green", "a photo of a tench, which may be green!"),
+        ("{d} ({c})", "tench", "long {tail}", "long {tail} (tench)"),
+    ],
+)
+def test_descriptor_forms(form: str, class_name: str, descriptor: str, expected: str) -> None:
+    assert make_recipe(FORMS, form).descriptor(class_name, descriptor) == expected
+
+
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [("clip", "a photo of a great white shark."), ("bare", "great white shark"),
+     ("dclip-imagenet", "great white shark."), ("waffle", "A photo of a great white shark."),
+     ("itap of a {c}", "itap of a great white shark")],
+)
+def test_classname_forms(form: str, expected: str) -> None:
+    assert make_recipe(FORMS, classname_template=form).classname("great_white shark") == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "template", "message"),
+    [
+        ("descriptor", "{c} has {x}", "field {x} is not allowed"),
+        ("descriptor", "{c} has {0}", "field {0} is not allowed"),
+        ("descriptor", "{c} has {}", "field {} is not allowed"),
+        ("descriptor", "{d!r}", "field {d!r} is not allowed"),
+        ("descriptor", "{d:>10}", "field {d:>10} is not allowed"),
+        ("descriptor", "{c}, which {d", "expected '}'"),
+        ("descriptor", "{c} only", "needs a {d} field"),
+        ("descriptor", "dclipp", "no text form named 'dclipp'"),
+        ("classname", "a photo of {d}", "field {d} is not allowed"),
+        ("classname", "a photo}", "Single '}'"),
+    ],
+)
+def test_bad_templates_are_refused_with_the_reason(kind: str, template: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")
+                       .replace("(", r"\(").replace("!", "!").replace(">", ">")):
+        check_template(template, kind)
+    with pytest.raises(DescgenError, match=f"--{kind}-template"):
+        FORMS.resolve(kind, template)  # type: ignore[arg-type]
 
 
 def test_metrics_by_hand() -> None:
@@ -67,7 +126,8 @@ def test_class_vectors_are_means_without_renormalising() -> None:
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(5, 8)).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    ct, fallback = class_texts("descriptors", ["a", "b"], {0: ["x", "y", "z"], 1: ["w", "v"]}, [])
+    ct, fallback = class_texts("descriptors", ["a", "b"], {0: ["x", "y", "z"], 1: ["w", "v"]}, [],
+                               DCLIP)
     assert fallback == []
     vectors = class_vectors(feats, ct)
     np.testing.assert_allclose(vectors[0], feats[:3].mean(axis=0), rtol=1e-6)
@@ -81,14 +141,69 @@ def test_class_vectors_are_means_without_renormalising() -> None:
 def test_methods_and_fallback() -> None:
     templates = ["a photo of a {}.", "a drawing of a {}."]
     desc = {0: ["long tail"]}
-    ct, fallback = class_texts("descriptors", ["lemur", "tv"], desc, templates)
-    assert ct.texts == [["lemur, which has long tail"], ["tv"]] and fallback == [1]
-    ct, _ = class_texts("classname", ["lemur", "tv"], desc, templates)
-    assert ct.texts == [["lemur"], ["tv"]] and ct.renormalise == [False, False]
-    ct, _ = class_texts("templates", ["lemur"], desc, templates)
-    assert ct.texts == [["a photo of a lemur.", "a drawing of a lemur."]] and ct.renormalise == [True]
-    ct, fallback = class_texts("descriptors+templates", ["lemur", "tv"], desc, templates)
-    assert ct.texts[0] == ["lemur, which has long tail", "a photo of a lemur.", "a drawing of a lemur."]
-    assert ct.texts[1] == ["a photo of a tv.", "a drawing of a tv."] and fallback == [1]
-    ct, _ = class_texts("descriptors", ["lemur"], desc, templates, descriptor_template="{d} ({c})")
-    assert ct.texts == [["long tail (lemur)"]]
+    recipe = make_recipe(FORMS, "dclip", "clip")
+    ct, fallback = class_texts("descriptors", ["lemur", "tv"], desc, templates, recipe)
+    assert [ct.texts(i) for i in (0, 1)] == [["lemur, which has long tail"], ["a photo of a tv."]]
+    assert fallback == [1]
+    ct, _ = class_texts("classname", ["lemur", "tv"], desc, templates, recipe)
+    assert [ct.texts(i) for i in (0, 1)] == [["a photo of a lemur."], ["a photo of a tv."]]
+    ct, _ = class_texts("templates", ["lemur"], desc, templates, recipe)
+    assert ct.texts(0) == ["a photo of a lemur.", "a drawing of a lemur."]
+    assert [g.renormalise for g in ct.groups[0]] == [True]
+    ct, fallback = class_texts("descriptors+templates", ["lemur", "tv"], desc, templates, recipe)
+    assert ct.texts(0) == ["lemur, which has long tail", "a photo of a lemur.", "a drawing of a lemur."]
+    assert [g.weight for g in ct.groups[0]] == [0.5, 0.5] and fallback == [1]
+    ct, _ = class_texts("descriptors", ["lemur"], desc, templates, make_recipe(FORMS, "{d} ({c})"))
+    assert ct.texts(0) == ["long tail (lemur)"]
+
+
+def test_on_empty_policies() -> None:
+    desc = {0: ["long tail"]}
+    blank = make_recipe(FORMS, "dclip-imagenet", on_empty="blank")
+    ct, fallback = class_texts("descriptors", ["lemur", "tv"], desc, [], blank)
+    assert ct.texts(1) == ["tv, which has ."] and fallback == [1]
+    with pytest.raises(DescgenError, match="1 tv"):
+        class_texts("descriptors", ["lemur", "tv"], desc, [], make_recipe(FORMS, on_empty="error"))
+    ct, fallback = class_texts("classname", ["lemur", "tv"], desc, [], make_recipe(FORMS, on_empty="error"))
+    assert fallback == []
+
+
+def _unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    rows = rng.normal(size=(n, 8)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_descriptors_and_templates_weigh_half_each_whatever_their_sizes() -> None:
+    rng = np.random.default_rng(1)
+    templates = [f"t{i} {{}}" for i in range(80)]
+    recipe = make_recipe(FORMS, "dclip")
+    ct, _ = class_texts("descriptors+templates", ["lemur"], {0: ["a", "b", "c"]}, templates, recipe)
+    feats = _unit_rows(rng, 83)
+    image = _unit_rows(rng, 1)
+    s_desc = np.mean(feats[:3] @ image[0])
+    template_mean = feats[3:].mean(axis=0)
+    s_templates = template_mean @ image[0] / np.linalg.norm(template_mean)
+    got = scores(image, class_vectors(feats, ct))[0, 0]
+    assert got == pytest.approx(0.5 * s_desc + 0.5 * s_templates, rel=1e-5)
+    pooled = feats.mean(axis=0) @ image[0]  # the old pooling, 80 templates outweighing 3 texts
+    assert got != pytest.approx(pooled, rel=1e-3)
+
+
+def test_renormalised_pooling_is_cupls() -> None:
+    rng = np.random.default_rng(2)
+    ct, _ = class_texts("descriptors", ["lemur"], {0: ["s1", "s2", "s2"]}, [],
+                        make_recipe(FORMS, "sentence", pooling="renormalised"))
+    feats = _unit_rows(rng, 3)
+    vector = class_vectors(feats, ct)[0]
+    expected = feats.mean(axis=0) / np.linalg.norm(feats.mean(axis=0))
+    np.testing.assert_allclose(vector, expected, rtol=1e-6)
+    assert ct.texts(0) == ["s1", "s2", "s2"]  # a repeated sentence counts twice, as in CuPL
+
+
+@pytest.mark.parametrize(("n_classes", "defined"), [(2, False), (4, False), (5, True), (7, True)])
+def test_top5_is_undefined_below_five_classes(n_classes: int, defined: bool) -> None:
+    score = np.eye(n_classes)[:2]
+    m = metrics(score, np.array([0, 1]))
+    assert (m.top5 is not None) == defined and m.top1 == 1.0
+    if defined:
+        assert m.top5 == 1.0

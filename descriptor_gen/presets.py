@@ -1,0 +1,34 @@
+"""Named generation presets (`prompts/presets/NAME.yaml`): prompt options and generation
+parameters that reproduce a reference's recipe; explicit flags override them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from descriptor_gen.errors import DescgenError
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: dict[str, Any] = {}
+    generation: dict[str, Any] = {}
+
+
+def preset_names(prompts_dir: Path) -> list[str]:
+    return sorted(p.stem for p in (prompts_dir / "presets").glob("*.yaml"))
+
+
+def load_preset(prompts_dir: Path, name: str) -> Preset:
+    path = prompts_dir / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(preset_names(prompts_dir)) or "none"
+        raise DescgenError(f"unknown preset {name!r} (known: {known})")
+    try:
+        return Preset.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise DescgenError(f"{path}: not a valid preset ({exc})".replace("\n", " ")) from exc
