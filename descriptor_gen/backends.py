@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from descriptor_gen.cache import base_url_host
 from descriptor_gen.errors import DescgenError
@@ -51,6 +51,13 @@ class GenerationParams(BaseModel):
     trust_remote_code: bool = False
     batch_size: int = Field(default=8, ge=1)
     timeout: float = Field(default=120.0, gt=0)
+
+    @field_validator("backend")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r} (choose {', '.join(BACKENDS)})")
+        return value
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import lines_of, read_text
 
 
 def load_classes(path: Path | str) -> list[str]:
@@ -15,13 +16,7 @@ def load_classes(path: Path | str) -> list[str]:
             `sunglasses` twice: both entries are kept, keyed by index).
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DescgenError(f"{path}: cannot read class list ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise DescgenError(f"{path}: class list is not UTF-8 text") from exc
-    names = [" ".join(line.split()) for line in lines]
+    names = [" ".join(line.split()) for line in lines_of(read_text(path, "class list"))]
     while names and not names[-1]:
         names.pop()
     if not names:

@@ -15,6 +15,7 @@ from descriptor_gen.backends import BACKENDS, GenerationParams
 from descriptor_gen.cache import ResponseCache
 from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import output_dir, output_file, read_text, validation_message
 from descriptor_gen.evaluate import EvalConfig, evaluate
 from descriptor_gen.experiments import (
     SweepIdentity,
@@ -29,7 +30,6 @@ from descriptor_gen.experiments import (
 from descriptor_gen.results import done_cells
 from descriptor_gen.features import load_clip
 from descriptor_gen.generate import GenerationJob, generate
-from descriptor_gen.markers import MARKERS, rgb
 from descriptor_gen.parse import PARSERS
 from descriptor_gen.presets import Preset, load_preset
 from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
@@ -37,6 +37,7 @@ from descriptor_gen.published import import_published
 from descriptor_gen.refer import (
     ReferSweepSpec,
     Variant,
+    check_text_template,
     convert_refcoco,
     evaluate_refer,
     read_annotations,
@@ -103,10 +104,8 @@ def prompt_options(library: PromptLibrary, per_example: str | None, detailed: bo
 
 
 def _flag_error(exc: ValidationError) -> DescgenError:
-    """A model's validation error as the flag the user typed, e.g. `--per-example`."""
-    first = exc.errors()[0]
-    flag = "--" + str(first["loc"][0]).replace("_", "-")
-    return DescgenError(f"{flag}: {first['msg']} (got {first.get('input')!r})")
+    """A model's validation error as the flags the user typed, e.g. `--per-example`."""
+    return DescgenError(validation_message(exc, flags=True))
 
 
 @app.command("prompt")
@@ -144,13 +143,7 @@ def parse_cmd(
     truncated: Annotated[bool, typer.Option("--truncated", help="The answer stopped at the token limit: drop a cut last item.")] = False,
 ) -> None:
     """Parse a raw language-model answer into descriptors, one a line."""
-    if file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DescgenError(f"{file}: cannot read ({exc})") from exc
+    text = sys.stdin.read() if file == "-" else read_text(file, "answer file")
     for descriptor in PARSERS[parser.value].parse(text, class_name, truncated=truncated):
         typer.echo(descriptor)
 
@@ -169,6 +162,7 @@ def import_cmd(
     ] = MatchBy.name,
 ) -> None:
     """Import a published descriptor file (DCLIP, WaffleCLIP or CuPL) into a descriptor store."""
+    output_file(out, "--out")
     names = load_classes(classes)
     records, report = import_published(src, fmt.value, names, match.value)
     write_store(out, records)
@@ -228,8 +222,8 @@ def generate_cmd(
     samples: Annotated[Optional[int], typer.Option("--samples", help="Answers per class; their descriptors are merged (default 1).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (sample i uses seed + i).")] = None,
     parser: Annotated[Optional[ParserName], typer.Option("--parser", help="How answers become descriptors: default, or dclip (Menon & Vondrick's stringtolist).")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.")] = 4,
-    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Tries per request, and answers per class before giving up.")] = 4,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 4,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Tries per request, and answers per class before giving up.")] = 4,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start OUT afresh instead of resuming it.")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="hf: auto, cpu, cuda, cuda:1, ...")] = None,
@@ -246,7 +240,8 @@ def generate_cmd(
     A re-run with the same command resumes: classes already in OUT are skipped and answers
     already in the cache cost no request. Exit status 3 when some class has no descriptors.
     """
-    settings = Settings.resolve(cache_dir)
+    output_file(out, "--out")
+    settings = Settings.resolve(cache_dir, writable=True)
     library = PromptLibrary(settings.prompts_dir)
     recipe = load_preset(settings.prompts_dir, preset) if preset else Preset()
     options = prompt_options(library, per_example, detailed, instruction, examples, bank,
@@ -335,7 +330,9 @@ def eval_cmd(
                          precision=precision.value, workers=workers, explain=explain)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
-    settings = Settings.resolve(cache_dir)
+    output_file(out, "--out")
+    output_file(predictions, "--predictions")
+    settings = Settings.resolve(cache_dir, writable=True)
     result = evaluate(cfg, load_classes(classes), settings.cache_dir, settings.prompts_dir,
                       predictions=predictions)
     m = result.metrics
@@ -356,8 +353,10 @@ def sweep_cmd(
 ) -> None:
     """Run an experiment: generate each setting's descriptors and score them with every method."""
     experiment = load_spec(spec, set_)
-    settings = Settings.resolve(cache_dir)
+    settings = Settings.resolve(cache_dir, writable=True)
     folder = out or Path("results") / experiment.name
+    if folder.exists() and not folder.is_dir():
+        raise DescgenError(f"--out {folder}: is a file, expected a results folder")
     if dry_run:
         library = PromptLibrary(settings.prompts_dir)
         grid = expand_grid(experiment, library, only)
@@ -372,6 +371,7 @@ def sweep_cmd(
                    f" {sum(c.id in done for c in cells)} already done;"
                    f" LLM requests to send: {needed}")
         return
+    output_dir(folder, "--out")
     run_sweep(experiment, folder, settings.cache_dir, settings.prompts_dir, only)
     typer.echo(f"results: {folder / 'results.jsonl'}")
 
@@ -405,17 +405,23 @@ def refer_cmd(
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
 ) -> None:
     """Referring expressions by visual prompting: mark each proposal, pick the best-scoring one."""
-    if "{expression}" not in text_template:
-        raise DescgenError("--text-template needs an {expression} field")
-    names = ensemble.split(",") if ensemble else [marker]
-    variants = [Variant(m.strip(), color, thickness) for m in names if m.strip()]
-    for v in variants:
-        if v.marker not in MARKERS:
-            raise DescgenError(f"unknown marker {v.marker!r} (choose {', '.join(MARKERS)})")
-    rgb(color)
-    anns = read_annotations(annotations)
+    try:
+        check_text_template(text_template)
+    except ValueError as exc:
+        raise DescgenError(f"--text-template {exc}") from exc
+    if subtract < 0:
+        raise DescgenError(f"--subtract {subtract}: expected 0 (off) or a number of expressions")
+    names = [m.strip() for m in ensemble.split(",")] if ensemble is not None else [marker]
+    if not any(names):
+        raise DescgenError(f"--ensemble {ensemble!r}: expected marker names separated by commas")
+    variants = [Variant(m, color, thickness) for m in names if m]
+    for path, flag in ((out, "--out"), (predictions, "--predictions")):
+        output_file(path, flag)
+    output_dir(save_marked, "--save-marked")
+    cache = Settings.resolve(cache_dir, writable=True).cache_dir
+    anns = read_annotations(annotations, images)
     clip = load_clip(model, pretrained, device, precision.value)
-    result = evaluate_refer(anns, images, clip, variants, Settings.resolve(cache_dir).cache_dir,
+    result = evaluate_refer(anns, images, clip, variants, cache,
                             subtract=subtract, text_template=text_template,
                             predictions=predictions, save_marked=save_marked, model=model,
                             pretrained=pretrained)
@@ -432,8 +438,8 @@ def refer_convert_cmd(
     split: Annotated[Optional[str], typer.Option("--split", help="Keep one split (val, testA, ...).")] = None,
 ) -> None:
     """Convert RefCOCO-family annotations to the JSONL that `descgen refer` reads."""
+    output_file(out, "--out")
     anns = convert_refcoco(refs, instances, split)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(a.model_dump_json() + "\n" for a in anns))
     typer.echo(f"wrote {len(anns)} expressions to {out}", err=True)
 
@@ -447,9 +453,11 @@ def refer_sweep_cmd(
 ) -> None:
     """Shapes x colours x thickness on a referring-expression set: results JSONL and a report."""
     sweep = load_yaml_model(spec, ReferSweepSpec, set_)
-    folder = out or Path("results") / sweep.name
+    folder = output_dir(out or Path("results") / sweep.name, "--out")
+    cache = Settings.resolve(cache_dir, writable=True).cache_dir
+    read_annotations(sweep.annotations, sweep.images)
     clip = load_clip(sweep.clip.model, sweep.clip.pretrained, sweep.clip.device, sweep.clip.precision)
-    run_refer_sweep(sweep, folder, Settings.resolve(cache_dir).cache_dir, clip)
+    run_refer_sweep(sweep, folder, cache, clip)
     for path in write_refer_report(folder):
         typer.echo(str(path))
 
@@ -461,7 +469,8 @@ def _write_result(out: Path | None, result: BaseModel) -> None:
 
 
 def _fail(message: str) -> int:
-    typer.echo(f"descgen: error: {' '.join(message.split())}", err=True)
+    text = " ".join(message.split()).replace(": Value error, ", ": ")
+    typer.echo(f"descgen: error: {text}", err=True)
     return 2
 
 

@@ -7,12 +7,14 @@ the class list is an error naming it. Specs dispatch through a small mapping of 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from descriptor_gen.classes import name_key
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import read_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -62,17 +64,21 @@ def load_image_folder(root: Path, classes: list[str]) -> LabelledImages:
 def load_csv_manifest(path: Path, classes: list[str]) -> LabelledImages:
     """`path,label` rows (a header row is allowed); paths are relative to the CSV's folder."""
     paths, labels = [], []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
-                continue
-            if len(row) < 2:
-                raise DescgenError(f"{path}:{number}: expected 'path,label'")
-            image = Path(row[0].strip())
-            paths.append(str(image if image.is_absolute() else path.parent / image))
-            labels.append(_label_index(row[1], classes, f"{path}:{number}"))
+    text = read_text(path, "CSV manifest")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise DescgenError(f"{path}: not a CSV file ({exc})") from exc
+    for number, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+            continue
+        if len(row) < 2:
+            raise DescgenError(f"{path}:{number}: expected 'path,label'")
+        image = Path(row[0].strip())
+        paths.append(str(image if image.is_absolute() else path.parent / image))
+        labels.append(_label_index(row[1], classes, f"{path}:{number}"))
     if not paths:
         raise DescgenError(f"{path}: no rows")
     return LabelledImages(str(path), paths, labels)

@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from descriptor_gen.backends import GenerationParams, generation_identity, make_backend
@@ -22,12 +21,13 @@ from descriptor_gen.classes import load_classes
 from descriptor_gen.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.evaluate import EvalConfig, TextOptions, evaluate
-from descriptor_gen.features import clip_identity, load_clip
+from descriptor_gen.features import check_device, clip_identity, load_clip
 from descriptor_gen.generate import GenerationJob, generate
 from descriptor_gen.prompts import PerExample, PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.inputs import parse_yaml, read_yaml, validation_message
 from descriptor_gen.hashing import files_fingerprint, sha256_file, sha256_text
 from descriptor_gen.results import append_row, cell_id, done_cells
-from descriptor_gen.scoring import METHODS, NEEDS_DESCRIPTORS
+from descriptor_gen.scoring import AUTO, METHODS, NEEDS_DESCRIPTORS, TextForms
 from descriptor_gen.published import import_published
 from descriptor_gen.store import read_store_for_resume, write_store
 
@@ -84,7 +84,7 @@ class Grid(ListGrid):
     per_example: list[PerExample | None] = [None]
     detailed: list[bool | None] = [None]
     instruction: list[str | None] = [None]
-    examples: list[int | None] = [None]
+    examples: list[Annotated[int, Field(ge=0)] | None] = [None]
     bank: list[str] = ["default"]
 
 
@@ -130,9 +130,16 @@ class ExperimentSpec(BaseModel):
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in nested mappings; a key path through a value that is not a mapping is an
+    error naming it."""
     keys = dotted.split(".")
-    for key in keys[:-1]:
+    if not all(keys):
+        raise DescgenError(f"--set {dotted!r}: expected a dotted key such as clip.model")
+    for depth, key in enumerate(keys[:-1]):
         data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            path = ".".join(keys[: depth + 1])
+            raise DescgenError(f"--set {dotted}: {path} is a {type(data).__name__}, not a mapping of keys")
     data[keys[-1]] = value
 
 
@@ -146,26 +153,20 @@ def load_yaml_model(path: Path, model: type[M], overrides: list[str] | None = No
 
     Errors name the file and the key: an unknown key (a typo) is refused, not ignored.
     """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DescgenError(f"{path}: cannot read ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise DescgenError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from exc
+    data = read_yaml(path, "spec")
+    if data is None:
+        raise DescgenError(f"{path}: is empty, expected a mapping of keys")
     if not isinstance(data, dict):
-        raise DescgenError(f"{path}: expected a mapping of keys")
+        raise DescgenError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
     for item in overrides or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise DescgenError(f"--set {item!r}: expected KEY=VALUE")
-        _set_dotted(data, key.strip(), yaml.safe_load(value) if value else "")
+        _set_dotted(data, key.strip(), parse_yaml(value, f"--set {item!r}") if value else "")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "top level"
-        what = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise DescgenError(f"{path}: {where}: {what}") from exc
+        raise DescgenError(f"{path}: {validation_message(exc)}") from exc
 
 
 def expand_grid(spec: ExperimentSpec, library: PromptLibrary,
@@ -182,7 +183,11 @@ def expand_grid(spec: ExperimentSpec, library: PromptLibrary,
         key, sep, value = term.partition("=")
         if not sep or key not in GRID_KEYS:
             raise DescgenError(f"--only {term!r}: expected KEY=VALUE with KEY in {', '.join(GRID_KEYS)}")
-        wanted = PromptOptions.model_validate({key: yaml.safe_load(value)}).model_dump()[key]
+        try:
+            wanted = PromptOptions.model_validate(
+                {key: parse_yaml(value, f"--only {term!r}")}).model_dump()[key]
+        except ValidationError as exc:
+            raise DescgenError(f"--only {term!r}: {validation_message(exc)}") from exc
         settings = [s for s in settings if getattr(s, key) == wanted]
     return settings
 
@@ -207,6 +212,12 @@ class SweepIdentity:
     @classmethod
     def of(cls, spec: ExperimentSpec, cache_dir: Path, prompts_dir: Path) -> SweepIdentity:
         classes = load_classes(spec.classes)
+        check_device(spec.clip.device, spec.clip.precision)
+        forms = TextForms.load(prompts_dir)
+        for kind, value in (("descriptor", spec.clip.descriptor_template),
+                            ("classname", spec.clip.classname_template)):
+            if value != AUTO:
+                forms.resolve(kind, value, f"clip.{kind}_template")  # type: ignore[arg-type]
         data = load_dataset(spec.dataset, classes, cache_dir)
         text = {**spec.clip.model_dump(include=set(TextOptions.model_fields)),
                 "forms": sha256_file(prompts_dir / "text_forms.yaml")}

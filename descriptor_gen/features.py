@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from descriptor_gen.cache import open_sqlite
 from descriptor_gen.hashing import files_fingerprint, sha256_file
+from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.errors import DescgenError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -50,6 +51,16 @@ def pick_device(device: str) -> str:
     return device
 
 
+def check_device(device: str, precision: str) -> str:
+    """The device to use, refused when it cannot run (CUDA missing, fp16 on a CPU)."""
+    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+        raise DescgenError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+    device = pick_device(device)
+    if precision == "fp16" and device == "cpu":
+        raise DescgenError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    return device
+
+
 def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str = "auto",
               precision: str = "fp32") -> ClipModel:
     """Load an open_clip model by name or model-config JSON, with a tag, checkpoint or `none`.
@@ -63,9 +74,7 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
     """
     import open_clip
 
-    device = pick_device(device)
-    if precision == "fp16" and device == "cpu":
-        raise DescgenError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    device = check_device(device, precision)
     name, weights, ident = _resolve(model, pretrained, precision)
     if weights is None:
         torch.manual_seed(0)  # random weights, but the same ones every run
@@ -73,8 +82,17 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
         clip, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=weights, precision=precision, device=device, weights_only=True
         )
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise DescgenError(f"cannot load CLIP model {model!r} with weights {pretrained!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - see below
+        # A user's checkpoint or model config can fail in any way inside torch.load or
+        # open_clip; a tag or a built-in model failing otherwise is a bug and keeps its traceback.
+        user_file = ident["weights"].startswith("file:") or ident["model"].startswith("config:")
+        if not user_file and not isinstance(exc, (RuntimeError, ValueError, OSError)):
+            raise
+        first = str(exc).strip().split("\n")[0][:200]
+        what = (f"{pretrained}: not a checkpoint open_clip can load into {model}"
+                if ident["weights"].startswith("file:")
+                else f"cannot load CLIP model {model!r} with weights {pretrained!r}")
+        raise DescgenError(f"{what} ({type(exc).__name__}: {first})") from exc
     clip.eval()
     identity = json.dumps({**ident, "preprocess": repr(preprocess)}, sort_keys=True)
     return ClipModel(clip, preprocess, open_clip.get_tokenizer(name), device, precision,
@@ -101,12 +119,11 @@ def _resolve(model: str, pretrained: str, precision: str) -> tuple[str, str | No
 def _model_name(model: str, open_clip: Any) -> tuple[str, str]:
     path = Path(model)
     if path.suffix == ".json":
-        if not path.is_file():
-            raise DescgenError(f"{path}: no such model-config file")
-        try:
-            json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DescgenError(f"{path}: model config is not valid JSON ({exc.msg})") from exc
+        config = parse_json(read_text(path, "model-config file"), path)
+        missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg")
+                   if not isinstance(config, dict) or k not in config]
+        if missing:
+            raise DescgenError(f"{path}: not an open_clip model config (no {', '.join(missing)})")
         open_clip.add_model_config(path)
         return path.stem, f"config:{sha256_file(path)}"
     if model not in open_clip.list_models():

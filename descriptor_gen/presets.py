@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import read_yaml, validation_message
 
 
 class Preset(BaseModel):
@@ -29,6 +29,6 @@ def load_preset(prompts_dir: Path, name: str) -> Preset:
         known = ", ".join(preset_names(prompts_dir)) or "none"
         raise DescgenError(f"unknown preset {name!r} (known: {known})")
     try:
-        return Preset.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise DescgenError(f"{path}: not a valid preset ({exc})".replace("\n", " ")) from exc
+        return Preset.model_validate(read_yaml(path, "preset"))
+    except ValidationError as exc:
+        raise DescgenError(f"{path}: {validation_message(exc)}") from exc

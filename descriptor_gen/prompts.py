@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import read_text, read_yaml, validated
 
 NO_INSTRUCTION = "none"
 _INSTRUCTION_KEY = re.compile(r"^[a-z][a-z0-9_-]*(\+[a-z][a-z0-9_-]*)*$")
@@ -24,7 +24,20 @@ _YOO_SOUND = ("uni", "use", "usu", "uti", "ure", "uro", "ura", "uku", "eu", "ewe
 
 Messages = list[dict[str, str]]
 ALL = "all"
-PerExample = Annotated[int, Field(ge=1)] | Literal["all"]
+
+
+def _per_example(value: Any) -> int | str:
+    """A number of descriptors (at least 1), given as a number or digits, or `all`."""
+    if value == ALL:
+        return ALL
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError("expected a number of descriptors of at least 1, or all")
+
+
+PerExample = Annotated[int | Literal["all"], BeforeValidator(_per_example)]
 
 
 class PromptOptions(BaseModel):
@@ -141,38 +154,20 @@ def indefinite_article(phrase: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DescgenError(f"{path}: cannot read ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise DescgenError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from exc
-
-
-def _validated(model: type[BaseModel], data: Any, path: Path) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "top level"
-        raise DescgenError(f"{path}: {where}: {first['msg']}") from exc
-
-
 class PromptLibrary:
     """The prompt data of one `prompts/` folder: frame, instructions and example banks."""
 
     def __init__(self, prompts_dir: Path) -> None:
         self.prompts_dir = prompts_dir
-        self.format: PromptFormat = _validated(
-            PromptFormat, _read_yaml(prompts_dir / "format.yaml"), prompts_dir / "format.yaml"
+        self.format: PromptFormat = validated(
+            PromptFormat, read_yaml(prompts_dir / "format.yaml"), prompts_dir / "format.yaml"
         )
         self.instructions = self._load_instructions(prompts_dir / "instructions.yaml")
         self._banks: dict[str, ExampleBank] = {}
 
     @staticmethod
     def _load_instructions(path: Path) -> dict[str, str]:
-        data = _read_yaml(path)
+        data = read_yaml(path)
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise DescgenError(f"{path}: expected a mapping of instruction names to texts")
         return {str(k): " ".join(v.split()) for k, v in data.items()}
@@ -181,7 +176,7 @@ class PromptLibrary:
         """An example bank by name (`prompts/banks/NAME.yaml`) or by file path."""
         if name not in self._banks:
             path = self._bank_path(name)
-            self._banks[name] = _validated(ExampleBank, _read_yaml(path), path)
+            self._banks[name] = validated(ExampleBank, read_yaml(path), path)
         return self._banks[name]
 
     def frame(self, bank: str) -> PromptFormat:
@@ -190,7 +185,7 @@ class PromptLibrary:
         if not overrides:
             return self.format
         path = self._bank_path(bank)
-        return _validated(PromptFormat, {**self.format.model_dump(), **overrides}, path)
+        return validated(PromptFormat, {**self.format.model_dump(), **overrides}, path)
 
     def options(self, bank: str = "default", **given: Any) -> PromptOptions:
         """Prompt options from the values given; a value left None comes from the bank's
@@ -219,10 +214,7 @@ class PromptLibrary:
             return None
         if value.startswith("@"):
             path = Path(value[1:])
-            try:
-                text = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise DescgenError(f"{path}: cannot read instruction file ({exc.strerror})") from exc
+            text = read_text(path, "instruction file").strip()
             if not text:
                 raise DescgenError(f"{path}: instruction file is empty")
             return text

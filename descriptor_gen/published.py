@@ -9,7 +9,6 @@ scored by the `--on-empty` policy (`blank` is DCLIP's own `['']`).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel
 
 from descriptor_gen.classes import name_key
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.store import DescriptorRecord
 
 PublishedFormat = Literal["dclip", "cupl"]
@@ -51,13 +51,7 @@ def load_published(path: Path, fmt: str) -> dict[str, list[str]]:
     """Read `{class name: [text, ...]}`; errors name the file, and the key at fault."""
     if fmt not in FORMATS:
         raise DescgenError(f"unknown import format {fmt!r} (choose {', '.join(FORMATS)})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DescgenError(f"{path}: cannot read ({exc.strerror})") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else exc
-        raise DescgenError(f"{path}: not a JSON file ({where})") from exc
+    data = parse_json(read_text(path, "published descriptor file"), path)
     if not isinstance(data, dict):
         raise DescgenError(f"{path}: expected a JSON object of class name -> list of {fmt} texts")
     for key, value in data.items():

@@ -8,23 +8,39 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import pickle
 import random
-from dataclasses import dataclass
+import string
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments import ClipModelSpec, ListGrid
 from descriptor_gen.hashing import files_fingerprint, sha256_file
 from descriptor_gen.results import append_row, cell_id, done_cells
 from descriptor_gen.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
-from descriptor_gen.markers import mark
+from descriptor_gen.inputs import parse_json, read_text, validated, validation_message
+from descriptor_gen.markers import MARKERS, mark, rgb
+
+
+def _box(value: list[float]) -> list[float]:
+    if len(value) != 4:
+        raise ValueError(f"a box is [x, y, w, h], got {len(value)} numbers")
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError(f"a box needs finite numbers, got {value}")
+    if value[2] <= 0 or value[3] <= 0:
+        raise ValueError(f"a box needs a width and height above 0, got {value}")
+    return value
+
+
+Box = Annotated[list[float], AfterValidator(_box)]
 
 
 class Annotation(BaseModel):
@@ -32,50 +48,101 @@ class Annotation(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    image: str
+    image: str = Field(min_length=1)
     expression: str = Field(min_length=1)
-    proposals: list[list[float]] = Field(min_length=1)
-    target: list[float]
+    proposals: list[Box] = Field(min_length=1)
+    target: Box
 
-    @field_validator("target")
-    @classmethod
-    def _four(cls, value: list[float]) -> list[float]:
-        if len(value) != 4:
-            raise ValueError("a box is [x, y, w, h]")
-        return value
+
+def _positive_finite(value: float, what: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a finite number above 0, got {value}")
+    return value
+
+
+def _known_marker(value: str) -> str:
+    if value not in MARKERS:
+        raise ValueError(f"unknown marker {value!r} (choose {', '.join(MARKERS)})")
+    return value
+
+
+def _known_colour(value: str) -> str:
+    try:
+        rgb(value)
+    except DescgenError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One way to mark a candidate: a marker with its colour, thickness and blur."""
+    """One way to mark a candidate: a marker with its colour, thickness and blur, checked when
+    made (a bad value is a user error naming it)."""
 
     marker: str = "circle"
     color: str = "red"
     thickness: float = 0.01
     blur: float = 0.05
 
+    def __post_init__(self) -> None:
+        try:
+            _known_marker(self.marker)
+            _known_colour(self.color)
+            _positive_finite(self.thickness, "thickness")
+            _positive_finite(self.blur, "blur")
+        except ValueError as exc:
+            raise DescgenError(str(exc)) from exc
+
     def apply(self, image: Image.Image, box: list[float]) -> Image.Image:
         return mark(image, box, self.marker, self.color, self.thickness, self.blur)
 
 
-def read_annotations(path: Path) -> list[Annotation]:
-    out = []
+def check_text_template(template: str) -> str:
+    """A template with one field, `{expression}` (ValueError otherwise)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DescgenError(f"{path}: cannot read ({exc.strerror})") from exc
-    for number, line in enumerate(lines, start=1):
+        fields = [(n, s, c) for _, n, s, c in string.Formatter().parse(template) if n is not None]
+    except ValueError as exc:
+        raise ValueError(f"{template!r}: {exc} (expected text with an {{expression}} field)") from exc
+    if any(n != "expression" or s or c for n, s, c in fields) or not fields:
+        raise ValueError(f"{template!r}: expected text with an {{expression}} field and no other")
+    return template
+
+
+def read_annotations(path: Path, images: Path | None = None) -> list[Annotation]:
+    """Validated annotations; with `images`, each line's image must be there (named by line)."""
+    if images is not None and not images.is_dir():
+        raise DescgenError(f"{images}: no such image folder")
+    out = []
+    sizes: dict[str, tuple[int, int]] = {}
+    for number, line in enumerate(read_text(path, "annotation file").split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            out.append(Annotation.model_validate_json(line))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise DescgenError(f"{path}:{number}: {where}: {first['msg']}") from exc
+        where = f"{path}:{number}"
+        ann = validated(Annotation, parse_json(line, path, number), where)
+        if images is not None:
+            _check_boxes(ann, images, where, sizes)
+        out.append(ann)
     if not out:
         raise DescgenError(f"{path}: no annotations")
     return out
+
+
+def _check_boxes(ann: Annotation, images: Path, where: str, sizes: dict[str, tuple[int, int]]) -> None:
+    """The image is there and every box overlaps it (image sizes read once per image)."""
+    if ann.image not in sizes:
+        path = images / ann.image
+        if not path.is_file():
+            raise DescgenError(f"{where}: image {ann.image!r} is not in {images}")
+        try:
+            with Image.open(path) as image:
+                sizes[ann.image] = image.size
+        except OSError as exc:
+            raise DescgenError(f"{where}: cannot read image {path} ({exc})") from exc
+    width, height = sizes[ann.image]
+    for box in [*ann.proposals, ann.target]:
+        x, y, w, h = box
+        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            raise DescgenError(f"{where}: box {box} lies outside the {width}x{height} image {ann.image}")
 
 
 def iou(a: list[float], b: list[float]) -> float:
@@ -100,7 +167,7 @@ def encode_marked(clip: ClipModel, image: Image.Image, boxes: list[list[float]],
 def _marked_key(clip: ClipModel, path: Path, boxes: list[list[float]], variants: list[Variant]) -> str:
     stat = path.stat()
     payload = json.dumps([clip.identity, str(path), stat.st_size, stat.st_mtime_ns, boxes,
-                          [v.__dict__ for v in variants]])
+                          [asdict(v) for v in variants]])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -183,7 +250,7 @@ def evaluate_refer(annotations: list[Annotation], images: Path, clip: ClipModel,
         predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     n = len(annotations)
     return ReferResult(accuracy=hits / n, crop_accuracy=crop_hits / n, n_expressions=n,
-                       marker=[v.__dict__ for v in variants], subtract=subtract,
+                       marker=[asdict(v) for v in variants], subtract=subtract,
                        text_template=text_template, model=model, pretrained=pretrained)
 
 
@@ -209,41 +276,101 @@ def load_plain_pickle(path: Path) -> Any:
         raise DescgenError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
         return _PlainUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise DescgenError(f"{path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any bytes can be handed to us; nothing runs
+        raise DescgenError(f"{path}: not a pickle of plain data ({type(exc).__name__}: {exc})") from exc
+
+
+def _finite_box(value: list[float]) -> list[float]:
+    if len(value) != 4 or not all(math.isfinite(v) for v in value):
+        raise ValueError(f"a box is four finite numbers [x, y, w, h], got {value}")
+    return value
+
+
+class _Sentence(BaseModel):
+    sent: str
+
+
+class _Ref(BaseModel):
+    """The fields of a RefCOCO-family ref that the converter reads."""
+
+    ref_id: int | str | None = None
+    image_id: int
+    ann_id: int
+    split: str | None = None
+    sentences: list[_Sentence] = []
+
+
+class _CocoImage(BaseModel):
+    id: int
+    file_name: str
+
+
+class _CocoAnnotation(BaseModel):
+    id: int
+    image_id: int
+    bbox: Annotated[list[float], AfterValidator(_finite_box)]
+
+
+class _Instances(BaseModel):
+    images: list[_CocoImage] = []
+    annotations: list[_CocoAnnotation] = []
+
+
+def _refs(path: Path) -> list[_Ref]:
+    data = load_plain_pickle(path)
+    if not isinstance(data, list):
+        raise DescgenError(f"{path}: expected a list of refs, got {type(data).__name__}")
+    refs = []
+    for number, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise DescgenError(f"{path}: ref {number}: expected a mapping, got {type(item).__name__}")
+        try:
+            refs.append(_Ref.model_validate(item))
+        except ValidationError as exc:
+            raise DescgenError(f"{path}: ref {number}: {validation_message(exc)}") from exc
+    return refs
+
+
+def _instances(path: Path) -> _Instances:
+    return validated(_Instances, parse_json(read_text(path, "instances file"), path), path)
 
 
 def convert_refcoco(refs_path: Path, instances_path: Path, split: str | None) -> list[Annotation]:
     """RefCOCO/RefCOCO+/RefCOCOg `refs(unc|umd).p` + `instances.json` -> annotations; the
-    proposals are the ground-truth boxes of the image's instances."""
-    refs = load_plain_pickle(refs_path)
-    try:
-        instances = json.loads(instances_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DescgenError(f"{instances_path}: cannot read instances JSON ({exc})") from exc
-    files = {img["id"]: img["file_name"] for img in instances.get("images", [])}
+    proposals are the ground-truth boxes of the image's instances (boxes without an area are
+    left out of the proposals)."""
+    refs = _refs(refs_path)
+    instances = _instances(instances_path)
+    files = {img.id: img.file_name for img in instances.images}
     boxes: dict[int, dict[int, list[float]]] = {}
-    for ann in instances.get("annotations", []):
-        boxes.setdefault(ann["image_id"], {})[ann["id"]] = [float(v) for v in ann["bbox"]]
+    for ann in instances.annotations:
+        boxes.setdefault(ann.image_id, {})[ann.id] = ann.bbox
     out = []
     for ref in refs:
-        if split and ref.get("split") != split:
+        if split and ref.split != split:
             continue
-        image_boxes = boxes.get(ref["image_id"], {})
-        if ref["ann_id"] not in image_boxes or ref["image_id"] not in files:
-            raise DescgenError(f"{refs_path}: ref {ref.get('ref_id')} names an image or annotation"
+        image_boxes = boxes.get(ref.image_id, {})
+        if ref.ann_id not in image_boxes or ref.image_id not in files:
+            raise DescgenError(f"{refs_path}: ref {ref.ref_id} names an image or annotation"
                                f" missing from {instances_path.name}")
-        for sentence in ref.get("sentences", []):
-            out.append(Annotation(image=files[ref["image_id"]], expression=sentence["sent"],
-                                  proposals=list(image_boxes.values()),
-                                  target=image_boxes[ref["ann_id"]]))
+        proposals = [b for b in image_boxes.values() if b[2] > 0 and b[3] > 0]
+        for sentence in ref.sentences:
+            try:
+                out.append(Annotation(image=files[ref.image_id], expression=sentence.sent,
+                                      proposals=proposals, target=image_boxes[ref.ann_id]))
+            except ValidationError as exc:
+                raise DescgenError(f"{refs_path}: ref {ref.ref_id}:"
+                                   f" {validation_message(exc)}") from exc
     return out
 
 
+Thickness = Annotated[float, AfterValidator(lambda v: _positive_finite(v, "thickness"))]
+
+
 class MarkerGrid(ListGrid):
-    marker: list[str] = ["circle"]
-    color: list[str] = ["red"]
-    thickness: list[float] = [0.01]
+    marker: list[Annotated[str, AfterValidator(_known_marker)]] = ["circle"]
+    color: list[Annotated[str, AfterValidator(_known_colour)]] = ["red"]
+    thickness: list[Thickness] = [0.01]
 
 
 class ReferClipSpec(ClipModelSpec):
@@ -260,8 +387,8 @@ class ReferSweepSpec(BaseModel):
     images: Path
     clip: ReferClipSpec = ReferClipSpec()
     grid: MarkerGrid = MarkerGrid()
-    subtract: int = 0
-    text_template: str = "This is {expression}"
+    subtract: int = Field(default=0, ge=0)
+    text_template: Annotated[str, AfterValidator(check_text_template)] = "This is {expression}"
 
 
 def run_refer_sweep(spec: ReferSweepSpec, out_dir: Path, cache_dir: Path,
@@ -272,7 +399,7 @@ def run_refer_sweep(spec: ReferSweepSpec, out_dir: Path, cache_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
     done = done_cells(results)
-    anns = read_annotations(spec.annotations)
+    anns = read_annotations(spec.annotations, spec.images)
     base = {"experiment": spec.name, "clip": spec.clip.identity(),
             "annotations": sha256_file(spec.annotations),
             "images": files_fingerprint(sorted({str(spec.images / a.image) for a in anns})),

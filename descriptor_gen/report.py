@@ -11,28 +11,65 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import read_text, validation_message
 
 OPTION_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
 
 
-def read_results(folder: Path) -> list[dict[str, Any]]:
+class ResultRow(BaseModel):
+    """The part of a results line a report reads; other keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    experiment: str
+    setting: dict[str, Any]
+    method: str
+    metrics: dict[str, float | None]
+
+
+SWEEP_METRICS = ("top1", "mean_per_class_recall", "mean_entropy")
+
+
+def read_results(folder: Path, needed: tuple[str, ...] = SWEEP_METRICS) -> list[dict[str, Any]]:
+    """The rows of `folder/results.jsonl`, each checked for the keys and metrics a report needs;
+    a torn last line (a killed sweep's) is skipped, any other bad line is an error naming it."""
+    if folder.exists() and not folder.is_dir():
+        raise DescgenError(f"{folder}: is a file, expected a results folder")
     path = folder / "results.jsonl"
     if not path.is_file():
         raise DescgenError(f"{path}: no results (run `descgen sweep` first)")
+    text = read_text(path, "results file")
+    lines = text.split("\n")
     rows = []
-    lines = path.read_text().splitlines()
     for number, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                if number == len(lines):
-                    continue  # torn last line of a killed sweep
-                raise DescgenError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                continue  # torn last line of a killed sweep
+            raise DescgenError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        rows.append(_checked(data, needed, f"{path}:{number}"))
     if not rows:
         raise DescgenError(f"{path}: no results")
     return rows
+
+
+def _checked(data: Any, needed: tuple[str, ...], where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise DescgenError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    try:
+        ResultRow.model_validate(data)
+    except ValidationError as exc:
+        raise DescgenError(f"{where}: {validation_message(exc)}") from exc
+    missing = [k for k in needed if data["metrics"].get(k) is None]
+    if missing:
+        raise DescgenError(f"{where}: metrics has no {', '.join(missing)}")
+    return data
 
 
 def _varying(rows: list[dict[str, Any]], keys: tuple[str, ...] = OPTION_KEYS) -> list[str]:
@@ -119,12 +156,9 @@ def _short(value: Any) -> str:
     return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
 
 
-def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def line_series(rows: list[dict[str, Any]], metric: str) -> dict[str, list[tuple[int, float]]]:
+    """The study's Fig. 1/2 data: per detailedness, (|D(c)|, metric) of the descriptor rows,
+    sorted by |D(c)|; top-1 in percent."""
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for row in rows:
         if row["setting"] and row["method"] == "descriptors" and isinstance(
@@ -132,9 +166,25 @@ def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path
             label = "detailed" if row["setting"]["detailed"] else "short phrases"
             value = row["metrics"][metric] * (100 if metric == "top1" else 1)
             series[label].append((row["setting"]["per_example"], value))
+    return {label: sorted(points) for label, points in sorted(series.items())}
+
+
+def bar_values(rows: list[dict[str, Any]], keys: list[str],
+               metric: str = "top1") -> tuple[list[str], list[float]]:
+    """Bar labels and heights (percent), one a row, in row order."""
+    labels = [_label(r, keys) + ("" if r["setting"] and "store" not in r["setting"]
+                                 else f" {r['method']}") for r in rows]
+    return labels, [100 * r["metrics"][metric] for r in rows]
+
+
+def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, points in sorted(series.items()):
-        points.sort()
+    for label, points in line_series(rows, metric).items():
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     ax.set_xlabel("|D(c)| (descriptors per example)")
     ax.set_ylabel(ylabel)
@@ -152,9 +202,7 @@ def _plot_bars(rows: list[dict[str, Any]], keys: list[str], path: Path, title: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [_label(r, keys) + ("" if r["setting"] and "store" not in r["setting"]
-                                 else f" {r['method']}") for r in rows]
-    values = [100 * r["metrics"][metric] for r in rows]
+    labels, values = bar_values(rows, keys, metric)
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(rows)), 3.5))
     ax.bar(range(len(rows)), values, color="tab:blue")
     ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
@@ -217,7 +265,7 @@ MARKER_KEYS = ("marker", "color", "thickness")
 
 def write_refer_report(folder: Path) -> list[Path]:
     """The marker ablation's report: a table (best row marked) and a bar chart of accuracy."""
-    rows = read_results(folder)
+    rows = read_results(folder, ("accuracy", "crop_accuracy", "n_expressions"))
     keys = _varying(rows, MARKER_KEYS) or list(MARKER_KEYS)
     best = max(rows, key=lambda r: r["metrics"]["accuracy"])
     lines = ["# Marker ablation", "", "| setting | accuracy | crop baseline | expressions |",

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import read_yaml, validation_message
 from descriptor_gen.prompts import wordify
 
 Pooling = Literal["mean", "renormalised"]
@@ -66,19 +66,21 @@ class TextForms(BaseModel):
     def load(cls, prompts_dir: Path) -> TextForms:
         path = prompts_dir / "text_forms.yaml"
         try:
-            return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError, ValueError) as exc:
-            raise DescgenError(f"{path}: cannot read the text forms ({exc})") from exc
+            return cls.model_validate(read_yaml(path, "text forms file"))
+        except ValidationError as exc:
+            raise DescgenError(f"{path}: {validation_message(exc)}") from exc
 
-    def resolve(self, kind: Literal["descriptor", "classname"], value: str) -> str:
-        """A form's template: a name in the file, or a template of our own, checked here."""
+    def resolve(self, kind: Literal["descriptor", "classname"], value: str,
+                where: str | None = None) -> str:
+        """A form's template: a name in the file, or a template of our own, checked here
+        (errors name `where`, the flag by default)."""
         named = getattr(self, kind)
         if value in named:
             return named[value]
         try:
             check_template(value, kind, list(named))
         except ValueError as exc:
-            raise DescgenError(f"--{kind}-template {value!r}: {exc}") from exc
+            raise DescgenError(f"{where or f'--{kind}-template'} {value!r}: {exc}") from exc
         return value
 
 

@@ -14,6 +14,7 @@ import jsonlines
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import read_text
 from descriptor_gen.prompts import PromptOptions
 
 
@@ -87,11 +88,7 @@ def read_store(path: Path | str, *, skip_torn_tail: bool = False) -> list[Descri
     `skip_torn_tail` ignores a last line without its newline (a killed run's half record).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DescgenError(f"{path}: cannot read descriptor file ({exc.strerror})") from exc
-    lines = text.split("\n")
+    lines = read_text(path, "descriptor store").split("\n")
     if skip_torn_tail and lines and lines[-1]:
         lines = lines[:-1]
     records: list[DescriptorRecord] = []
@@ -153,7 +150,7 @@ def check_against_classes(
 
 def select_records(records: list[DescriptorRecord], which: str) -> list[DescriptorRecord]:
     """Records of one class by index (`744`) or by name (all classes of that name)."""
-    if which.isdigit():
+    if which.isascii() and which.isdigit():
         chosen = [r for r in records if r.class_index == int(which)]
     else:
         chosen = [r for r in records if r.class_name == which]

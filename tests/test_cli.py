@@ -99,7 +99,7 @@ def _one_line_error(code: int, out: str, err: str, needle: str) -> None:
         (["prompt", "tench", "--examples", "40"], "examples=40 asks for more"),
         (["prompt", "tench", "--bank", "nope"], "unknown example bank 'nope'"),
         (["prompt", "tench", "--colour"], "No such option: --colour"),
-        (["parse", "/no/such/answer.txt"], "/no/such/answer.txt: cannot read"),
+        (["parse", "/no/such/answer.txt"], "/no/such/answer.txt: no such answer file"),
     ],
 )
 def test_bad_input_gets_one_line_and_status_2(
@@ -126,7 +126,7 @@ def test_non_json_import_file(capsys: pytest.CaptureFixture[str], tmp_path: Path
     classes.write_text("tench\n")
     code, out, err = run(capsys, "import", str(src), "--format", "cupl", "--classes", str(classes),
                          "--out", str(tmp_path / "o.jsonl"))
-    _one_line_error(code, out, err, "d.json: not a JSON file")
+    _one_line_error(code, out, err, "d.json:1: not valid JSON")
 
 
 def test_unknown_import_format(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -67,6 +67,37 @@ def test_sweep_report_and_rerun(spec_file: Path, tmp_path: Path,
     assert "## two-by-two" in report and "**(best)**" in report
     for figure in ("two-by-two_fig1_top1.png", "two-by-two_fig2_entropy.png"):
         assert (out / figure).read_bytes().startswith(PNG)
+    _check_rows_and_figures(spec_file, rows, report, tmp_path)
+
+
+def _check_rows_and_figures(spec_file: Path, rows: list[dict], report: str, tmp_path: Path) -> None:
+    """Each row is the evaluation of its own cell, recomputed here from its descriptor file
+    and recorded provenance; the report's tables and figures show exactly those numbers."""
+    from descriptor_gen.evaluate import EvalConfig, evaluate
+    from descriptor_gen.report import line_series
+    from descriptor_gen.store import read_store
+
+    spec = yaml.safe_load(spec_file.read_text())
+    classes = Path(spec["classes"]).read_text().split()
+    for row in rows:
+        cfg = EvalConfig(dataset=spec["dataset"], descriptors=row["descriptor_file"],
+                         method=row["method"], model=spec["clip"]["model"],
+                         pretrained=spec["clip"]["pretrained"], device="cpu", workers=0)
+        again = evaluate(cfg, classes, tmp_path / "fresh-cache", Settings.resolve().prompts_dir)
+        assert again.metrics == pytest.approx(row["metrics"]), row["method"]
+        if row["descriptor_file"]:
+            records = read_store(row["descriptor_file"])
+            assert all(r.options.model_dump() == row["setting"] for r in records)
+            assert all(r.model == row["identity"]["generation"]["model"] for r in records)
+        top1 = f"{100 * row['metrics']['top1']:.2f}"
+        assert any(f"| {row['method']} | {top1} |" in line for line in report.split("\n"))
+    described = [r for r in rows if r["method"] == "descriptors"]
+    series = line_series(rows, "top1")
+    assert set(series) == {"short phrases", "detailed"}
+    for label, points in series.items():
+        mine = sorted((r["setting"]["per_example"], 100 * r["metrics"]["top1"]) for r in described
+                      if r["setting"]["detailed"] == (label == "detailed"))
+        assert points == mine
 
 
 def test_only_filters_the_grid(spec_file: Path) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 from descriptor_gen.backends import GenerationParams
 from descriptor_gen.cache import ResponseCache
 from descriptor_gen.cli import main
-from descriptor_gen.devserver import DevServer, Failure, ServerConfig, answer_for
+from descriptor_gen.devserver import DevServer, Failure, ServerConfig
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.generate import GenerationJob, generate
 from descriptor_gen.retry import retry_after_seconds
@@ -248,7 +247,7 @@ def test_cli_generate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
         code, err = _cli(capsys, "generate", "--classes", str(classes), *args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     code, err = _cli(capsys, "generate", "--classes", str(tmp_path / "none.txt"), "--out", str(out))
-    assert code == 2 and "none.txt: cannot read class list" in err
+    assert code == 2 and "none.txt: no such class list" in err
 
 
 def test_a_truncated_answer_drops_its_cut_item_and_says_so(tmp_path: Path,

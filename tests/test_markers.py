@@ -5,7 +5,19 @@ import pytest
 from PIL import Image
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.markers import MARKERS, blur_outside, circle, clip_box, crop, grayscale_outside, mark
+from descriptor_gen.markers import (
+    MARKERS,
+    arrow,
+    blur_outside,
+    circle,
+    clip_box,
+    cross,
+    crop,
+    ellipse_mask,
+    grayscale_outside,
+    mark,
+    rectangle,
+)
 
 
 def scene(w: int = 120, h: int = 90) -> Image.Image:
@@ -38,15 +50,56 @@ def test_thickness_is_relative_to_the_shorter_side() -> None:
     assert thick > 3 * thin
 
 
-def test_blur_and_grayscale_leave_the_inside_unchanged() -> None:
+def test_blur_and_grayscale_change_only_outside_the_ellipse() -> None:
     image = scene()
     box = [30, 20, 50, 40]
-    for out in (blur_outside(image, box), grayscale_outside(image, box)):
-        diff = changed(image, out)
-        assert not diff[40, 55]  # the centre
-        assert diff[2, 2] and diff[85, 115]  # far outside
+    inside = np.asarray(ellipse_mask(image.size, clip_box(image, box))) > 0
+    assert inside.sum() > 0.7 * 50 * 40 * np.pi / 4
+    source = np.asarray(image, int)
     gray = np.asarray(grayscale_outside(image, box), int)
-    assert (gray[0, 0] == gray[0, 0, 0]).all()
+    assert (gray[inside] == source[inside]).all()
+    outside = gray[~inside]
+    assert (outside[:, 0] == outside[:, 1]).all() and (outside[:, 1] == outside[:, 2]).all()
+    expected = np.asarray(image.convert("L"), int)[~inside]
+    assert np.abs(outside[:, 0] - expected).max() <= 1
+    blurred = np.asarray(blur_outside(image, box), int)
+    assert (blurred[inside] == source[inside]).all()
+    assert changed(image, blur_outside(image, box))[~inside].mean() > 0.9
+    # blurred noise is smoother: neighbouring pixels differ far less outside
+    assert np.abs(np.diff(blurred, axis=1))[~inside[:, 1:]].mean() < 0.5 * np.abs(np.diff(source, axis=1))[~inside[:, 1:]].mean()
+
+
+def _band(shape: tuple[int, int], test) -> np.ndarray:  # noqa: ANN001
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return test(xs, ys)
+
+
+@pytest.mark.parametrize("marker", ["box", "cross", "arrow"])
+def test_shapes_draw_only_their_colour_where_they_belong(marker: str) -> None:
+    image = scene()
+    box = [30, 20, 50, 40]
+    draw = {"box": rectangle, "cross": cross, "arrow": arrow}[marker]
+    out = draw(image, box, color=(0, 255, 0), thickness=0.03)
+    diff = changed(image, out)
+    assert diff.sum() > 40
+    assert (np.asarray(out)[diff] == [0, 255, 0]).all()
+    w = max(1, round(0.03 * 90)) + 1
+    x0, y0, x1, y1 = 30, 20, 79, 59
+    if marker == "box":
+        on_border = _band(diff.shape, lambda x, y: (
+            ((np.abs(x - x0) <= w) | (np.abs(x - x1) <= w)) & (y >= y0 - w) & (y <= y1 + w)
+            | ((np.abs(y - y0) <= w) | (np.abs(y - y1) <= w)) & (x >= x0 - w) & (x <= x1 + w)))
+        assert not (diff & ~on_border).any()
+    elif marker == "cross":
+        slope = (y1 - y0) / (x1 - x0)
+        near = _band(diff.shape, lambda x, y: (np.abs((y - y0) - slope * (x - x0)) <= w + 1)
+                     | (np.abs((y - y1) + slope * (x - x0)) <= w + 1))
+        assert not (diff & ~near).any()
+    else:
+        ys, xs = np.nonzero(diff)
+        tip = ((x0 + x1 + 1) / 2, (y0 + y1 + 1) / 2)
+        assert xs.max() <= tip[0] + w and ys.max() <= tip[1] + w  # nothing beyond the tip
+        assert diff[int(tip[1]), int(tip[0]) - 2]  # the head reaches the centre
 
 
 def test_crop_equals_the_box_and_is_clipped_at_the_border() -> None:
@@ -65,9 +118,18 @@ def test_degenerate_boxes_are_refused(box: list[float]) -> None:
 @pytest.mark.parametrize("marker", sorted(MARKERS))
 def test_every_marker_on_a_border_box(marker: str) -> None:
     image = scene()
-    out = mark(image, [0, 0, 40, 30], marker, color=(0, 255, 0), thickness=0.02)
+    box = [-10, -5, 50, 35]  # reaches past the top-left corner: clipped to [0, 0, 40, 30]
+    out = mark(image, box, marker, color=(0, 255, 0), thickness=0.02)
     assert out.mode == "RGB"
-    assert out.size == ((40, 30) if marker == "crop" else image.size)
+    if marker == "crop":
+        assert np.array_equal(np.asarray(out), np.asarray(image)[0:30, 0:40])
+        return
+    assert out.size == image.size
+    diff = changed(image, out)
+    assert diff.any()
+    if marker in ("circle", "box", "cross", "arrow"):
+        assert (np.asarray(out)[diff] == [0, 255, 0]).all()
+        assert not diff[:, 45:].any() and not diff[35:, :].any()  # nothing far from the box
 
 
 def test_unknown_marker_and_colour() -> None:

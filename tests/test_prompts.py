@@ -203,7 +203,7 @@ def test_no_instruction_means_no_system_message(library: PromptLibrary) -> None:
         (PromptOptions(per_example=9), "per_example=9 asks for more"),
         (PromptOptions(examples=99), "examples=99 asks for more"),
         (PromptOptions(bank="nope"), "unknown example bank 'nope'"),
-        (PromptOptions(instruction="@/no/such/file"), "cannot read instruction file"),
+        (PromptOptions(instruction="@/no/such/file"), "no such instruction file"),
     ],
 )
 def test_bad_options_name_the_problem(
@@ -247,7 +247,7 @@ def test_bank_from_file_and_bad_bank_file(library: PromptLibrary, tmp_path: Path
     assert "- diamond shape\n" in prompt.text
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nobjects:\n  - {name: kite, short: []}\n")
-    with pytest.raises(DescgenError, match="bad.yaml: objects.0"):
+    with pytest.raises(DescgenError, match="bad.yaml: objects.0.short: List should have at least 1"):
         build_prompt("tench", PromptOptions(bank=str(bad), examples=1), library)
 
 

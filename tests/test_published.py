@@ -123,7 +123,7 @@ def test_loose_name_matching_keeps_texts_as_published(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("this is not json", "not a JSON file"),
+        ("this is not json", r"bad.json:1: not valid JSON"),
         ('["a", "b"]', "expected a JSON object"),
         ('{"tench": "a fish"}', "entry 'tench' is not a list of strings"),
         ('{"tench": [1, 2]}', "entry 'tench' is not a list of strings"),

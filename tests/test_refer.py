@@ -68,6 +68,58 @@ def test_scores_equal_direct_computation(clip, tmp_path: Path) -> None:  # noqa:
                        encode_marked(clip, image, [boxes[0]], [Variant("circle")])[0, 0], atol=1e-5)
 
 
+class _ColourModel(torch.nn.Module):
+    """A CLIP stand-in whose answers are known: an image's feature is its mean colour, and
+    "This is a red/blue thing" is the red/blue direction."""
+
+    TEXTS = ["This is a red thing", "This is a blue thing"]
+
+    def encode_image(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.mean(dim=(2, 3))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.eye(3)[[0, 2]][tokens[:, 0]]
+
+
+def _colour_clip():  # noqa: ANN202
+    from descriptor_gen.features import ClipModel
+
+    def preprocess(image: Image.Image) -> torch.Tensor:
+        return torch.tensor(np.asarray(image.resize((8, 8)), np.float32) / 255).permute(2, 0, 1)
+
+    def tokenize(texts: list[str]) -> torch.Tensor:
+        return torch.tensor([[_ColourModel.TEXTS.index(t)] for t in texts])
+
+    return ClipModel(_ColourModel(), preprocess, tokenize, "cpu", "fp32", "colour-model")
+
+
+def test_accuracy_against_a_known_answer(tmp_path: Path) -> None:
+    """A red square and a blue square: the chosen box, IoU > 0.5 and the accuracy are known."""
+    pixels = np.full((64, 96, 3), 128, np.uint8)
+    pixels[5:35, 5:35] = (255, 0, 0)
+    pixels[20:60, 50:90] = (0, 0, 255)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "images" / "scene.png")
+    red, blue = [5, 5, 30, 30], [50, 20, 40, 40]
+    cases = [  # (expression, target, chosen, correct)
+        ("a red thing", red, 0, True),
+        ("a blue thing", blue, 1, True),
+        ("a red thing", [5, 5, 30, 12], 0, False),  # IoU with the red box 0.4
+        ("a red thing", [5, 5, 30, 18], 0, True),  # IoU 0.6
+        ("a blue thing", red, 1, False),
+    ]
+    anns = [Annotation(image="scene.png", expression=e, proposals=[red, blue], target=t)
+            for e, t, _, _ in cases]
+    assert iou(red, [5, 5, 30, 12]) == pytest.approx(0.4) and iou(red, [5, 5, 30, 18]) == pytest.approx(0.6)
+    preds = tmp_path / "preds.jsonl"
+    result = evaluate_refer(anns, tmp_path / "images", _colour_clip(), [Variant("crop")],
+                            tmp_path / "cache", predictions=preds)
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert [r["choice"] for r in rows] == [c for _, _, c, _ in cases]
+    assert [r["correct"] for r in rows] == [ok for _, _, _, ok in cases]
+    assert result.accuracy == pytest.approx(3 / 5) and result.crop_accuracy == pytest.approx(3 / 5)
+
+
 def test_accuracy_and_crop_baseline(clip, tmp_path: Path) -> None:  # noqa: ANN001
     _scene(tmp_path / "images")
     target = [5, 5, 30, 30]

@@ -71,7 +71,7 @@ def test_malformed_records_are_refused_with_line_number(
 
 
 def test_missing_store_file(tmp_path: Path) -> None:
-    with pytest.raises(DescgenError, match="cannot read descriptor file"):
+    with pytest.raises(DescgenError, match="absent.jsonl: no such descriptor store"):
         read_store(tmp_path / "absent.jsonl")
 
 
