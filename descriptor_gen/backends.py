@@ -6,6 +6,7 @@ Caching, retries and concurrency are layers in `generate`, written once for ever
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,12 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
 from descriptor_gen.parse import PARSERS
 from descriptor_gen.prompts import Messages
+from descriptor_gen.retry import MalformedResponse
 
 ApiKind = Literal["chat", "completions"]
 BACKENDS: dict[str, Callable[[GenerationParams], Backend]] = {}
 _NO_KEY = "sk-no-key-required"
+_CONNECT_TIMEOUT = 10.0
 
 
 ParserName = Literal[tuple(PARSERS)]  # type: ignore[valid-type]
@@ -164,7 +167,7 @@ class OpenAIBackend:
     max_batch = 1
 
     def __init__(self, params: GenerationParams) -> None:
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, Timeout
 
         self.params = params
         self.chat = params.api == "chat"
@@ -177,8 +180,11 @@ class OpenAIBackend:
             )
         self.base_url = base_url
         self.supports_n = True
+        # A server that does not answer a connection is found out fast; a slow answer may take
+        # the whole `timeout`.
+        timeout = Timeout(params.timeout, connect=min(params.timeout, _CONNECT_TIMEOUT))
         self.client = AsyncOpenAI(
-            api_key=key or _NO_KEY, base_url=base_url, max_retries=0, timeout=params.timeout
+            api_key=key or _NO_KEY, base_url=base_url, max_retries=0, timeout=timeout
         )
 
     def identity(self) -> dict[str, Any]:
@@ -216,17 +222,23 @@ class OpenAIBackend:
 
     async def _one(self, query: Query) -> Completion:
         kwargs = self._request_kwargs(query)
-        if self.chat:
-            response = await self.client.chat.completions.create(messages=query.prompt, **kwargs)
+        try:
+            if self.chat:
+                response = await self.client.chat.completions.create(messages=query.prompt, **kwargs)
+            else:
+                response = await self.client.completions.create(prompt=query.prompt, **kwargs)
+        except json.JSONDecodeError as exc:
+            raise MalformedResponse(f"the server's answer is not JSON ({exc.msg})") from exc
+        try:
             choices = sorted(response.choices, key=lambda c: c.index)
-            texts = [c.message.content or "" for c in choices]
-        else:
-            response = await self.client.completions.create(prompt=query.prompt, **kwargs)
-            choices = sorted(response.choices, key=lambda c: c.index)
-            texts = [c.text or "" for c in choices]
-        tokens = response.usage.completion_tokens if response.usage else 0
-        reasons = [getattr(c, "finish_reason", None) for c in choices]
-        return Completion(texts=texts, tokens=tokens or 0, finish_reasons=reasons)
+            texts = [(c.message.content if self.chat else c.text) or "" for c in choices]
+            reasons = [getattr(c, "finish_reason", None) for c in choices]
+            usage = getattr(response, "usage", None)
+            tokens = (usage.completion_tokens if usage else 0) or 0
+        except (AttributeError, TypeError) as exc:
+            shown = " ".join(str(response).split())[:80]
+            raise MalformedResponse(f"the server's answer is not a completion ({shown!r})") from exc
+        return Completion(texts=texts, tokens=tokens, finish_reasons=reasons)
 
     async def aclose(self) -> None:
         await self.client.close()

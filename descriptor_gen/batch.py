@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ from pydantic import BaseModel
 
 from descriptor_gen.cache import ResponseCache
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.secrets import redact
 from descriptor_gen.retry import RequestFailed, with_retries
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 190 * 1024 * 1024  # under the 200 MB limit, with room for multipart framing
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 class BatchItem(BaseModel):
@@ -81,8 +84,17 @@ def manifest_dir(cache: ResponseCache) -> Path:
     return cache.path.parent / "batches"
 
 
+def safe_batch_id(batch_id: str, source: str) -> str:
+    """A batch id that may become a file name; ids come from the server or the user, and one
+    with a path in it (`../x`) must never reach the filesystem."""
+    if not _BATCH_ID.fullmatch(batch_id or ""):
+        raise DescgenError(f"{source}: batch id {batch_id[:80]!r} is not a plain id (letters,"
+                           " digits, '_' and '-')")
+    return batch_id
+
+
 def load_manifest(cache: ResponseCache, batch_id: str) -> BatchManifest:
-    path = manifest_dir(cache) / f"{batch_id}.json"
+    path = manifest_dir(cache) / f"{safe_batch_id(batch_id, '--resume-batch')}.json"
     if not path.is_file():
         raise DescgenError(f"no record of batch {batch_id!r} in {manifest_dir(cache)}"
                            " (was it created with another --cache-dir?)")
@@ -104,11 +116,12 @@ async def submit(client: Any, cache: ResponseCache, endpoint: str, lines: list[s
             input_file_id=upload.id, endpoint=endpoint, completion_window="24h",
             metadata={"tool": "descriptor_gen"}))
         ids = [json.loads(line)["custom_id"] for line in chunk]
-        manifest = BatchManifest(batch_id=batch.id, endpoint=endpoint,
+        batch_id = safe_batch_id(str(batch.id), "the server")
+        manifest = BatchManifest(batch_id=batch_id, endpoint=endpoint,
                                  items={i: items[i] for i in ids})
-        (folder / f"{batch.id}.json").write_text(manifest.model_dump_json())
-        log(f"created batch {batch.id} ({len(chunk)} requests); if this run stops, finish it with"
-            f" --resume-batch {batch.id}")
+        (folder / f"{batch_id}.json").write_text(manifest.model_dump_json())
+        log(f"created batch {batch_id} ({len(chunk)} requests); if this run stops, finish it with"
+            f" --resume-batch {batch_id}")
         manifests.append(manifest)
     return manifests
 
@@ -151,7 +164,7 @@ def _line_error(row: dict[str, Any]) -> str:
     body_error = (response.get("body") or {}).get("error") or {}
     code = error.get("code") or body_error.get("code") or response.get("status_code")
     message = error.get("message") or body_error.get("message") or "failed"
-    return f"{code}: {message}" if code else message
+    return redact(f"{code}: {message}" if code else message)
 
 
 async def collect(client: Any, batch: Any, manifest: BatchManifest, cache: ResponseCache,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlparse
+
+from descriptor_gen.secrets import public_url
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -37,7 +40,8 @@ def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
 
     Switching to WAL and creating tables need a write lock that SQLite may refuse at once
     (without waiting out the busy timeout) while other connections open the same new file,
-    so those first statements are retried.
+    so those first statements are retried. A file that is not a database (or not one of ours)
+    is a broken cache: it is moved aside with a warning and a new one is started.
     """
     for attempt in range(100):
         conn = sqlite3.connect(path, timeout=60, isolation_level=None)
@@ -51,7 +55,22 @@ def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             time.sleep(0.01 * (attempt + 1))
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            conn.close()
+            quarantine(path, str(exc))
     raise sqlite3.OperationalError(f"{path}: database stayed locked")
+
+
+def quarantine(path: Path, why: str) -> Path:
+    """Move a broken cache file (and its SQLite companions) aside; caches are disposable."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            os.replace(source, aside.with_name(aside.name + suffix))
+    print(f"warning: {path}: not a usable cache ({' '.join(why.split())[:120]}); moved to"
+          f" {aside.name}, starting a new one", file=sys.stderr)
+    return aside
 
 
 def response_key(identity: dict[str, Any], prompt: str | list[dict[str, str]], sample: int) -> str:
@@ -66,11 +85,9 @@ def response_key(identity: dict[str, Any], prompt: str | list[dict[str, str]], s
 
 
 def base_url_host(base_url: str | None) -> str | None:
-    """Only scheme, host and port go into keys: a URL's path or query may carry secrets."""
-    if not base_url:
-        return None
-    parsed = urlparse(base_url)
-    return f"{parsed.scheme}://{parsed.netloc}" if parsed.netloc else base_url
+    """Only scheme, host and port go into keys and records: a URL's user, password, path or
+    query may carry secrets."""
+    return public_url(base_url)
 
 
 class ResponseCache:

@@ -15,6 +15,7 @@ from descriptor_gen.backends import BACKENDS, GenerationParams
 from descriptor_gen.cache import ResponseCache
 from descriptor_gen.classes import load_classes
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import output_dir, output_file, read_text, validation_message
 from descriptor_gen.evaluate import EvalConfig, evaluate
 from descriptor_gen.experiments import (
@@ -222,10 +223,13 @@ def generate_cmd(
     samples: Annotated[Optional[int], typer.Option("--samples", help="Answers per class; their descriptors are merged (default 1).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (sample i uses seed + i).")] = None,
     parser: Annotated[Optional[ParserName], typer.Option("--parser", help="How answers become descriptors: default, or dclip (Menon & Vondrick's stringtolist).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait for one answer (default 120; a connection gets at most 10).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 4,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Tries per request, and answers per class before giving up.")] = 4,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start OUT afresh instead of resuming it.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed/--no-retry-failed", help="On a restart, ask again the classes recorded without descriptors (their records are replaced).")] = True,
+    wait: Annotated[bool, typer.Option("--wait", help="If another run is writing OUT, wait for it instead of stopping.")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="hf: auto, cpu, cuda, cuda:1, ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="hf: auto, fp32, fp16, bf16.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="hf: prompts generated together.")] = None,
@@ -249,7 +253,7 @@ def generate_cmd(
     names = load_classes(classes)
     given = {"backend": backend, "model": model, "base_url": base_url, "api": api,
              "temperature": temperature, "max_tokens": max_tokens, "samples": samples,
-             "seed": seed, "parser": parser, "device": device, "dtype": dtype,
+             "seed": seed, "parser": parser, "timeout": timeout, "device": device, "dtype": dtype,
              "batch_size": batch_size, "trust_remote_code": trust_remote_code}
     chosen: dict[str, Any] = {**recipe.generation, **{k: v.value if isinstance(v, Enum) else v
                                                       for k, v in given.items() if v is not None}}
@@ -265,7 +269,8 @@ def generate_cmd(
     job = GenerationJob(
         classes=names, out=out, options=options, params=params, library=library,
         cache=ResponseCache(settings.cache_dir / "responses.sqlite"),
-        concurrency=concurrency, max_attempts=max_attempts, overwrite=overwrite, progress=progress,
+        concurrency=concurrency, max_attempts=max_attempts, overwrite=overwrite,
+        retry_failed=retry_failed, wait=wait, progress=progress,
         batch_api=batch_api, resume_batch=resume_batch, poll_seconds=poll_seconds,
     )
     summary = generate(job)
@@ -349,6 +354,7 @@ def sweep_cmd(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only settings with KEY=VALUE (repeatable).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key, e.g. generation.model=gpt-4o-mini (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and the LLM requests it would send.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="If another sweep is writing the folder, wait for it instead of stopping.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
 ) -> None:
     """Run an experiment: generate each setting's descriptors and score them with every method."""
@@ -372,7 +378,7 @@ def sweep_cmd(
                    f" LLM requests to send: {needed}")
         return
     output_dir(folder, "--out")
-    run_sweep(experiment, folder, settings.cache_dir, settings.prompts_dir, only)
+    run_sweep(experiment, folder, settings.cache_dir, settings.prompts_dir, only, wait=wait)
     typer.echo(f"results: {folder / 'results.jsonl'}")
 
 
@@ -450,6 +456,7 @@ def refer_sweep_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Results folder (default results/NAME).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (repeatable).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="If another sweep is writing the folder, wait for it instead of stopping.")] = False,
 ) -> None:
     """Shapes x colours x thickness on a referring-expression set: results JSONL and a report."""
     sweep = load_yaml_model(spec, ReferSweepSpec, set_)
@@ -457,7 +464,7 @@ def refer_sweep_cmd(
     cache = Settings.resolve(cache_dir, writable=True).cache_dir
     read_annotations(sweep.annotations, sweep.images)
     clip = load_clip(sweep.clip.model, sweep.clip.pretrained, sweep.clip.device, sweep.clip.precision)
-    run_refer_sweep(sweep, folder, cache, clip)
+    run_refer_sweep(sweep, folder, cache, clip, wait=wait)
     for path in write_refer_report(folder):
         typer.echo(str(path))
 
@@ -469,7 +476,7 @@ def _write_result(out: Path | None, result: BaseModel) -> None:
 
 
 def _fail(message: str) -> int:
-    text = " ".join(message.split()).replace(": Value error, ", ": ")
+    text = redact(" ".join(message.split()).replace(": Value error, ", ": "))
     typer.echo(f"descgen: error: {text}", err=True)
     return 2
 

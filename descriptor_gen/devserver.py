@@ -29,12 +29,14 @@ _FEATURES = ("the typical shape of {c}", "the usual colours of {c}", "the textur
 
 @dataclass
 class Failure:
-    """A scripted reply after `delay` seconds: an HTTP status with headers, or, with status 0,
-    a connection closed without any reply."""
+    """A scripted reply after `delay` seconds: an HTTP status with headers (and `body`, raw
+    bytes, instead of an error object), or, with status 0, a connection closed without any
+    reply."""
 
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    body: bytes | None = None
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ServerConfig:
     failures: list[Failure] = field(default_factory=list)
     batch_expire_classes: set[str] = field(default_factory=set)
     batch_polls_before_done: int = 1
+    batch_id: str | None = None  # the id the next batch gets (a hostile server's, in tests)
 
 
 def _target_of(body: dict[str, Any]) -> str | None:
@@ -108,13 +111,15 @@ class DevServer:
             self.requests.append({"path": path, "body": body})
 
     def reply(self, path: str, body: dict[str, Any],
-              record: bool = True) -> tuple[int, dict[str, str], dict[str, Any]]:
+              record: bool = True) -> tuple[int, dict[str, str], dict[str, Any] | bytes]:
         """Answer one completion request; batch lines pass `record=False` (not live requests)."""
         if record:
             self._record(path, body)
         failure = self._next_failure()
         if failure is not None:
             time.sleep(failure.delay)
+            if failure.body is not None:
+                return failure.status, failure.headers, failure.body
             return failure.status, failure.headers, {"error": {"message": f"scripted {failure.status}",
                                                                "type": "server_error"}}
         time.sleep(self.config.latency)
@@ -178,7 +183,7 @@ class _BatchApi:
         out_id = self.upload("".join(json.dumps(r) + "\n" for r in outputs).encode(), "out.jsonl")["id"]
         err_id = self.upload("".join(json.dumps(r) + "\n" for r in errors).encode(), "err.jsonl")["id"]
         with self.server._lock:
-            batch_id = f"batch_{len(self.server.batches) + 1}"
+            batch_id = self.server.config.batch_id or f"batch_{len(self.server.batches) + 1}"
             self.server.batches[batch_id] = {
                 "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
                 "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],

@@ -37,6 +37,9 @@ from descriptor_gen.scoring import (
 from descriptor_gen.store import DescriptorRecord, check_against_classes, read_store
 
 
+UNREADABLE_WARNING = 0.01  # above this share of unreadable images, a summary warning
+
+
 class TextOptions(BaseModel):
     """How texts are made: the descriptor and class-name forms (names in
     `prompts/text_forms.yaml` or templates), the pooling of descriptor embeddings, and what a
@@ -145,7 +148,7 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
     loaded = time.perf_counter()
     image_cache = ImageFeatureCache(cache_dir / "image_features")
     key = image_cache.key(clip, data.paths)
-    feats = image_cache.load(key)
+    feats = image_cache.load(key, rows=len(data.paths))
     encoded_images = 0
     if feats is None:
         feats = encode_images(clip, data.paths, cfg.batch_size, cfg.workers)
@@ -155,6 +158,13 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
     unreadable = [data.paths[i] for i in sorted(feats.errors)]
     for i in sorted(feats.errors):
         log(f"warning: unreadable image {data.paths[i]}: {feats.errors[i]}")
+    if len(unreadable) == len(data.paths):
+        raise DescgenError(f"{cfg.dataset}: none of its {len(data.paths)} images could be read"
+                           f" (first: {unreadable[0]}: {feats.errors[min(feats.errors)]})")
+    if len(unreadable) > UNREADABLE_WARNING * len(data.paths):
+        log(f"warning: {len(unreadable)} of {len(data.paths)} images"
+            f" ({100 * len(unreadable) / len(data.paths):.1f}%) could not be read and are left"
+            " out of the metrics")
 
     ct, fallback = class_texts(cfg.method, classes, descriptors, imagenet_templates(prompts_dir),
                                recipe)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from descriptor_gen.backends import GenerationParams, generation_identity, make_backend
 from descriptor_gen.cache import ResponseCache, response_key
@@ -25,6 +26,7 @@ from descriptor_gen.features import check_device, clip_identity, load_clip
 from descriptor_gen.generate import GenerationJob, generate
 from descriptor_gen.prompts import PerExample, PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.inputs import parse_yaml, read_yaml, validation_message
+from descriptor_gen.locks import exclusive
 from descriptor_gen.hashing import files_fingerprint, sha256_file, sha256_text
 from descriptor_gen.results import append_row, cell_id, done_cells
 from descriptor_gen.scoring import AUTO, METHODS, NEEDS_DESCRIPTORS, TextForms
@@ -33,6 +35,7 @@ from descriptor_gen.store import read_store_for_resume, write_store
 
 M = TypeVar("M", bound=BaseModel)
 GRID_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 
 
 class GenerationSpec(GenerationParams):
@@ -98,13 +101,23 @@ class StoreSpec(BaseModel):
     match: Literal["name", "order"] = "name"
 
 
+def safe_name(value: str) -> str:
+    """An experiment name names a results folder: letters, digits, '.', '_' and '-' only."""
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError("expected letters, digits, '.', '_' and '-' (it names the results folder)")
+    return value
+
+
+SpecName = Annotated[str, AfterValidator(safe_name)]
+
+
 class ExperimentSpec(BaseModel):
     """A sweep: the grid's settings x methods, plus `stores` (descriptors not generated here,
     e.g. a reference's published file) scored with the same descriptor methods."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: SpecName
     classes: Path
     dataset: str
     generation: GenerationSpec = GenerationSpec()
@@ -268,7 +281,8 @@ def requests_needed(spec: ExperimentSpec, settings: list[PromptOptions], out_dir
     total = 0
     for options in settings:
         store = out_dir / "descriptors" / ident.store_name(options, ident.prompts(options, library))
-        have = {r.class_index for r in read_store_for_resume(store, ident.classes, repair=False)}
+        have = {r.class_index for r in read_store_for_resume(store, ident.classes, repair=False,
+                                                              retry_failed=True)}
         for index, name in enumerate(ident.classes):
             if index in have:
                 continue
@@ -348,14 +362,24 @@ def _given_store(cell: Cell, classes: list[str], log: Callable[[str], None]) -> 
 
 def run_sweep(spec: ExperimentSpec, out_dir: Path, cache_dir: Path, prompts_dir: Path,
               only: list[str] | None = None,
-              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict[str, Any]]:
-    """Run every cell whose identity is not yet in `out_dir/results.jsonl`; returns new rows."""
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+              wait: bool = False) -> list[dict[str, Any]]:
+    """Run every cell whose identity is not yet in `out_dir/results.jsonl`; returns new rows.
+    One sweep at a time per folder (`wait`: wait for the other instead of stopping)."""
     library = PromptLibrary(prompts_dir)
     settings = expand_grid(spec, library, only)
     ident = SweepIdentity.of(spec, cache_dir, prompts_dir)
     results = out_dir / "results.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = done_cells(results)
+    with exclusive(results, wait=wait):
+        return _run_cells(spec, settings, ident, library, out_dir, cache_dir, prompts_dir, log)
+
+
+def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: SweepIdentity,
+               library: PromptLibrary, out_dir: Path, cache_dir: Path, prompts_dir: Path,
+               log: Callable[[str], None]) -> list[dict[str, Any]]:
+    results = out_dir / "results.jsonl"
+    done = done_cells(results, repair=True)
     cells = [c for c in plan_cells(spec, settings, out_dir, library, ident) if c.id not in done]
     if not cells:
         log(f"{spec.name}: every cell is already in {results}")

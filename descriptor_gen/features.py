@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from descriptor_gen.cache import open_sqlite
+from descriptor_gen.cache import open_sqlite, quarantine
 from descriptor_gen.hashing import files_fingerprint, sha256_file
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.errors import DescgenError
@@ -219,6 +219,16 @@ def encode_texts(clip: ClipModel, texts: list[str], batch_size: int = 1024) -> n
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def _embed_width(clip: ClipModel) -> int | None:
+    """The text embedding's width, when the model says (open_clip: its text projection)."""
+    projection = getattr(clip.model, "text_projection", None)
+    if isinstance(projection, torch.nn.Linear):
+        return projection.out_features
+    if isinstance(projection, torch.Tensor):
+        return int(projection.shape[-1])
+    return None
+
+
 class ImageFeatureCache:
     """`<key>.npy` (fp16 features) + `<key>.json` (ok flags, errors), written temp-then-rename."""
 
@@ -228,13 +238,25 @@ class ImageFeatureCache:
     def key(self, clip: ClipModel, paths: list[str]) -> str:
         return hashlib.sha256(f"{clip.identity}\0{files_fingerprint(paths)}".encode()).hexdigest()
 
-    def load(self, key: str) -> ImageFeatures | None:
+    def load(self, key: str, rows: int | None = None) -> ImageFeatures | None:
+        """The cached features, or None: not cached, or a broken entry (moved aside with a
+        warning, to be encoded again). `rows`: how many images the entry must hold."""
         array, index = self.folder / f"{key}.npy", self.folder / f"{key}.json"
         if not (array.is_file() and index.is_file()):
             return None
-        meta = json.loads(index.read_text())
-        return ImageFeatures(np.load(array, mmap_mode="r"), np.array(meta["ok"], bool),
-                             {int(k): v for k, v in meta["errors"].items()})
+        try:
+            meta = json.loads(index.read_text(encoding="utf-8"))
+            feats = ImageFeatures(np.load(array, mmap_mode="r", allow_pickle=False),
+                                  np.array(meta["ok"], bool),
+                                  {int(k): str(v) for k, v in meta["errors"].items()})
+            if feats.features.ndim != 2 or len(feats.features) != len(feats.ok) or (
+                    rows is not None and len(feats.ok) != rows):
+                raise ValueError(f"{feats.features.shape} features for {len(feats.ok)} images")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            quarantine(array, f"{type(exc).__name__}: {exc}")
+            quarantine(index, "its features were broken")
+            return None
+        return feats
 
     def save(self, key: str, feats: ImageFeatures) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -285,7 +307,11 @@ class TextFeatureCache:
         for start in range(0, len(values), 500):
             chunk = values[start : start + 500]
             rows = conn.execute(f"SELECT key, vec FROM text_features WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            found.update({k: np.frombuffer(v, np.float32) for k, v in rows})
+            found.update({k: np.frombuffer(v, np.float32) for k, v in rows
+                          if isinstance(v, bytes) and len(v) % 4 == 0})
+        width = _embed_width(clip)
+        if width is not None:  # a damaged row is encoded again, not stacked into the scores
+            found = {k: v for k, v in found.items() if len(v) == width}
         missing = [t for t in unique if keys[t] not in found]
         if missing:
             encoded = encode_texts(clip, missing, batch_size)

@@ -31,6 +31,7 @@ from descriptor_gen.backends import (
 from descriptor_gen.batch import BatchItem, load_manifest, request_line, run_batches, submit
 from descriptor_gen.cache import Answer, ResponseCache, base_url_host, response_key
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.locks import exclusive
 from descriptor_gen.parse import PARSERS
 from descriptor_gen.prompts import Prompt, PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.retry import RequestFailed, with_retries
@@ -96,6 +97,8 @@ class GenerationJob:
     concurrency: int = 4
     max_attempts: int = 4
     overwrite: bool = False
+    retry_failed: bool = True
+    wait: bool = False
     backoff: float = 0.5
     progress: bool = True
     backend: Backend | None = None
@@ -117,7 +120,9 @@ def generate(job: GenerationJob) -> GenerationSummary:
     """
     if job.concurrency < 1 or job.max_attempts < 1:
         raise DescgenError("--concurrency and --max-attempts must be at least 1")
-    return asyncio.run(_generate(job))
+    build_prompt(job.classes[0], job.options, job.library)  # a bad bank or instruction stops here
+    with exclusive(job.out, wait=job.wait):
+        return asyncio.run(_generate(job))
 
 
 async def _generate(job: GenerationJob) -> GenerationSummary:
@@ -126,7 +131,8 @@ async def _generate(job: GenerationJob) -> GenerationSummary:
     written: list[DescriptorRecord] = []
     backend = job.backend or make_backend(job.params)
     try:
-        existing = read_store_for_resume(job.out, job.classes, overwrite=job.overwrite)
+        existing = read_store_for_resume(job.out, job.classes, overwrite=job.overwrite,
+                                         retry_failed=job.retry_failed)
         _check_same_setting(existing, job, record_params(job.params, backend), backend.chat)
         done = {r.class_index for r in existing}
         states = [

@@ -22,8 +22,9 @@ from PIL import Image
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments import ClipModelSpec, ListGrid
+from descriptor_gen.experiments import ClipModelSpec, ListGrid, SpecName
 from descriptor_gen.hashing import files_fingerprint, sha256_file
+from descriptor_gen.locks import exclusive
 from descriptor_gen.results import append_row, cell_id, done_cells
 from descriptor_gen.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
 from descriptor_gen.inputs import parse_json, read_text, validated, validation_message
@@ -382,7 +383,7 @@ class ReferSweepSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: SpecName
     annotations: Path
     images: Path
     clip: ReferClipSpec = ReferClipSpec()
@@ -392,13 +393,19 @@ class ReferSweepSpec(BaseModel):
 
 
 def run_refer_sweep(spec: ReferSweepSpec, out_dir: Path, cache_dir: Path,
-                    clip: ClipModel) -> list[dict[str, Any]]:
+                    clip: ClipModel, wait: bool = False) -> list[dict[str, Any]]:
     """One results line per (marker, colour, thickness), skipping those already written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(out_dir / "results.jsonl", wait=wait):
+        return _run_markers(spec, out_dir, cache_dir, clip)
+
+
+def _run_markers(spec: ReferSweepSpec, out_dir: Path, cache_dir: Path,
+                 clip: ClipModel) -> list[dict[str, Any]]:
     import itertools
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
-    done = done_cells(results)
+    done = done_cells(results, repair=True)
     anns = read_annotations(spec.annotations, spec.images)
     base = {"experiment": spec.name, "clip": spec.clip.identity(),
             "annotations": sha256_file(spec.annotations),

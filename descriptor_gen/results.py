@@ -12,7 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_text
+from descriptor_gen.inputs import parse_json, read_text
+from descriptor_gen.store import repair_torn_tail
 
 
 def cell_id(identity: dict[str, Any]) -> str:
@@ -20,21 +23,36 @@ def cell_id(identity: dict[str, Any]) -> str:
     return sha256_text(json.dumps(identity, sort_keys=True, ensure_ascii=False))
 
 
-def done_cells(results: Path) -> set[str]:
-    """Cell ids already in a results file; rows without one (older files) count as not done,
-    and a torn last line from a killed run is skipped (that cell runs again)."""
+_ROW_START = '{"experiment":'
+
+
+def done_cells(results: Path, repair: bool = False) -> set[str]:
+    """Cell ids already in a results file; rows without one (older files) count as not done.
+
+    A torn last line (a killed run's) is not counted, and with `repair` it is cut off before
+    the run appends; any other line that is not a row is an error naming it, and a file that is
+    not a results file of ours is never changed.
+    """
     if not results.exists():
         return set()
+    text = read_text(results, "results file")
+    lines = text.split("\n")
+    tail = lines.pop()
+    if tail.strip() and not tail.startswith(_ROW_START):
+        raise DescgenError(f"{results}: not a results file made by descgen (its last line is not"
+                           " a row); it is left as it is")
     done = set()
-    for line in results.read_text(encoding="utf-8").split("\n"):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("cell"), str):
+        row = parse_json(line, results, number)
+        if not isinstance(row, dict):
+            raise DescgenError(f"{results}:{number}: expected a row (a JSON object), got"
+                               f" {type(row).__name__}")
+        if isinstance(row.get("cell"), str):
             done.add(row["cell"])
+    if repair and tail:
+        repair_torn_tail(results)
     return done
 
 

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from descriptor_gen.secrets import redact
+
 T = TypeVar("T")
 _RETRY_STATUS = {408, 409, 429}
 _MAX_RETRY_AFTER = 120.0
@@ -20,6 +22,10 @@ _MAX_RETRY_AFTER = 120.0
 
 class RequestFailed(Exception):
     """A request that will not succeed by asking again (4xx) or ran out of attempts."""
+
+
+class MalformedResponse(Exception):
+    """A 200 whose body is not a completion (not JSON, HTML, another shape): worth another try."""
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -30,7 +36,8 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in _RETRY_STATUS or exc.status_code >= 500
-    return isinstance(exc, (TimeoutError, ConnectionError))
+    return isinstance(exc, (TimeoutError, ConnectionError, MalformedResponse,
+                            openai.APIResponseValidationError))
 
 
 def retry_after_seconds(exc: BaseException | None) -> float | None:
@@ -50,8 +57,12 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    except (TypeError, ValueError, IndexError):
+        return None  # neither seconds nor a date: the backoff schedule decides
+    return max(0.0, when.timestamp() - time.time()) if when else None
 
 
 def _wait_strategy(backoff: float) -> Callable[[Any], float]:
@@ -88,4 +99,4 @@ def _describe_error(exc: BaseException, attempts: int) -> str:
     status = getattr(exc, "status_code", None)
     prefix = f"HTTP {status}: " if status else f"{type(exc).__name__}: "
     suffix = f" (after {attempts} attempts)" if is_retryable(exc) else ""
-    return " ".join(f"{prefix}{message}{suffix}".split())
+    return redact(" ".join(f"{prefix}{message}{suffix}".split()))

@@ -185,23 +185,53 @@ def repair_torn_tail(path: Path) -> bool:
         return True
 
 
+_RECORD_START = '{"class_index":'
+
+
+def read_own_store(path: Path) -> list[DescriptorRecord]:
+    """The records of a store this tool wrote, a torn last line (a killed run's) not counted.
+
+    Anything else (a published JSON file, a text file, a store with a broken line in the
+    middle) is refused, naming the line, and is never changed.
+    """
+    text = read_text(path, "descriptor store")
+    tail = text[text.rfind("\n") + 1 :]
+    if tail.strip() and not tail.startswith(_RECORD_START):
+        raise DescgenError(f"{path}: not a descriptor store made by descgen (its last line is not"
+                           " a record); it is left as it is: choose another --out")
+    try:
+        return read_store(path, skip_torn_tail=True)
+    except DescgenError as exc:
+        raise DescgenError(f"not a descriptor store made by descgen: {exc}; it is left as it is:"
+                           " choose another --out") from exc
+
+
 def read_store_for_resume(
-    path: Path, classes: list[str], *, overwrite: bool = False, repair: bool = True
+    path: Path, classes: list[str], *, overwrite: bool = False, repair: bool = True,
+    retry_failed: bool = False,
 ) -> list[DescriptorRecord]:
-    """The records a run can keep: none with `overwrite`, else the file's, a torn last line
-    cut off (with `repair`) or left alone and not counted (without: a dry run changes nothing)."""
-    if overwrite:
-        path.unlink(missing_ok=True)
-        return []
+    """The records a run can keep from its output, which must be a store this tool wrote.
+
+    Args:
+        overwrite: start afresh: the store is removed (only a store of ours).
+        repair: cut a torn last line off the file, and drop the error records that
+            `retry_failed` asks again; without it (a dry run) the file is not changed.
+        retry_failed: classes whose record says why they have no descriptors are asked again;
+            their records are replaced by the new ones.
+    """
     if not path.exists():
         return []
+    records = read_own_store(path)
+    if overwrite:
+        path.unlink()
+        return []
+    check_against_classes(records, classes, path)
+    kept = [r for r in records if not (retry_failed and r.error)]
     if repair:
         repair_torn_tail(path)
-        records = read_store(path)
-    else:
-        records = read_store(path, skip_torn_tail=True)
-    check_against_classes(records, classes, path)
-    return records
+        if len(kept) < len(records):
+            write_store(path, kept)
+    return kept
 
 
 class StoreAppender:

@@ -1,0 +1,378 @@
+"""Faults of issue 11, each reproduced: outputs that are not ours, Unicode line breaks, failed
+classes, concurrent runs, torn results, corrupt caches, unreadable data, misbehaving servers,
+hostile ids, credentials in URLs and error bodies, unsafe names."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_image_folder
+from descriptor_gen.cache import ResponseCache
+from descriptor_gen.cli import main
+from descriptor_gen.classes import load_classes
+from descriptor_gen.devserver import DevServer, Failure, ServerConfig
+from descriptor_gen.locks import exclusive
+from descriptor_gen.store import DescriptorRecord, StoreAppender, read_store, write_store
+
+LINE_BREAKS = ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\r"]
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def classes(tmp_path: Path) -> Path:
+    path = tmp_path / "classes.txt"
+    path.write_text("tench\ngoldfish\naxolotl\n")
+    return path
+
+
+def _clip_spec(tmp_path: Path, classes: Path, tiny_clip: tuple[Path, Path], **extra: object) -> Path:
+    """A sweep spec over three one-image classes and the tiny random CLIP."""
+    images = make_image_folder(tmp_path / "images", {"tench": 1, "goldfish": 1, "axolotl": 1})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "faults", "classes": str(classes), "dataset": str(images),
+        "clip": {"model": str(tiny_clip[0]), "pretrained": "none", "device": "cpu"}, **extra}))
+    return spec
+
+
+def _generate(classes: Path, out: Path, url: str, tmp_path: Path, *extra: str) -> list[str]:
+    return ["generate", "--classes", str(classes), "--out", str(out), "--base-url", url,
+            "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--max-attempts", "2", *extra]
+
+
+# 1. An output that is not a store of ours is refused and left byte-identical.
+@pytest.mark.parametrize("content", [
+    json.dumps({"tench": ["a fish"], "goldfish": ["orange"]}),  # a published DCLIP file
+    json.dumps({"tench": ["a fish"]}, indent=2) + "\n",
+    "my notes\nsecond line\nlast line without newline",
+    "tench\ngoldfish\n",
+])
+@pytest.mark.parametrize("flag", [[], ["--overwrite"]])
+def test_an_output_that_is_not_our_store_is_refused_untouched(
+        tmp_path: Path, classes: Path, capsys: pytest.CaptureFixture[str], content: str,
+        flag: list[str]) -> None:
+    out = tmp_path / "descriptors_imagenet.json"
+    out.write_text(content)
+    with DevServer() as server:
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path), *flag)
+        assert server.count() == 0
+    assert code == 2 and "not a descriptor store made by descgen" in err
+    assert out.read_text() == content
+
+
+def test_a_dry_run_repairs_nothing(tmp_path: Path, classes: Path,
+                                   capsys: pytest.CaptureFixture[str], tiny_clip) -> None:  # noqa: ANN001
+    spec = _clip_spec(tmp_path, classes, tiny_clip, grid={"per_example": 1},
+                      generation={"base_url": "http://127.0.0.1:9/v1", "model": "dev"})
+    out = tmp_path / "out"
+    with DevServer() as server:
+        base = ["sweep", str(spec), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                "--set", f"generation.base_url={server.base_url}"]
+        assert main(base) == 0
+        store = next((out / "descriptors").glob("*.jsonl"))
+        results = out / "results.jsonl"
+        torn_store = store.read_bytes()[:-30]
+        torn_results = results.read_bytes()[:-30]
+        store.write_bytes(torn_store)
+        results.write_bytes(torn_results)
+        assert main([*base, "--dry-run"]) == 0
+    # the torn row's cell is not done; its class's answer is still in the response cache
+    assert "1 cells, 0 already done; LLM requests to send: 0" in capsys.readouterr().out
+    assert store.read_bytes() == torn_store and results.read_bytes() == torn_results
+
+
+# 2. Unicode line breaks stay inside records and class names.
+@pytest.mark.parametrize("char", LINE_BREAKS)
+def test_unicode_line_breaks_round_trip(tmp_path: Path, char: str) -> None:
+    store = tmp_path / "s.jsonl"
+    records = [DescriptorRecord(class_index=0, class_name="tench", descriptors=[f"olive{char}body"],
+                                backend="t", raw=[f"- olive{char}body"])]
+    write_store(store, records)
+    with StoreAppender(store) as appender:
+        appender.append(DescriptorRecord(class_index=1, class_name="carp",
+                                         descriptors=[f"a{char}b"], backend="t"))
+    back = read_store(store)
+    assert [r.descriptors for r in back] == [[f"olive{char}body"], [f"a{char}b"]]
+    names = tmp_path / "classes.txt"
+    names.write_text(f"tench{char}fish\ngoldfish\n", newline="")
+    loaded = load_classes(names)
+    if char == "\r":
+        assert loaded == ["tench", "fish", "goldfish"] or loaded == ["tench fish", "goldfish"]
+    else:
+        assert loaded == ["tench fish", "goldfish"]  # spacing normalised, still one class
+
+
+# 3. Classes that failed because the server was down are asked again on a restart.
+def test_a_restart_asks_failed_classes_again(tmp_path: Path, classes: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.jsonl"
+    with DevServer(ServerConfig(failures=[Failure(503)] * 4)) as server:
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path,
+                                            "--concurrency", "1"))
+        assert code == 3
+        failed = [r.class_name for r in read_store(out) if r.error]
+        assert failed  # the outage cost at least one class
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path,
+                                            "--no-retry-failed"))
+        assert code == 3 and "requests sent: 0" in err
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path))
+    assert code == 0, err
+    assert f"requests sent: {len(failed)}" in err
+    records = read_store(out)
+    assert sorted(r.class_index for r in records) == [0, 1, 2]  # replaced, not duplicated
+    assert all(r.error is None and r.descriptors for r in records)
+
+
+# 4. One run at a time per output; a killed holder's lock is taken over.
+def test_a_second_run_on_the_same_output_stops_at_once(tmp_path: Path, classes: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.jsonl"
+    with DevServer() as server, exclusive(out):
+        started = time.perf_counter()
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path))
+        assert time.perf_counter() - started < 5 and server.count() == 0
+    assert code == 2 and "another run is writing it" in err and f"pid {os.getpid()}" in err
+    assert not out.exists()
+
+
+def test_wait_waits_for_the_other_run(tmp_path: Path, classes: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.jsonl"
+    held = threading.Event()
+
+    def hold() -> None:
+        with exclusive(out):
+            held.set()
+            time.sleep(0.8)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    with DevServer() as server:
+        started = time.perf_counter()
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path, "--wait"))
+    holder.join()
+    assert code == 0, err and time.perf_counter() - started >= 0.5
+    assert sorted(r.class_index for r in read_store(out)) == [0, 1, 2]
+
+
+def test_a_killed_runs_lock_is_taken_over(tmp_path: Path, classes: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.jsonl"
+    script = ("import sys, time; from pathlib import Path; from descriptor_gen.locks import exclusive\n"
+              f"with exclusive(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    with DevServer() as server:
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path))
+        assert code == 2 and f"pid {proc.pid}" in err
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path))
+    assert code == 0, err
+    assert len(read_store(out)) == 3
+
+
+def test_two_sweeps_on_one_folder(tmp_path: Path, classes: Path, tiny_clip,  # noqa: ANN001
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _clip_spec(tmp_path, classes, tiny_clip, methods=["classname"])
+    out = tmp_path / "out"
+    with exclusive(out / "results.jsonl"):
+        code, err = _cli(capsys, "sweep", str(spec), "--out", str(out),
+                         "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and "another run is writing it" in err
+    assert main(["sweep", str(spec), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+
+
+# 5. A torn last row of results.jsonl is repaired; the next sweep and the report work.
+def test_a_torn_results_row_is_repaired(tmp_path: Path, classes: Path, tiny_clip,  # noqa: ANN001
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _clip_spec(tmp_path, classes, tiny_clip, methods=["classname", "templates"])
+    out = tmp_path / "out"
+    args = ["sweep", str(spec), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    results = out / "results.jsonl"
+    rows = results.read_text().splitlines()
+    results.write_text(rows[0] + "\n" + rows[1][: len(rows[1]) // 2])  # killed while writing
+    assert main(args) == 0
+    again = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [r["method"] for r in again] == ["classname", "templates"]
+    assert main(["report", str(out)]) == 0
+    results.write_text(rows[0][:10] + "\n" + rows[1] + "\n")  # a broken line in the middle
+    code, err = _cli(capsys, *args)
+    assert code == 2 and "results.jsonl:1: not valid JSON" in err
+
+
+# 6. Corrupt caches are moved aside with a warning and rebuilt.
+def test_a_corrupt_response_cache_is_rebuilt(tmp_path: Path, classes: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "responses.sqlite").write_bytes(b"this is not a database" * 100)
+    with DevServer() as server:
+        code, err = _cli(capsys, *_generate(classes, tmp_path / "o.jsonl", server.base_url, tmp_path))
+    assert code == 0, err
+    assert "responses.sqlite: not a usable cache" in err and "moved to" in err
+    assert list(cache.glob("responses.sqlite.corrupt-*"))
+    assert len(ResponseCache(cache / "responses.sqlite")) == 3
+
+
+def test_corrupt_feature_caches_are_rebuilt(tmp_path: Path, tiny_clip,  # noqa: ANN001
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    images = make_image_folder(tmp_path / "images", {"tench": 2, "goldfish": 2})
+    names = tmp_path / "c.txt"
+    names.write_text("tench\ngoldfish\n")
+    cache = tmp_path / "cache"
+    args = ["eval", "--dataset", str(images), "--classes", str(names), "--method", "classname",
+            "--model", str(tiny_clip[0]), "--pretrained", str(tiny_clip[1]), "--device", "cpu",
+            "--workers", "0", "--cache-dir", str(cache), "--out", str(tmp_path / "r.json")]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "r.json").read_text())["metrics"]
+    capsys.readouterr()
+    array = next((cache / "image_features").glob("*.npy"))
+    array.write_bytes(array.read_bytes()[:40])  # truncated features
+    conn = sqlite3.connect(cache / "text_features.sqlite")
+    conn.execute("UPDATE text_features SET vec = ?", (b"\x00" * 12,))  # rows of the wrong width
+    conn.commit()
+    conn.close()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert ".npy: not a usable cache" in err
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"] == pytest.approx(first)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["images_encoded"] == 4 and result["texts_encoded"] == 2
+    (cache / "text_features.sqlite").write_bytes(b"garbage" * 1000)
+    for suffix in ("-wal", "-shm"):
+        (cache / f"text_features.sqlite{suffix}").unlink(missing_ok=True)
+    assert main(args) == 0
+    assert "text_features.sqlite: not a usable cache" in capsys.readouterr().err
+
+
+# 7. No readable image is an error; many unreadable ones are a warning with the count.
+def test_unreadable_datasets(tmp_path: Path, tiny_clip,  # noqa: ANN001
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    images = tmp_path / "images"
+    for name in ("tench", "goldfish"):
+        (images / name).mkdir(parents=True)
+        for i in range(3):
+            (images / name / f"{i}.png").write_bytes(b"not a png")
+    names = tmp_path / "c.txt"
+    names.write_text("tench\ngoldfish\n")
+    args = ["eval", "--dataset", str(images), "--classes", str(names), "--method", "classname",
+            "--model", str(tiny_clip[0]), "--pretrained", "none", "--device", "cpu",
+            "--workers", "0", "--cache-dir", str(tmp_path / "cache")]
+    code, err = _cli(capsys, *args)
+    assert code == 2 and "none of its 6 images could be read" in err.splitlines()[-1]
+    make_image_folder(images, {"tench": 5, "goldfish": 5}, seed=3)  # 10 good, 6 broken
+    code, err = _cli(capsys, *args)
+    assert code == 0 and "6 of 16 images (37.5%) could not be read" in err
+
+
+# 8. Retry-After that is not a number or a date, 200s that are not completions, --timeout.
+@pytest.mark.parametrize("failure", [
+    Failure(429, {"Retry-After": "soon"}),
+    Failure(429, {"Retry-After": "Thu, 99 Foo 2026 99:99:99 GMT"}),
+    Failure(200, {"content-type": "text/html"}, body=b"<html><body>502 Bad Gateway</body></html>"),
+    Failure(200, {"content-type": "application/json"}, body=b'{"choices": ['),
+    Failure(200, {"content-type": "application/json"}, body=b'{"id": "x", "object": "text_completion"}'),
+    Failure(200, {"content-type": "application/json"}, body=b"[1, 2, 3]"),
+], ids=["retry-after-word", "retry-after-bad-date", "html", "broken-json", "no-choices", "a-list"])
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_bad_answers_are_retried(tmp_path: Path, classes: Path, failure: Failure, api: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o.jsonl"
+    with DevServer(ServerConfig(failures=[failure])) as server:
+        code, err = _cli(capsys, *_generate(classes, out, server.base_url, tmp_path,
+                                            "--api", api, "--concurrency", "1"))
+        assert server.count() == 4
+    assert code == 0, err
+    assert all(r.descriptors for r in read_store(out))
+
+
+def test_malformed_answers_give_up_after_max_attempts(tmp_path: Path, classes: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    html = Failure(200, {"content-type": "text/html"}, body=b"<html>maintenance</html>")
+    with DevServer(ServerConfig(failures=[html] * 10)) as server:
+        code, err = _cli(capsys, *_generate(classes, tmp_path / "o.jsonl", server.base_url,
+                                            tmp_path, "--concurrency", "1"))
+    record = read_store(tmp_path / "o.jsonl")[0]
+    assert code == 3 and "not a completion" in record.error and "after 2 attempts" in record.error
+
+
+def test_timeout_flag(tmp_path: Path, classes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    slow = [Failure(200, delay=1.0)] * 6
+    with DevServer(ServerConfig(failures=slow)) as server:
+        started = time.perf_counter()
+        code, _ = _cli(capsys, *_generate(classes, tmp_path / "o.jsonl", server.base_url,
+                                          tmp_path, "--timeout", "0.2", "--concurrency", "3"))
+        assert time.perf_counter() - started < 4
+    assert code == 3
+    assert all("Timeout" in r.error for r in read_store(tmp_path / "o.jsonl"))
+
+
+# 9. A batch id from the server never becomes a path outside the cache.
+@pytest.mark.parametrize("hostile", ["../../evil", "batch/../../evil", "a b", "/tmp/evil"])
+def test_hostile_batch_ids_are_refused(tmp_path: Path, classes: Path, hostile: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with DevServer(ServerConfig(batch_id=hostile)) as server:
+        code, err = _cli(capsys, *_generate(classes, tmp_path / "o.jsonl", server.base_url,
+                                            tmp_path, "--batch-api", "--poll-seconds", "0"))
+    assert code == 2 and "is not a plain id" in err
+    assert not list(tmp_path.rglob("*evil*")) and not Path("/tmp/evil.json").exists()
+    assert not list((tmp_path / "cache" / "batches").glob("*.json"))  # no manifest at all
+    code, err = _cli(capsys, *_generate(classes, tmp_path / "o.jsonl", "http://127.0.0.1:9/v1",
+                                        tmp_path, "--resume-batch", "../../../etc/passwd"))
+    assert code == 2 and "is not a plain id" in err
+
+
+# 10 and 11. Credentials in a base URL and keys echoed by a server are never written.
+def test_credentials_never_reach_records_caches_or_messages(
+        tmp_path: Path, classes: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "sk-test-VERYSECRET-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    echo = json.dumps({"error": {"message": f"Incorrect API key provided: {key}. Authorization:"
+                                            f" Bearer {key}", "type": "invalid_request_error"}})
+    with DevServer(ServerConfig(failures=[Failure(401, body=echo.encode())])) as server:
+        host = server.base_url.split("//")[1]
+        url = f"http://alice:hunter2password@{host}?token=querysecret"
+        out = tmp_path / "o.jsonl"
+        code, err = _cli(capsys, *_generate(classes, out, url, tmp_path, "--concurrency", "1"))
+    assert code == 3
+    failed = [r for r in read_store(out) if r.error]
+    assert failed and "Incorrect API key provided: [redacted]" in failed[0].error
+    assert all(r.params["base_url"] == f"http://{host}".split("/v1")[0] for r in read_store(out))
+    for secret in (key, "hunter2password", "querysecret", "alice"):
+        assert secret not in err
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), (secret, path)
+
+
+# 12. A spec name cannot send results outside the results folder.
+@pytest.mark.parametrize("name", ["../../x", "a/b", "/abs", "..", ".hidden", "spaced name"])
+def test_unsafe_spec_names_are_refused(tmp_path: Path, classes: Path, name: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": name, "classes": str(classes), "dataset": "x",
+                                    "methods": ["classname"]}))
+    before = sorted(tmp_path.rglob("*"))
+    code, err = _cli(capsys, "sweep", str(spec), "--dry-run", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and "name:" in err and "names the results folder" in err
+    assert sorted(tmp_path.rglob("*")) == before
+    assert not Path("results/../../x").exists()
