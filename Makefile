@@ -52,7 +52,7 @@ demo: install
 		--classes data/fixtures/mini_classes.txt --out $(DEMO_DIR)/mini.jsonl
 	$(DESCGEN) show $(DEMO_DIR)/mini.jsonl
 	@echo "== end to end: generate descriptors, score them with CLIP, report"
-	$(PY) -m descriptor_gen.demo $(DEMO_DIR)
+	$(PY) -m descriptor_gen.experiments.demo $(DEMO_DIR)
 
 exp-count exp-instruction exp-examples exp-baselines: exp-%: install
 	$(DESCGEN) sweep data/experiments/$*.yaml $(SWEEP_FLAGS)
@@ -70,7 +70,7 @@ reproduce-dclip: install
 	$(DESCGEN) report $(REPRO)
 
 refer-demo: install
-	$(PY) -m descriptor_gen.refer_demo results/refer-demo
+	$(PY) -m descriptor_gen.visual.refer_demo results/refer-demo
 
 bench: install
 	$(PY) bench/bench_generate.py

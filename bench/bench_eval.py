@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from descriptor_gen.evaluate import EvalConfig, evaluate
+from descriptor_gen.score.evaluate import EvalConfig, evaluate
 from descriptor_gen.settings import Settings
-from descriptor_gen.store import DescriptorRecord, write_store
+from descriptor_gen.describe.store import DescriptorRecord, write_store
 
 CLASSES = [f"object {i}" for i in range(100)]
 

@@ -12,11 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from descriptor_gen.backends import GenerationParams
-from descriptor_gen.cache import ResponseCache
-from descriptor_gen.devserver import DevServer, ServerConfig
-from descriptor_gen.generate import GenerationJob, GenerationSummary, generate
-from descriptor_gen.prompts import PromptLibrary, PromptOptions
+from descriptor_gen.generation.backends import GenerationParams
+from descriptor_gen.generation.cache import ResponseCache
+from descriptor_gen.generation.devserver import DevServer, ServerConfig
+from descriptor_gen.generation.generate import GenerationJob, GenerationSummary, generate
+from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
 from descriptor_gen.settings import Settings
 
 

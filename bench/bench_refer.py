@@ -15,8 +15,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from descriptor_gen.features import load_clip
-from descriptor_gen.refer import Variant, encode_marked
+from descriptor_gen.score.features import load_clip
+from descriptor_gen.visual.refer import Variant, encode_marked
 
 
 def main() -> None:

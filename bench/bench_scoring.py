@@ -13,7 +13,7 @@ import tracemalloc
 
 import numpy as np
 
-from descriptor_gen.scoring import ClassTexts, Group, class_vectors, scores
+from descriptor_gen.score.scoring import ClassTexts, Group, class_vectors, scores
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from descriptor_gen.devserver import DevServer
-from descriptor_gen.evaluate import EvalConfig, evaluate
-from descriptor_gen.experiments import load_spec, run_sweep
+from descriptor_gen.generation.devserver import DevServer
+from descriptor_gen.score.evaluate import EvalConfig, evaluate
+from descriptor_gen.experiments.sweep import load_spec, run_sweep
 from descriptor_gen.settings import Settings
 
 sys_quiet = lambda message: None  # noqa: E731

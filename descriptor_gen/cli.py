@@ -11,14 +11,14 @@ from typing import Annotated, Any, Optional
 import typer
 from pydantic import BaseModel, ValidationError
 
-from descriptor_gen.backends import BACKENDS, GenerationParams
-from descriptor_gen.cache import ResponseCache
-from descriptor_gen.classes import load_classes
+from descriptor_gen.generation.backends import BACKENDS, GenerationParams
+from descriptor_gen.generation.cache import ResponseCache
+from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import output_dir, output_file, read_text, validation_message
-from descriptor_gen.evaluate import EvalConfig, evaluate
-from descriptor_gen.experiments import (
+from descriptor_gen.score.evaluate import EvalConfig, evaluate
+from descriptor_gen.experiments.sweep import (
     SweepIdentity,
     expand_grid,
     load_spec,
@@ -28,14 +28,14 @@ from descriptor_gen.experiments import (
     run_sweep,
     setting_slug,
 )
-from descriptor_gen.results import done_cells
-from descriptor_gen.features import load_clip
-from descriptor_gen.generate import GenerationJob, generate
-from descriptor_gen.parse import PARSERS
-from descriptor_gen.presets import Preset, load_preset
-from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
-from descriptor_gen.published import import_published
-from descriptor_gen.refer import (
+from descriptor_gen.experiments.results import done_cells
+from descriptor_gen.score.features import load_clip
+from descriptor_gen.generation.generate import GenerationJob, generate
+from descriptor_gen.describe.parse import PARSERS
+from descriptor_gen.describe.presets import Preset, load_preset
+from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.describe.published import import_published
+from descriptor_gen.visual.refer import (
     ReferSweepSpec,
     Variant,
     check_text_template,
@@ -44,9 +44,9 @@ from descriptor_gen.refer import (
     read_annotations,
     run_refer_sweep,
 )
-from descriptor_gen.report import write_refer_report, write_report
+from descriptor_gen.experiments.report import write_refer_report, write_report
 from descriptor_gen.settings import Settings
-from descriptor_gen.store import read_store, select_records, summarize_store, write_store
+from descriptor_gen.describe.store import read_store, select_records, summarize_store, write_store
 
 try:  # typer >= 0.22 vendors its own copy of click
     from typer._click import exceptions as click_errors

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from descriptor_gen.backends import GenerationParams, HFBackend, Query, make_backend
-from descriptor_gen.cache import ResponseCache
+from descriptor_gen.generation.backends import GenerationParams, HFBackend, Query, make_backend
+from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.generate import GenerationJob, generate
-from descriptor_gen.prompts import PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.generation.generate import GenerationJob, generate
+from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.settings import Settings
-from descriptor_gen.store import read_store
+from descriptor_gen.describe.store import read_store
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_hf_reports_why_each_answer_ended(tiny_lm: Path, library: PromptLibrary)
 def test_hf_finish_and_lengths() -> None:
     import torch
 
-    from descriptor_gen.backends import _finish, _generated_lengths
+    from descriptor_gen.generation.backends import _finish, _generated_lengths
 
     assert _generated_lengths(torch.tensor([[5, 6, 0, 0], [5, 6, 7, 8]]), 0) == [2, 4]
     assert _finish(" a\n- b\nQ: next", ["\nQ:"], 4, 4) == (" a\n- b", "stop")

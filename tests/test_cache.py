@@ -4,8 +4,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from descriptor_gen.backends import GenerationParams, OpenAIBackend
-from descriptor_gen.cache import Answer, ResponseCache, base_url_host, response_key
+from descriptor_gen.generation.backends import GenerationParams, OpenAIBackend
+from descriptor_gen.generation.cache import Answer, ResponseCache, base_url_host, response_key
 
 IDENTITY = {"backend": "openai", "model": "m", "temperature": 0.7}
 

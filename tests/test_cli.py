@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from descriptor_gen.cli import main
-from descriptor_gen.store import read_store
+from descriptor_gen.describe.store import read_store
 
 REPO = Path(__file__).resolve().parent.parent
 DESCGEN = Path(sys.executable).parent / "descgen"
@@ -170,7 +170,7 @@ def test_parse_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_show_counts_truncated_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from descriptor_gen.store import DescriptorRecord, write_store
+    from descriptor_gen.describe.store import DescriptorRecord, write_store
 
     store = tmp_path / "s.jsonl"
     write_store(store, [DescriptorRecord(class_index=0, class_name="tench", descriptors=["fin"],

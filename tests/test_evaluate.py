@@ -10,11 +10,11 @@ import torch
 from conftest import make_image_folder
 from descriptor_gen.cli import main
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.evaluate import EvalConfig, evaluate
-from descriptor_gen.features import encode_texts, load_clip
-from descriptor_gen.scoring import TextForms, make_recipe
+from descriptor_gen.score.evaluate import EvalConfig, evaluate
+from descriptor_gen.score.features import encode_texts, load_clip
+from descriptor_gen.score.scoring import TextForms, make_recipe
 from descriptor_gen.settings import Settings
-from descriptor_gen.store import DescriptorRecord, write_store
+from descriptor_gen.describe.store import DescriptorRecord, write_store
 
 CLASSES = ["tench", "goldfish", "missile", "missile"]
 DESCRIPTORS = {
@@ -60,8 +60,8 @@ def test_scores_equal_direct_per_descriptor_computation(setup: dict, tmp_path: P
     preds = tmp_path / "preds.jsonl"
     result = evaluate(_cfg(setup, explain=2), CLASSES, setup["cache"], PROMPTS, predictions=preds)
     clip = load_clip(str(setup["config"]), str(setup["checkpoint"]), "cpu")
-    from descriptor_gen.features import encode_images
-    from descriptor_gen.datasets import load_image_folder
+    from descriptor_gen.score.features import encode_images
+    from descriptor_gen.data.datasets import load_image_folder
 
     data = load_image_folder(setup["images"], CLASSES)
     images = encode_images(clip, data.paths, batch_size=1, workers=0).features.astype(np.float32)
@@ -85,7 +85,7 @@ def test_scores_equal_direct_per_descriptor_computation(setup: dict, tmp_path: P
 
 
 def test_score_matrix_matches_to_1e5(setup: dict) -> None:
-    from descriptor_gen.scoring import class_texts, class_vectors, scores
+    from descriptor_gen.score.scoring import class_texts, class_vectors, scores
 
     clip = load_clip(str(setup["config"]), str(setup["checkpoint"]), "cpu")
     rng = np.random.default_rng(0)
@@ -115,8 +115,8 @@ def test_second_eval_with_other_descriptors_encodes_no_image(setup: dict, tmp_pa
 
 def _direct_scores(setup: dict, method: str, classname_text: str = "a photo of a {}.") -> np.ndarray:
     """Scores computed the long way, one text at a time, from the formulas in the README."""
-    from descriptor_gen.datasets import load_image_folder
-    from descriptor_gen.features import encode_images
+    from descriptor_gen.data.datasets import load_image_folder
+    from descriptor_gen.score.features import encode_images
 
     clip = load_clip(str(setup["config"]), str(setup["checkpoint"]), "cpu")
     data = load_image_folder(setup["images"], CLASSES)
@@ -146,7 +146,7 @@ def test_baselines_equal_their_formulas(setup: dict, tmp_path: Path, method: str
     labels = np.array([r["label"] for r in rows])
     assert result.metrics["top1"] == pytest.approx(float(np.mean(direct.argmax(axis=1) == labels)))
     assert result.text.classname_text == "a photo of a {c}."
-    from descriptor_gen.scoring import rescaled_entropy
+    from descriptor_gen.score.scoring import rescaled_entropy
 
     assert result.metrics["mean_entropy"] == pytest.approx(float(rescaled_entropy(direct).mean()),
                                                            abs=1e-4)
@@ -156,7 +156,7 @@ def test_classname_form_is_selectable_and_named(setup: dict) -> None:
     result = evaluate(_cfg(setup, method="classname", classname_template="bare"), CLASSES,
                       setup["cache"], PROMPTS)
     direct = _direct_scores(setup, "classname", "{}")
-    from descriptor_gen.datasets import load_image_folder
+    from descriptor_gen.data.datasets import load_image_folder
 
     labels = np.array(load_image_folder(setup["images"], CLASSES).labels)
     assert result.metrics["top1"] == pytest.approx(float(np.mean(direct.argmax(axis=1) == labels)))
@@ -169,8 +169,8 @@ def test_top5_is_null_with_four_classes(setup: dict) -> None:
 
 def test_cupl_store_is_scored_as_cupl_scores_it(setup: dict, tmp_path: Path) -> None:
     """Sentences as written, a repeated sentence counted twice, the mean renormalised."""
-    from descriptor_gen.datasets import load_image_folder
-    from descriptor_gen.features import encode_images
+    from descriptor_gen.data.datasets import load_image_folder
+    from descriptor_gen.score.features import encode_images
 
     sentences = {0: ["A tench is green.", "A tench is green.", "Tench have red eyes."],
                  1: ["A goldfish is orange."], 2: ["A missile is long."], 3: ["A missile flies."]}
@@ -306,7 +306,7 @@ def test_hf_dataset_spec(setup: dict, tmp_path: Path, monkeypatch: pytest.Monkey
 
     from PIL import Image
 
-    from descriptor_gen.datasets import load_dataset
+    from descriptor_gen.data.datasets import load_dataset
 
     class Labels:
         names = ["goldfish", "tench"]

@@ -8,10 +8,10 @@ import yaml
 
 from conftest import make_image_folder
 from descriptor_gen.cli import main
-from descriptor_gen.devserver import DevServer
+from descriptor_gen.generation.devserver import DevServer
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments import expand_grid, load_spec
-from descriptor_gen.prompts import PromptLibrary
+from descriptor_gen.experiments.sweep import expand_grid, load_spec
+from descriptor_gen.describe.prompts import PromptLibrary
 from descriptor_gen.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,9 +73,9 @@ def test_sweep_report_and_rerun(spec_file: Path, tmp_path: Path,
 def _check_rows_and_figures(spec_file: Path, rows: list[dict], report: str, tmp_path: Path) -> None:
     """Each row is the evaluation of its own cell, recomputed here from its descriptor file
     and recorded provenance; the report's tables and figures show exactly those numbers."""
-    from descriptor_gen.evaluate import EvalConfig, evaluate
-    from descriptor_gen.report import line_series
-    from descriptor_gen.store import read_store
+    from descriptor_gen.score.evaluate import EvalConfig, evaluate
+    from descriptor_gen.experiments.report import line_series
+    from descriptor_gen.describe.store import read_store
 
     spec = yaml.safe_load(spec_file.read_text())
     classes = Path(spec["classes"]).read_text().split()

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from descriptor_gen.backends import GenerationParams
-from descriptor_gen.cache import ResponseCache
+from descriptor_gen.generation.backends import GenerationParams
+from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.cli import main
-from descriptor_gen.devserver import DevServer, Failure, ServerConfig
+from descriptor_gen.generation.devserver import DevServer, Failure, ServerConfig
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.generate import GenerationJob, generate
-from descriptor_gen.retry import retry_after_seconds
-from descriptor_gen.prompts import PromptLibrary, PromptOptions
+from descriptor_gen.generation.generate import GenerationJob, generate
+from descriptor_gen.generation.retry import retry_after_seconds
+from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
 from descriptor_gen.settings import Settings
-from descriptor_gen.store import read_store
+from descriptor_gen.describe.store import read_store
 
 CLASSES = ["tench", "goldfish", "great white shark", "missile", "missile", "axolotl"]
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.markers import (
+from descriptor_gen.visual.markers import (
     MARKERS,
     arrow,
     blur_outside,

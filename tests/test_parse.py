@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from descriptor_gen.parse import PARSERS, dedupe, parse_dclip, parse_descriptors
+from descriptor_gen.describe.parse import PARSERS, dedupe, parse_dclip, parse_descriptors
 
 # (answer, class name, expected descriptors)
 CASES = [

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.prompts import (
+from descriptor_gen.describe.prompts import (
     PromptLibrary,
     PromptOptions,
     build_prompt,

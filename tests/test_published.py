@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from descriptor_gen.classes import load_classes
+from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.published import import_published
+from descriptor_gen.describe.published import import_published
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGENET = load_classes(REPO / "data" / "classes" / "imagenet.txt")
@@ -39,7 +39,7 @@ def test_dclip_imagenet_class_list_is_dclips_own(shared_data: Path) -> None:
 
 
 def test_imported_dclip_imagenet_yields_the_texts_dclip_encodes(shared_data: Path) -> None:
-    from descriptor_gen.scoring import TextForms, class_texts, make_recipe
+    from descriptor_gen.score.scoring import TextForms, class_texts, make_recipe
     from descriptor_gen.settings import Settings
 
     path = shared_data / "dclip" / "descriptors_imagenet.json"
@@ -152,7 +152,7 @@ def test_every_published_descriptor_file_yields_the_references_texts(shared_data
                                                                      name: str) -> None:
     """DCLIP's load.py on its other datasets (no period) and WaffleCLIP's gpt_descriptions mode
     ("A photo of a {c}, which ... .") on its three, as the references build the texts."""
-    from descriptor_gen.scoring import TextForms, class_texts, make_recipe
+    from descriptor_gen.score.scoring import TextForms, class_texts, make_recipe
     from descriptor_gen.settings import Settings
 
     folder = "dclip" if name in DCLIP_FILES else "waffleclip"

@@ -12,9 +12,9 @@ from PIL import Image
 
 from descriptor_gen.cli import main
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.features import encode_texts, load_clip
-from descriptor_gen.markers import circle
-from descriptor_gen.refer import (
+from descriptor_gen.score.features import encode_texts, load_clip
+from descriptor_gen.visual.markers import circle
+from descriptor_gen.visual.refer import (
     Annotation,
     Variant,
     candidate_scores,
@@ -82,7 +82,7 @@ class _ColourModel(torch.nn.Module):
 
 
 def _colour_clip():  # noqa: ANN202
-    from descriptor_gen.features import ClipModel
+    from descriptor_gen.score.features import ClipModel
 
     def preprocess(image: Image.Image) -> torch.Tensor:
         return torch.tensor(np.asarray(image.resize((8, 8)), np.float32) / 255).permute(2, 0, 1)

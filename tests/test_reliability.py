@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from conftest import make_image_folder
-from descriptor_gen.cache import ResponseCache
+from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.cli import main
-from descriptor_gen.classes import load_classes
-from descriptor_gen.devserver import DevServer, Failure, ServerConfig
+from descriptor_gen.describe.classes import load_classes
+from descriptor_gen.generation.devserver import DevServer, Failure, ServerConfig
 from descriptor_gen.locks import exclusive
-from descriptor_gen.store import DescriptorRecord, StoreAppender, read_store, write_store
+from descriptor_gen.describe.store import DescriptorRecord, StoreAppender, read_store, write_store
 
 LINE_BREAKS = ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\r"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.scoring import (
+from descriptor_gen.score.scoring import (
     TextForms,
     check_template,
     class_texts,

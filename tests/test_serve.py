@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from descriptor_gen.cli import main
-from descriptor_gen.store import read_store
+from descriptor_gen.describe.store import read_store
 
 pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving]")
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from descriptor_gen.classes import load_classes
+from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.prompts import PromptOptions
-from descriptor_gen.store import (
+from descriptor_gen.describe.prompts import PromptOptions
+from descriptor_gen.describe.store import (
     DescriptorRecord,
     check_against_classes,
     read_store,

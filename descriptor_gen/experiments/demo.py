@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from descriptor_gen.devserver import DevServer
+from descriptor_gen.generation.devserver import DevServer
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments import load_spec, run_sweep
-from descriptor_gen.features import load_clip
-from descriptor_gen.report import write_report
+from descriptor_gen.experiments.sweep import load_spec, run_sweep
+from descriptor_gen.score.features import load_clip
+from descriptor_gen.experiments.report import write_report
 from descriptor_gen.settings import Settings
 
 SPEC = Path("data/experiments/demo.yaml")

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from descriptor_gen.cache import open_sqlite, quarantine
+from descriptor_gen.generation.cache import open_sqlite, quarantine
 from descriptor_gen.hashing import files_fingerprint, sha256_file
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.errors import DescgenError

@@ -14,12 +14,12 @@ from typing import Any, Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from descriptor_gen.cache import base_url_host
+from descriptor_gen.generation.cache import base_url_host
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
-from descriptor_gen.parse import PARSERS
-from descriptor_gen.prompts import Messages
-from descriptor_gen.retry import MalformedResponse
+from descriptor_gen.describe.parse import PARSERS
+from descriptor_gen.describe.prompts import Messages
+from descriptor_gen.generation.retry import MalformedResponse
 
 ApiKind = Literal["chat", "completions"]
 BACKENDS: dict[str, Callable[[GenerationParams], Backend]] = {}

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
-from descriptor_gen.prompts import PromptOptions
+from descriptor_gen.describe.prompts import PromptOptions
 
 
 def utc_now() -> datetime:

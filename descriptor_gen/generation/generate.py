@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from descriptor_gen.backends import (
+from descriptor_gen.generation.backends import (
     Backend,
     Completion,
     GenerationParams,
@@ -28,14 +28,14 @@ from descriptor_gen.backends import (
     Query,
     make_backend,
 )
-from descriptor_gen.batch import BatchItem, load_manifest, request_line, run_batches, submit
-from descriptor_gen.cache import Answer, ResponseCache, base_url_host, response_key
+from descriptor_gen.generation.batch import BatchItem, load_manifest, request_line, run_batches, submit
+from descriptor_gen.generation.cache import Answer, ResponseCache, base_url_host, response_key
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.locks import exclusive
-from descriptor_gen.parse import PARSERS
-from descriptor_gen.prompts import Prompt, PromptLibrary, PromptOptions, build_prompt
-from descriptor_gen.retry import RequestFailed, with_retries
-from descriptor_gen.store import DescriptorRecord, StoreAppender, read_store_for_resume
+from descriptor_gen.describe.parse import PARSERS
+from descriptor_gen.describe.prompts import Prompt, PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.generation.retry import RequestFailed, with_retries
+from descriptor_gen.describe.store import DescriptorRecord, StoreAppender, read_store_for_resume
 
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from descriptor_gen.classes import name_key
+from descriptor_gen.describe.classes import name_key
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
 

@@ -12,11 +12,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from descriptor_gen.datasets import load_dataset
+from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
-from descriptor_gen.features import ClipModel, ImageFeatureCache, TextFeatureCache, encode_images, load_clip
-from descriptor_gen.scoring import (
+from descriptor_gen.score.features import ClipModel, ImageFeatureCache, TextFeatureCache, encode_images, load_clip
+from descriptor_gen.score.scoring import (
     AUTO,
     METHODS,
     NEEDS_DESCRIPTORS,
@@ -34,7 +34,7 @@ from descriptor_gen.scoring import (
     scores,
     topk,
 )
-from descriptor_gen.store import DescriptorRecord, check_against_classes, read_store
+from descriptor_gen.describe.store import DescriptorRecord, check_against_classes, read_store
 
 
 UNREADABLE_WARNING = 0.01  # above this share of unreadable images, a summary warning

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from descriptor_gen.cli import main as descgen
-from descriptor_gen.demo import clip_weights
+from descriptor_gen.experiments.demo import clip_weights
 
 OBJECTS = [  # expression, box [x, y, w, h], colour, shape
     ("a blue square on the left", [20, 80, 90, 90], (30, 60, 220), "square"),

@@ -14,10 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from descriptor_gen.classes import name_key
+from descriptor_gen.describe.classes import name_key
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_json, read_text
-from descriptor_gen.store import DescriptorRecord
+from descriptor_gen.describe.store import DescriptorRecord
 
 PublishedFormat = Literal["dclip", "cupl"]
 FORMATS: tuple[str, ...] = ("dclip", "cupl")

@@ -22,13 +22,13 @@ from PIL import Image
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments import ClipModelSpec, ListGrid, SpecName
+from descriptor_gen.experiments.sweep import ClipModelSpec, ListGrid, SpecName
 from descriptor_gen.hashing import files_fingerprint, sha256_file
 from descriptor_gen.locks import exclusive
-from descriptor_gen.results import append_row, cell_id, done_cells
-from descriptor_gen.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
+from descriptor_gen.experiments.results import append_row, cell_id, done_cells
+from descriptor_gen.score.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
 from descriptor_gen.inputs import parse_json, read_text, validated, validation_message
-from descriptor_gen.markers import MARKERS, mark, rgb
+from descriptor_gen.visual.markers import MARKERS, mark, rgb
 
 
 def _box(value: list[float]) -> list[float]:

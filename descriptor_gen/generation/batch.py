@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from descriptor_gen.cache import ResponseCache
+from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
-from descriptor_gen.retry import RequestFailed, with_retries
+from descriptor_gen.generation.retry import RequestFailed, with_retries
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 190 * 1024 * 1024  # under the 200 MB limit, with room for multipart framing

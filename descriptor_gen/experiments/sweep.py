@@ -1,6 +1,6 @@
 """Sweeps over the prompt options: generate each setting's descriptors, score them with every
 method, and append one results line per (setting, method) cell, skipping the cells whose whole
-identity (see :mod:`descriptor_gen.results`) is already there."""
+identity (see :mod:`descriptor_gen.experiments.results`) is already there."""
 
 from __future__ import annotations
 
@@ -16,22 +16,22 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from descriptor_gen.backends import GenerationParams, generation_identity, make_backend
-from descriptor_gen.cache import ResponseCache, response_key
-from descriptor_gen.classes import load_classes
-from descriptor_gen.datasets import load_dataset
+from descriptor_gen.generation.backends import GenerationParams, generation_identity, make_backend
+from descriptor_gen.generation.cache import ResponseCache, response_key
+from descriptor_gen.describe.classes import load_classes
+from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.evaluate import EvalConfig, TextOptions, evaluate
-from descriptor_gen.features import check_device, clip_identity, load_clip
-from descriptor_gen.generate import GenerationJob, generate
-from descriptor_gen.prompts import PerExample, PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.score.evaluate import EvalConfig, TextOptions, evaluate
+from descriptor_gen.score.features import check_device, clip_identity, load_clip
+from descriptor_gen.generation.generate import GenerationJob, generate
+from descriptor_gen.describe.prompts import PerExample, PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.inputs import parse_yaml, read_yaml, validation_message
 from descriptor_gen.locks import exclusive
 from descriptor_gen.hashing import files_fingerprint, sha256_file, sha256_text
-from descriptor_gen.results import append_row, cell_id, done_cells
-from descriptor_gen.scoring import AUTO, METHODS, NEEDS_DESCRIPTORS, TextForms
-from descriptor_gen.published import import_published
-from descriptor_gen.store import read_store_for_resume, write_store
+from descriptor_gen.experiments.results import append_row, cell_id, done_cells
+from descriptor_gen.score.scoring import AUTO, METHODS, NEEDS_DESCRIPTORS, TextForms
+from descriptor_gen.describe.published import import_published
+from descriptor_gen.describe.store import read_store_for_resume, write_store
 
 M = TypeVar("M", bound=BaseModel)
 GRID_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")

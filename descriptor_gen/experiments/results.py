@@ -15,7 +15,7 @@ from typing import Any
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_text
 from descriptor_gen.inputs import parse_json, read_text
-from descriptor_gen.store import repair_torn_tail
+from descriptor_gen.describe.store import repair_torn_tail
 
 
 def cell_id(identity: dict[str, Any]) -> str:

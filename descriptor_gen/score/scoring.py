@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_yaml, validation_message
-from descriptor_gen.prompts import wordify
+from descriptor_gen.describe.prompts import wordify
 
 Pooling = Literal["mean", "renormalised"]
 OnEmpty = Literal["classname", "blank", "error"]

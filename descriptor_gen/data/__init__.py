@@ -1,0 +1,2 @@
+"""Evaluation data: image folders, CSV manifests, Hugging Face and webdataset sources, and the
+dataset cards of the field's benchmark suite."""

@@ -1,0 +1,1 @@
+"""Visual prompting: markers drawn on images and referring-expression evaluation."""
