@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= results/demo
 
 # Experiments of the study: `make exp-count DATASET=/data/imagenet/val LLM_MODEL=... CLIP_MODEL=...`
-DATASET ?= /data/imagenet/val
+# a dataset card (under DATA_ROOT, else $DESCRIPTOR_GEN_DATA), an image folder or a CSV
+DATASET ?= imagenet1k
 CLASSES ?= data/classes/imagenet.txt
 LLM_BACKEND ?= openai
 LLM_MODEL ?= gpt-3.5-turbo-instruct
@@ -17,18 +18,28 @@ CLIP_MODEL ?= ViT-B-32
 CLIP_PRETRAINED ?= openai
 PRECISION ?= fp16
 RESULTS ?= results/experiments
-# `make reproduce-dclip`: also score Menon & Vondrick's published ImageNet file when given
+# `make exp-dclip_imagenet`: also score Menon & Vondrick's published ImageNet file when given
 # (classify_by_description_release/descriptors/descriptors_imagenet.json)
 DCLIP_DESCRIPTORS ?=
-REPRO ?= results/reproduce-dclip
 DCLIP_STORE = --set 'stores={published: {path: $(DCLIP_DESCRIPTORS), format: dclip}}'
+# `make reproduce-dclip` / `reproduce-waffle`: the benchmark suites. DATA_ROOT holds the datasets
+# as their downloads unpack (else $DESCRIPTOR_GEN_DATA); DESCRIPTOR_DIR holds the references'
+# published descriptors_*.json files.
+DATA_ROOT ?=
+DESCRIPTOR_DIR ?=
+SUITE_FLAGS = $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
+	$(if $(DESCRIPTOR_DIR),--set descriptor_dir=$(DESCRIPTOR_DIR)) \
+	--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
+	--set model_key=$(CLIP_MODEL) --set clip.precision=$(PRECISION) \
+	$(if $(LLM_BASE_URL),--set generation.base_url=$(LLM_BASE_URL))
 SWEEP_FLAGS = --out $(RESULTS) --set dataset=$(DATASET) --set classes=$(CLASSES) \
+	$(if $(DATA_ROOT),--set data_root=$(DATA_ROOT)) \
 	--set generation.backend=$(LLM_BACKEND) --set generation.model=$(LLM_MODEL) \
 	--set generation.api=$(LLM_API) $(if $(LLM_BASE_URL),--set generation.base_url=$(LLM_BASE_URL)) \
 	--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
 	--set clip.precision=$(PRECISION)
 
-.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines reproduce-dclip
+.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines exp-dclip_imagenet reproduce-dclip reproduce-waffle
 
 install: $(STAMP)
 
@@ -62,12 +73,17 @@ report: install
 
 # Menon & Vondrick on ImageNet as released: their prompt and generation (the dclip preset), their
 # text forms and class names; the published descriptors beside ours when DCLIP_DESCRIPTORS is set.
-reproduce-dclip: install
-	$(DESCGEN) sweep data/experiments/reproduce_dclip.yaml --out $(REPRO) --set dataset=$(DATASET) \
+exp-dclip_imagenet: install
+	$(DESCGEN) sweep data/experiments/dclip_imagenet.yaml --out $(RESULTS) --set dataset=$(DATASET) \
+		$(if $(DATA_ROOT),--set data_root=$(DATA_ROOT)) \
 		--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
 		--set clip.precision=$(PRECISION) $(if $(LLM_BASE_URL),--set generation.base_url=$(LLM_BASE_URL)) \
 		$(if $(DCLIP_DESCRIPTORS),$(DCLIP_STORE))
-	$(DESCGEN) report $(REPRO)
+	$(DESCGEN) report $(RESULTS)
+
+# The benchmark suites: methods x datasets with the published numbers beside ours.
+reproduce-dclip reproduce-waffle: reproduce-%: install
+	$(DESCGEN) suite data/experiments/suite_$*.yaml $(SUITE_FLAGS)
 
 refer-demo: install
 	$(PY) -m descriptor_gen.visual.refer_demo results/refer-demo

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from descriptor_gen.generation.backends import BACKENDS, GenerationParams
 from descriptor_gen.generation.cache import ResponseCache
+from descriptor_gen.data.catalog import card_table, dataset_classes
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
@@ -44,7 +45,13 @@ from descriptor_gen.visual.refer import (
     read_annotations,
     run_refer_sweep,
 )
-from descriptor_gen.experiments.report import write_refer_report, write_report
+from descriptor_gen.experiments.report import (
+    is_suite,
+    write_refer_report,
+    write_report,
+    write_suite_report,
+)
+from descriptor_gen.experiments.suite import SuiteSpec, run_suite
 from descriptor_gen.settings import Settings
 from descriptor_gen.describe.store import read_store, select_records, summarize_store, write_store
 
@@ -74,6 +81,18 @@ class MatchBy(str, Enum):
 
 
 ParserName = Enum("ParserName", {name: name for name in PARSERS}, type=str)  # type: ignore[misc]
+
+
+# Options several commands share.
+CacheDir = Annotated[Optional[Path], typer.Option(
+    "--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")]
+OutFolder = Annotated[Optional[Path], typer.Option("--out", help="Results folder (default results/NAME).")]
+SetKeys = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a spec key, e.g. clip.model=ViT-L-14 (repeatable).")]
+Wait = Annotated[bool, typer.Option(
+    "--wait", help="If another run is writing the same output, wait for it instead of stopping.")]
+DataRoot = Annotated[Optional[Path], typer.Option(
+    "--data-root", help="Folder holding the datasets as their downloads unpack (else $DESCRIPTOR_GEN_DATA).")]
 
 
 # Prompt flags default to None ("not given"): the bank's defaults, then the study's, apply.
@@ -226,10 +245,10 @@ def generate_cmd(
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds to wait for one answer (default 120; a connection gets at most 10).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")] = 4,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Tries per request, and answers per class before giving up.")] = 4,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
+    cache_dir: CacheDir = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start OUT afresh instead of resuming it.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed/--no-retry-failed", help="On a restart, ask again the classes recorded without descriptors (their records are replaced).")] = True,
-    wait: Annotated[bool, typer.Option("--wait", help="If another run is writing OUT, wait for it instead of stopping.")] = False,
+    wait: Wait = False,
     device: Annotated[Optional[str], typer.Option("--device", help="hf: auto, cpu, cuda, cuda:1, ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="hf: auto, fp32, fp16, bf16.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="hf: prompts generated together.")] = None,
@@ -307,8 +326,9 @@ class Precision(str, Enum):
 
 @app.command("eval")
 def eval_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="Image folder (sub-folder per class), a path,label CSV, or hf:NAME[:SPLIT].")],
-    classes: Annotated[Path, typer.Option("--classes", help="Class list, one name a line.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="A dataset card (descgen datasets), wds:DIR[:SPLIT], hf:PATH_OR_NAME[:SPLIT], an image folder (sub-folder per class) or a path,label CSV.")],
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="Class list, one name a line (default: the dataset's own names; needed for folders and CSVs).")] = None,
+    data_root: DataRoot = None,
     descriptors: Annotated[Optional[Path], typer.Option("--descriptors", help="Descriptor store (JSONL).")] = None,
     model: Annotated[str, typer.Option("--model", help="open_clip model name, or a model-config JSON path.")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, a checkpoint file, or none.")] = "openai",
@@ -324,11 +344,12 @@ def eval_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
     try:
-        cfg = EvalConfig(dataset=dataset, descriptors=descriptors, model=model, pretrained=pretrained,
+        cfg = EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors, model=model,
+                         pretrained=pretrained,
                          method=method.value, descriptor_template=descriptor_template,
                          classname_template=classname_template, pooling=pooling.value,
                          on_empty=on_empty.value, batch_size=batch_size, device=device,
@@ -338,8 +359,8 @@ def eval_cmd(
     output_file(out, "--out")
     output_file(predictions, "--predictions")
     settings = Settings.resolve(cache_dir, writable=True)
-    result = evaluate(cfg, load_classes(classes), settings.cache_dir, settings.prompts_dir,
-                      predictions=predictions)
+    names = load_classes(classes) if classes is not None else None
+    result = evaluate(cfg, names, settings.cache_dir, settings.prompts_dir, predictions=predictions)
     m = result.metrics
     top5 = "n/a (< 5 classes)" if m["top5"] is None else f"{m['top5']:.4f}"
     typer.echo(f"{result.method}: top-1 {m['top1']:.4f}  top-5 {top5}  mean per-class recall"
@@ -347,15 +368,30 @@ def eval_cmd(
     _write_result(out, result)
 
 
+@app.command("datasets")
+def datasets_cmd(
+    name: Annotated[Optional[str], typer.Argument(metavar="[NAME]", help="A card name, or wds:DIR / hf:PATH: print its class names.")] = None,
+    data_root: DataRoot = None,
+) -> None:
+    """List the dataset cards and which are found under the data root, or print one dataset's
+    class names, one a line, in label order."""
+    if name is None:
+        for line in card_table(data_root):
+            typer.echo(line)
+        return
+    for class_name in dataset_classes(name, data_root, Settings.resolve().cache_dir):
+        typer.echo(class_name)
+
+
 @app.command("sweep")
 def sweep_cmd(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Experiment spec (YAML).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Results folder (default results/NAME).")] = None,
+    out: OutFolder = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only settings with KEY=VALUE (repeatable).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key, e.g. generation.model=gpt-4o-mini (repeatable).")] = None,
+    set_: SetKeys = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and the LLM requests it would send.")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="If another sweep is writing the folder, wait for it instead of stopping.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (else $DESCRIPTOR_GEN_CACHE, else ~/.cache/descriptor_gen).")] = None,
+    wait: Wait = False,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Run an experiment: generate each setting's descriptors and score them with every method."""
     experiment = load_spec(spec, set_)
@@ -384,10 +420,33 @@ def sweep_cmd(
 
 @app.command("report")
 def report_cmd(
-    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep's results folder.")],
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep's or a suite's results folder.")],
 ) -> None:
-    """Write DIR/report.md (a table per experiment, best row marked) and the study's figures."""
-    for path in write_report(folder):
+    """Write DIR/report.md (a table per experiment, best row marked) and the study's figures;
+    for a suite, ours beside the published numbers."""
+    write = write_suite_report if is_suite(folder) else write_report
+    for path in write(folder):
+        typer.echo(str(path))
+
+
+@app.command("suite")
+def suite_cmd(
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Suite spec (YAML): datasets x methods.")],
+    out: OutFolder = None,
+    set_: SetKeys = None,
+    data_root: DataRoot = None,
+    cache_dir: CacheDir = None,
+    wait: Wait = False,
+) -> None:
+    """Run methods x benchmark datasets (those found under the data root) and write the table
+    with the published numbers beside ours."""
+    suite = load_yaml_model(spec, SuiteSpec, set_)
+    if data_root is not None:
+        suite = suite.model_copy(update={"data_root": data_root})
+    settings = Settings.resolve(cache_dir, writable=True)
+    folder = output_dir(out or Path("results") / suite.name, "--out")
+    run_suite(suite, folder, settings.cache_dir, settings.prompts_dir, wait=wait)
+    for path in write_suite_report(folder):
         typer.echo(str(path))
 
 
@@ -408,7 +467,7 @@ def refer_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="One JSON line per expression.")] = None,
     save_marked: Annotated[Optional[Path], typer.Option("--save-marked", help="Save the marked images here for inspection.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Referring expressions by visual prompting: mark each proposal, pick the best-scoring one."""
     try:
@@ -453,10 +512,10 @@ def refer_convert_cmd(
 @app.command("refer-sweep")
 def refer_sweep_cmd(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Marker ablation spec (YAML).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Results folder (default results/NAME).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (repeatable).")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="If another sweep is writing the folder, wait for it instead of stopping.")] = False,
+    out: OutFolder = None,
+    set_: SetKeys = None,
+    cache_dir: CacheDir = None,
+    wait: Wait = False,
 ) -> None:
     """Shapes x colours x thickness on a referring-expression set: results JSONL and a report."""
     sweep = load_yaml_model(spec, ReferSweepSpec, set_)

@@ -190,6 +190,16 @@ def _formatted(value: object, w: World) -> object:
     return value
 
 
+def _suite(w: World, **patch: object) -> list[str]:
+    """A suite spec over the food101 card (not under the data root), with keys replaced."""
+    data = {"name": "suite", "datasets": ["food101"], "clip": {"model": str(w.config),
+            "pretrained": str(w.checkpoint), "device": "cpu"},
+            "methods": {"clip": {"method": "classname"}}, **patch}
+    path = _write_yaml(w.root / "suites" / f"{abs(hash(json.dumps(data, sort_keys=True)))}.yaml", data)
+    return ["suite", str(path), "--out", str(w.root / "suite-out"), "--cache-dir", str(w.cache),
+            "--data-root", str(w.folder)]
+
+
 def _report(folder: str) -> Args:
     return lambda w: ["report", folder.format(w=w)]
 
@@ -360,6 +370,22 @@ CASES: dict[str, Args] = {
     "eval unknown pooling": _eval("--pooling", "max"),
     "eval unknown on-empty": _eval("--on-empty", "skip"),
     "eval method needs descriptors": lambda w: [a for a in _eval()(w) if a not in ("--descriptors", str(w.store))],
+    # datasets
+    "datasets unknown name": lambda w: ["datasets", "imagenet21k"],
+    "datasets card without a root": lambda w: ["datasets", "food101"],
+    "datasets root missing": lambda w: ["datasets", "food101", "--data-root", str(w.missing)],
+    "datasets root is a file": lambda w: ["datasets", "food101", "--data-root", str(w.plain)],
+    "datasets card not under the root": lambda w: ["datasets", "cub", "--data-root", str(w.folder)],
+    "datasets wds missing": lambda w: ["datasets", f"wds:{w.missing}"],
+    "datasets wds a file": lambda w: ["datasets", f"wds:{w.plain}"],
+    "datasets hf missing": lambda w: ["datasets", f"hf:{w.folder}/nothing-here"],
+    "datasets hf empty folder": lambda w: ["datasets", f"hf:{w.folder}"],
+    "datasets a folder": lambda w: ["datasets", str(w.images)],
+    "eval card without a root": _eval("--dataset", "food101"),
+    "eval card not under the root": _eval("--dataset", "cub", "--data-root", "{w.folder}"),
+    "eval data root is a file": _eval("--dataset", "cub", "--data-root", "{w.plain}"),
+    "eval folder without classes": lambda w: [a for a in _eval()(w) if a not in ("--classes", str(w.classes))],
+    "eval wds missing": _eval("--dataset", "wds:{w.missing}"),
     # sweep
     **{f"sweep spec {k}": _sweep(spec=v) for k, v in FILE_KINDS.items()},
     "sweep spec bad yaml": _sweep(spec="{w.bad_yaml}"),
@@ -407,6 +433,19 @@ CASES: dict[str, Args] = {
     "sweep only without equals": _sweep("--only", "per_example"),
     "sweep out is a file": _sweep("--out", "{w.plain}"),
     "sweep cache-dir is a file": _sweep("--cache-dir", "{w.plain}"),
+    # suite
+    **{f"suite spec {k}": (lambda v: lambda w: ["suite", v.format(w=w)])(v) for k, v in FILE_KINDS.items()},
+    "suite unknown dataset": lambda w: _suite(w, datasets=["imagenet21k"]),
+    "suite no datasets": lambda w: _suite(w, datasets=[]),
+    "suite unknown method": lambda w: _suite(w, methods={"x": {"method": "best"}}),
+    "suite descriptors without a source": lambda w: _suite(w, methods={"x": {"method": "descriptors"}}),
+    "suite classname with descriptors": lambda w: _suite(w, methods={"x": {"method": "classname", "descriptors": "dclip"}}),
+    "suite unknown descriptors": lambda w: _suite(w, methods={"x": {"method": "descriptors", "descriptors": "waffle"}}),
+    "suite unknown key": lambda w: _suite(w, colour="red"),
+    "suite bad name": lambda w: _suite(w, name="../x"),
+    "suite bad template": lambda w: _suite(w, methods={"x": {"method": "classname", "classname_template": "{c} {d}"}}),
+    "suite out is a file": lambda w: [*_suite(w), "--out", str(w.plain)],
+    "suite data root is a file": lambda w: [*_suite(w), "--data-root", str(w.plain)],
     # report
     "report missing folder": _report("{w.missing}"),
     "report folder without results": _report("{w.folder}"),

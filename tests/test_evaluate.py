@@ -297,34 +297,3 @@ def test_random_weights_and_unknown_model(setup: dict) -> None:
     with pytest.raises(DescgenError, match="unknown open_clip model"):
         load_clip("ViT-Nope", "none", "cpu")
     assert torch.get_default_dtype() == torch.float32
-
-
-def test_hf_dataset_spec(setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`hf:NAME[:SPLIT]` through a stand-in `datasets` module (the real one would download)."""
-    import sys
-    import types
-
-    from PIL import Image
-
-    from descriptor_gen.data.datasets import load_dataset
-
-    class Labels:
-        names = ["goldfish", "tench"]
-
-    class Data(list):
-        column_names = ["img", "label"]
-        features = {"label": Labels()}
-
-    rows = Data([{"img": Image.new("RGB", (8, 8), (i * 40, 0, 0)), "label": i % 2} for i in range(3)])
-    asked = {}
-
-    def fake_load(name: str, split: str) -> Data:
-        asked.update(name=name, split=split)
-        return rows
-
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load))
-    data = load_dataset("hf:someone/fish:validation", CLASSES, tmp_path)
-    assert asked == {"name": "someone/fish", "split": "validation"}
-    assert data.labels == [1, 0, 1] and all(Path(p).is_file() for p in data.paths)
-    assert load_dataset("hf:someone/fish", CLASSES, tmp_path).labels == [1, 0, 1]
-    assert asked["split"] == "test"

@@ -286,7 +286,7 @@ def test_reproduce_dclip_spec_end_to_end(tmp_path: Path, tiny_clip: tuple[Path, 
     config, checkpoint = tiny_clip
     out = tmp_path / "out"
     with DevServer() as server:
-        code = main(["sweep", str(REPO / "data" / "experiments" / "reproduce_dclip.yaml"),
+        code = main(["sweep", str(REPO / "data" / "experiments" / "dclip_imagenet.yaml"),
                      "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                      "--set", f"classes={classes}", "--set", f"dataset={images}",
                      "--set", f"generation.base_url={server.base_url}",

@@ -1,7 +1,11 @@
-"""Evaluation datasets: an image folder, a CSV manifest, or a Hugging Face dataset.
+"""Evaluation data sources: an image folder, a CSV manifest, a dataset card by name, a
+CLIP_benchmark webdataset folder (`wds:DIR[:SPLIT]`) or a Hugging Face dataset
+(`hf:PATH_OR_NAME[:SPLIT]`).
 
-Every loader returns image paths and class indices into the class list; a label that is not in
-the class list is an error naming it. Specs dispatch through a small mapping of loaders.
+Every source yields images with class indices; a source that names its classes (a card, a
+webdataset folder, a Hugging Face ClassLabel) gives their names too, in label order, and a
+class list given beside it must agree in size. A label that is not in the class list is an
+error naming it. Specs dispatch through a small mapping of sources.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from descriptor_gen.describe.classes import name_key
 from descriptor_gen.errors import DescgenError
@@ -21,9 +26,35 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 @dataclass
 class LabelledImages:
+    """Images with class indices.
+
+    Attributes:
+        paths: one name an image: its file, or `SOURCE#INDEX` for images that are not files.
+        labels: class indices; None for a stream (a webdataset), whose labels come with it.
+        classes: the class names the source itself defines, in label order.
+        reader: reads image i when images are not files (an array, a Hugging Face dataset);
+            picklable, so that decoding stays in the DataLoader's workers.
+        fingerprint: the identity of a source that is not a list of files.
+        shards: a webdataset's tar files, streamed in order.
+        by_folders: class i is the i-th class folder in sorted order, so a missing folder
+            would shift every class after it (checked against the card's class count).
+    """
+
     spec: str
     paths: list[str]
-    labels: list[int]
+    labels: list[int] | None
+    classes: list[str] | None = None
+    reader: Callable[[int], Any] | None = None
+    fingerprint: str | None = None
+    shards: list[str] | None = None
+    by_folders: bool = False
+
+    def identity(self) -> str:
+        """What the image features depend on: the files with their sizes and dates, or the
+        source's own fingerprint."""
+        from descriptor_gen.hashing import files_fingerprint
+
+        return self.fingerprint or files_fingerprint(self.paths)
 
 
 def _label_index(label: str, classes: list[str], where: str) -> int:
@@ -84,31 +115,65 @@ def load_csv_manifest(path: Path, classes: list[str]) -> LabelledImages:
     return LabelledImages(str(path), paths, labels)
 
 
-def load_hf(spec: str, classes: list[str], cache_dir: Path) -> LabelledImages:
-    """`hf:NAME[:SPLIT]` (split `test` by default); images are written once under the cache."""
+class HFImages:
+    """Images of a Hugging Face dataset column, read by index in the DataLoader's workers."""
+
+    def __init__(self, data: Any, column: str) -> None:
+        self.data, self.column = data, column
+
+    def __call__(self, index: int) -> Any:
+        return self.data[index][self.column]
+
+
+def _hf_open(datasets: Any, spec: str, target: str, split: str | None) -> Any:
+    """A dataset saved with `save_to_disk`, an image folder, or a hub name (network)."""
+    path = Path(target)
+    if path.is_dir() and any((path / f).is_file() for f in
+                             ("dataset_info.json", "state.json", "dataset_dict.json")):
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            chosen = split or ("test" if "test" in data else next(iter(data)))
+            if chosen not in data:
+                raise DescgenError(f"{spec}: no split {chosen!r} (it has {', '.join(data)})")
+            return data[chosen]
+        return data
+    if path.is_dir():
+        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split or "train")
+    return datasets.load_dataset(target, split=split or "test")
+
+
+def load_hf(spec: str, classes: list[str] | None, cache_dir: Path) -> LabelledImages:
+    """`hf:PATH_OR_NAME[:SPLIT]` through the `datasets` library: a folder saved with
+    `save_to_disk`, a folder of class sub-folders (the `imagefolder` builder), or a hub name.
+    Images are decoded from the dataset itself in the workers; nothing is copied."""
     try:
         import datasets
     except ImportError as exc:
         raise DescgenError(f"{spec}: Hugging Face datasets need `pip install datasets`") from exc
-    _, name, *rest = spec.split(":")
-    split = rest[0] if rest else "test"
-    data = datasets.load_dataset(name, split=split)
+    target, _, split = spec[3:].partition(":") if not Path(spec[3:]).exists() else (spec[3:], "", "")
+    if not target:
+        raise DescgenError(f"{spec}: expected hf:PATH_OR_NAME[:SPLIT]")
+    try:
+        data = _hf_open(datasets, spec, target, split or None)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise DescgenError(f"{spec}: cannot load ({' '.join(str(exc).split())[:160]})") from exc
     image_col = next((c for c in ("image", "img") if c in data.column_names), None)
     label_col = next((c for c in ("label", "labels", "fine_label") if c in data.column_names), None)
     if image_col is None or label_col is None:
         raise DescgenError(f"{spec}: no image/label columns in {data.column_names}")
     names = getattr(data.features[label_col], "names", None)
-    folder = cache_dir / "hf_images" / name.replace("/", "__") / split
-    folder.mkdir(parents=True, exist_ok=True)
-    paths, labels = [], []
-    for i, row in enumerate(data):
-        target = folder / f"{i:07d}.png"
-        if not target.exists():
-            row[image_col].save(target)
-        label = names[row[label_col]] if names else str(row[label_col])
-        paths.append(str(target))
-        labels.append(_label_index(label, classes, f"{spec} row {i}"))
-    return LabelledImages(spec, paths, labels)
+    raw = list(data[label_col])
+    if classes is None and names:
+        labels, classes = [int(v) for v in raw], list(names)
+    else:
+        if classes is None:
+            raise DescgenError(f"{spec}: its labels have no names; give --classes")
+        shown = [names[v] if names else str(v) for v in raw]
+        labels = [_label_index(str(v), classes, f"{spec} row {i}") for i, v in enumerate(shown)]
+    return LabelledImages(spec, [f"{spec}#{i}" for i in range(len(labels))], labels,
+                          classes=list(names) if names else None,
+                          reader=HFImages(data, image_col),
+                          fingerprint=f"hf:{getattr(data, '_fingerprint', None) or target}")
 
 
 LOADERS: dict[str, Callable[[Path, list[str]], LabelledImages]] = {
@@ -117,13 +182,48 @@ LOADERS: dict[str, Callable[[Path, list[str]], LabelledImages]] = {
 }
 
 
-def load_dataset(spec: str, classes: list[str], cache_dir: Path) -> LabelledImages:
-    """Dispatch a dataset spec: `hf:NAME[:SPLIT]`, a `.csv` manifest, or an image folder."""
-    if spec.startswith("hf:"):
-        return load_hf(spec, classes, cache_dir)
-    path = Path(spec)
-    if path.is_dir():
-        return LOADERS["folder"](path, classes)
-    if path.suffix.lower() == ".csv" and path.is_file():
-        return LOADERS["csv"](path, classes)
-    raise DescgenError(f"{spec}: not an image folder, a .csv manifest or hf:NAME[:SPLIT]")
+def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
+                 root: Path | str | None = None) -> LabelledImages:
+    """Dispatch a dataset spec: a card name (under `root`), `wds:DIR[:SPLIT]`,
+    `hf:PATH_OR_NAME[:SPLIT]`, a `.csv` manifest, or an image folder.
+
+    Args:
+        classes: the class list; None to take the source's own names (cards, webdatasets,
+            Hugging Face ClassLabels). When both exist they must agree in size: the list given
+            replaces the names, for texts (e.g. DCLIP's names for ImageNet).
+        root: the data root for cards (`--data-root`, else `$DESCRIPTOR_GEN_DATA`).
+    """
+    from descriptor_gen.data.cards import data_root, load_cards, need_root
+    from descriptor_gen.data.loaders import card_images
+    from descriptor_gen.data.wds import load_wds
+
+    cards = load_cards()
+    if spec in cards:
+        data = card_images(cards[spec], need_root(cards[spec], data_root(root)))
+    elif spec.startswith("wds:"):
+        data = load_wds(spec)
+    elif spec.startswith("hf:"):
+        data = load_hf(spec, classes, cache_dir)
+    else:
+        path = Path(spec)
+        if classes is None:
+            raise DescgenError(f"{spec}: an image folder or CSV needs --classes (a card, wds: or"
+                               " hf: source names its classes itself)")
+        if path.is_dir():
+            return LOADERS["folder"](path, classes)
+        if path.suffix.lower() == ".csv" and path.is_file():
+            return LOADERS["csv"](path, classes)
+        known = ", ".join(cards)
+        raise DescgenError(f"{spec}: not a dataset card ({known}), an image folder, a .csv"
+                           " manifest, wds:DIR[:SPLIT] or hf:PATH_OR_NAME[:SPLIT]")
+    return _with_classes(data, classes)
+
+
+def _with_classes(data: LabelledImages, classes: list[str] | None) -> LabelledImages:
+    if classes is None:
+        return data
+    if data.classes is not None and len(classes) != len(data.classes):
+        raise DescgenError(f"{data.spec}: the class list has {len(classes)} classes but the"
+                           f" dataset has {len(data.classes)}")
+    data.classes = list(classes)
+    return data

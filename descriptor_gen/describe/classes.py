@@ -28,5 +28,6 @@ def load_classes(path: Path | str) -> list[str]:
 
 
 def name_key(name: str) -> str:
-    """Loose key for matching names across files: case, underscores and spacing ignored."""
-    return " ".join(name.replace("_", " ").split()).casefold()
+    """Loose key for matching names across files: case, underscores, hyphens and spacing
+    ignored ("globe-flower" is "Globe flower")."""
+    return " ".join(name.replace("_", " ").replace("-", " ").split()).casefold()

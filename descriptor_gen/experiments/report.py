@@ -282,3 +282,114 @@ def write_refer_report(folder: Path) -> list[Path]:
     report = folder / "report.md"
     report.write_text("\n".join(lines))
     return [report, chart]
+
+
+def is_suite(folder: Path) -> bool:
+    """Whether a results folder holds a suite's rows (each names its dataset and column)."""
+    rows = read_results(folder, ("top1",))
+    return all("column" in r and "dataset" in r for r in rows)
+
+
+def suite_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
+    """(datasets, columns, (dataset, column) -> row) in first-seen order; a later row of the same
+    cell identity never replaces an earlier one (there is none: cells are unique)."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    columns = list(dict.fromkeys(r["column"] for r in rows))
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        cells.setdefault((row["dataset"], row["column"]), row)
+    return datasets, columns, cells
+
+
+def _cell_text(row: dict[str, Any] | None) -> list[str]:
+    if row is None:
+        return ["-", "-", "-"]
+    ours, published = 100 * row["metrics"]["top1"], row.get("published")
+    if published is None:
+        return [f"{ours:.2f}", "-", "-"]
+    return [f"{ours:.2f}", f"{100 * published:.2f}", f"{ours - 100 * published:+.2f}"]
+
+
+def _average(datasets: list[str], column: str, cells: dict[tuple[str, str], dict[str, Any]],
+             published_only: bool = False) -> list[str]:
+    """The mean of a column over its datasets (`published_only`: over those with a published
+    number); the published mean beside it when every one of those datasets has one."""
+    present = [cells[(d, column)] for d in datasets if (d, column) in cells]
+    if published_only:
+        present = [r for r in present if r.get("published") is not None]
+    if not present:
+        return ["-", "-", "-"]
+    ours = 100 * sum(r["metrics"]["top1"] for r in present) / len(present)
+    if any(r.get("published") is None for r in present):
+        return [f"{ours:.2f}", "-", "-"]
+    published = 100 * sum(r["published"] for r in present) / len(present)
+    return [f"{ours:.2f}", f"{published:.2f}", f"{ours - published:+.2f}"]
+
+
+def _mixed(datasets: list[str], columns: list[str], cells: dict[tuple[str, str], dict[str, Any]]) -> bool:
+    """Whether some column has published numbers for some of its datasets but not all."""
+    for column in columns:
+        flags = {cells[(d, column)].get("published") is not None for d in datasets if (d, column) in cells}
+        if flags == {True, False}:
+            return True
+    return False
+
+
+def write_suite_report(folder: Path) -> list[Path]:
+    """`report.md`: a table per suite of top-1 (%) per dataset and method, ours beside the
+    published number and the difference, with the average; and a bar chart."""
+    rows = read_results(folder, ("top1",))
+    by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_suite[row["experiment"]].append(row)
+    lines = ["# Benchmark suite", "", "Top-1 (%): ours, published, ours - published.", ""]
+    written: list[Path] = []
+    for name, group in by_suite.items():
+        datasets, columns, cells = suite_table(group)
+        head = ["dataset"] + [f"{c} {part}" for c in columns for part in ("ours", "published", "Δ")]
+        lines += [f"## {name}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for dataset in datasets:
+            values = [v for c in columns for v in _cell_text(cells.get((dataset, c)))]
+            lines.append(f"| {dataset} | " + " | ".join(values) + " |")
+        values = [v for c in columns for v in _average(datasets, c, cells)]
+        lines.append(f"| **average ({len(datasets)})** | " + " | ".join(values) + " |")
+        if _mixed(datasets, columns, cells):
+            values = [v for c in columns for v in _average(datasets, c, cells, published_only=True)]
+            lines.append("| **average where published** | " + " | ".join(values) + " |")
+        sources = sorted({r["published_source"] for r in group if r.get("published_source")})
+        lines += ["", *(f"- published: {s}" for s in sources), ""]
+        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+        chart = folder / f"{slug}_suite.png"
+        _plot_suite(datasets, columns, cells, chart, name)
+        written.append(chart)
+        lines += [f"![{name}]({chart.name})", ""]
+    report = folder / "report.md"
+    report.write_text("\n".join(lines))
+    return [report, *written]
+
+
+def _plot_suite(datasets: list[str], columns: list[str], cells: dict[tuple[str, str], dict[str, Any]],
+                path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    width = 0.8 / max(1, len(columns))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(datasets) * max(1, len(columns)) / 2), 3.8))
+    x = np.arange(len(datasets))
+    for k, column in enumerate(columns):
+        ours = [100 * cells[(d, column)]["metrics"]["top1"] if (d, column) in cells else np.nan for d in datasets]
+        published = [100 * cells[(d, column)]["published"] if (d, column) in cells and cells[(d, column)].get("published") is not None else np.nan for d in datasets]
+        offset = (k - (len(columns) - 1) / 2) * width
+        ax.bar(x + offset, ours, width, label=f"{column} (ours)")
+        ax.scatter(x + offset, published, marker="_", s=200, color="black",
+                   label="published" if k == 0 else None, zorder=3)
+    ax.set_xticks(x, datasets, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

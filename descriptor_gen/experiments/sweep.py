@@ -27,7 +27,7 @@ from descriptor_gen.generation.generate import GenerationJob, generate
 from descriptor_gen.describe.prompts import PerExample, PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.inputs import parse_yaml, read_yaml, validation_message
 from descriptor_gen.locks import exclusive
-from descriptor_gen.hashing import files_fingerprint, sha256_file, sha256_text
+from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.experiments.results import append_row, cell_id, done_cells
 from descriptor_gen.score.scoring import AUTO, METHODS, NEEDS_DESCRIPTORS, TextForms
 from descriptor_gen.describe.published import import_published
@@ -118,8 +118,9 @@ class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: SpecName
-    classes: Path
+    classes: Path | None = None
     dataset: str
+    data_root: Path | None = None
     generation: GenerationSpec = GenerationSpec()
     clip: ClipSpec = ClipSpec()
     grid: Grid = Grid()
@@ -224,20 +225,21 @@ class SweepIdentity:
 
     @classmethod
     def of(cls, spec: ExperimentSpec, cache_dir: Path, prompts_dir: Path) -> SweepIdentity:
-        classes = load_classes(spec.classes)
+        given = load_classes(spec.classes) if spec.classes is not None else None
         check_device(spec.clip.device, spec.clip.precision)
         forms = TextForms.load(prompts_dir)
         for kind, value in (("descriptor", spec.clip.descriptor_template),
                             ("classname", spec.clip.classname_template)):
             if value != AUTO:
                 forms.resolve(kind, value, f"clip.{kind}_template")  # type: ignore[arg-type]
-        data = load_dataset(spec.dataset, classes, cache_dir)
+        data = load_dataset(spec.dataset, given, cache_dir, spec.data_root)
+        classes = data.classes or given or []
         text = {**spec.clip.model_dump(include=set(TextOptions.model_fields)),
                 "forms": sha256_file(prompts_dir / "text_forms.yaml")}
         evaluation = {
             "classes": sha256_text("\n".join(classes)),
-            "data": {"spec": spec.dataset, "files": files_fingerprint(data.paths),
-                     "labels": sha256_text(",".join(map(str, data.labels)))},
+            "data": {"spec": spec.dataset, "files": data.identity(),
+                     "labels": sha256_text(",".join(map(str, data.labels or [])))},
             "clip": spec.clip.identity(),
             "text": text,
         }
@@ -402,8 +404,8 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
                     concurrency=spec.generation.concurrency,
                     max_attempts=spec.generation.max_attempts, progress=False, backend=backend,
                     log=log))
-            cfg = EvalConfig(dataset=spec.dataset, descriptors=cell.store, method=cell.method,
-                             **spec.clip.model_dump())
+            cfg = EvalConfig(dataset=spec.dataset, data_root=spec.data_root,
+                             descriptors=cell.store, method=cell.method, **spec.clip.model_dump())
             result = evaluate(cfg, ident.classes, cache_dir, prompts_dir, clip=clip, log=log)
             row = {
                 "experiment": spec.name,

@@ -12,10 +12,18 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from descriptor_gen.data.datasets import load_dataset
+from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
-from descriptor_gen.score.features import ClipModel, ImageFeatureCache, TextFeatureCache, encode_images, load_clip
+from descriptor_gen.score.features import (
+    ClipModel,
+    ImageFeatureCache,
+    ImageFeatures,
+    TextFeatureCache,
+    encode_images,
+    encode_stream,
+    load_clip,
+)
 from descriptor_gen.score.scoring import (
     AUTO,
     METHODS,
@@ -74,6 +82,7 @@ class EvalConfig(TextOptions):
     """What `descgen eval` was asked; it is also the provenance part of the result."""
 
     dataset: str
+    data_root: Path | None = None
     descriptors: Path | None = None
     model: str = "ViT-B-32"
     pretrained: str = "openai"
@@ -96,6 +105,7 @@ class EvalResult(BaseModel):
     descriptor_file: str | None
     descriptor_file_sha256: str | None
     text: TextRecipe
+    templates: str | None
     counts: dict[str, Any]
     unreadable_images: list[str]
     fallback_classes: list[str]
@@ -106,15 +116,13 @@ class EvalResult(BaseModel):
     images_per_second: float | None
 
 
-def _store(cfg: EvalConfig, classes: list[str]) -> tuple[list[DescriptorRecord], str | None]:
-    """The store's records, checked against the class list, and the file's hash."""
+def _store(cfg: EvalConfig) -> tuple[list[DescriptorRecord], str | None]:
+    """The store's records and the file's hash (checked against the classes once known)."""
     if cfg.descriptors is None:
         if cfg.method in NEEDS_DESCRIPTORS:
             raise DescgenError(f"--method {cfg.method} needs --descriptors FILE.jsonl")
         return [], None
-    records = read_store(cfg.descriptors)
-    check_against_classes(records, classes, cfg.descriptors)
-    return records, sha256_file(cfg.descriptors)
+    return read_store(cfg.descriptors), sha256_file(cfg.descriptors)
 
 
 def imagenet_templates(prompts_dir: Path) -> list[str]:
@@ -123,69 +131,109 @@ def imagenet_templates(prompts_dir: Path) -> list[str]:
     return [t for t in path.read_text(encoding="utf-8").split("\n") if t]
 
 
+def source_templates(spec: str, prompts_dir: Path) -> tuple[list[str], str]:
+    """The zero-shot templates of a data source: a card's, a webdataset folder's, else CLIP's
+    80 ImageNet templates; and where they came from."""
+    from descriptor_gen.data.cards import load_cards
+    from descriptor_gen.data.wds import wds_templates
+
+    cards = load_cards()
+    if spec in cards:
+        card = cards[spec]
+        return card.template_list(), f"card {spec}"
+    if spec.startswith("wds:"):
+        found = wds_templates(spec)
+        if found:
+            return found, f"{spec} zeroshot_classification_templates.txt"
+    return imagenet_templates(prompts_dir), "CLIP's 80 ImageNet templates"
+
+
 def _count_stats(descriptors: dict[int, list[str]], n_classes: int) -> dict[str, Any]:
     counts = [len(descriptors.get(i) or []) for i in range(n_classes)]
     return {"classes": n_classes, "descriptors_per_class": {
         "mean": float(np.mean(counts)), "min": int(min(counts)), "max": int(max(counts))}}
 
 
-def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: Path,
+def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch_size: int,
+                   workers: int) -> tuple[ImageFeatures, int]:
+    """The source's image features from the cache, or encoded now and cached; returns them and
+    how many images were encoded."""
+    image_cache = ImageFeatureCache(cache_dir / "image_features")
+    key = image_cache.key(clip, data.identity())
+    stream = data.shards is not None
+    feats = image_cache.load(key, rows=None if stream else len(data.paths))
+    if feats is not None:
+        return feats, 0
+    if stream:
+        feats = encode_stream(clip, data.shards or [], batch_size, workers)
+    else:
+        feats = encode_images(clip, data.paths, batch_size, workers, reader=data.reader)
+    image_cache.save(key, feats)
+    return feats, len(feats.ok)
+
+
+def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
              predictions: Path | None = None, clip: ClipModel | None = None,
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> EvalResult:
     """Score every image against every class and compute the metrics.
 
-    Image features come from the cache when the same model saw the same files before; only
+    Args:
+        classes: the class list; None to take the data source's own (a card, wds:, hf:).
+
+    Image features come from the cache when the same model saw the same images before; only
     texts not yet encoded by this model are encoded.
     """
     if cfg.method not in METHODS:
         raise DescgenError(f"--method {cfg.method}: choose {', '.join(METHODS)}")
     started = time.perf_counter()
-    records, digest = _store(cfg, classes)
+    records, digest = _store(cfg)
     recipe = cfg.recipe(TextForms.load(prompts_dir), records)
     descriptors = {r.class_index: r.descriptors for r in records}
-    data = load_dataset(cfg.dataset, classes, cache_dir)
+    data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
+    classes = data.classes or classes or []
+    if cfg.descriptors is not None:
+        check_against_classes(records, classes, cfg.descriptors)
+    templates, templates_from = source_templates(cfg.dataset, prompts_dir)
     clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
     loaded = time.perf_counter()
-    image_cache = ImageFeatureCache(cache_dir / "image_features")
-    key = image_cache.key(clip, data.paths)
-    feats = image_cache.load(key, rows=len(data.paths))
-    encoded_images = 0
-    if feats is None:
-        feats = encode_images(clip, data.paths, cfg.batch_size, cfg.workers)
-        image_cache.save(key, feats)
-        encoded_images = len(data.paths)
+    feats, encoded_images = image_features(clip, data, cache_dir, cfg.batch_size, cfg.workers)
     images_done = time.perf_counter()
-    unreadable = [data.paths[i] for i in sorted(feats.errors)]
+    names = feats.keys if data.shards is not None else data.paths
+    labels_all = feats.labels if data.shards is not None else data.labels
+    unreadable = [names[i] for i in sorted(feats.errors)]
     for i in sorted(feats.errors):
-        log(f"warning: unreadable image {data.paths[i]}: {feats.errors[i]}")
-    if len(unreadable) == len(data.paths):
-        raise DescgenError(f"{cfg.dataset}: none of its {len(data.paths)} images could be read"
-                           f" (first: {unreadable[0]}: {feats.errors[min(feats.errors)]})")
-    if len(unreadable) > UNREADABLE_WARNING * len(data.paths):
-        log(f"warning: {len(unreadable)} of {len(data.paths)} images"
-            f" ({100 * len(unreadable) / len(data.paths):.1f}%) could not be read and are left"
+        log(f"warning: unreadable image {names[i]}: {feats.errors[i]}")
+    if len(unreadable) == len(names):
+        first = f" (first: {unreadable[0]}: {feats.errors[min(feats.errors)]})" if unreadable else ""
+        raise DescgenError(f"{cfg.dataset}: none of its {len(names)} images could be read{first}")
+    if len(unreadable) > UNREADABLE_WARNING * len(names):
+        log(f"warning: {len(unreadable)} of {len(names)} images"
+            f" ({100 * len(unreadable) / len(names):.1f}%) could not be read and are left"
             " out of the metrics")
+    ok = np.asarray(feats.ok, bool)
+    labels = np.asarray(labels_all)[ok]
+    beyond = labels[(labels < 0) | (labels >= len(classes))]
+    if len(beyond):
+        raise DescgenError(f"{cfg.dataset}: label {int(beyond[0])} is beyond the {len(classes)}"
+                           " classes")
 
-    ct, fallback = class_texts(cfg.method, classes, descriptors, imagenet_templates(prompts_dir),
-                               recipe)
+    ct, fallback = class_texts(cfg.method, classes, descriptors, templates, recipe)
     if fallback:
-        names = ", ".join(f"{i} {classes[i]}" for i in fallback)
+        listed = ", ".join(f"{i} {classes[i]}" for i in fallback)
         by = {"classname": f"their class name ({recipe.classname('{c}')})",
               "blank": f"a blank descriptor ({recipe.descriptor('{c}', '')}, as DCLIP does)"}
         log(f"warning: {len(fallback)} classes have no descriptors and are scored by"
-            f" {by[recipe.on_empty]}: {names}")
+            f" {by[recipe.on_empty]}: {listed}")
     text_feats, texts_encoded = TextFeatureCache(cache_dir / "text_features.sqlite").features(
         clip, ct.flat())
     texts_done = time.perf_counter()
     vectors = class_vectors(text_feats, ct)
-    ok = np.asarray(feats.ok, bool)
     image_feats = np.asarray(feats.features, np.float32)[ok]
-    labels = np.asarray(data.labels)[ok]
     score = scores(image_feats, vectors)
     result_metrics = metrics(score, labels)
     if predictions is not None:
-        paths = [p for p, good in zip(data.paths, ok) if good]
-        _write_predictions(predictions, paths, labels, score, image_feats, ct, text_feats,
+        kept = [p for p, good in zip(names, ok) if good]
+        _write_predictions(predictions, kept, labels, score, image_feats, ct, text_feats,
                            cfg.explain)
     finished = time.perf_counter()
     timings = {"data_and_model": loaded - started, "images": images_done - loaded,
@@ -195,6 +243,7 @@ def evaluate(cfg: EvalConfig, classes: list[str], cache_dir: Path, prompts_dir: 
         pretrained=cfg.pretrained, precision=cfg.precision, device=clip.device,
         dataset=cfg.dataset, descriptor_file=str(cfg.descriptors) if cfg.descriptors else None,
         descriptor_file_sha256=digest, text=recipe,
+        templates=templates_from if "templates" in cfg.method else None,
         counts=_count_stats(descriptors, len(classes)), unreadable_images=unreadable,
         fallback_classes=[classes[i] for i in fallback], images_encoded=encoded_images,
         texts_encoded=texts_encoded, seconds=finished - started,

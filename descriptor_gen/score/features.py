@@ -13,6 +13,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from descriptor_gen.generation.cache import open_sqlite, quarantine
-from descriptor_gen.hashing import files_fingerprint, sha256_file
+from descriptor_gen.hashing import sha256_file
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.errors import DescgenError
 
@@ -144,19 +145,23 @@ def _weights(pretrained: str) -> tuple[str | None, str]:
 
 
 class _Images(Dataset):
-    """Preprocessed images; an unreadable file yields `ok=False` instead of stopping the run."""
+    """Preprocessed images (files, or by index through `reader`); an unreadable image yields
+    `ok=False` instead of stopping the run."""
 
-    def __init__(self, paths: list[str], preprocess: Any, size: int) -> None:
-        self.paths, self.preprocess, self.size = paths, preprocess, size
+    def __init__(self, paths: list[str], preprocess: Any, size: int,
+                 reader: Callable[[int], Any] | None = None) -> None:
+        self.paths, self.preprocess, self.size, self.reader = paths, preprocess, size, reader
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, str]:
         try:
+            if self.reader is not None:
+                return self.preprocess(self.reader(index).convert("RGB")), True, ""
             with Image.open(self.paths[index]) as image:
                 return self.preprocess(image.convert("RGB")), True, ""
-        except Exception as exc:  # noqa: BLE001 - any decoder failure marks the file unreadable
+        except Exception as exc:  # noqa: BLE001 - any decoder failure marks the image unreadable
             return torch.zeros(3, self.size, self.size), False, f"{type(exc).__name__}: {exc}"
 
 
@@ -179,15 +184,29 @@ def autocast_for(clip: ClipModel) -> Any:
 
 @dataclass
 class ImageFeatures:
+    """Features of a source's images; for a stream (a webdataset) also the labels and names
+    that came with them (None otherwise)."""
+
     features: np.ndarray  # (N, D) fp16, L2-normalised, rows of unreadable images are zero
     ok: np.ndarray  # (N,) bool
     errors: dict[int, str]
+    labels: list[int] | None = None
+    keys: list[str] | None = None
+
+
+def _encode_batch(clip: ClipModel, images: torch.Tensor, ok: torch.Tensor) -> np.ndarray:
+    images = images.to(clip.device, non_blocking=True)
+    feats = clip.model.encode_image(images).float()
+    feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    feats[~ok.to(clip.device)] = 0
+    return feats.cpu().numpy().astype(np.float16)
 
 
 def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int = 2,
-                  progress: bool = False) -> ImageFeatures:
-    """Encode images in batches through a DataLoader; features are L2-normalised."""
-    dataset = _Images(paths, clip.preprocess, _image_size(clip.preprocess))
+                  progress: bool = False, reader: Callable[[int], Any] | None = None) -> ImageFeatures:
+    """Encode images (files, or by index through `reader`) in batches through a DataLoader;
+    features are L2-normalised."""
+    dataset = _Images(paths, clip.preprocess, _image_size(clip.preprocess), reader)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         pin_memory=clip.device.startswith("cuda"),
                         persistent_workers=False)
@@ -195,17 +214,41 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
     start = 0
     with torch.inference_mode(), autocast_for(clip):
         for images, ok, why in tqdm(loader, disable=not progress, desc="images", unit="batch"):
-            images = images.to(clip.device, non_blocking=True)
-            feats = clip.model.encode_image(images).float()
-            feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            feats[~ok.to(clip.device)] = 0
-            chunks.append(feats.cpu().numpy().astype(np.float16))
+            chunks.append(_encode_batch(clip, images, ok))
             oks.append(ok.numpy())
             errors.update({start + i: w for i, w in enumerate(why) if w})
             start += len(ok)
     if not chunks:
         return ImageFeatures(np.zeros((0, 0), np.float16), np.zeros(0, bool), {})
     return ImageFeatures(np.concatenate(chunks), np.concatenate(oks), errors)
+
+
+def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, workers: int = 2,
+                  progress: bool = False) -> ImageFeatures:
+    """Encode a webdataset's shards as they stream (decoded in the workers); the features,
+    labels and sample names are put back in shard order whatever order the workers answered."""
+    from descriptor_gen.data.wds import ShardStream
+
+    stream = ShardStream(shards, clip.preprocess, _image_size(clip.preprocess))
+    loader = DataLoader(stream, batch_size=batch_size, num_workers=min(workers, len(shards)),
+                        pin_memory=clip.device.startswith("cuda"))
+    rows: list[tuple[int, int, str, int, str]] = []
+    chunks = []
+    with torch.inference_mode(), autocast_for(clip):
+        for images, ok, why, label, shard, position, key in tqdm(
+                loader, disable=not progress, desc="images", unit="batch"):
+            ok = ok & (label >= 0)
+            chunks.append(_encode_batch(clip, images, ok))
+            rows += [(int(s), int(p), k, int(y), w or ("" if y >= 0 else "no class label"))
+                     for s, p, k, y, w in zip(shard, position, key, label, why)]
+    if not chunks:
+        return ImageFeatures(np.zeros((0, 0), np.float16), np.zeros(0, bool), {}, [], [])
+    order = sorted(range(len(rows)), key=lambda i: rows[i][:2])
+    feats = np.concatenate(chunks)[order]
+    ordered = [rows[i] for i in order]
+    errors = {i: r[4] for i, r in enumerate(ordered) if r[4]}
+    ok = np.array([not r[4] for r in ordered], bool)
+    return ImageFeatures(feats, ok, errors, [max(r[3], 0) for r in ordered], [r[2] for r in ordered])
 
 
 def encode_texts(clip: ClipModel, texts: list[str], batch_size: int = 1024) -> np.ndarray:
@@ -235,8 +278,10 @@ class ImageFeatureCache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def key(self, clip: ClipModel, paths: list[str]) -> str:
-        return hashlib.sha256(f"{clip.identity}\0{files_fingerprint(paths)}".encode()).hexdigest()
+    def key(self, clip: ClipModel, source: str) -> str:
+        """The entry of `clip`'s features of a source (its identity: files with sizes and
+        dates, or a fingerprint)."""
+        return hashlib.sha256(f"{clip.identity}\0{source}".encode()).hexdigest()
 
     def load(self, key: str, rows: int | None = None) -> ImageFeatures | None:
         """The cached features, or None: not cached, or a broken entry (moved aside with a
@@ -248,7 +293,8 @@ class ImageFeatureCache:
             meta = json.loads(index.read_text(encoding="utf-8"))
             feats = ImageFeatures(np.load(array, mmap_mode="r", allow_pickle=False),
                                   np.array(meta["ok"], bool),
-                                  {int(k): str(v) for k, v in meta["errors"].items()})
+                                  {int(k): str(v) for k, v in meta["errors"].items()},
+                                  meta.get("labels"), meta.get("keys"))
             if feats.features.ndim != 2 or len(feats.features) != len(feats.ok) or (
                     rows is not None and len(feats.ok) != rows):
                 raise ValueError(f"{feats.features.shape} features for {len(feats.ok)} images")
@@ -261,7 +307,8 @@ class ImageFeatureCache:
     def save(self, key: str, feats: ImageFeatures) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.folder / f"{key}.npy", lambda f: np.save(f, feats.features))
-        meta = {"ok": feats.ok.tolist(), "errors": {str(k): v for k, v in feats.errors.items()}}
+        meta = {"ok": feats.ok.tolist(), "errors": {str(k): v for k, v in feats.errors.items()},
+                "labels": feats.labels, "keys": feats.keys}
         _atomic_write(self.folder / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
 
 

@@ -1,0 +1,112 @@
+"""Dataset cards: data files (`data/datasets/cards/*.yaml`) read into a registry by name.
+
+A card says how to find a benchmark under a data root, which loader reads it, where its class
+names and zero-shot templates come from, which published descriptor files fit it, and the
+published reference numbers (with their sources) to print beside ours.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import lines_of, read_text, read_yaml, validated
+from descriptor_gen.settings import PROJECT_ROOT
+
+DATA_ENV = "DESCRIPTOR_GEN_DATA"
+CARDS_DIR = PROJECT_ROOT / "data" / "datasets" / "cards"
+
+
+class Published(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top1: float
+    source: str
+
+
+class DescriptorFile(BaseModel):
+    """A reference's published descriptor file for the dataset, and how its keys pair with the
+    card's classes (by name, or by position for files in label order under other names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    match: Literal["name", "order"] = "name"
+
+
+class Card(BaseModel):
+    """One benchmark dataset.
+
+    Attributes:
+        loader: the key of its loader (`descriptor_gen.data.loaders.LOADERS`).
+        options: the loader's options (torchvision's class and split, ...).
+        layout: what the data root holds, for the message when it is not there.
+        classes: a class-list file (project-relative); None: names from the dataset's own
+            files by `rule`.
+        templates: a template file (project-relative, `{}` for the class) or the templates.
+        descriptors: published descriptor files that fit it, by format (`dclip`, `cupl`).
+        published: model -> method (`clip`, `dclip`, `waffle`) -> reference top-1.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    title: str
+    loader: str
+    options: dict[str, Any] = {}
+    layout: str
+    url: str
+    classes: str | None = None
+    rule: str | None = None
+    templates: str | list[str]
+    descriptors: dict[str, DescriptorFile] = {}
+    published: dict[str, dict[str, Published]] = {}
+
+    def class_file_names(self) -> list[str] | None:
+        """The class names the card holds as data, or None when they come from the dataset."""
+        if self.classes is None:
+            return None
+        return [" ".join(x.split()) for x in lines_of(read_text(PROJECT_ROOT / self.classes,
+                                                                 "class list")) if x.strip()]
+
+    def template_list(self) -> list[str]:
+        if isinstance(self.templates, list):
+            return list(self.templates)
+        text = read_text(PROJECT_ROOT / self.templates, "template file")
+        return [t for t in lines_of(text) if t.strip()]
+
+
+def load_cards(folder: Path = CARDS_DIR) -> dict[str, Card]:
+    """Every card in `folder`, by name (the file's stem must be the card's name)."""
+    cards = {}
+    for path in sorted(folder.glob("*.yaml")):
+        card = validated(Card, read_yaml(path, "dataset card"), path)
+        if card.name != path.stem:
+            raise DescgenError(f"{path}: name {card.name!r} differs from the file name")
+        cards[card.name] = card
+    return cards
+
+
+def data_root(given: Path | str | None) -> Path | None:
+    """`--data-root`, else `$DESCRIPTOR_GEN_DATA`, else None."""
+    value = given if given is not None else os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def need_root(card: Card, root: Path | None) -> Path:
+    if root is None:
+        raise DescgenError(f"{card.name}: no data root: give --data-root ROOT (or set"
+                           f" ${DATA_ENV}) where ROOT holds {card.layout}")
+    if not root.is_dir():
+        raise DescgenError(f"--data-root {root}: no such folder")
+    return root
+
+
+def missing(card: Card, root: Path, detail: str) -> DescgenError:
+    """The one-line error for a dataset that is not where its card says."""
+    return DescgenError(f"{card.name}: not found under {root} ({detail}); expected {card.layout};"
+                        f" the dataset is published at {card.url}")

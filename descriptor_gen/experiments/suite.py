@@ -1,0 +1,222 @@
+"""`descgen suite SPEC`: methods x benchmark datasets, with the published numbers beside ours.
+
+Each (dataset, method) is a cell keyed by its whole identity, like a sweep's: a re-run does
+only what is new. Datasets not under the data root, and methods whose descriptors cannot be had
+(no published file given, no language model reachable), are skipped with a line saying why.
+Image features are encoded once per (dataset, model) and shared by every method.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from descriptor_gen.data.cards import Card, data_root, load_cards
+from descriptor_gen.data.datasets import load_dataset
+from descriptor_gen.describe.prompts import PromptLibrary, build_prompt
+from descriptor_gen.describe.published import import_published
+from descriptor_gen.describe.store import write_store
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.experiments.results import append_row, cell_id, done_cells
+from descriptor_gen.experiments.sweep import ClipModelSpec, GenerationSpec, SpecName
+from descriptor_gen.generation.backends import generation_identity
+from descriptor_gen.generation.cache import ResponseCache
+from descriptor_gen.generation.generate import GenerationJob, generate
+from descriptor_gen.hashing import sha256_file, sha256_text
+from descriptor_gen.locks import exclusive
+from descriptor_gen.score.evaluate import EvalConfig, TextOptions, evaluate
+from descriptor_gen.score.features import load_clip
+from descriptor_gen.score.scoring import METHODS, NEEDS_DESCRIPTORS
+
+
+class SuiteMethod(TextOptions):
+    """One column of the table.
+
+    Attributes:
+        method: how class vectors are made (`descgen eval --method`).
+        descriptors: `dclip` or `cupl` (the card's published file of that format, from the
+            spec's `descriptor_dir`), `generated` (asked of the spec's language model), or
+            None for methods without descriptors.
+        published: the key of the card's published numbers to print beside ours.
+    """
+
+    method: str = "descriptors"
+    descriptors: Literal["dclip", "cupl", "generated"] | None = None
+    published: str | None = None
+
+
+class SuiteClip(ClipModelSpec):
+    batch_size: int = Field(default=64, ge=1)
+    workers: int = Field(default=2, ge=0)
+
+
+class SuiteSpec(BaseModel):
+    """Methods x datasets; `model_key` picks the cards' published numbers (e.g. ViT-B-32)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: SpecName
+    datasets: list[str] = Field(min_length=1)
+    data_root: Path | None = None
+    descriptor_dir: Path | None = None
+    model_key: str | None = None
+    clip: SuiteClip = SuiteClip()
+    generation: GenerationSpec = GenerationSpec()
+    prompt: dict[str, Any] = {}
+    methods: dict[str, SuiteMethod] = Field(min_length=1)
+
+    def checked(self, cards: dict[str, Card]) -> SuiteSpec:
+        unknown = [d for d in self.datasets if d not in cards]
+        if unknown:
+            raise DescgenError(f"datasets: unknown card {unknown[0]!r} (known: {', '.join(cards)})")
+        for name, method in self.methods.items():
+            if method.method not in METHODS:
+                raise DescgenError(f"methods.{name}.method: unknown method {method.method!r}")
+            if (method.method in NEEDS_DESCRIPTORS) != (method.descriptors is not None):
+                raise DescgenError(f"methods.{name}: method {method.method!r} "
+                                   + ("needs" if method.descriptors is None else "takes no")
+                                   + " descriptors")
+        return self
+
+
+def _published(card: Card, model_key: str | None, key: str | None) -> float | None:
+    entry = card.published.get(model_key or "", {}).get(key or "")
+    return entry.top1 / 100 if entry else None
+
+
+class _Runner:
+    def __init__(self, spec: SuiteSpec, out: Path, cache_dir: Path, prompts_dir: Path,
+                 log: Callable[[str], None]) -> None:
+        self.spec, self.out, self.cache_dir, self.prompts_dir, self.log = spec, out, cache_dir, prompts_dir, log
+        self.root = data_root(spec.data_root)
+        if self.root is not None and not self.root.is_dir():
+            raise DescgenError(f"data root {self.root}: no such folder")
+        self.library = PromptLibrary(prompts_dir)
+        self.options = self.library.options(**{"bank": "default", **spec.prompt})
+        self._clip: Any = None
+
+    @property
+    def clip(self) -> Any:
+        if self._clip is None:
+            c = self.spec.clip
+            self._clip = load_clip(c.model, c.pretrained, c.device, c.precision)
+        return self._clip
+
+    def store(self, card: Card, classes: list[str], method: SuiteMethod,
+              identity: dict[str, Any]) -> Path | None:
+        """The descriptor store of a cell (made now if needed), or None when it cannot be had."""
+        if method.descriptors == "generated":
+            params = self.spec.generation.params()
+            prompts = sha256_text("\n".join(build_prompt(c, self.options, self.library).sha256(
+                params.api == "chat") for c in classes))
+            identity.update(generation=generation_identity(params), prompts=prompts,
+                            prompt_options=self.options.model_dump())
+            store = self.out / "descriptors" / f"{card.name}-{sha256_text(json.dumps(identity, sort_keys=True, default=str))[:10]}.jsonl"
+            try:
+                summary = generate(GenerationJob(
+                    classes=classes, out=store, options=self.options, params=params,
+                    library=self.library, cache=ResponseCache(self.cache_dir / "responses.sqlite"),
+                    concurrency=self.spec.generation.concurrency,
+                    max_attempts=self.spec.generation.max_attempts, progress=False, log=self.log))
+            except DescgenError as exc:
+                self.log(f"{card.name}: generated descriptors skipped: {exc}")
+                return None
+            identity["llm_requests"] = summary.requests
+            return store
+        entry = card.descriptors.get(method.descriptors or "")
+        if entry is None:
+            self.log(f"{card.name}: no published {method.descriptors} descriptors for this dataset")
+            return None
+        if self.spec.descriptor_dir is None:
+            self.log(f"{card.name}: {method.descriptors} descriptors skipped: give descriptor_dir"
+                     f" (a folder holding {entry.file})")
+            return None
+        source = self.spec.descriptor_dir / entry.file
+        if not source.is_file():
+            self.log(f"{card.name}: {method.descriptors} descriptors skipped: no {source}")
+            return None
+        digest = sha256_file(source)
+        identity.update(store={"file": entry.file, "sha256": digest, "match": entry.match})
+        store = self.out / "descriptors" / f"{card.name}-{method.descriptors}-{digest[:10]}.jsonl"
+        if not store.exists():
+            records, report = import_published(source, "cupl" if method.descriptors == "cupl" else "dclip",
+                                               classes, entry.match)
+            write_store(store, records)
+            for line in report.lines():
+                self.log(f"{card.name}: {entry.file}: {line}")
+        return store
+
+    def run(self) -> list[dict[str, Any]]:
+        cards = load_cards()
+        results = self.out / "results.jsonl"
+        done = done_cells(results, repair=True)
+        rows = []
+        found = 0
+        for name in self.spec.datasets:
+            card = cards[name]
+            try:
+                data = load_dataset(name, None, self.cache_dir, self.root)
+            except DescgenError as exc:
+                self.log(f"{name}: skipped: {exc}")
+                continue
+            found += 1
+            classes = data.classes or []
+            base = {"experiment": self.spec.name, "dataset": name,
+                    "data": {"files": data.identity(), "labels": sha256_text(",".join(map(str, data.labels or [])))},
+                    "classes": sha256_text("\n".join(classes)),
+                    "clip": self.spec.clip.identity(),
+                    "forms": sha256_file(self.prompts_dir / "text_forms.yaml")}
+            for column, method in self.spec.methods.items():
+                identity = {**base, "column": column, "method": method.model_dump()}
+                store = None
+                if method.descriptors is not None:
+                    store = self.store(card, classes, method, identity)
+                    if store is None:
+                        continue
+                requests = identity.pop("llm_requests", 0)
+                key = cell_id(identity)
+                if key in done:
+                    continue
+                rows.append(self._cell(card, method, column, identity, key, store, requests))
+                append_row(results, rows[-1])
+        if not found:
+            raise DescgenError(f"{self.spec.name}: none of its datasets is under the data root"
+                               f" ({self.root or 'none given: --data-root or $DESCRIPTOR_GEN_DATA'})")
+        return rows
+
+    def _cell(self, card: Card, method: SuiteMethod, column: str, identity: dict[str, Any],
+              key: str, store: Path | None, requests: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        c = self.spec.clip
+        cfg = EvalConfig(dataset=card.name, data_root=self.root, descriptors=store,
+                         method=method.method, model=c.model, pretrained=c.pretrained,
+                         precision=c.precision, device=c.device, batch_size=c.batch_size,
+                         workers=c.workers, **method.model_dump(include=set(TextOptions.model_fields)))
+        result = evaluate(cfg, None, self.cache_dir, self.prompts_dir, clip=self.clip, log=self.log)
+        published = _published(card, self.spec.model_key, method.published)
+        self.log(f"{self.spec.name}: {card.name} {column}: top-1 {result.metrics['top1']:.4f}"
+                 + (f" (published {published:.4f})" if published is not None else ""))
+        return {"experiment": self.spec.name, "cell": key, "dataset": card.name, "setting": {"dataset": card.name},
+                "column": column, "method": method.method, "metrics": result.metrics,
+                "published": published, "published_source": (card.published.get(self.spec.model_key or "", {}).get(method.published or "").source
+                                                              if published is not None else None),
+                "identity": identity, "text": result.text.model_dump(),
+                "descriptor_file": str(store) if store else None, "llm_requests": requests,
+                "images_encoded": result.images_encoded, "device": result.device,
+                "seconds": round(time.perf_counter() - started, 3)}
+
+
+def run_suite(spec: SuiteSpec, out: Path, cache_dir: Path, prompts_dir: Path,
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+              wait: bool = False) -> list[dict[str, Any]]:
+    """Run every cell of the suite not yet in `out/results.jsonl`; returns the new rows."""
+    spec.checked(load_cards())
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out / "results.jsonl", wait=wait):
+        return _Runner(spec, out, cache_dir, prompts_dir, log).run()
