@@ -39,7 +39,7 @@ SWEEP_FLAGS = --out $(RESULTS) --set dataset=$(DATASET) --set classes=$(CLASSES)
 	--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
 	--set clip.precision=$(PRECISION)
 
-.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines exp-dclip_imagenet reproduce-dclip reproduce-waffle
+.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines exp-dclip_imagenet exp-methods reproduce-dclip reproduce-waffle reproduce-comparative
 
 install: $(STAMP)
 
@@ -81,8 +81,13 @@ exp-dclip_imagenet: install
 		$(if $(DCLIP_DESCRIPTORS),$(DCLIP_STORE))
 	$(DESCGEN) report $(RESULTS)
 
+# Every method of the harness (WaffleCLIP, controls, CuPL, comparative, AutoCLIP, ...) in one
+# table on the demo's images; the dev server answers when OPENAI_API_KEY is not set.
+exp-methods: install
+	$(PY) -m descriptor_gen.experiments.demo results/methods data/experiments/methods.yaml
+
 # The benchmark suites: methods x datasets with the published numbers beside ours.
-reproduce-dclip reproduce-waffle: reproduce-%: install
+reproduce-dclip reproduce-waffle reproduce-comparative: reproduce-%: install
 	$(DESCGEN) suite data/experiments/suite_$*.yaml $(SUITE_FLAGS)
 
 refer-demo: install
@@ -94,6 +99,7 @@ bench: install
 	$(PY) bench/bench_scoring.py
 	$(PY) bench/bench_sweep.py --images 100
 	$(PY) bench/bench_refer.py --images 10
+	$(PY) bench/bench_comparative.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

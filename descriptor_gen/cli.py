@@ -6,18 +6,20 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, get_args
 
 import typer
 from pydantic import BaseModel, ValidationError
 
 from descriptor_gen.generation.backends import BACKENDS, GenerationParams
 from descriptor_gen.generation.cache import ResponseCache
+from descriptor_gen.generation.concept import ask_concept
 from descriptor_gen.data.catalog import card_table, dataset_classes
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
-from descriptor_gen.inputs import output_dir, output_file, read_text, validation_message
+from descriptor_gen.inputs import output_dir, output_file, parse_yaml, read_text, validation_message
+from descriptor_gen.score.methods import METHODS
 from descriptor_gen.score.evaluate import EvalConfig, evaluate
 from descriptor_gen.experiments.sweep import (
     SweepIdentity,
@@ -34,6 +36,8 @@ from descriptor_gen.score.features import load_clip
 from descriptor_gen.generation.generate import GenerationJob, generate
 from descriptor_gen.describe.parse import PARSERS
 from descriptor_gen.describe.presets import Preset, load_preset
+from descriptor_gen.describe.styles import Style, StyleName
+from descriptor_gen.score.neighbours import clip_neighbours
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.visual.refer import (
@@ -221,6 +225,37 @@ class Api(str, Enum):
 
 
 DEFAULT_MODELS = {"openai": "gpt-3.5-turbo-instruct"}
+StyleFlag = Enum("StyleFlag", {name: name for name in get_args(StyleName)}, type=str)  # type: ignore[misc]
+
+
+class CuplArticle(str, Enum):
+    cupl = "cupl"
+    vowel = "vowel"
+    sound = "sound"
+
+
+def style_from_flags(preset: dict[str, Any], style: Enum | None, questions: str | None,
+                     article: Enum | None, neighbours: int | None,
+                     example_seed: int | None) -> Style:
+    """The prompt style from a preset's and the flags; a flag of another style is an error."""
+    chosen: dict[str, Any] = dict(preset)
+    if style is not None:
+        chosen["name"] = style.value
+    name = chosen.get("name", "dclip")
+    given = {"questions": questions, "article": article.value if article else None,
+             "neighbours": neighbours, "example_seed": example_seed}
+    owner = {"questions": "cupl", "article": "cupl", "neighbours": "comparative",
+             "example_seed": "comparative"}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if owner[key] != name:
+            raise DescgenError(f"--{key.replace('_', '-')} is for --style {owner[key]}")
+        chosen[key] = value
+    try:
+        return Style(**chosen)
+    except ValidationError as exc:
+        raise _flag_error(exc) from exc
 
 
 @app.command("generate")
@@ -257,6 +292,14 @@ def generate_cmd(
     batch_api: Annotated[bool, typer.Option("--batch-api", help="Send the requests through the OpenAI Batch API (half price, up to 24 h).")] = False,
     resume_batch: Annotated[Optional[str], typer.Option("--resume-batch", help="Finish a batch created by an earlier --batch-api run.")] = None,
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", help="Batch API: seconds between status checks.")] = 30.0,
+    style: Annotated[Optional[StyleFlag], typer.Option("--style", help="Prompts: dclip (one few-shot prompt a class; default), cupl (CuPL's questions), comparative (one question per nearest class).")] = None,
+    questions: Annotated[Optional[str], typer.Option("--questions", help="cupl: the question set, a dataset card name (default imagenet: CuPL's released questions).")] = None,
+    article: Annotated[Optional[CuplArticle], typer.Option("--article", help="cupl: 'an' before a capital vowel only (cupl, as released), any vowel, or by sound.")] = None,
+    neighbours: Annotated[Optional[int], typer.Option("--neighbours", help="comparative: nearest classes asked about per class (default 10).")] = None,
+    example_seed: Annotated[Optional[int], typer.Option("--example-seed", help="comparative: seed of the worked examples drawn for each pair (default 42, as released).")] = None,
+    clip_model: Annotated[str, typer.Option("--clip-model", help="comparative: the CLIP whose text similarity picks the nearest classes.")] = "ViT-B-32",
+    clip_pretrained: Annotated[str, typer.Option("--clip-pretrained", help="comparative: its weights.")] = "openai",
+    clip_device: Annotated[str, typer.Option("--clip-device", help="comparative: its device.")] = "auto",
 ) -> None:
     """Ask a language model for each class's visual features and store the parsed descriptors.
 
@@ -270,6 +313,14 @@ def generate_cmd(
     options = prompt_options(library, per_example, detailed, instruction, examples, bank,
                              recipe.prompt)
     names = load_classes(classes)
+    chosen_style = style_from_flags(recipe.style, style, questions, article, neighbours,
+                                    example_seed)
+    neighbour_lists = None
+    if chosen_style.name == "comparative":
+        neighbour_lists, identity = clip_neighbours(names, chosen_style.neighbours,
+                                                    settings.cache_dir, clip_model,
+                                                    clip_pretrained, clip_device)
+        chosen_style = chosen_style.model_copy(update={"clip": identity})
     given = {"backend": backend, "model": model, "base_url": base_url, "api": api,
              "temperature": temperature, "max_tokens": max_tokens, "samples": samples,
              "seed": seed, "parser": parser, "timeout": timeout, "device": device, "dtype": dtype,
@@ -291,6 +342,7 @@ def generate_cmd(
         concurrency=concurrency, max_attempts=max_attempts, overwrite=overwrite,
         retry_failed=retry_failed, wait=wait, progress=progress,
         batch_api=batch_api, resume_batch=resume_batch, poll_seconds=poll_seconds,
+        style=chosen_style, neighbours=neighbour_lists,
     )
     summary = generate(job)
     for line in summary.lines():
@@ -299,11 +351,19 @@ def generate_cmd(
         raise typer.Exit(3)
 
 
-class MethodName(str, Enum):
-    descriptors = "descriptors"
-    classname = "classname"
-    templates = "templates"
-    descriptors_templates = "descriptors+templates"
+MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)  # type: ignore[misc]
+
+
+def method_options(pairs: list[str] | None) -> dict[str, Any]:
+    """`--option KEY=VALUE` flags as a mapping, each value read as YAML (`repeats=3`,
+    `base=waffle`, `seed=[1, 2]`)."""
+    out: dict[str, Any] = {}
+    for item in pairs or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DescgenError(f"--option {item!r}: expected KEY=VALUE")
+        out[key.strip()] = parse_yaml(value, f"--option {item!r}") if value else ""
+    return out
 
 
 class PoolingName(str, Enum):
@@ -332,9 +392,11 @@ def eval_cmd(
     descriptors: Annotated[Optional[Path], typer.Option("--descriptors", help="Descriptor store (JSONL).")] = None,
     model: Annotated[str, typer.Option("--model", help="open_clip model name, or a model-config JSON path.")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, a checkpoint file, or none.")] = "openai",
-    method: Annotated[MethodName, typer.Option("--method", help="How class vectors are made.")] = MethodName.descriptors,
+    method: Annotated[MethodName, typer.Option("--method", help="How class vectors are made: " + "; ".join(f"{n}: {m.summary}" for n, m in METHODS.items()) + ".")] = MethodName.descriptors,  # type: ignore[attr-defined]
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="A method option KEY=VALUE (repeatable), e.g. repeats=7, count=15, base=waffle, beta=0.85, source=DIR, shots=8.")] = None,
+    concept: Annotated[Optional[str], typer.Option("--concept", help="Name classes as 'A photo of a CONCEPT: a {c}' (WaffleCLIP); card: the dataset card's concept.")] = None,
     descriptor_template: Annotated[str, typer.Option("--descriptor-template", help="Descriptor text: auto, dclip ('{c}, which (is/has) {d}'), dclip-imagenet (the same with a period), waffle, sentence ('{d}'), or a template with {c}, {d}, {which}.")] = "auto",
-    classname_template: Annotated[str, typer.Option("--classname-template", help="Class-name text: clip ('a photo of a {c}.'), bare ('{c}'), dclip-imagenet ('{c}.'), waffle, or a template with {c}.")] = "clip",
+    classname_template: Annotated[str, typer.Option("--classname-template", help="Class-name text: auto (the method's: clip, or waffle for WaffleCLIP's and Comparative-CLIP's methods), clip ('a photo of a {c}.'), bare ('{c}'), dclip-imagenet ('{c}.'), waffle, or a template with {c}.")] = "auto",
     pooling: Annotated[PoolingName, typer.Option("--pooling", help="Descriptor embeddings: mean (DCLIP), renormalised mean (CuPL), or auto (renormalised for CuPL stores).")] = PoolingName.auto,
     on_empty: Annotated[OnEmptyName, typer.Option("--on-empty", help="A class without descriptors: its class-name text, blank (DCLIP's [''] descriptor), or error.")] = OnEmptyName.classname,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
@@ -349,7 +411,7 @@ def eval_cmd(
     """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
     try:
         cfg = EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors, model=model,
-                         pretrained=pretrained,
+                         pretrained=pretrained, options=method_options(option), concept=concept,
                          method=method.value, descriptor_template=descriptor_template,
                          classname_template=classname_template, pooling=pooling.value,
                          on_empty=on_empty.value, batch_size=batch_size, device=device,
@@ -361,11 +423,54 @@ def eval_cmd(
     settings = Settings.resolve(cache_dir, writable=True)
     names = load_classes(classes) if classes is not None else None
     result = evaluate(cfg, names, settings.cache_dir, settings.prompts_dir, predictions=predictions)
-    m = result.metrics
-    top5 = "n/a (< 5 classes)" if m["top5"] is None else f"{m['top5']:.4f}"
-    typer.echo(f"{result.method}: top-1 {m['top1']:.4f}  top-5 {top5}  mean per-class recall"
-               f" {m['mean_per_class_recall']:.4f}  entropy {m['mean_entropy']:.4f}  images {m['n_images']}")
+    m, sd = result.metrics, result.metrics_std or {}
+
+    def shown(key: str) -> str:
+        value = m[key]
+        if value is None:
+            return "n/a (< 5 classes)"
+        spread = sd.get(key)
+        return f"{value:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
+
+    repeats = f"  (mean ± std over {len(result.repeats)} seeds)" if result.repeats else ""
+    typer.echo(f"{result.method}: top-1 {shown('top1')}  top-5 {shown('top5')}  mean per-class"
+               f" recall {shown('mean_per_class_recall')}  entropy {shown('mean_entropy')}"
+               f"  images {m['n_images']}{repeats}")
     _write_result(out, result)
+
+
+@app.command("concept")
+def concept_cmd(
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="Class list, one name a line.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Or a dataset card / wds:DIR whose classes to use.")] = None,
+    data_root: DataRoot = None,
+    backend: Annotated[Optional[BackendName], typer.Option("--backend", help="openai or hf.")] = None,  # type: ignore[valid-type]
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name (default gpt-3.5-turbo-instruct, the successor of WaffleCLIP's text-davinci-003).")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server.")] = None,
+    api: Annotated[Optional[Api], typer.Option("--api", help="chat or completions (default, as WaffleCLIP).")] = None,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Tries before giving up.")] = 4,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Ask the language model what the classes have in common (WaffleCLIP's question: 25 class
+    names drawn with seed 0, greedy) and print the concept, for `descgen eval --concept`."""
+    if (classes is None) == (dataset is None):
+        raise DescgenError("give --classes FILE or --dataset NAME")
+    settings = Settings.resolve(cache_dir, writable=True)
+    names = (load_classes(classes) if classes is not None
+             else dataset_classes(str(dataset), data_root, settings.cache_dir))
+    chosen = {"backend": backend.value if backend else "openai", "base_url": base_url,
+              "api": api.value if api else "completions"}
+    chosen["model"] = model or DEFAULT_MODELS.get(chosen["backend"])
+    if chosen["model"] is None:
+        raise DescgenError(f"--model is required with --backend {chosen['backend']}")
+    try:
+        params = GenerationParams(**chosen)
+    except ValidationError as exc:
+        raise _flag_error(exc) from exc
+    concept, requests = ask_concept(names, params, ResponseCache(settings.cache_dir / "responses.sqlite"),
+                                    settings.prompts_dir, max_attempts)
+    typer.echo(concept)
+    typer.echo(f"requests sent: {requests}", err=True)
 
 
 @app.command("datasets")
@@ -404,11 +509,13 @@ def sweep_cmd(
         grid = expand_grid(experiment, library, only)
         for options in grid:
             typer.echo(setting_slug(options))
-        ident = SweepIdentity.of(experiment, settings.cache_dir, settings.prompts_dir)
+        ident = SweepIdentity.of(experiment, settings.cache_dir, settings.prompts_dir, ask=False)
         cells = plan_cells(experiment, grid, folder, library, ident)
         done = done_cells(folder / "results.jsonl")
         cache = ResponseCache(settings.cache_dir / "responses.sqlite")
         needed = requests_needed(experiment, grid, folder, cache, library, ident)
+        for entry in experiment.methods:
+            typer.echo(f"method: {entry.name}")
         typer.echo(f"{len(grid)} settings x {len(experiment.methods)} methods: {len(cells)} cells,"
                    f" {sum(c.id in done for c in cells)} already done;"
                    f" LLM requests to send: {needed}")

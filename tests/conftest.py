@@ -98,3 +98,17 @@ def make_image_folder(root: Path, classes: dict[str, int], seed: int = 0) -> Pat
             pixels = np.clip(base + rng.integers(-40, 40, (40, 48, 3)), 0, 255).astype("uint8")
             Image.fromarray(pixels).save(folder / f"{i:03d}.png")
     return root
+
+
+def write_classes_and_store(folder: Path, classes: list[str], descriptors: dict[int, list[str]],
+                            **fields: object) -> tuple[Path, Path]:
+    """A class list and a descriptor store of those descriptors, in `folder`."""
+    from descriptor_gen.describe.store import DescriptorRecord, write_store
+
+    class_file = folder / "classes.txt"
+    class_file.write_text("\n".join(classes) + "\n")
+    store = folder / "d.jsonl"
+    write_store(store, [DescriptorRecord(class_index=i, class_name=classes[i], descriptors=d,
+                                         **{"backend": "test", **fields})
+                        for i, d in descriptors.items()])
+    return class_file, store

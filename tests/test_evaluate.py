@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_image_folder
+from conftest import make_image_folder, write_classes_and_store
 from descriptor_gen.cli import main
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.evaluate import EvalConfig, evaluate
@@ -39,11 +39,7 @@ def menon_sentence(class_name: str, descriptor: str) -> str:
 @pytest.fixture
 def setup(tmp_path: Path, tiny_clip: tuple[Path, Path]) -> dict:
     images = make_image_folder(tmp_path / "images", {"tench": 3, "goldfish": 2, "2": 2, "3": 1})
-    classes = tmp_path / "classes.txt"
-    classes.write_text("\n".join(CLASSES) + "\n")
-    store = tmp_path / "d.jsonl"
-    write_store(store, [DescriptorRecord(class_index=i, class_name=CLASSES[i], descriptors=d,
-                                         backend="test") for i, d in DESCRIPTORS.items()])
+    classes, store = write_classes_and_store(tmp_path, CLASSES, DESCRIPTORS)
     config, checkpoint = tiny_clip
     return {"images": images, "classes": classes, "store": store, "config": config,
             "checkpoint": checkpoint, "cache": tmp_path / "cache"}
@@ -85,7 +81,8 @@ def test_scores_equal_direct_per_descriptor_computation(setup: dict, tmp_path: P
 
 
 def test_score_matrix_matches_to_1e5(setup: dict) -> None:
-    from descriptor_gen.score.scoring import class_texts, class_vectors, scores
+    from descriptor_gen.score.methods import class_texts
+    from descriptor_gen.score.scoring import class_vectors, scores
 
     clip = load_clip(str(setup["config"]), str(setup["checkpoint"]), "cpu")
     rng = np.random.default_rng(0)
@@ -260,7 +257,7 @@ def test_cli_eval_end_to_end(setup: dict, tmp_path: Path, capsys: pytest.Capture
     assert result["metrics"]["top5"] is None
     assert result["text"] == {"descriptor_template": "dclip", "descriptor_text": "{c}, {which} {d}",
                               "classname_template": "clip", "classname_text": "a photo of a {c}.",
-                              "pooling": "mean", "on_empty": "classname"}
+                              "pooling": "mean", "on_empty": "classname", "concept": None}
     assert set(result["metrics"]) == {"top1", "top5", "mean_per_class_recall", "n_images", "mean_entropy"}
     assert result["counts"]["descriptors_per_class"] == {"mean": 2.5, "min": 2, "max": 3}
     assert len(result["descriptor_file_sha256"]) == 64

@@ -39,7 +39,8 @@ def test_dclip_imagenet_class_list_is_dclips_own(shared_data: Path) -> None:
 
 
 def test_imported_dclip_imagenet_yields_the_texts_dclip_encodes(shared_data: Path) -> None:
-    from descriptor_gen.score.scoring import TextForms, class_texts, make_recipe
+    from descriptor_gen.score.methods import class_texts
+    from descriptor_gen.score.scoring import TextForms, make_recipe
     from descriptor_gen.settings import Settings
 
     path = shared_data / "dclip" / "descriptors_imagenet.json"
@@ -152,7 +153,8 @@ def test_every_published_descriptor_file_yields_the_references_texts(shared_data
                                                                      name: str) -> None:
     """DCLIP's load.py on its other datasets (no period) and WaffleCLIP's gpt_descriptions mode
     ("A photo of a {c}, which ... .") on its three, as the references build the texts."""
-    from descriptor_gen.score.scoring import TextForms, class_texts, make_recipe
+    from descriptor_gen.score.methods import class_texts
+    from descriptor_gen.score.scoring import TextForms, make_recipe
     from descriptor_gen.settings import Settings
 
     folder = "dclip" if name in DCLIP_FILES else "waffleclip"

@@ -9,7 +9,6 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.scoring import (
     TextForms,
     check_template,
-    class_texts,
     class_vectors,
     make_recipe,
     metrics,
@@ -17,6 +16,7 @@ from descriptor_gen.score.scoring import (
     scores,
     topk,
 )
+from descriptor_gen.score.methods import class_texts
 from descriptor_gen.settings import Settings
 
 FORMS = TextForms.load(Settings.resolve().prompts_dir)

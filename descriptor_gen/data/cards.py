@@ -22,9 +22,21 @@ CARDS_DIR = PROJECT_ROOT / "data" / "datasets" / "cards"
 
 
 class Published(BaseModel):
+    """A reference's top-1 (percent), with its standard deviation over seeds when it has one."""
+
     model_config = ConfigDict(extra="forbid")
 
     top1: float
+    std: float | None = None
+    source: str
+
+
+class Concept(BaseModel):
+    """A high-level concept for the dataset's classes ("bird"), as a reference used it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
     source: str
 
 
@@ -48,8 +60,11 @@ class Card(BaseModel):
         classes: a class-list file (project-relative); None: names from the dataset's own
             files by `rule`.
         templates: a template file (project-relative, `{}` for the class) or the templates.
+        concept: the high-level concept a reference prefixed its prompts with (WaffleCLIP's
+            where it has one, else Comparative-CLIP's).
         descriptors: published descriptor files that fit it, by format (`dclip`, `cupl`).
-        published: model -> method (`clip`, `dclip`, `waffle`) -> reference top-1.
+        published: model -> reference method (`clip`, `dclip`, `waffle`, `swapped`,
+            `comparative`, ...) -> reference top-1.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -63,6 +78,7 @@ class Card(BaseModel):
     classes: str | None = None
     rule: str | None = None
     templates: str | list[str]
+    concept: Concept | None = None
     descriptors: dict[str, DescriptorFile] = {}
     published: dict[str, dict[str, Published]] = {}
 

@@ -8,6 +8,7 @@ Two parsers, chosen by name (`PARSERS`):
   nothing else, and drops a last item that the token limit cut.
 - `dclip`: Menon & Vondrick's `stringtolist` exactly: every line that starts with `- `, as written
   (no cleaning, no deduplication), for reproducing their descriptors.
+- `cupl`: CuPL's: each answer is one sentence, newline pairs removed and a period appended.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ def parse_dclip(text: str, class_name: str | None = None, *, truncated: bool = F
     store cannot hold, are dropped.
     """
     return [line[2:] for line in text.split("\n") if line.startswith("- ") and line[2:].strip()]
+
+
+def parse_cupl(text: str, class_name: str | None = None, *, truncated: bool = False,
+               dangling: bool | None = None) -> list[str]:
+    """CuPL's `result.replace("\\n\\n", "") + "."`: the answer (stopped at the first period)
+    as one sentence, kept even when the token limit cut it, as released."""
+    return [text.replace("\n\n", "") + "."]
 
 
 def _classify(raw: str) -> Line:
@@ -305,4 +313,5 @@ class Parser:
 PARSERS: dict[str, Parser] = {
     "default": Parser(parse_descriptors, lambda lists: dedupe(_concatenate(lists))),
     "dclip": Parser(parse_dclip, _concatenate),
+    "cupl": Parser(parse_cupl, _concatenate),
 }

@@ -13,9 +13,13 @@ from descriptor_gen.inputs import read_yaml, validation_message
 
 
 class Preset(BaseModel):
+    """A reference's recipe: prompt options, prompt style (`cupl`, `comparative`) and
+    generation parameters."""
+
     model_config = ConfigDict(extra="forbid")
 
     prompt: dict[str, Any] = {}
+    style: dict[str, Any] = {}
     generation: dict[str, Any] = {}
 
 

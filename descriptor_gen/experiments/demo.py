@@ -49,8 +49,8 @@ def _shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int]
         draw.rectangle((x0, cy - w, x1, cy + w), fill=fill)
 
 
-def make_images(classes: list[str], root: Path, per_class: int = 4) -> None:
-    rng = np.random.default_rng(0)
+def make_images(classes: list[str], root: Path, per_class: int = 4, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
     for name in classes:
         colour, shape = name.split()
         folder = root / name
@@ -99,13 +99,18 @@ def llm_base_url() -> Iterator[str | None]:
         yield server.base_url
 
 
-def main(out_dir: str = "results/demo") -> int:
+def main(out_dir: str = "results/demo", spec_file: str = str(SPEC)) -> int:
+    """Run a spec over the demo's images (made here: the test images, and training images for
+    the few-shot methods beside them) and print its report."""
     out = Path(out_dir)
     (out / "results.jsonl").unlink(missing_ok=True)  # a fresh table each time; caches stay
     for old in (out / "descriptors").glob("*.jsonl"):
         old.unlink()
-    spec = load_spec(SPEC)
-    make_images(Path(spec.classes).read_text().split("\n")[:-1], Path(spec.dataset))
+    path = Path(spec_file)
+    spec = load_spec(path)
+    classes = Path(spec.classes).read_text().split("\n")[:-1]
+    make_images(classes, Path(spec.dataset))
+    make_images(classes, Path(spec.dataset).parent / "train", per_class=6, seed=1)
     settings = Settings.resolve()
     try:
         weights = clip_weights(spec.clip.model, spec.clip.pretrained)
@@ -113,7 +118,7 @@ def main(out_dir: str = "results/demo") -> int:
             overrides = [f"clip.pretrained={weights}"]
             if base_url:
                 overrides += [f"generation.base_url={base_url}", "generation.model=dev-server"]
-            spec = load_spec(SPEC, overrides)
+            spec = load_spec(path, overrides)
             run_sweep(spec, out, settings.cache_dir, settings.prompts_dir)
         report = write_report(out)[0]
     except DescgenError as exc:

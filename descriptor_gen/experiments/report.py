@@ -72,9 +72,13 @@ def _checked(data: Any, needed: tuple[str, ...], where: str) -> dict[str, Any]:
     return data
 
 
+def _grid_settings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r["setting"] for r in rows if r["setting"] and "store" not in r["setting"]
+            and "style" not in r["setting"]]
+
+
 def _varying(rows: list[dict[str, Any]], keys: tuple[str, ...] = OPTION_KEYS) -> list[str]:
-    settings = [r["setting"] for r in rows if r["setting"] and "store" not in r["setting"]]
-    return [k for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1]
+    return [k for k in keys if len({json.dumps(s.get(k)) for s in _grid_settings(rows)}) > 1]
 
 
 def _label(row: dict[str, Any], keys: list[str]) -> str:
@@ -82,11 +86,19 @@ def _label(row: dict[str, Any], keys: list[str]) -> str:
         return "(baseline)"
     if "store" in row["setting"]:
         return f"store: {row['setting']['store']}"
+    if "style" in row["setting"]:
+        return f"style: {row['setting']['style']}"
     return ", ".join(f"{k}={row['setting'][k]}" for k in keys) or f"bank={row['setting']['bank']}"
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
+def _percent(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _spread(row: dict[str, Any], key: str) -> float | None:
+    return (row.get("metrics_std") or {}).get(key)
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
@@ -98,19 +110,33 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         m = row["metrics"]
         mark = " **(best)**" if row is best else ""
         per_class = f"{row['descriptors']['mean']:.2f}" if row.get("descriptors") else "-"
-        lines.append(f"| {_label(row, keys)}{mark} | {row['method']} | {_percent(m['top1'])} |"
-                     f" {_percent(m.get('top5'))} | {_percent(m['mean_per_class_recall'])} |"
+        lines.append(f"| {_label(row, keys)}{mark} | {row['method']} |"
+                     f" {_percent(m['top1'], _spread(row, 'top1'))} |"
+                     f" {_percent(m.get('top5'), _spread(row, 'top5'))} |"
+                     f" {_percent(m['mean_per_class_recall'], _spread(row, 'mean_per_class_recall'))} |"
                      f" {m['mean_entropy']:.3f} | {per_class} | {row.get('llm_requests', 0)} |")
+    if any(row.get("metrics_std") for row in rows):
+        lines += ["", "± : standard deviation over the method's seeds (mean over them shown)."]
     return lines
 
 
 _EVALUATION_KEYS = ("classes", "data", "clip", "text")
 
 
+_LLM_KEYS = ("backend", "model", "base_url", "api", "files")
+
+
+def _llm(generation: dict[str, Any]) -> str:
+    """The language model of a generation identity, without its sampling settings."""
+    return json.dumps({k: generation.get(k) for k in _LLM_KEYS}, sort_keys=True)
+
+
 def _runs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Split one experiment's rows into runs of one identity each: rows evaluated alike
     (class list, data, CLIP, text forms) and, for descriptor rows, generated alike. Baseline
-    rows join every run of their evaluation. Returns (identity, rows) pairs in first-seen order."""
+    rows join every run of their evaluation; rows of a prompt style (CuPL, comparative: their
+    own sampling settings) join every run of the same language model. Returns (identity, rows)
+    pairs in first-seen order."""
     evaluations: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         identity = row.get("identity") or {}
@@ -120,17 +146,30 @@ def _runs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[st
     for key, group in evaluations.items():
         evaluation = json.loads(key)
         by_generation: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        styled: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in group:
             generation = (row.get("identity") or {}).get("generation")
-            if generation is not None:
+            if generation is None:
+                continue
+            if "style" in row["setting"]:
+                styled[_llm(generation)].append(row)
+            else:
                 by_generation[json.dumps(generation, sort_keys=True)].append(row)
         baselines = [r for r in group if (r.get("identity") or {}).get("generation") is None]
-        if not by_generation:
-            runs.append((evaluation, baselines))
+        joined: set[str] = set()
         for generation_key, described in by_generation.items():
-            identity = {**evaluation, "generation": json.loads(generation_key)}
-            chosen = {id(r) for r in baselines + described}
+            generation = json.loads(generation_key)
+            identity = {**evaluation, "generation": generation}
+            joined.add(_llm(generation))
+            chosen = {id(r) for r in baselines + described + styled.get(_llm(generation), [])}
             runs.append((identity, [r for r in group if id(r) in chosen]))
+        alone = [llm for llm in styled if llm not in joined]
+        for llm in alone:
+            chosen = {id(r) for r in baselines + styled[llm]}
+            runs.append(({**evaluation, "generation": json.loads(llm)},
+                         [r for r in group if id(r) in chosen]))
+        if not by_generation and not alone:
+            runs.append((evaluation, baselines))
     return runs
 
 
@@ -172,7 +211,9 @@ def line_series(rows: list[dict[str, Any]], metric: str) -> dict[str, list[tuple
 def bar_values(rows: list[dict[str, Any]], keys: list[str],
                metric: str = "top1") -> tuple[list[str], list[float]]:
     """Bar labels and heights (percent), one a row, in row order."""
+    several = len({r["method"] for r in rows if r["setting"]}) > 1
     labels = [_label(r, keys) + ("" if r["setting"] and "store" not in r["setting"]
+                                 and "style" not in r["setting"] and not several
                                  else f" {r['method']}") for r in rows]
     return labels, [100 * r["metrics"][metric] for r in rows]
 
@@ -305,9 +346,10 @@ def _cell_text(row: dict[str, Any] | None) -> list[str]:
     if row is None:
         return ["-", "-", "-"]
     ours, published = 100 * row["metrics"]["top1"], row.get("published")
+    shown = _percent(row["metrics"]["top1"], _spread(row, "top1"))
     if published is None:
-        return [f"{ours:.2f}", "-", "-"]
-    return [f"{ours:.2f}", f"{100 * published:.2f}", f"{ours - 100 * published:+.2f}"]
+        return [shown, "-", "-"]
+    return [shown, f"{100 * published:.2f}", f"{ours - 100 * published:+.2f}"]
 
 
 def _average(datasets: list[str], column: str, cells: dict[tuple[str, str], dict[str, Any]],

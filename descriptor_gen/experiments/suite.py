@@ -32,22 +32,36 @@ from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.locks import exclusive
 from descriptor_gen.score.evaluate import EvalConfig, TextOptions, evaluate
 from descriptor_gen.score.features import load_clip
-from descriptor_gen.score.scoring import METHODS, NEEDS_DESCRIPTORS
+from descriptor_gen.describe.presets import load_preset
+from descriptor_gen.describe.prompts import PromptOptions
+from descriptor_gen.describe.styles import Style, cupl_question_set
+from descriptor_gen.generation.backends import GenerationParams
+from descriptor_gen.score.methods import METHODS, method as method_def
+from descriptor_gen.score.neighbours import clip_neighbours
+
+GENERATED_STYLES = {"generated": "dclip", "generated-cupl": "cupl",
+                    "generated-comparative": "comparative"}
 
 
 class SuiteMethod(TextOptions):
     """One column of the table.
 
     Attributes:
-        method: how class vectors are made (`descgen eval --method`).
+        method: how class vectors are made (`descgen eval --method`); `options` its options.
         descriptors: `dclip` or `cupl` (the card's published file of that format, from the
-            spec's `descriptor_dir`), `generated` (asked of the spec's language model), or
-            None for methods without descriptors.
+            spec's `descriptor_dir`), `generated` (asked of the spec's language model with the
+            few-shot prompt), `generated-cupl` / `generated-comparative` (in CuPL's or the
+            comparative style, with that preset's sampling settings), or None for methods
+            without descriptors.
+        neighbours: for `generated-comparative`, the nearest classes asked about.
         published: the key of the card's published numbers to print beside ours.
     """
 
     method: str = "descriptors"
-    descriptors: Literal["dclip", "cupl", "generated"] | None = None
+    options: dict[str, Any] = {}
+    descriptors: Literal["dclip", "cupl", "generated", "generated-cupl",
+                         "generated-comparative"] | None = None
+    neighbours: int = Field(default=10, ge=1)
     published: str | None = None
 
 
@@ -78,7 +92,12 @@ class SuiteSpec(BaseModel):
         for name, method in self.methods.items():
             if method.method not in METHODS:
                 raise DescgenError(f"methods.{name}.method: unknown method {method.method!r}")
-            if (method.method in NEEDS_DESCRIPTORS) != (method.descriptors is not None):
+            try:
+                options = method_def(method.method).parse(method.options)
+            except DescgenError as exc:
+                raise DescgenError(f"methods.{name}: {exc}") from exc
+            needs = method_def(method.method).needs_descriptors(options)
+            if needs != (method.descriptors is not None):
                 raise DescgenError(f"methods.{name}: method {method.method!r} "
                                    + ("needs" if method.descriptors is None else "takes no")
                                    + " descriptors")
@@ -108,20 +127,50 @@ class _Runner:
             self._clip = load_clip(c.model, c.pretrained, c.device, c.precision)
         return self._clip
 
+    def _style(self, card: Card, method: SuiteMethod) -> tuple[Style, GenerationParams]:
+        """A generated column's prompt style and generation parameters: the few-shot prompt
+        with the spec's settings, or a style with its preset's sampling on the spec's model."""
+        name = GENERATED_STYLES[str(method.descriptors)]
+        params = self.spec.generation.params()
+        if name == "dclip":
+            return Style(), params
+        preset = load_preset(self.prompts_dir, name)
+        sampling = {k: v for k, v in preset.generation.items()
+                    if k in ("temperature", "max_tokens", "samples", "stop", "parser")}
+        params = GenerationParams(**{**params.model_dump(), **sampling})
+        chosen = {**preset.style, "name": name}
+        if name == "cupl":
+            chosen["questions"] = cupl_question_set(self.prompts_dir, card.name)
+        else:
+            chosen.update(neighbours=method.neighbours, clip=self.spec.clip.identity())
+        return Style(**chosen), params
+
     def store(self, card: Card, classes: list[str], method: SuiteMethod,
               identity: dict[str, Any]) -> Path | None:
         """The descriptor store of a cell (made now if needed), or None when it cannot be had."""
-        if method.descriptors == "generated":
-            params = self.spec.generation.params()
-            prompts = sha256_text("\n".join(build_prompt(c, self.options, self.library).sha256(
-                params.api == "chat") for c in classes))
+        if method.descriptors in GENERATED_STYLES:
+            style, params = self._style(card, method)
+            chat = params.api == "chat"
+            if style.name == "dclip":
+                prompts = sha256_text("\n".join(build_prompt(c, self.options, self.library).sha256(
+                    chat) for c in classes))
+            else:
+                files = {"cupl": "cupl/questions.yaml", "comparative": "comparative/prompt.yaml"}
+                prompts = sha256_file(self.prompts_dir / files[style.name])
             identity.update(generation=generation_identity(params), prompts=prompts,
-                            prompt_options=self.options.model_dump())
+                            prompt_options=self.options.model_dump(), style=style.model_dump())
             store = self.out / "descriptors" / f"{card.name}-{sha256_text(json.dumps(identity, sort_keys=True, default=str))[:10]}.jsonl"
             try:
+                neighbours = None
+                if style.name == "comparative":
+                    neighbours, _ = clip_neighbours(classes, style.neighbours, self.cache_dir,
+                                                    self.spec.clip.model,
+                                                    self.spec.clip.pretrained, clip=self.clip)
                 summary = generate(GenerationJob(
-                    classes=classes, out=store, options=self.options, params=params,
-                    library=self.library, cache=ResponseCache(self.cache_dir / "responses.sqlite"),
+                    classes=classes, out=store,
+                    options=self.options if style.name == "dclip" else PromptOptions(),
+                    params=params, library=self.library, style=style, neighbours=neighbours,
+                    cache=ResponseCache(self.cache_dir / "responses.sqlite"),
                     concurrency=self.spec.generation.concurrency,
                     max_attempts=self.spec.generation.max_attempts, progress=False, log=self.log))
             except DescgenError as exc:
@@ -173,7 +222,9 @@ class _Runner:
                     "clip": self.spec.clip.identity(),
                     "forms": sha256_file(self.prompts_dir / "text_forms.yaml")}
             for column, method in self.spec.methods.items():
-                identity = {**base, "column": column, "method": method.model_dump()}
+                identity = {**base, "column": column, "method": method.model_dump(),
+                            "method_options": method_def(method.method).parse(
+                                method.options).model_dump()}
                 store = None
                 if method.descriptors is not None:
                     store = self.store(card, classes, method, identity)
@@ -195,7 +246,8 @@ class _Runner:
         started = time.perf_counter()
         c = self.spec.clip
         cfg = EvalConfig(dataset=card.name, data_root=self.root, descriptors=store,
-                         method=method.method, model=c.model, pretrained=c.pretrained,
+                         method=method.method, options=method.options, model=c.model,
+                         pretrained=c.pretrained,
                          precision=c.precision, device=c.device, batch_size=c.batch_size,
                          workers=c.workers, **method.model_dump(include=set(TextOptions.model_fields)))
         result = evaluate(cfg, None, self.cache_dir, self.prompts_dir, clip=self.clip, log=self.log)
@@ -203,7 +255,9 @@ class _Runner:
         self.log(f"{self.spec.name}: {card.name} {column}: top-1 {result.metrics['top1']:.4f}"
                  + (f" (published {published:.4f})" if published is not None else ""))
         return {"experiment": self.spec.name, "cell": key, "dataset": card.name, "setting": {"dataset": card.name},
-                "column": column, "method": method.method, "metrics": result.metrics,
+                "column": column, "method": method.method, "options": result.options,
+                "metrics": result.metrics, "metrics_std": result.metrics_std,
+                "repeats": result.repeats, "concept": result.concept,
                 "published": published, "published_source": (card.published.get(self.spec.model_key or "", {}).get(method.published or "").source
                                                               if published is not None else None),
                 "identity": identity, "text": result.text.model_dump(),

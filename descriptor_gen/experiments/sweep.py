@@ -1,11 +1,16 @@
 """Sweeps over the prompt options: generate each setting's descriptors, score them with every
 method, and append one results line per (setting, method) cell, skipping the cells whose whole
-identity (see :mod:`descriptor_gen.experiments.results`) is already there."""
+identity (see :mod:`descriptor_gen.experiments.results`) is already there.
+
+Cells: a method without descriptors is one cell; a method over descriptors is a cell per grid
+setting and per given store; a method whose descriptors come from a prompt style (CuPL's
+questions, comparative pairs) is one cell over the store the sweep generates in that style."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 import sys
 import time
@@ -29,9 +34,14 @@ from descriptor_gen.inputs import parse_yaml, read_yaml, validation_message
 from descriptor_gen.locks import exclusive
 from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.experiments.results import append_row, cell_id, done_cells
-from descriptor_gen.score.scoring import AUTO, METHODS, NEEDS_DESCRIPTORS, TextForms
+from descriptor_gen.score.scoring import AUTO, TextForms
+from descriptor_gen.describe.presets import load_preset
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import read_store_for_resume, write_store
+from descriptor_gen.describe.styles import Style, cupl_question_set
+from descriptor_gen.experiments.entries import MethodEntry
+from descriptor_gen.generation.concept import ask_concept
+from descriptor_gen.score.neighbours import clip_neighbours
 
 M = TypeVar("M", bound=BaseModel)
 GRID_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
@@ -124,7 +134,7 @@ class ExperimentSpec(BaseModel):
     generation: GenerationSpec = GenerationSpec()
     clip: ClipSpec = ClipSpec()
     grid: Grid = Grid()
-    methods: list[str] = ["descriptors"]
+    methods: list[MethodEntry] = Field(default=[MethodEntry(method="descriptors")], min_length=1)
     stores: dict[str, StoreSpec] = {}
 
     @field_validator("stores", mode="before")
@@ -134,13 +144,10 @@ class ExperimentSpec(BaseModel):
             return {k: {"path": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
 
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, value: list[str]) -> list[str]:
-        unknown = [m for m in value if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method {unknown[0]!r} (choose {', '.join(METHODS)})")
-        return value
+    @property
+    def grid_entries(self) -> list[MethodEntry]:
+        """The methods scored over the grid's (and the given stores') descriptors."""
+        return [m for m in self.methods if m.needs_descriptors and m.descriptor_style is None]
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -222,9 +229,14 @@ class SweepIdentity:
     generation: dict[str, Any]
     templates: str
     chat: bool
+    dataset_card: str | None = None
+    concept: str | None = None  # `concept: auto`, once asked
 
     @classmethod
-    def of(cls, spec: ExperimentSpec, cache_dir: Path, prompts_dir: Path) -> SweepIdentity:
+    def of(cls, spec: ExperimentSpec, cache_dir: Path, prompts_dir: Path,
+           ask: bool = True) -> SweepIdentity:
+        """Everything a cell's identity shares. `ask`: with `clip.concept: auto`, ask the
+        language model for the concept (one request, cached); a dry run does not."""
         given = load_classes(spec.classes) if spec.classes is not None else None
         check_device(spec.clip.device, spec.clip.precision)
         forms = TextForms.load(prompts_dir)
@@ -234,8 +246,15 @@ class SweepIdentity:
                 forms.resolve(kind, value, f"clip.{kind}_template")  # type: ignore[arg-type]
         data = load_dataset(spec.dataset, given, cache_dir, spec.data_root)
         classes = data.classes or given or []
+        concept = None
+        if spec.clip.concept == "auto":
+            concept, _ = ask_concept(classes, spec.generation.params(),
+                                     ResponseCache(cache_dir / "responses.sqlite"), prompts_dir,
+                                     spec.generation.max_attempts, send=ask)
         text = {**spec.clip.model_dump(include=set(TextOptions.model_fields)),
                 "forms": sha256_file(prompts_dir / "text_forms.yaml")}
+        if spec.clip.concept == "auto":
+            text["concept"] = {"auto": concept, "prompt": sha256_file(prompts_dir / "concept.yaml")}
         evaluation = {
             "classes": sha256_text("\n".join(classes)),
             "data": {"spec": spec.dataset, "files": data.identity(),
@@ -244,27 +263,66 @@ class SweepIdentity:
             "text": text,
         }
         params = spec.generation.params()
+        from descriptor_gen.data.cards import load_cards
+
+        card = spec.dataset if spec.dataset in load_cards() else None
         return cls(classes, evaluation, generation_identity(params),
-                   sha256_file(prompts_dir / "templates" / "imagenet80.txt"), params.api == "chat")
+                   sha256_file(prompts_dir / "templates" / "imagenet80.txt"), params.api == "chat",
+                   card, concept)
 
     def prompts(self, options: PromptOptions, library: PromptLibrary) -> str:
         """A hash of every prompt a setting sends (an edited bank or instruction changes it)."""
         sent = [build_prompt(name, options, library).sha256(self.chat) for name in self.classes]
         return sha256_text("\n".join(sent))
 
-    def cell(self, experiment: str, options: PromptOptions, method: str,
-             prompts: str | None) -> dict[str, Any]:
+    def cell(self, experiment: str, options: PromptOptions | None, entry: MethodEntry,
+             prompts: str | None, generation: dict[str, Any] | None = None) -> dict[str, Any]:
         """A cell's identity: baselines do not depend on the prompt or the language model."""
-        described = method in NEEDS_DESCRIPTORS
+        described = entry.needs_descriptors
         return {
             "experiment": experiment,
-            "method": method,
-            "setting": _setting_of(options, method),
+            **entry.identity(),
+            "setting": options.model_dump() if described and options is not None else {},
             **self.evaluation,
-            "templates": self.templates if "templates" in method else None,
-            "generation": self.generation if described else None,
+            "templates": self.templates if "templates" in json.dumps(entry.identity()) else None,
+            "generation": (generation or self.generation) if described else None,
             "prompts": prompts if described else None,
         }
+
+    def style_of(self, spec: ExperimentSpec, entry: MethodEntry, prompts_dir: Path) -> Style:
+        """The prompt style of a style method's descriptors: its preset's settings, the entry's
+        own, and the sweep's CLIP for the neighbours."""
+        name = entry.descriptor_style
+        preset = load_preset(prompts_dir, str(name)).style
+        chosen = {**preset, "name": name}
+        if name == "cupl":
+            chosen["questions"] = entry.questions or cupl_question_set(prompts_dir, self.dataset_card)
+        else:
+            if entry.neighbours >= len(self.classes):
+                raise DescgenError(f"methods: {entry.name}: neighbours {entry.neighbours} must be"
+                                   f" fewer than the {len(self.classes)} classes")
+            chosen.update(neighbours=entry.neighbours, clip=self.evaluation["clip"])
+        return Style(**chosen)
+
+    def style_params(self, spec: ExperimentSpec, entry: MethodEntry,
+                     prompts_dir: Path) -> GenerationParams:
+        """The spec's language model with the style preset's sampling, then the entry's."""
+        preset = load_preset(prompts_dir, str(entry.descriptor_style)).generation
+        sampling = {k: preset[k] for k in ("temperature", "max_tokens", "samples", "stop", "parser")
+                    if k in preset}
+        try:
+            return GenerationParams(**{**spec.generation.params().model_dump(), **sampling,
+                                       **entry.generation})
+        except ValidationError as exc:
+            raise DescgenError(f"methods: {entry.name}: generation: {validation_message(exc)}") from exc
+
+    def style_prompts(self, style: Style, prompts_dir: Path) -> str:
+        """What a style's prompts are made of (its data files and settings); the neighbours
+        follow from the classes and the CLIP, both in the identity already."""
+        files = {"cupl": ["cupl/questions.yaml"], "comparative": ["comparative/prompt.yaml"]}
+        return sha256_text(json.dumps({"style": style.model_dump(),
+                                       "files": [sha256_file(prompts_dir / f)
+                                                 for f in files[style.name]]}, sort_keys=True))
 
     def store_name(self, options: PromptOptions, prompts: str) -> str:
         """A setting's descriptor file, named apart for each language model and prompt text."""
@@ -275,12 +333,16 @@ class SweepIdentity:
 def requests_needed(spec: ExperimentSpec, settings: list[PromptOptions], out_dir: Path,
                     cache: ResponseCache, library: PromptLibrary, ident: SweepIdentity) -> int:
     """First-round requests a sweep would send: classes not yet generated, answers not cached.
-    Reads the descriptor files as they are, repairing nothing."""
-    if not any(m in NEEDS_DESCRIPTORS for m in spec.methods):
-        return 0
+    Reads the descriptor files as they are, repairing nothing. For comparative descriptors the
+    count is at most (the neighbours are known once CLIP is loaded): classes not yet in the
+    store times the neighbours."""
+    total = _style_requests(spec, out_dir, library, ident, cache)
+    if spec.clip.concept == "auto" and ident.concept is None:
+        total += 1
+    if not spec.grid_entries:
+        return total
     params = spec.generation.params()
     identity = _identity(params)
-    total = 0
     for options in settings:
         store = out_dir / "descriptors" / ident.store_name(options, ident.prompts(options, library))
         have = {r.class_index for r in read_store_for_resume(store, ident.classes, repair=False,
@@ -294,6 +356,35 @@ def requests_needed(spec: ExperimentSpec, settings: list[PromptOptions], out_dir
             prompt = build_prompt(name, options, library).sent(params.api == "chat")
             keys = [response_key(identity, prompt, s) for s in range(params.samples)]
             total += len(cache.get_many(keys)) < len(keys)
+    return total
+
+
+def _style_requests(spec: ExperimentSpec, out_dir: Path, library: PromptLibrary,
+                    ident: SweepIdentity, cache: ResponseCache) -> int:
+    total = 0
+    seen: set[Path] = set()
+    for cell in _style_cells(spec, out_dir, library, ident):
+        if cell.store in seen or cell.store is None or cell.style is None:
+            continue
+        seen.add(cell.store)
+        have = {r.class_index for r in read_store_for_resume(cell.store, ident.classes,
+                                                              repair=False, retry_failed=True)}
+        todo = [i for i in range(len(ident.classes)) if i not in have]
+        if cell.style.name == "comparative":
+            total += len(todo) * cell.style.neighbours
+            continue
+        params = ident.style_params(spec, cell.entry, library.prompts_dir)
+        identity = _identity(params)
+        from descriptor_gen.describe.styles import cupl_prompts
+
+        for index in todo:
+            for prompt in cupl_prompts(ident.classes[index], cell.style, library.prompts_dir):
+                if identity is None:
+                    total += 1
+                    continue
+                keys = [response_key(identity, prompt.sent(params.api == "chat"), s)
+                        for s in range(params.samples)]
+                total += len(cache.get_many(keys)) < len(keys)
     return total
 
 
@@ -311,42 +402,71 @@ def _identity(params: GenerationParams) -> dict[str, Any] | None:
 
 @dataclass
 class Cell:
-    options: PromptOptions | None  # None: a given store, not generated here
-    method: str
+    options: PromptOptions | None  # None: a given store or a style's, not the grid's
+    entry: MethodEntry
     identity: dict[str, Any]
     id: str
     store: Path | None
     source: StoreSpec | None = None
+    style: Style | None = None  # the prompt style the sweep generates this cell's store in
+    params: GenerationParams | None = None
+
+    @property
+    def method(self) -> str:
+        return self.entry.name
+
+
+def _style_cells(spec: ExperimentSpec, out_dir: Path, library: PromptLibrary,
+                 ident: SweepIdentity) -> list[Cell]:
+    cells = []
+    for entry in spec.methods:
+        if entry.descriptor_style is None:
+            continue
+        style = ident.style_of(spec, entry, library.prompts_dir)
+        params = ident.style_params(spec, entry, library.prompts_dir)
+        prompts = ident.style_prompts(style, library.prompts_dir)
+        generation = generation_identity(params)
+        identity = {**ident.cell(spec.name, None, entry, prompts, generation),
+                    "setting": {"style": style.name}}
+        tag = sha256_text(json.dumps([generation, prompts], sort_keys=True))[:10]
+        store = out_dir / "descriptors" / f"{style.name}-{tag}.jsonl"
+        cells.append(Cell(None, entry, identity, cell_id(identity), store, style=style,
+                          params=params))
+    return cells
 
 
 def plan_cells(spec: ExperimentSpec, settings: list[PromptOptions], out_dir: Path,
                library: PromptLibrary, ident: SweepIdentity) -> list[Cell]:
-    """Every distinct cell of the grid x methods and of the given stores, with its identity."""
+    """Every distinct cell of the grid x methods, of the given stores and of the styles' stores,
+    with its identity."""
     cells: dict[str, Cell] = {}
-    for options in settings:
-        prompts = None
-        if any(m in NEEDS_DESCRIPTORS for m in spec.methods):
-            prompts = ident.prompts(options, library)
-        for method in spec.methods:
-            identity = ident.cell(spec.name, options, method, prompts)
+    grid_entries = spec.grid_entries
+    for entry in spec.methods:
+        if not entry.needs_descriptors:
+            identity = ident.cell(spec.name, None, entry, None)
+            cells.setdefault(cell_id(identity), Cell(None, entry, identity, cell_id(identity), None))
+    for options in settings if grid_entries else []:
+        prompts = ident.prompts(options, library)
+        store = out_dir / "descriptors" / ident.store_name(options, prompts)
+        for entry in grid_entries:
+            identity = ident.cell(spec.name, options, entry, prompts)
             key = cell_id(identity)
-            store = None
-            if method in NEEDS_DESCRIPTORS and prompts is not None:
-                store = out_dir / "descriptors" / ident.store_name(options, prompts)
-            cells.setdefault(key, Cell(options, method, identity, key, store))
+            cells.setdefault(key, Cell(options, entry, identity, key, store))
     for name, source in spec.stores.items():
         if not source.path.is_file():
             raise DescgenError(f"stores.{name}: {source.path}: no such file")
         content = {"name": name, "sha256": sha256_file(source.path), "format": source.format,
                    "match": source.match}
-        for method in (m for m in spec.methods if m in NEEDS_DESCRIPTORS):
-            identity = {**ident.cell(spec.name, PromptOptions(), method, None),
+        for entry in grid_entries:
+            identity = {**ident.cell(spec.name, None, entry, None),
                         "setting": {"store": name}, "store": content}
             key = cell_id(identity)
             store = source.path
             if source.format != "store":
                 store = out_dir / "descriptors" / f"{name}-{content['sha256'][:10]}.jsonl"
-            cells.setdefault(key, Cell(None, method, identity, key, store, source))
+            cells.setdefault(key, Cell(None, entry, identity, key, store, source))
+    for cell in _style_cells(spec, out_dir, library, ident):
+        cells.setdefault(cell.id, cell)
     return list(cells.values())
 
 
@@ -397,6 +517,20 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
             gen = None
             if cell.source is not None:
                 _given_store(cell, ident.classes, log)
+            elif cell.style is not None and cell.store is not None:
+                neighbours = None
+                if cell.style.name == "comparative":
+                    neighbours, _ = clip_neighbours(ident.classes, cell.style.neighbours, cache_dir,
+                                                    spec.clip.model, spec.clip.pretrained,
+                                                    clip=clip)
+                style_backend = backend if cell.params == spec.generation.params() else None
+                gen = generate(GenerationJob(
+                    classes=ident.classes, out=cell.store, options=PromptOptions(),
+                    params=cell.params or spec.generation.params(), library=library, cache=cache,
+                    style=cell.style, neighbours=neighbours,
+                    concurrency=spec.generation.concurrency,
+                    max_attempts=spec.generation.max_attempts, progress=False,
+                    backend=style_backend, log=log))
             elif cell.store is not None:
                 gen = generate(GenerationJob(
                     classes=ident.classes, out=cell.store, options=cell.options,
@@ -404,15 +538,24 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
                     concurrency=spec.generation.concurrency,
                     max_attempts=spec.generation.max_attempts, progress=False, backend=backend,
                     log=log))
+            clip_options = spec.clip.model_dump()
+            if ident.concept is not None:
+                clip_options["concept"] = ident.concept
             cfg = EvalConfig(dataset=spec.dataset, data_root=spec.data_root,
-                             descriptors=cell.store, method=cell.method, **spec.clip.model_dump())
+                             descriptors=cell.store, method=cell.entry.method,
+                             options=cell.entry.options, **clip_options)
             result = evaluate(cfg, ident.classes, cache_dir, prompts_dir, clip=clip, log=log)
             row = {
                 "experiment": spec.name,
                 "cell": cell.id,
                 "setting": cell.identity["setting"],
                 "method": cell.method,
+                "method_name": cell.entry.method,
+                "options": result.options,
                 "metrics": result.metrics,
+                "metrics_std": result.metrics_std,
+                "repeats": result.repeats,
+                "concept": result.concept,
                 "identity": cell.identity,
                 "text": result.text.model_dump(),
                 "descriptors": result.counts["descriptors_per_class"] if cell.store else None,
@@ -427,14 +570,11 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
             append_row(results, row)
             rows.append(row)
             what = ("baseline" if cell.store is None else setting_slug(cell.options)
-                    if cell.options else f"store {cell.identity['setting']['store']}")
+                    if cell.options else f"style {cell.style.name}" if cell.style
+                    else f"store {cell.identity['setting']['store']}")
             log(f"{spec.name}: {what} {cell.method}: top-1 {result.metrics['top1']:.4f}")
     finally:
         if backend is not None:
             asyncio.run(backend.aclose())
     return rows
 
-
-def _setting_of(options: PromptOptions, method: str) -> dict[str, Any]:
-    """Baselines do not depend on the prompt, so their setting is empty."""
-    return options.model_dump() if method in NEEDS_DESCRIPTORS else {}

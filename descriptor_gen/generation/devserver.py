@@ -1,7 +1,9 @@
 """A small OpenAI-compatible server on loopback, for tests, benchmarks and offline demos.
 
-It answers `/v1/completions` and `/v1/chat/completions` with Menon & Vondrick-style bullet
-lists about the class named in the prompt, with a chosen latency, and can be told to fail
+It answers `/v1/completions` and `/v1/chat/completions` as the prompt asks: Menon &
+Vondrick-style bullet lists about the class named in a few-shot prompt, bullets that set a class
+apart from another for a comparative prompt, a concept for WaffleCLIP's concept question, and
+one sentence for any other question (CuPL's), with a chosen latency, and can be told to fail
 (429 with Retry-After, 500, a hang) or to answer noise, so every path of the generation stage
 can be exercised without a network or a real model. Like a real server it cuts an answer at the
 first `stop` string (completions) and at `max_tokens` tokens (here: whitespace-separated words),
@@ -22,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _TARGET = re.compile(r"distinguishing an? (.+?) in a photo\?")
+_PAIR = re.compile(r"distinguishing an? (.+?) from an? (.+?) in the photo\?")
+_CONCEPT = "have in common. It may be nothing."
 _TOKEN = re.compile(r"\s*\S+")
 _FEATURES = ("the typical shape of {c}", "the usual colours of {c}", "the texture of {c}'s surface",
              "the size of {c} next to familiar objects", "the distinctive parts of {c}")
@@ -50,14 +54,38 @@ class ServerConfig:
     batch_id: str | None = None  # the id the next batch gets (a hostile server's, in tests)
 
 
-def _target_of(body: dict[str, Any]) -> str | None:
-    """The class a request asks about: the last `distinguishing a X` in its prompt."""
+def _prompt_of(body: dict[str, Any]) -> str | None:
     messages = body.get("messages")
     prompt = messages[-1].get("content") if messages else body.get("prompt")
-    if not isinstance(prompt, str):
+    return prompt if isinstance(prompt, str) else None
+
+
+def _target_of(body: dict[str, Any]) -> str | None:
+    """The class a request asks about: the last `distinguishing a X` in its prompt."""
+    prompt = _prompt_of(body)
+    if prompt is None:
         return None
     found = _TARGET.findall(prompt)
     return found[-1] if found else "thing"
+
+
+def reply_text(prompt: str, sample: int, chat: bool) -> str:
+    """The answer to any prompt: by the kind of question it ends with."""
+    pairs = _PAIR.findall(prompt)
+    if pairs:
+        target, other = pairs[-1]
+        lines = [f"the {f} of {target}, unlike {other}" for f in ("shape", "colour", "outline")]
+        if sample:
+            lines.append(f"detail number {sample} that sets {target} apart")
+        return "\n".join(f"- {line}" for line in lines)
+    if _CONCEPT in prompt:
+        return "shapes."
+    found = _TARGET.findall(prompt)
+    if found:
+        return answer_for(found[-1], sample, chat)
+    subject = prompt.strip().rstrip("?:").strip()
+    extra = f" and detail number {sample}" if sample else ""
+    return f" {subject} shows its typical shape and colour{extra}. It is often seen"
 
 
 def answer_for(class_name: str, sample: int, chat: bool) -> str:
@@ -126,14 +154,15 @@ class DevServer:
         chat = path.endswith("/chat/completions")
         if not chat and not path.endswith("/completions"):
             return 404, {}, {"error": {"message": f"no route {path}", "type": "not_found"}}
+        prompt = _prompt_of(body)
         target = _target_of(body)
-        if target is None or not body.get("model"):
+        if prompt is None or target is None or not body.get("model"):
             return 400, {}, {"error": {"message": "model and prompt are required",
                                        "type": "invalid_request_error"}}
         n = int(body.get("n") or 1) if self.config.supports_n else 1
         first = int(body.get("seed") or 0)
         texts = [("%% ## ::" if target in self.config.noise_classes
-                  else answer_for(target, first + i, chat)) for i in range(n)]
+                  else reply_text(prompt, first + i, chat)) for i in range(n)]
         stops = [] if chat else _as_list(body.get("stop"))
         cut = [_limit(t, stops, body.get("max_tokens")) for t in texts]
         return 200, {}, _completion_body(cut, chat, body["model"])

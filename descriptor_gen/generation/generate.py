@@ -1,10 +1,13 @@
 """Generation: prompts -> language model -> parsed descriptors -> the store, class by class.
 
-Around any backend: the response cache (a re-run sends no request), tenacity retries (rate
-limits honour Retry-After), bounded concurrency, and an append-only output that a restarted
-run resumes from. An answer that stopped at the token limit is parsed as truncated (its cut
-last item dropped) and its record says so; an answer without descriptors is asked again as a
-new sample only when sampling (temperature > 0): a greedy answer asked again is the same.
+A class has one prompt (the few-shot style) or several (CuPL's questions, comparative pairs);
+each prompt is asked for `samples` answers and the class's record merges all of them. Around
+any backend: the response cache (a re-run sends no request), tenacity retries (rate limits
+honour Retry-After), bounded concurrency over every prompt of every class, and an append-only
+output that a restarted run resumes from. An answer that stopped at the token limit is parsed
+as truncated (its cut last item dropped) and its record says so; a class without descriptors
+is asked again (one new sample per prompt) only when sampling (temperature > 0): a greedy
+answer asked again is the same.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from descriptor_gen.generation.cache import Answer, ResponseCache, base_url_host
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.locks import exclusive
 from descriptor_gen.describe.parse import PARSERS
-from descriptor_gen.describe.prompts import Prompt, PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.describe.prompts import Prompt, PromptLibrary, PromptOptions, prompt_sha256
+from descriptor_gen.describe.styles import Style, class_prompts
 from descriptor_gen.generation.retry import RequestFailed, with_retries
 from descriptor_gen.describe.store import DescriptorRecord, StoreAppender, read_store_for_resume
 
@@ -75,13 +79,41 @@ class Stats:
     failed: int = 0
 
 
+# A prompt asked twice for one class (CuPL's aircraft questions) draws other samples: its
+# cache keys and seeds are offset by this much per earlier copy.
+REPEAT_STRIDE = 10_000
+
+
 @dataclass
 class ClassState:
+    """One class's prompts and, per prompt, its answers so far."""
+
     index: int
     name: str
-    prompt: Prompt
-    answers: list[Answer] = field(default_factory=list)
+    prompts: list[Prompt]
+    answers: list[list[Answer]] = field(default_factory=list)
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        self.answers = [[] for _ in self.prompts]
+        self.offsets = [REPEAT_STRIDE * sum(1 for q in self.prompts[:j] if q.text == p.text)
+                        for j, p in enumerate(self.prompts)]
+
+    def all_answers(self) -> list[Answer]:
+        return [a for answers in self.answers for a in answers]
+
+    def sha256(self, chat: bool) -> str:
+        return prompts_sha256(self.prompts, chat)
+
+
+def prompts_sha256(prompts: list[Prompt], chat: bool) -> str:
+    """The hash of what a class was asked: its prompt's, or of all its prompts' in order."""
+    if len(prompts) == 1:
+        return prompts[0].sha256(chat)
+    return prompt_sha256("\n".join(p.sha256(chat) for p in prompts))
+
+
+Unit = tuple[ClassState, int]  # a class and one of its prompts
 
 
 @dataclass
@@ -94,6 +126,8 @@ class GenerationJob:
     params: GenerationParams
     library: PromptLibrary
     cache: ResponseCache
+    style: Style = field(default_factory=Style)
+    neighbours: list[list[int]] | None = None
     concurrency: int = 4
     max_attempts: int = 4
     overwrite: bool = False
@@ -111,6 +145,20 @@ class GenerationJob:
     def live(self) -> bool:
         return not (self.batch_api or self.resume_batch)
 
+    @property
+    def record_options(self) -> PromptOptions | None:
+        """The few-shot options a record keeps (other styles say theirs in `style`)."""
+        return self.options if self.style.name == "dclip" else None
+
+    def prompts(self) -> list[list[Prompt]]:
+        return class_prompts(self.style, self.classes, self.options, self.library, self.neighbours)
+
+    def style_record(self, index: int) -> dict[str, Any] | None:
+        named = None
+        if self.neighbours is not None:
+            named = [self.classes[j] for j in self.neighbours[index]]
+        return self.style.record(named)
+
 
 def generate(job: GenerationJob) -> GenerationSummary:
     """Generate descriptors for every class not yet in `job.out`, appending records as they finish.
@@ -120,7 +168,9 @@ def generate(job: GenerationJob) -> GenerationSummary:
     """
     if job.concurrency < 1 or job.max_attempts < 1:
         raise DescgenError("--concurrency and --max-attempts must be at least 1")
-    build_prompt(job.classes[0], job.options, job.library)  # a bad bank or instruction stops here
+    if not job.classes:
+        raise DescgenError("no classes to describe")
+    job.prompts()  # a bad bank, instruction or question set stops here
     with exclusive(job.out, wait=job.wait):
         return asyncio.run(_generate(job))
 
@@ -133,13 +183,12 @@ async def _generate(job: GenerationJob) -> GenerationSummary:
     try:
         existing = read_store_for_resume(job.out, job.classes, overwrite=job.overwrite,
                                          retry_failed=job.retry_failed)
-        _check_same_setting(existing, job, record_params(job.params, backend), backend.chat)
+        _check_same_setting(existing, job, record_params(job.params, backend), backend.chat,
+                            job.prompts())
         done = {r.class_index for r in existing}
-        states = [
-            ClassState(i, name, build_prompt(name, job.options, job.library))
-            for i, name in enumerate(job.classes)
-            if i not in done
-        ]
+        prompts = job.prompts()
+        states = [ClassState(i, name, prompts[i]) for i, name in enumerate(job.classes)
+                  if i not in done]
         if not job.live:
             await _fill_cache_by_batch(job, backend, states, stats)
         with StoreAppender(job.out) as appender, _progress(job, len(states)) as bar:
@@ -190,18 +239,20 @@ def _batch_requests(job: GenerationJob, backend: OpenAIBackend,
     lines: list[str] = []
     items: dict[str, BatchItem] = {}
     for state in states:
-        prompt = state.prompt.sent(backend.chat)
-        keys = {i: response_key(identity, prompt, i) for i in range(job.params.samples)}
-        cached = job.cache.get_many(list(keys.values()))
-        missing = [i for i, key in keys.items() if key not in cached]
-        if not missing:
-            continue
-        seed = None if job.params.seed is None else job.params.seed + missing[0]
-        body = backend.request_body(Query(prompt, n=len(missing), seed=seed))
-        custom_id = f"class-{state.index}"
-        items[custom_id] = BatchItem(class_index=state.index, class_name=state.name,
-                                     keys=[keys[i] for i in missing])
-        lines.append(request_line(custom_id, backend.endpoint, body))
+        for j, one in enumerate(state.prompts):
+            prompt = one.sent(backend.chat)
+            samples = [state.offsets[j] + i for i in range(job.params.samples)]
+            keys = {i: response_key(identity, prompt, i) for i in samples}
+            cached = job.cache.get_many(list(keys.values()))
+            missing = [i for i, key in keys.items() if key not in cached]
+            if not missing:
+                continue
+            seed = None if job.params.seed is None else job.params.seed + missing[0]
+            body = backend.request_body(Query(prompt, n=len(missing), seed=seed))
+            custom_id = f"class-{state.index}" + (f"-p{j}" if len(state.prompts) > 1 else "")
+            items[custom_id] = BatchItem(class_index=state.index, class_name=state.name,
+                                         keys=[keys[i] for i in missing])
+            lines.append(request_line(custom_id, backend.endpoint, body))
     return lines, items
 
 
@@ -225,21 +276,22 @@ def record_params(params: GenerationParams, backend: Backend) -> dict[str, Any]:
 
 
 def _check_same_setting(
-    existing: list[DescriptorRecord], job: GenerationJob, params: dict[str, Any], chat: bool
+    existing: list[DescriptorRecord], job: GenerationJob, params: dict[str, Any], chat: bool,
+    prompts: list[list[Prompt]],
 ) -> None:
     """Refuse to resume a store whose records another setting or another prompt made."""
     for record in existing:
-        same = (record.backend, record.model, record.options, record.params) == (
-            job.params.backend, job.params.model, job.options, params
+        same = (record.backend, record.model, record.options, record.style, record.params) == (
+            job.params.backend, job.params.model, job.record_options,
+            job.style_record(record.class_index), params
         )
         if not same:
             raise DescgenError(
                 f"{job.out}: class {record.class_index} ({record.class_name!r}) was generated with"
-                " another setting (backend, model, prompt options or parameters);"
+                " another setting (backend, model, prompt style or options, or parameters);"
                 " use --overwrite or another --out"
             )
-        prompt = build_prompt(record.class_name, job.options, job.library)
-        if record.prompt_sha256 != prompt.sha256(chat):
+        if record.prompt_sha256 != prompts_sha256(prompts[record.class_index], chat):
             raise DescgenError(
                 f"{job.out}: class {record.class_index} ({record.class_name!r}) was generated from"
                 " another prompt text (an edited example bank, instruction or frame);"
@@ -248,9 +300,11 @@ def _check_same_setting(
 
 
 class _Runner:
-    """Rounds of requests: round 0 asks `samples` answers a class, each later round one more
-    for the classes still without descriptors, up to `max_attempts` rounds (one round when
-    greedy: temperature 0 gives the same answer again)."""
+    """Rounds of requests: round 0 asks `samples` answers of every prompt, each later round one
+    more of every prompt of the classes still without descriptors, up to `max_attempts` rounds
+    (one round when greedy: temperature 0 gives the same answer again). Requests for all
+    prompts of all classes share the concurrency limit; a class is written when its last
+    prompt is answered."""
 
     def __init__(self, job: GenerationJob, backend: Backend, stats: Stats,
                  appender: StoreAppender, bar: tqdm, written: list[DescriptorRecord]) -> None:
@@ -269,14 +323,17 @@ class _Runner:
         for round_no in range(rounds):
             wanted = list(range(samples)) if round_no == 0 else [samples + round_no - 1]
             last = round_no == rounds - 1
-            chunks = [pending[i : i + self.backend.max_batch]
-                      for i in range(0, len(pending), self.backend.max_batch)]
+            units: list[Unit] = [(s, j) for s in pending for j in range(len(s.prompts))]
+            left = {s.index: len(s.prompts) for s in pending}
+            chunks = [units[i : i + self.backend.max_batch]
+                      for i in range(0, len(units), self.backend.max_batch)]
             retry: list[ClassState] = []
             tasks = [asyncio.create_task(self._chunk(c, wanted)) for c in chunks]
             try:
                 for finished in asyncio.as_completed(tasks):
-                    for state in await finished:
-                        if not self._settle(state, last):
+                    for state, _ in await finished:
+                        left[state.index] -= 1
+                        if not left[state.index] and not self._settle(state, last):
                             retry.append(state)
             finally:
                 for task in tasks:
@@ -287,12 +344,13 @@ class _Runner:
 
     def _settle(self, state: ClassState, last: bool) -> bool:
         """Write the class's record if it is finished; False when it should be asked again."""
-        dangling = state.prompt.dangling and not self.backend.chat
-        truncated = any(a.finish_reason == "length" for a in state.answers)
+        answers = state.all_answers()
+        truncated = any(a.finish_reason == "length" for a in answers)
         descriptors = self.parser.merge(
             self.parser.parse(a.text, state.name, truncated=a.finish_reason == "length",
-                              dangling=dangling)
-            for a in state.answers)
+                              dangling=prompt.dangling and not self.backend.chat)
+            for prompt, prompt_answers in zip(state.prompts, state.answers)
+            for a in prompt_answers)
         if not descriptors and state.error is None and not last:
             return False
         if not descriptors and not self.job.live:
@@ -300,18 +358,19 @@ class _Runner:
         error = state.error if not descriptors else None
         if not descriptors and error is None:
             cut = f" (cut at max_tokens {self.job.params.max_tokens})" if truncated else ""
-            error = f"no descriptors in {len(state.answers)} answers{cut}"
+            error = f"no descriptors in {len(answers)} answers{cut}"
         record = DescriptorRecord(
             class_index=state.index,
             class_name=state.name,
             descriptors=descriptors,
-            options=self.job.options,
-            prompt_sha256=state.prompt.sha256(self.backend.chat),
+            options=self.job.record_options,
+            style=self.job.style_record(state.index),
+            prompt_sha256=state.sha256(self.backend.chat),
             backend=self.job.params.backend,
             model=self.job.params.model,
             params=self.params,
-            raw=[a.text for a in state.answers],
-            finish_reasons=[a.finish_reason for a in state.answers],
+            raw=[a.text for a in answers],
+            finish_reasons=[a.finish_reason for a in answers],
             truncated=truncated,
             error=error,
         )
@@ -324,46 +383,52 @@ class _Runner:
                              cached=self.stats.cache_hits, tokens=self.stats.tokens, refresh=False)
         return True
 
-    async def _chunk(self, chunk: list[ClassState], wanted: list[int]) -> list[ClassState]:
-        keys = {(s.index, i): response_key(self.identity, s.prompt.sent(self.backend.chat), i)
-                for s in chunk for i in wanted}
+    def _key(self, unit: Unit, sample: int) -> str:
+        state, j = unit
+        return response_key(self.identity, state.prompts[j].sent(self.backend.chat),
+                            state.offsets[j] + sample)
+
+    async def _chunk(self, chunk: list[Unit], wanted: list[int]) -> list[Unit]:
+        keys = {(s.index, j, i): self._key((s, j), i) for s, j in chunk for i in wanted}
         cached = self.job.cache.get_many(list(keys.values()))
-        missing: dict[int, list[int]] = {}
-        for state in chunk:
+        missing: dict[tuple[int, int], list[int]] = {}
+        for state, j in chunk:
             for i in wanted:
-                answer = cached.get(keys[(state.index, i)])
+                answer = cached.get(keys[(state.index, j, i)])
                 if answer is None:
-                    missing.setdefault(state.index, []).append(i)
+                    missing.setdefault((state.index, j), []).append(i)
                 else:
                     self.stats.cache_hits += 1
-                    state.answers.append(answer)
-        asking = [s for s in chunk if s.index in missing]
+                    state.answers[j].append(answer)
+        asking = [u for u in chunk if (u[0].index, u[1]) in missing]
         if asking and self.job.live:
             try:
                 await self._ask(asking, missing, keys)
             except RequestFailed as exc:
-                for state in asking:
+                for state, _ in asking:
                     state.error = str(exc)
         return chunk
 
-    async def _ask(self, asking: list[ClassState], missing: dict[int, list[int]],
-                   keys: dict[tuple[int, int], str]) -> None:
+    async def _ask(self, asking: list[Unit], missing: dict[tuple[int, int], list[int]],
+                   keys: dict[tuple[int, int, int], str]) -> None:
         """Ask for the missing samples; a server that returns fewer than `n` is asked again."""
         while asking:
-            queries = [Query(s.prompt.sent(self.backend.chat), n=len(missing[s.index]),
-                             seed=self._seed(missing[s.index][0])) for s in asking]
+            queries = [Query(s.prompts[j].sent(self.backend.chat), n=len(missing[(s.index, j)]),
+                             seed=self._seed(s.offsets[j] + missing[(s.index, j)][0]))
+                       for s, j in asking]
             completions = await self._send(queries)
-            still: list[ClassState] = []
-            for state, completion in zip(asking, completions):
-                todo = missing[state.index]
+            still: list[Unit] = []
+            for (state, j), completion in zip(asking, completions):
+                todo = missing[(state.index, j)]
                 for offset, (sample, text) in enumerate(zip(todo, completion.texts)):
                     why = completion.reason(offset)
-                    self.job.cache.put(keys[(state.index, sample)], text,
-                                       {"class": state.name, "sample": sample}, why)
-                    state.answers.append(Answer(text, why))
-                missing[state.index] = todo[len(completion.texts):]
-                if missing[state.index] and completion.texts:
-                    still.append(state)
+                    self.job.cache.put(keys[(state.index, j, sample)], text,
+                                       {"class": state.name, "prompt": j,
+                                        "sample": state.offsets[j] + sample}, why)
+                    state.answers[j].append(Answer(text, why))
+                missing[(state.index, j)] = todo[len(completion.texts):]
+                if missing[(state.index, j)] and completion.texts:
+                    still.append((state, j))
             asking = still
 
     def _seed(self, sample: int) -> int | None:

@@ -24,25 +24,27 @@ from descriptor_gen.score.features import (
     encode_stream,
     load_clip,
 )
+from descriptor_gen.score.methods import Inputs, MethodDef, form_defaults, method, method_scores
 from descriptor_gen.score.scoring import (
     AUTO,
-    METHODS,
-    NEEDS_DESCRIPTORS,
     ClassTexts,
+    Metrics,
     OnEmpty,
     TextForms,
     TextRecipe,
     check_template,
-    class_texts,
-    class_vectors,
     explain,
     is_form_name,
     make_recipe,
     metrics,
-    scores,
     topk,
 )
-from descriptor_gen.describe.store import DescriptorRecord, check_against_classes, read_store
+from descriptor_gen.describe.store import (
+    DescriptorRecord,
+    check_against_classes,
+    read_store,
+    store_style,
+)
 
 
 UNREADABLE_WARNING = 0.01  # above this share of unreadable images, a summary warning
@@ -50,16 +52,20 @@ UNREADABLE_WARNING = 0.01  # above this share of unreadable images, a summary wa
 
 class TextOptions(BaseModel):
     """How texts are made: the descriptor and class-name forms (names in
-    `prompts/text_forms.yaml` or templates), the pooling of descriptor embeddings, and what a
-    class without descriptors is scored by. `auto` follows the store: CuPL imports are
-    sentences with a renormalised mean, everything else DCLIP's form with a plain mean."""
+    `prompts/text_forms.yaml` or templates), the pooling of descriptor embeddings, what a
+    class without descriptors is scored by, and a high-level concept (WaffleCLIP's
+    "A photo of a {concept}: a {c}"; `card`: the dataset card's). `auto` follows the store and
+    the method: CuPL sentences as written with a renormalised mean; WaffleCLIP's and
+    Comparative-CLIP's methods their "A photo of a ..." forms; otherwise DCLIP's form with a
+    plain mean and CLIP's "a photo of a {c}."."""
 
     model_config = ConfigDict(extra="forbid")
 
     descriptor_template: str = AUTO
-    classname_template: str = "clip"
+    classname_template: str = AUTO
     pooling: Literal["auto", "mean", "renormalised"] = AUTO
     on_empty: OnEmpty = "classname"
+    concept: str | None = None
 
     @field_validator("descriptor_template", "classname_template")
     @classmethod
@@ -69,13 +75,20 @@ class TextOptions(BaseModel):
             check_template(value, str(info.field_name).split("_")[0])
         return value
 
-    def recipe(self, forms: TextForms, records: list[DescriptorRecord]) -> TextRecipe:
-        cupl = bool(records) and all(r.params.get("format") == "cupl" for r in records)
+    def recipe(self, forms: TextForms, records: list[DescriptorRecord],
+               mdef: MethodDef | None = None, concept: str | None = None) -> TextRecipe:
+        cupl = bool(records) and all(store_style(r) == "cupl" for r in records)
+        defaults = mdef or method("descriptors")
         template = self.descriptor_template
         if template == AUTO:
-            template = "sentence" if cupl else "dclip"
-        pooling = self.pooling if self.pooling != AUTO else ("renormalised" if cupl else "mean")
-        return make_recipe(forms, template, self.classname_template, pooling, self.on_empty)
+            template = "sentence" if cupl else defaults.descriptor_form
+        classname = self.classname_template
+        if classname == AUTO:
+            classname = defaults.classname_form
+        pooling = self.pooling if self.pooling != AUTO else (
+            defaults.pooling or ("renormalised" if cupl else "mean"))
+        return make_recipe(forms, template, classname, pooling, self.on_empty,
+                           concept if concept is not None else self.concept)
 
 
 class EvalConfig(TextOptions):
@@ -87,6 +100,7 @@ class EvalConfig(TextOptions):
     model: str = "ViT-B-32"
     pretrained: str = "openai"
     method: str = "descriptors"
+    options: dict[str, Any] = {}
     batch_size: int = Field(default=64, ge=1)
     device: str = "auto"
     precision: str = "fp32"
@@ -95,8 +109,15 @@ class EvalConfig(TextOptions):
 
 
 class EvalResult(BaseModel):
+    """`metrics` are the mean over a seeded method's repeats (`metrics_std` their standard
+    deviation, `repeats` each seed's); predictions are the first seed's."""
+
     metrics: dict[str, float | int | None]
+    metrics_std: dict[str, float | None] | None = None
+    repeats: list[dict[str, Any]] = []
     method: str
+    options: dict[str, Any] = {}
+    concept: str | None = None
     model: str
     pretrained: str
     precision: str
@@ -116,13 +137,33 @@ class EvalResult(BaseModel):
     images_per_second: float | None
 
 
-def _store(cfg: EvalConfig) -> tuple[list[DescriptorRecord], str | None]:
+def _store(cfg: EvalConfig, mdef: MethodDef, options: Any) -> tuple[list[DescriptorRecord], str | None]:
     """The store's records and the file's hash (checked against the classes once known)."""
     if cfg.descriptors is None:
-        if cfg.method in NEEDS_DESCRIPTORS:
+        if mdef.needs_descriptors(options):
             raise DescgenError(f"--method {cfg.method} needs --descriptors FILE.jsonl")
         return [], None
-    return read_store(cfg.descriptors), sha256_file(cfg.descriptors)
+    records = read_store(cfg.descriptors)
+    if mdef.store_style is not None:
+        other = [r for r in records if store_style(r) != mdef.store_style]
+        if other:
+            raise DescgenError(
+                f"--method {cfg.method}: {cfg.descriptors} holds {store_style(other[0])} descriptors"
+                f" (class {other[0].class_index} {other[0].class_name!r}); it scores {mdef.store_style}"
+                f" ones (descgen generate --style {mdef.store_style}"
+                + (", or descgen import --format cupl)" if mdef.store_style == "cupl" else ")"))
+    return records, sha256_file(cfg.descriptors)
+
+
+def card_concept(dataset: str) -> str:
+    """A dataset card's published high-level concept (WaffleCLIP's), for `--concept card`."""
+    from descriptor_gen.data.cards import load_cards
+
+    card = load_cards().get(dataset)
+    if card is None or card.concept is None:
+        raise DescgenError(f"--concept card: {dataset} has no published concept"
+                           " (give one, e.g. --concept bird)")
+    return card.concept.name
 
 
 def imagenet_templates(prompts_dir: Path) -> list[str]:
@@ -172,6 +213,22 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
     return feats, len(feats.ok)
 
 
+def _repeat_summary(runs: list[Metrics]) -> tuple[dict[str, Any], dict[str, float | None] | None]:
+    first = runs[0].__dict__
+    if len(runs) == 1:
+        return dict(first), None
+    mean: dict[str, Any] = {}
+    std: dict[str, float | None] = {}
+    for key, value in first.items():
+        values = [getattr(r, key) for r in runs]
+        if value is None or key == "n_images":
+            mean[key], std[key] = value, None
+            continue
+        mean[key] = float(np.mean(values))
+        std[key] = float(np.std(values))
+    return mean, std
+
+
 def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
              predictions: Path | None = None, clip: ClipModel | None = None,
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> EvalResult:
@@ -181,13 +238,15 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
         classes: the class list; None to take the data source's own (a card, wds:, hf:).
 
     Image features come from the cache when the same model saw the same images before; only
-    texts not yet encoded by this model are encoded.
+    texts not yet encoded by this model are encoded. A seeded method is scored once per seed.
     """
-    if cfg.method not in METHODS:
-        raise DescgenError(f"--method {cfg.method}: choose {', '.join(METHODS)}")
+    mdef = method(cfg.method)
+    options = mdef.parse(cfg.options)
     started = time.perf_counter()
-    records, digest = _store(cfg)
-    recipe = cfg.recipe(TextForms.load(prompts_dir), records)
+    records, digest = _store(cfg, mdef, options)
+    concept = card_concept(cfg.dataset) if cfg.concept == "card" else cfg.concept
+    recipe = cfg.recipe(TextForms.load(prompts_dir), records, form_defaults(cfg.method, options),
+                        concept)
     descriptors = {r.class_index: r.descriptors for r in records}
     data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
     classes = data.classes or classes or []
@@ -216,40 +275,77 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     if len(beyond):
         raise DescgenError(f"{cfg.dataset}: label {int(beyond[0])} is beyond the {len(classes)}"
                            " classes")
+    image_feats = np.asarray(feats.features, np.float32)[ok]
+    text_cache = TextFeatureCache(cache_dir / "text_features.sqlite")
+    texts_encoded = 0
 
-    ct, fallback = class_texts(cfg.method, classes, descriptors, templates, recipe)
+    def encode(texts: list[str]) -> np.ndarray:
+        nonlocal texts_encoded
+        found, count = text_cache.features(clip, texts)
+        texts_encoded += count
+        return found
+
+    def labelled(source: str) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal encoded_images
+        shots = load_dataset(source, classes, cache_dir, cfg.data_root)
+        if shots.identity() == data.identity():
+            raise DescgenError(f"filtered: source {source} is the evaluated dataset; the shots"
+                               " must come from other images (a train split)")
+        found, count = image_features(clip, shots, cache_dir, cfg.batch_size, cfg.workers)
+        encoded_images += count
+        good = np.asarray(found.ok, bool)
+        source_labels = found.labels if shots.shards is not None else shots.labels
+        return np.asarray(found.features, np.float32)[good], np.asarray(source_labels)[good]
+
+    inputs = Inputs(classes, descriptors, templates, recipe, prompts_dir, encode, labelled)
+    runs: list[Metrics] = []
+    first: tuple[np.ndarray, ClassTexts, np.ndarray] | None = None
+    fallback: list[int] = []
+    texts_done = time.perf_counter()
+    for seed in options.seeds():
+        ct, fallback_now = mdef.build(inputs, options, seed)
+        text_feats = encode(ct.flat())
+        score = method_scores(cfg.method, options, image_feats, text_feats, ct)
+        runs.append(metrics(score, labels))
+        if first is None:
+            first, fallback = (score, ct, text_feats), fallback_now
+            texts_done = time.perf_counter()
+    assert first is not None
     if fallback:
         listed = ", ".join(f"{i} {classes[i]}" for i in fallback)
         by = {"classname": f"their class name ({recipe.classname('{c}')})",
-              "blank": f"a blank descriptor ({recipe.descriptor('{c}', '')}, as DCLIP does)"}
+              "blank": f"a blank descriptor ({recipe.descriptor('{c}', '')}, as DCLIP does)",
+              "error": ""}
         log(f"warning: {len(fallback)} classes have no descriptors and are scored by"
             f" {by[recipe.on_empty]}: {listed}")
-    text_feats, texts_encoded = TextFeatureCache(cache_dir / "text_features.sqlite").features(
-        clip, ct.flat())
-    texts_done = time.perf_counter()
-    vectors = class_vectors(text_feats, ct)
-    image_feats = np.asarray(feats.features, np.float32)[ok]
-    score = scores(image_feats, vectors)
-    result_metrics = metrics(score, labels)
     if predictions is not None:
+        score, ct, text_feats = first
         kept = [p for p, good in zip(names, ok) if good]
         _write_predictions(predictions, kept, labels, score, image_feats, ct, text_feats,
                            cfg.explain)
     finished = time.perf_counter()
+    mean, std = _repeat_summary(runs)
+    seeds = options.seeds()
     timings = {"data_and_model": loaded - started, "images": images_done - loaded,
                "texts": texts_done - images_done, "scoring": finished - texts_done}
     return EvalResult(
-        metrics=result_metrics.__dict__, method=cfg.method, model=cfg.model,
-        pretrained=cfg.pretrained, precision=cfg.precision, device=clip.device,
+        metrics=mean, metrics_std=std,
+        repeats=[{"seed": s, **r.__dict__} for s, r in zip(seeds, runs)] if len(runs) > 1 else [],
+        method=cfg.method, options=options.model_dump(), concept=recipe.concept,
+        model=cfg.model, pretrained=cfg.pretrained, precision=cfg.precision, device=clip.device,
         dataset=cfg.dataset, descriptor_file=str(cfg.descriptors) if cfg.descriptors else None,
         descriptor_file_sha256=digest, text=recipe,
-        templates=templates_from if "templates" in cfg.method else None,
+        templates=templates_from if "templates" in cfg.method or _uses_templates(cfg, options) else None,
         counts=_count_stats(descriptors, len(classes)), unreadable_images=unreadable,
         fallback_classes=[classes[i] for i in fallback], images_encoded=encoded_images,
         texts_encoded=texts_encoded, seconds=finished - started,
         timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(encoded_images / timings["images"]) if encoded_images else None,
     )
+
+
+def _uses_templates(cfg: EvalConfig, options: Any) -> bool:
+    return cfg.method == "autoclip" and "templates" in options.base
 
 
 def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, score: np.ndarray,

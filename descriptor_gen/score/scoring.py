@@ -1,4 +1,4 @@
-"""Classifiers from texts, scores, metrics and explanations.
+"""Text recipes, class vectors, scores, metrics and explanations.
 
 s(c, x) = 1/|D(c)| Σ_d cos(text(d), image(x)). With L2-normalised features this equals
 image(x) · mean_d text(d), so the class vector is the mean of the normalised descriptor
@@ -6,20 +6,14 @@ embeddings, *not* renormalised (renormalising is the template ensemble's and CuP
 convention, and it would change the scores).
 
 A class vector is a weighted sum of groups of texts, each group pooled as a mean (DCLIP) or a
-renormalised mean (templates, CuPL):
-
-- `classname`: one text, the class-name form (`a photo of a {c}.` by default).
-- `templates`: CLIP's 80 ImageNet templates, renormalised mean.
-- `descriptors`: the descriptor texts, pooled by `pooling`.
-- `descriptors+templates`: ½ · descriptors + ½ · templates, so both sets weigh the same
-  whatever their sizes: s = ½ s_descriptors + ½ s_templates.
+renormalised mean (templates, CuPL); which texts a method makes is in
+:mod:`descriptor_gen.score.methods`.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -120,23 +114,32 @@ class TextRecipe(BaseModel):
     classname_text: str
     pooling: Pooling
     on_empty: OnEmpty
+    concept: str | None = None
+
+    def name(self, class_name: str) -> str:
+        """The class as texts name it; with a concept, WaffleCLIP's `{concept}: a {c}`."""
+        name = wordify(class_name)
+        return f"{self.concept}: a {name}" if self.concept else name
 
     def descriptor(self, class_name: str, descriptor: str) -> str:
-        return self.descriptor_text.format(c=wordify(class_name), d=descriptor,
+        return self.descriptor_text.format(c=self.name(class_name), d=descriptor,
                                            which=menon_which(descriptor))
 
     def classname(self, class_name: str) -> str:
-        return self.classname_text.format(c=wordify(class_name))
+        return self.classname_text.format(c=self.name(class_name))
+
+    def template(self, template: str, class_name: str) -> str:
+        return template.format(self.name(class_name))
 
 
 def make_recipe(forms: TextForms, descriptor_template: str = "dclip",
                 classname_template: str = "clip", pooling: Pooling = "mean",
-                on_empty: OnEmpty = "classname") -> TextRecipe:
+                on_empty: OnEmpty = "classname", concept: str | None = None) -> TextRecipe:
     return TextRecipe(descriptor_template=descriptor_template,
                       descriptor_text=forms.resolve("descriptor", descriptor_template),
                       classname_template=classname_template,
                       classname_text=forms.resolve("classname", classname_template),
-                      pooling=pooling, on_empty=on_empty)
+                      pooling=pooling, on_empty=on_empty, concept=concept)
 
 
 @dataclass
@@ -147,6 +150,7 @@ class Group:
     labels: list[str]  # what each text stands for (the descriptor, or the template's text)
     renormalise: bool
     weight: float = 1.0
+    aligned: bool = False  # text i means the same for every class (a template, a shared word)
 
 
 @dataclass
@@ -166,59 +170,6 @@ class ClassTexts:
 
     def offsets(self) -> np.ndarray:
         return np.cumsum([0] + [sum(len(g.texts) for g in groups) for groups in self.groups])
-
-
-@dataclass
-class _Class:
-    name: str
-    descriptors: list[str]
-    templates: list[str]
-    recipe: TextRecipe
-
-
-def _classname(c: _Class, weight: float = 1.0) -> Group:
-    text = c.recipe.classname(c.name)
-    return Group([text], [text], False, weight)
-
-
-def _templates(c: _Class, weight: float = 1.0) -> Group:
-    texts = [t.format(wordify(c.name)) for t in c.templates]
-    return Group(texts, texts, True, weight)
-
-
-def _descriptors(c: _Class, weight: float = 1.0) -> Group:
-    own = c.descriptors or ([""] if c.recipe.on_empty == "blank" else [])
-    if not own:
-        return _classname(c, weight)
-    texts = [c.recipe.descriptor(c.name, d) for d in own]
-    return Group(texts, list(own), c.recipe.pooling == "renormalised", weight)
-
-
-METHODS: dict[str, Callable[[_Class], list[Group]]] = {
-    "descriptors": lambda c: [_descriptors(c)],
-    "classname": lambda c: [_classname(c)],
-    "templates": lambda c: [_templates(c)],
-    "descriptors+templates": lambda c: [_descriptors(c, 0.5), _templates(c, 0.5)],
-}
-NEEDS_DESCRIPTORS: tuple[str, ...] = ("descriptors", "descriptors+templates")
-
-
-def class_texts(method: str, classes: list[str], descriptors: dict[int, list[str]],
-                templates: list[str], recipe: TextRecipe) -> tuple[ClassTexts, list[int]]:
-    """The texts of each class for a method; returns them and the classes without descriptors
-    (scored by the class-name form, or DCLIP's blank descriptor, as `recipe.on_empty` says)."""
-    if method not in METHODS:
-        raise DescgenError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
-    empty = [i for i in range(len(classes)) if not descriptors.get(i)]
-    empty = empty if method in NEEDS_DESCRIPTORS else []
-    if empty and recipe.on_empty == "error":
-        names = ", ".join(f"{i} {classes[i]}" for i in empty)
-        raise DescgenError(f"classes without descriptors (--on-empty error): {names}")
-    out = ClassTexts()
-    for index, name in enumerate(classes):
-        out.groups.append(METHODS[method](_Class(name, descriptors.get(index) or [], templates,
-                                                 recipe)))
-    return out, empty
 
 
 def class_vectors(text_features: np.ndarray, ct: ClassTexts) -> np.ndarray:

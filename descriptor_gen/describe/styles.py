@@ -1,0 +1,194 @@
+"""Prompt styles: how a class's questions to the language model are made.
+
+- `dclip`: one few-shot prompt per class (Menon & Vondrick's frame, the study's options).
+- `cupl`: CuPL's questions, each asked as it stands (`prompts/cupl/questions.yaml`).
+- `comparative`: one question per (class, nearest class) pair, Comparative-CLIP's prompt
+  (`prompts/comparative/prompt.yaml`); the nearest classes by CLIP text similarity of the names.
+- the high-level concept of a dataset (WaffleCLIP's `generate_concepts.py`), one question.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from descriptor_gen.describe.prompts import Messages, Prompt, PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import read_yaml, validated
+
+StyleName = Literal["dclip", "cupl", "comparative"]
+DEFAULT_QUESTIONS = "imagenet"
+
+
+class Style(BaseModel):
+    """A prompt style and its settings; all of it is provenance (records keep it).
+
+    Attributes:
+        questions: cupl: the question set (a dataset card name in the questions file).
+        article: cupl: `cupl` ("an" before a capital vowel only, as released), `vowel` (any
+            vowel) or `sound` (by sound, as our few-shot prompts).
+        neighbours: comparative: nearest classes asked about per class.
+        example_seed: comparative: the seed of the examples drawn for each pair (theirs: 42).
+        clip: comparative: the CLIP that chose the neighbours (its identity).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StyleName = "dclip"
+    questions: str = DEFAULT_QUESTIONS
+    article: Literal["cupl", "vowel", "sound"] = "cupl"
+    neighbours: int = Field(default=10, ge=1)
+    example_seed: int = 42
+    clip: dict[str, str] | None = None
+
+    def record(self, neighbours: list[str] | None = None) -> dict[str, Any] | None:
+        """What a record keeps: None for the few-shot style (its options say it all)."""
+        if self.name == "dclip":
+            return None
+        if self.name == "cupl":
+            return {"name": "cupl", "questions": self.questions, "article": self.article}
+        return {"name": "comparative", "neighbours": neighbours or [], "n": self.neighbours,
+                "example_seed": self.example_seed, "clip": self.clip}
+
+
+class ComparativeExample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    similar: str
+    features: list[str] = Field(min_length=1)
+
+
+class ComparativePrompt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    system: str
+    question: str
+    examples_per_prompt: int = Field(ge=0)
+    examples: list[ComparativeExample]
+
+
+class ConceptPrompt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str
+    names: int = Field(ge=1)
+    seed: int
+
+
+def cupl_questions(prompts_dir: Path, questions: str) -> list[str]:
+    path = prompts_dir / "cupl" / "questions.yaml"
+    data = read_yaml(path, "CuPL questions")
+    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(q, str) for q in v)
+                                             for v in data.values()):
+        raise DescgenError(f"{path}: expected question sets: a name, then a list of questions")
+    if questions not in data:
+        raise DescgenError(f"no CuPL question set {questions!r} (known: {', '.join(data)})")
+    return list(data[questions])
+
+
+def cupl_question_set(prompts_dir: Path, dataset: str | None) -> str:
+    """The question set for a dataset: its own where CuPL has one, else ImageNet's."""
+    data = read_yaml(prompts_dir / "cupl" / "questions.yaml", "CuPL questions")
+    return dataset if dataset and isinstance(data, dict) and dataset in data else DEFAULT_QUESTIONS
+
+
+def cupl_article(name: str, rule: str) -> str:
+    if rule == "cupl":
+        return "an" if name[:1] in "AEIOU" and name[:1] else "a"
+    if rule == "vowel":
+        return "an" if name[:1].lower() in "aeiou" and name[:1] else "a"
+    from descriptor_gen.describe.prompts import indefinite_article
+
+    return indefinite_article(name)
+
+
+def _plain(class_name: str, text: str, system: str | None = None) -> Prompt:
+    messages: Messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": text})
+    return Prompt(class_name=class_name, text=text, messages=messages, dangling=False)
+
+
+def cupl_prompts(class_name: str, style: Style, prompts_dir: Path) -> list[Prompt]:
+    """CuPL's questions about one class; the name as given (CuPL does not rewrite it)."""
+    article = cupl_article(class_name, style.article)
+    return [_plain(class_name, q.format(a=article, c=class_name))
+            for q in cupl_questions(prompts_dir, style.questions)]
+
+
+def load_comparative(prompts_dir: Path) -> ComparativePrompt:
+    path = prompts_dir / "comparative" / "prompt.yaml"
+    return validated(ComparativePrompt, read_yaml(path, "comparative prompt"), path)
+
+
+def comparative_prompts(classes: list[str], neighbours: list[list[int]], style: Style,
+                        prompts_dir: Path) -> list[list[Prompt]]:
+    """Per class, one prompt per neighbour: the examples drawn in class order, then neighbour
+    order, from one Python generator seeded once (so a run's prompts are theirs exactly)."""
+    spec = load_comparative(prompts_dir)
+    fmt = spec.question
+    worked = [fmt.format(target=e.target, similar=e.similar,
+                         features="\n".join(f"- {f}" for f in e.features)) for e in spec.examples]
+    if spec.examples_per_prompt > len(worked):
+        raise DescgenError(f"comparative prompt: {spec.examples_per_prompt} examples asked, the"
+                           f" file has {len(worked)}")
+    rng = random.Random(style.example_seed)
+    out = []
+    for index, name in enumerate(classes):
+        prompts = []
+        for other in neighbours[index]:
+            chosen = rng.sample(worked, spec.examples_per_prompt)
+            target = fmt.format(target=name, similar=classes[other], features="")
+            prompts.append(_plain(name, "\n\n".join([*chosen, target]), spec.system))
+        out.append(prompts)
+    return out
+
+
+def nearest_classes(classes: list[str], n: int,
+                    encode: Callable[[list[str]], np.ndarray]) -> list[list[int]]:
+    """Each class's n most similar classes by the cosine similarity of the CLIP text features
+    of the bare names, in Comparative-CLIP's order (ascending similarity: the nearest last)."""
+    if n >= len(classes):
+        raise DescgenError(f"--neighbours {n}: must be fewer than the {len(classes)} classes")
+    features = encode(list(classes)).astype(np.float64)
+    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    sims = features @ features.T
+    np.fill_diagonal(sims, -1.0)
+    return [[int(j) for j in np.argsort(row, kind="stable")[-n:]] for row in sims]
+
+
+def class_prompts(style: Style, classes: list[str], options: PromptOptions,
+                  library: PromptLibrary, neighbours: list[list[int]] | None = None) -> list[list[Prompt]]:
+    """Every class's prompts in the style (one for the few-shot style)."""
+    if style.name == "dclip":
+        return [[build_prompt(name, options, library)] for name in classes]
+    if style.name == "cupl":
+        return [cupl_prompts(name, style, library.prompts_dir) for name in classes]
+    if neighbours is None:
+        raise DescgenError("comparative prompts need each class's nearest classes")
+    return comparative_prompts(classes, neighbours, style, library.prompts_dir)
+
+
+def concept_prompt(classes: list[str], prompts_dir: Path) -> Prompt:
+    """WaffleCLIP's question for a dataset's shared concept."""
+    path = prompts_dir / "concept.yaml"
+    spec = validated(ConceptPrompt, read_yaml(path, "concept prompt"), path)
+    rng = np.random.RandomState(spec.seed)
+    drawn = rng.choice(np.array(classes), min(spec.names, len(classes)), replace=False)
+    names = ", ".join(str(x).replace("_", " ") for x in drawn)
+    return _plain("concept", spec.question.format(names=names))
+
+
+def concept_from_answer(text: str) -> str:
+    """WaffleCLIP's cleaning of the concept answer."""
+    concept = text.replace("\n", "").replace(".", "").replace("?", "").lower().strip()
+    if concept.endswith("s"):
+        concept = concept[:-1]
+    if not concept:
+        raise DescgenError("the language model's concept answer is empty")
+    return concept
