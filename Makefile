@@ -39,7 +39,7 @@ SWEEP_FLAGS = --out $(RESULTS) --set dataset=$(DATASET) --set classes=$(CLASSES)
 	--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
 	--set clip.precision=$(PRECISION)
 
-.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines exp-dclip_imagenet exp-methods reproduce-dclip reproduce-waffle reproduce-comparative
+.PHONY: install test demo refer-demo bench clean report exp-count exp-instruction exp-examples exp-baselines exp-dclip_imagenet exp-methods exp-fewshot reproduce-dclip reproduce-waffle reproduce-comparative
 
 install: $(STAMP)
 
@@ -86,6 +86,11 @@ exp-dclip_imagenet: install
 exp-methods: install
 	$(PY) -m descriptor_gen.experiments.demo results/methods data/experiments/methods.yaml
 
+# Few-shot learned prompts beside zero-shot descriptors: CoOp, KgCoOp-style CoOp and Tip-Adapter
+# at K = 1..16 shots on the demo's images (results/fewshot/report.md and its figure).
+exp-fewshot: install
+	$(PY) -m descriptor_gen.experiments.demo results/fewshot data/experiments/fewshot.yaml
+
 # The benchmark suites: methods x datasets with the published numbers beside ours.
 reproduce-dclip reproduce-waffle reproduce-comparative: reproduce-%: install
 	$(DESCGEN) suite data/experiments/suite_$*.yaml $(SUITE_FLAGS)
@@ -100,6 +105,7 @@ bench: install
 	$(PY) bench/bench_sweep.py --images 100
 	$(PY) bench/bench_refer.py --images 10
 	$(PY) bench/bench_comparative.py
+	$(PY) bench/bench_learn.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

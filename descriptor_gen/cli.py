@@ -20,6 +20,8 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import output_dir, output_file, parse_yaml, read_text, validation_message
 from descriptor_gen.score.methods import METHODS
+from descriptor_gen.learn.methods import LEARNED
+from descriptor_gen.learn.run import LearnConfig, learn
 from descriptor_gen.score.evaluate import EvalConfig, evaluate
 from descriptor_gen.experiments.sweep import (
     SweepIdentity,
@@ -406,11 +408,13 @@ def eval_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
+    learned: Annotated[Optional[Path], typer.Option("--learned", help="Score with a run of descgen learn (CoOp, Tip-Adapter, ...) instead of a method.")] = None,
     cache_dir: CacheDir = None,
 ) -> None:
     """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
     try:
         cfg = EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors, model=model,
+                         learned=learned,
                          pretrained=pretrained, options=method_options(option), concept=concept,
                          method=method.value, descriptor_template=descriptor_template,
                          classname_template=classname_template, pooling=pooling.value,
@@ -437,6 +441,51 @@ def eval_cmd(
                f" recall {shown('mean_per_class_recall')}  entropy {shown('mean_entropy')}"
                f"  images {m['n_images']}{repeats}")
     _write_result(out, result)
+
+
+LearnedName = Enum("LearnedName", {name: name for name in LEARNED}, type=str)  # type: ignore[misc]
+
+
+@app.command("learn")
+def learn_cmd(
+    method: Annotated[LearnedName, typer.Argument(help="coop, kgcoop (CoOp kept near the descriptor classifier), cocoop, padding, tip-adapter, tip-adapter-f.")],  # type: ignore[valid-type]
+    dataset: Annotated[str, typer.Option("--dataset", help="The training images: a card's train split (food101:train), an image folder, a CSV, wds:DIR:train or hf:...; never the evaluation split.")],
+    out: Annotated[Path, typer.Option("--out", help="The run folder to write (or --resume).")],
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="Class list (needed for folders and CSVs).")] = None,
+    shots: Annotated[int, typer.Option("--shots", min=1, help="Labelled images per class (K).")] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the shots and of the training.")] = 1,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=0, help="Default: the reference's (CoOp: 50/100/200 by K; CoCoOp 10; Tip-Adapter-F 20; padding 1000).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Default: the reference's.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Default: the reference's.")] = None,
+    views: Annotated[int, typer.Option("--views", min=1, help="Augmented views of each shot, encoded once and cached (1: no augmentation).")] = 1,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="A method option KEY=VALUE, e.g. n_ctx=16, ctx_init='a photo of a', csc=true, position=middle, guide=descriptors, weight=8, pad=30, alpha=1.17, beta=1.")] = None,
+    descriptors: Annotated[Optional[Path], typer.Option("--descriptors", help="Descriptor store, for kgcoop's guide or padding's classifier.")] = None,
+    data_root: DataRoot = None,
+    model: Annotated[str, typer.Option("--model", help="open_clip model name or model-config JSON.")] = "ViT-B-32",
+    pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, checkpoint file, or none.")] = "openai",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = 2,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished epoch.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Train a learned prompt or adapter on K labelled shots per class, into a run folder for
+    `descgen eval --learned RUN`. Ctrl-C keeps the last finished epoch; --resume continues."""
+    given = {"shots": shots, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+             "views": views}
+    options = {**method_options(option), **{k: v for k, v in given.items() if v is not None}}
+    try:
+        cfg = LearnConfig(method=method.value, dataset=dataset, options=options,
+                          classes=load_classes(classes) if classes is not None else None,
+                          data_root=data_root, descriptors=descriptors, model=model,
+                          pretrained=pretrained, device=device, workers=workers)
+    except ValidationError as exc:
+        raise _flag_error(exc) from exc
+    output_dir(out, "--out")
+    settings = Settings.resolve(cache_dir, writable=True)
+    info = learn(cfg, out, settings.cache_dir, settings.prompts_dir, resume=resume, progress=progress)
+    typer.echo(f"{info.method}: {info.epochs_done} epochs on {len(info.classes)} classes x"
+               f" {info.options['shots']} shots in {info.seconds:.1f} s; run: {out}", err=True)
 
 
 @app.command("concept")

@@ -128,6 +128,18 @@ def _import(**over: str) -> Args:
     return build
 
 
+def _learn_args(method: str, *extra: str) -> Args:
+    def build(w: World) -> list[str]:
+        args = {"--dataset": str(w.images), "--classes": str(w.classes), "--shots": "1",
+                "--epochs": "1", "--out": str(w.root / "learn-out"), "--model": str(w.config),
+                "--pretrained": str(w.checkpoint), "--device": "cpu", "--workers": "0",
+                "--cache-dir": str(w.cache)}
+        flags = [e.format(w=w) for e in extra]
+        pairs = [x for k, v in args.items() if k not in flags for x in (k, v)]
+        return ["learn", method, *pairs, "--no-progress", *flags]
+    return build
+
+
 def _show(*extra: str) -> Args:
     return lambda w: ["show", *[e.format(w=w) for e in extra]]
 
@@ -525,6 +537,30 @@ CASES: dict[str, Args] = {
     "refer predictions under a file": _refer("--predictions", "{w.under_file}"),
     "refer save-marked is a file": _refer("--save-marked", "{w.plain}"),
     "refer fp16 on cpu": _refer("--precision", "fp16"),
+    # learn
+    "learn unknown method": _learn_args("best"),
+    "learn more shots than images": _learn_args("coop", "--shots", "3"),
+    "learn a class without images": lambda w: _learn_args("coop", "--classes", str(_text(w.root / "three.txt", "tench\ngoldfish\ncarp\n")))(w),
+    "learn dataset missing": _learn_args("coop", "--dataset", "{w.missing}"),
+    "learn dataset binary csv": lambda w: _learn_args("coop", "--dataset", str(_copy(w.binary, w.root / "bin.csv")))(w),
+    "learn card without a train split": _learn_args("coop", "--dataset", "eurosat:train", "--data-root", "{w.folder}"),
+    "learn card unknown split": _learn_args("coop", "--dataset", "food101:val", "--data-root", "{w.folder}"),
+    "learn out is a file": _learn_args("coop", "--out", "{w.plain}"),
+    "learn out unwritable": _learn_args("coop", "--out", str(UNWRITABLE.parent)),
+    "learn unknown option": _learn_args("coop", "--option", "nctx=3"),
+    "learn bad option value": _learn_args("coop", "--option", "position=top"),
+    "learn option of another method": _learn_args("coop", "--option", "alpha=2"),
+    "learn shots 0": _learn_args("coop", "--shots", "0"),
+    "learn epochs -1": _learn_args("coop", "--epochs", "-1"),
+    "learn lr 0": _learn_args("tip-adapter-f", "--lr", "0"),
+    "learn kgcoop without descriptors": _learn_args("kgcoop"),
+    "learn descriptors of other classes": lambda w: _learn_args("kgcoop", "--descriptors", str(_text(w.root / "other.jsonl", json.dumps({"class_index": 0, "class_name": "carp", "descriptors": ["fin"], "backend": "t"}) + "\n")))(w),
+    "learn padding wider than the image": _learn_args("padding", "--option", "pad=16"),
+    "learn resume without a run": _learn_args("coop", "--resume", "--out", "{w.root}/no-run-here"),
+    "learn unknown model": _learn_args("coop", "--model", "ViT-Nope"),
+    "learn cuda without gpu": _learn_args("coop", "--device", "cuda"),
+    "eval learned missing": _eval("--learned", "{w.missing}"),
+    "eval learned folder without a run": _eval("--learned", "{w.folder}"),
     # concept
     "concept without classes": lambda w: ["concept"],
     "concept classes and dataset": lambda w: ["concept", "--classes", str(w.classes), "--dataset", "cub"],

@@ -50,6 +50,16 @@ class DescriptorFile(BaseModel):
     match: Literal["name", "order"] = "name"
 
 
+class TrainSplit(BaseModel):
+    """Where a card's train split differs from its evaluation split: loader options and,
+    when it lives elsewhere under the root, its layout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    options: dict[str, Any]
+    layout: str | None = None
+
+
 class Card(BaseModel):
     """One benchmark dataset.
 
@@ -60,6 +70,8 @@ class Card(BaseModel):
         classes: a class-list file (project-relative); None: names from the dataset's own
             files by `rule`.
         templates: a template file (project-relative, `{}` for the class) or the templates.
+        train: the train split (`NAME:train`), for few-shot methods; None when the dataset
+            has no standard one.
         concept: the high-level concept a reference prefixed its prompts with (WaffleCLIP's
             where it has one, else Comparative-CLIP's).
         descriptors: published descriptor files that fit it, by format (`dclip`, `cupl`).
@@ -75,12 +87,25 @@ class Card(BaseModel):
     options: dict[str, Any] = {}
     layout: str
     url: str
+    train: TrainSplit | None = None
     classes: str | None = None
     rule: str | None = None
     templates: str | list[str]
     concept: Concept | None = None
     descriptors: dict[str, DescriptorFile] = {}
     published: dict[str, dict[str, Published]] = {}
+
+    def split(self, name: str) -> Card:
+        """The card for one of its splits: itself for `test`, its train split for `train`."""
+        if name == "test":
+            return self
+        if name != "train":
+            raise DescgenError(f"{self.name}:{name}: a card has the splits test (default) and train")
+        if self.train is None:
+            raise DescgenError(f"{self.name}: has no standard train split (use an image folder,"
+                               " a CSV or wds:DIR:train for few-shot images)")
+        return self.model_copy(update={"options": {**self.options, **self.train.options},
+                                       "layout": self.train.layout or self.layout, "train": None})
 
     def class_file_names(self) -> list[str] | None:
         """The class names the card holds as data, or None when they come from the dataset."""

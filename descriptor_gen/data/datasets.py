@@ -184,7 +184,8 @@ LOADERS: dict[str, Callable[[Path, list[str]], LabelledImages]] = {
 
 def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
                  root: Path | str | None = None) -> LabelledImages:
-    """Dispatch a dataset spec: a card name (under `root`), `wds:DIR[:SPLIT]`,
+    """Dispatch a dataset spec: a card name (under `root`; `NAME:train` for its train split),
+    `wds:DIR[:SPLIT]`,
     `hf:PATH_OR_NAME[:SPLIT]`, a `.csv` manifest, or an image folder.
 
     Args:
@@ -198,8 +199,11 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
     from descriptor_gen.data.wds import load_wds
 
     cards = load_cards()
-    if spec in cards:
-        data = card_images(cards[spec], need_root(cards[spec], data_root(root)))
+    name, _, split = spec.partition(":")
+    if name in cards and not spec.startswith(("wds:", "hf:")):
+        card = cards[name].split(split or "test")
+        data = card_images(card, need_root(card, data_root(root)))
+        data.spec = spec
     elif spec.startswith("wds:"):
         data = load_wds(spec)
     elif spec.startswith("hf:"):

@@ -44,14 +44,16 @@ def _folders(card: Card, root: Path, base: Path) -> list[Path]:
 
 
 def load_imagenet_val(card: Card, root: Path) -> LabelledImages:
-    """ROOT/val/<WordNet id>/: every id maps to its index in the canonical order, whichever of
-    the 1000 folders are present (never by sorted order among those present)."""
+    """ROOT/val/<WordNet id>/ (ROOT/train/ for the train split): every id maps to its index in
+    the canonical order, whichever of the 1000 folders are present (never by sorted order
+    among those present)."""
     index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
     paths, labels = [], []
-    for folder in _folders(card, root, root / "val"):
+    split = str(card.options.get("folder", "val"))
+    for folder in _folders(card, root, root / split):
         if folder.name not in index:
             raise DescgenError(f"{folder}: not an ImageNet-1k WordNet id (expected"
-                               " ROOT/val/<WordNet id>/, e.g. val/n01440764/)")
+                               f" ROOT/{split}/<WordNet id>/, e.g. {split}/n01440764/)")
         images = _images_in(folder)
         paths += [str(p) for p in images]
         labels += [index[folder.name]] * len(images)
@@ -92,8 +94,8 @@ def cub_name(folder_name: str) -> str:
 
 
 def load_cub(card: Card, root: Path) -> LabelledImages:
-    """CUB-200-2011's test split from its own tables (`is_training_image` 0); class id c is
-    index c - 1."""
+    """CUB-200-2011's test split from its own tables (`is_training_image` 0; the train split:
+    1); class id c is index c - 1."""
     base = root / "CUB_200_2011"
     tables = {name: base / f"{name}.txt" for name in
               ("images", "image_class_labels", "train_test_split", "classes")}
@@ -102,7 +104,8 @@ def load_cub(card: Card, root: Path) -> LabelledImages:
             raise missing(card, root, f"no file {path}")
     files = {int(i): f for i, f in _table(tables["images"], 2)}
     label = {int(i): int(c) - 1 for i, c in _table(tables["image_class_labels"], 2)}
-    test = [int(i) for i, is_train in _table(tables["train_test_split"], 2) if is_train == "0"]
+    wanted = "1" if card.options.get("split") == "train" else "0"
+    test = [int(i) for i, is_train in _table(tables["train_test_split"], 2) if is_train == wanted]
     names = [cub_name(n) for _, n in _table(tables["classes"], 2)]
     paths, labels = [], []
     for image_id in test:
@@ -165,7 +168,7 @@ def load_torchvision(card: Card, root: Path) -> LabelledImages:
         raise missing(card, root, f"torchvision {cls.__name__}: {' '.join(str(exc).split())[:160]}") from exc
     names = list(getattr(ds, "classes", []) or [])
     if cls.__name__ in ("CIFAR10", "CIFAR100"):
-        files = [Path(root) / ds.base_folder / f for f, _ in ds.test_list if not ds.train]
+        files = [Path(root) / ds.base_folder / f for f, _ in (ds.train_list if ds.train else ds.test_list)]
         paths = [f"{files[0]}#{i}" for i in range(len(ds.data))]
         return LabelledImages(card.name, paths, [int(t) for t in ds.targets], classes=names,
                               reader=ArrayImages(ds.data), fingerprint=files_fingerprint(map(str, files)))

@@ -110,7 +110,7 @@ def main(out_dir: str = "results/demo", spec_file: str = str(SPEC)) -> int:
     spec = load_spec(path)
     classes = Path(spec.classes).read_text().split("\n")[:-1]
     make_images(classes, Path(spec.dataset))
-    make_images(classes, Path(spec.dataset).parent / "train", per_class=6, seed=1)
+    make_images(classes, Path(spec.dataset).parent / "train", per_class=16, seed=1)
     settings = Settings.resolve()
     try:
         weights = clip_weights(spec.clip.model, spec.clip.pretrained)

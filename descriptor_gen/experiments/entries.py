@@ -8,8 +8,14 @@
       - {method: filtered, style: comparative, source: data/train, shots: 8, keep: 20}
       - {method: autoclip, base: templates, beta: 0.85, label: AutoCLIP}
 
-Keys other than `method`, `label`, `style`, `neighbours`, `questions` and `generation` are the
-method's options (checked against it). `style` says where a method's descriptors come from when
+Learned methods (`coop`, `kgcoop`, `cocoop`, `padding`, `tip-adapter`, `tip-adapter-f`) are
+trained in the sweep on `shots` labelled images per class from `train` (by default the
+dataset card's train split), then scored; `shots: [1, 2, 4]` lists one entry per K:
+
+      - {method: coop, shots: [1, 2, 4, 8, 16], train: food101:train}
+
+Keys other than `method`, `label`, `style`, `neighbours`, `questions`, `generation` and
+`train` are the method's options (checked against it). `style` says where a method's descriptors come from when
 the sweep generates them itself rather than from the grid's few-shot prompts: `cupl` (CuPL's
 questions, `questions` naming the set, by default the dataset's) or `comparative` (`neighbours`
 nearest classes); `cupl` and `comparative` imply their own style, and `generation` overrides
@@ -24,9 +30,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.learn.methods import LEARNED, learned
 from descriptor_gen.score.methods import METHODS, MethodOptions, method
 
-ENTRY_KEYS = ("method", "label", "style", "neighbours", "questions", "generation")
+ENTRY_KEYS = ("method", "label", "style", "neighbours", "questions", "generation", "train")
 STYLE_OF = {"cupl": "cupl", "comparative": "comparative"}
 
 
@@ -39,6 +46,7 @@ class MethodEntry(BaseModel):
     neighbours: int = Field(default=10, ge=1)
     questions: str | None = None
     generation: dict[str, Any] = {}
+    train: str | None = None
     options: dict[str, Any] = {}
 
     @model_validator(mode="before")
@@ -53,8 +61,11 @@ class MethodEntry(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> MethodEntry:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r} (choose {', '.join(METHODS)})")
+        if self.method not in METHODS and self.method not in LEARNED:
+            raise ValueError(f"unknown method {self.method!r} (choose"
+                             f" {', '.join([*METHODS, *LEARNED])})")
+        if self.train is not None and not self.learned:
+            raise ValueError(f"method {self.method} learns nothing; train does not apply")
         try:
             self.parsed()
         except DescgenError as exc:
@@ -67,7 +78,14 @@ class MethodEntry(BaseModel):
         return self
 
     def parsed(self) -> MethodOptions:
+        if self.learned:
+            return learned(self.method).parse(self.options)
         return method(self.method).parse(self.options)
+
+    @property
+    def learned(self) -> bool:
+        """A method trained on labelled shots (`descgen learn`)."""
+        return self.method in LEARNED
 
     @property
     def descriptor_style(self) -> str | None:
@@ -80,6 +98,8 @@ class MethodEntry(BaseModel):
 
     @property
     def needs_descriptors(self) -> bool:
+        if self.learned:
+            return learned(self.method).needs_descriptors(self.parsed())
         return method(self.method).needs_descriptors(self.parsed())
 
     @property
@@ -99,3 +119,16 @@ class MethodEntry(BaseModel):
         if resolved:
             out["method_options"] = resolved
         return out
+
+
+def expand_shots(entries: Any) -> Any:
+    """`shots: [1, 2, 4]` in a learned method's entry: one entry per K."""
+    if not isinstance(entries, list):
+        return entries
+    out = []
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("shots"), list):
+            out += [{**entry, "shots": k} for k in entry["shots"]]
+        else:
+            out.append(entry)
+    return out

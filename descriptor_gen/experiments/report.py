@@ -74,7 +74,7 @@ def _checked(data: Any, needed: tuple[str, ...], where: str) -> dict[str, Any]:
 
 def _grid_settings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r["setting"] for r in rows if r["setting"] and "store" not in r["setting"]
-            and "style" not in r["setting"]]
+            and "style" not in r["setting"] and "shots" not in r["setting"]]
 
 
 def _varying(rows: list[dict[str, Any]], keys: tuple[str, ...] = OPTION_KEYS) -> list[str]:
@@ -88,6 +88,9 @@ def _label(row: dict[str, Any], keys: list[str]) -> str:
         return f"store: {row['setting']['store']}"
     if "style" in row["setting"]:
         return f"style: {row['setting']['style']}"
+    if "shots" in row["setting"]:
+        grid = ", ".join(f"{k}={row['setting'][k]}" for k in keys if k in row["setting"])
+        return f"{row['setting']['shots']} shots" + (f", {grid}" if grid else "")
     return ", ".join(f"{k}={row['setting'][k]}" for k in keys) or f"bank={row['setting']['bank']}"
 
 
@@ -213,9 +216,47 @@ def bar_values(rows: list[dict[str, Any]], keys: list[str],
     """Bar labels and heights (percent), one a row, in row order."""
     several = len({r["method"] for r in rows if r["setting"]}) > 1
     labels = [_label(r, keys) + ("" if r["setting"] and "store" not in r["setting"]
-                                 and "style" not in r["setting"] and not several
+                                 and "style" not in r["setting"] and "shots" not in r["setting"]
+                                 and not several
                                  else f" {r['method']}") for r in rows]
     return labels, [100 * r["metrics"][metric] for r in rows]
+
+
+def shots_series(rows: list[dict[str, Any]]) -> tuple[dict[str, list[tuple[int, float]]], dict[str, float]]:
+    """The few-shot figure's data: per learned method, (K, top-1 %) sorted by K; and the
+    zero-shot rows' top-1 (%) by method, drawn as horizontal lines."""
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    flat: dict[str, float] = {}
+    for row in rows:
+        value = 100 * row["metrics"]["top1"]
+        if "shots" in row["setting"]:
+            series[row.get("method_name") or row["method"]].append((int(row["setting"]["shots"]), value))
+        else:
+            flat.setdefault(row["method"] if not row["setting"] else f"{_label(row, [])} {row['method']}", value)
+    return {k: sorted(v) for k, v in sorted(series.items())}, flat
+
+
+def _plot_shots(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series, flat = shots_series(rows)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, points in series.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    for label, value in flat.items():
+        ax.axhline(value, linestyle="--", linewidth=1, label=f"{label} (zero-shot)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shots per class (K)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path) -> None:
@@ -286,6 +327,11 @@ def _figures(group: list[dict[str, Any]], folder: Path, slug: str, title: str,
     """The study's figures for one run; returns the report lines that show them."""
     keys = _varying(group)
     lines: list[str] = []
+    if any("shots" in r["setting"] for r in group):
+        path = folder / f"{slug}_shots.png"
+        _plot_shots(group, path, title)
+        written.append(path)
+        lines += [f"![few-shot]({path.name})", ""]
     if "per_example" in keys:
         for metric, ylabel, stem in (("top1", "top-1 (%)", "fig1_top1"),
                                      ("mean_entropy", "mean entropy", "fig2_entropy")):

@@ -260,7 +260,7 @@ class _Runner:
                 "repeats": result.repeats, "concept": result.concept,
                 "published": published, "published_source": (card.published.get(self.spec.model_key or "", {}).get(method.published or "").source
                                                               if published is not None else None),
-                "identity": identity, "text": result.text.model_dump(),
+                "identity": identity, "text": result.text.model_dump() if result.text else None,
                 "descriptor_file": str(store) if store else None, "llm_requests": requests,
                 "images_encoded": result.images_encoded, "device": result.device,
                 "seconds": round(time.perf_counter() - started, 3)}

@@ -39,7 +39,7 @@ from descriptor_gen.describe.presets import load_preset
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import read_store_for_resume, write_store
 from descriptor_gen.describe.styles import Style, cupl_question_set
-from descriptor_gen.experiments.entries import MethodEntry
+from descriptor_gen.experiments.entries import MethodEntry, expand_shots
 from descriptor_gen.generation.concept import ask_concept
 from descriptor_gen.score.neighbours import clip_neighbours
 
@@ -144,6 +144,11 @@ class ExperimentSpec(BaseModel):
             return {k: {"path": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
 
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _one_entry_per_k(cls, value: Any) -> Any:
+        return expand_shots(value)
+
     @property
     def grid_entries(self) -> list[MethodEntry]:
         """The methods scored over the grid's (and the given stores') descriptors."""
@@ -231,6 +236,8 @@ class SweepIdentity:
     chat: bool
     dataset_card: str | None = None
     concept: str | None = None  # `concept: auto`, once asked
+    cache_dir: Path | None = None
+    data_root: Path | None = None
 
     @classmethod
     def of(cls, spec: ExperimentSpec, cache_dir: Path, prompts_dir: Path,
@@ -268,7 +275,20 @@ class SweepIdentity:
         card = spec.dataset if spec.dataset in load_cards() else None
         return cls(classes, evaluation, generation_identity(params),
                    sha256_file(prompts_dir / "templates" / "imagenet80.txt"), params.api == "chat",
-                   card, concept)
+                   card, concept, cache_dir, spec.data_root)
+
+    def train_of(self, entry: MethodEntry) -> tuple[str, dict[str, Any]]:
+        """A learned method's training source (its `train`, else the dataset card's train
+        split) and the identity of its images."""
+        source = entry.train
+        if source is None:
+            if self.dataset_card is None:
+                raise DescgenError(f"methods: {entry.name}: give train: (the labelled images to"
+                                   " learn from; the dataset is not a card with a train split)")
+            source = f"{self.dataset_card}:train"
+        assert self.cache_dir is not None
+        data = load_dataset(source, self.classes, self.cache_dir, self.data_root)
+        return source, {"spec": source, "files": data.identity()}
 
     def prompts(self, options: PromptOptions, library: PromptLibrary) -> str:
         """A hash of every prompt a setting sends (an edited bank or instruction changes it)."""
@@ -441,15 +461,22 @@ def plan_cells(spec: ExperimentSpec, settings: list[PromptOptions], out_dir: Pat
     with its identity."""
     cells: dict[str, Cell] = {}
     grid_entries = spec.grid_entries
+    trained = {id(e): ident.train_of(e) for e in spec.methods if e.learned}
     for entry in spec.methods:
         if not entry.needs_descriptors:
             identity = ident.cell(spec.name, None, entry, None)
+            if entry.learned:
+                identity["train"] = trained[id(entry)][1]
+                identity["setting"] = {"shots": entry.parsed().shots}
             cells.setdefault(cell_id(identity), Cell(None, entry, identity, cell_id(identity), None))
     for options in settings if grid_entries else []:
         prompts = ident.prompts(options, library)
         store = out_dir / "descriptors" / ident.store_name(options, prompts)
         for entry in grid_entries:
             identity = ident.cell(spec.name, options, entry, prompts)
+            if entry.learned:
+                identity["train"] = trained[id(entry)][1]
+                identity["setting"] = {**identity["setting"], "shots": entry.parsed().shots}
             key = cell_id(identity)
             cells.setdefault(key, Cell(options, entry, identity, key, store))
     for name, source in spec.stores.items():
@@ -460,6 +487,8 @@ def plan_cells(spec: ExperimentSpec, settings: list[PromptOptions], out_dir: Pat
         for entry in grid_entries:
             identity = {**ident.cell(spec.name, None, entry, None),
                         "setting": {"store": name}, "store": content}
+            if entry.learned:
+                identity["train"] = trained[id(entry)][1]
             key = cell_id(identity)
             store = source.path
             if source.format != "store":
@@ -468,6 +497,26 @@ def plan_cells(spec: ExperimentSpec, settings: list[PromptOptions], out_dir: Pat
     for cell in _style_cells(spec, out_dir, library, ident):
         cells.setdefault(cell.id, cell)
     return list(cells.values())
+
+
+def _learned_run(spec: ExperimentSpec, cell: Cell, ident: SweepIdentity, out_dir: Path,
+                 cache_dir: Path, prompts_dir: Path, clip: Any,
+                 log: Callable[[str], None]) -> Path | None:
+    """Train a learned cell's run (resuming one a killed sweep left), or None for the others."""
+    if not cell.entry.learned:
+        return None
+    from descriptor_gen.learn.run import LearnConfig, learn
+
+    folder = out_dir / "learned" / f"{cell.entry.method}-{cell.id[:12]}"
+    source = cell.identity["train"]["spec"]
+    cfg = LearnConfig(method=cell.entry.method, dataset=source, options=cell.entry.options,
+                      classes=ident.classes, data_root=spec.data_root, descriptors=cell.store,
+                      model=spec.clip.model, pretrained=spec.clip.pretrained,
+                      device=spec.clip.device, workers=spec.clip.workers)
+    trainer = clip if spec.clip.precision == "fp32" else None
+    learn(cfg, folder, cache_dir, prompts_dir, resume=(folder / "run.json").exists(),
+          progress=False, clip=trainer, log=log)
+    return folder
 
 
 def _given_store(cell: Cell, classes: list[str], log: Callable[[str], None]) -> None:
@@ -541,9 +590,12 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
             clip_options = spec.clip.model_dump()
             if ident.concept is not None:
                 clip_options["concept"] = ident.concept
+            run = _learned_run(spec, cell, ident, out_dir, cache_dir, prompts_dir, clip, log)
             cfg = EvalConfig(dataset=spec.dataset, data_root=spec.data_root,
-                             descriptors=cell.store, method=cell.entry.method,
-                             options=cell.entry.options, **clip_options)
+                             descriptors=None if run else cell.store,
+                             method="classname" if run else cell.entry.method,
+                             options={} if run else cell.entry.options, learned=run,
+                             **clip_options)
             result = evaluate(cfg, ident.classes, cache_dir, prompts_dir, clip=clip, log=log)
             row = {
                 "experiment": spec.name,
@@ -557,8 +609,8 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
                 "repeats": result.repeats,
                 "concept": result.concept,
                 "identity": cell.identity,
-                "text": result.text.model_dump(),
-                "descriptors": result.counts["descriptors_per_class"] if cell.store else None,
+                "text": result.text.model_dump() if result.text else None,
+                "descriptors": result.counts.get("descriptors_per_class") if cell.store else None,
                 "descriptor_file": str(cell.store) if cell.store else None,
                 "llm_requests": gen.requests if gen else 0,
                 "cache_hits": gen.cache_hits if gen else 0,
@@ -569,7 +621,8 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
             }
             append_row(results, row)
             rows.append(row)
-            what = ("baseline" if cell.store is None else setting_slug(cell.options)
+            what = (f"{cell.identity['setting']['shots']} shots" if "shots" in cell.identity["setting"]
+                    else "baseline" if cell.store is None else setting_slug(cell.options)
                     if cell.options else f"style {cell.style.name}" if cell.style
                     else f"store {cell.identity['setting']['store']}")
             log(f"{spec.name}: {what} {cell.method}: top-1 {result.metrics['top1']:.4f}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -101,6 +102,7 @@ class EvalConfig(TextOptions):
     pretrained: str = "openai"
     method: str = "descriptors"
     options: dict[str, Any] = {}
+    learned: Path | None = None
     batch_size: int = Field(default=64, ge=1)
     device: str = "auto"
     precision: str = "fp32"
@@ -125,7 +127,7 @@ class EvalResult(BaseModel):
     dataset: str
     descriptor_file: str | None
     descriptor_file_sha256: str | None
-    text: TextRecipe
+    text: TextRecipe | None
     templates: str | None
     counts: dict[str, Any]
     unreadable_images: list[str]
@@ -159,7 +161,7 @@ def card_concept(dataset: str) -> str:
     """A dataset card's published high-level concept (WaffleCLIP's), for `--concept card`."""
     from descriptor_gen.data.cards import load_cards
 
-    card = load_cards().get(dataset)
+    card = load_cards().get(dataset.partition(":")[0])
     if card is None or card.concept is None:
         raise DescgenError(f"--concept card: {dataset} has no published concept"
                            " (give one, e.g. --concept bird)")
@@ -179,9 +181,9 @@ def source_templates(spec: str, prompts_dir: Path) -> tuple[list[str], str]:
     from descriptor_gen.data.wds import wds_templates
 
     cards = load_cards()
-    if spec in cards:
-        card = cards[spec]
-        return card.template_list(), f"card {spec}"
+    name = spec.partition(":")[0]
+    if name in cards:
+        return cards[name].template_list(), f"card {name}"
     if spec.startswith("wds:"):
         found = wds_templates(spec)
         if found:
@@ -229,34 +231,23 @@ def _repeat_summary(runs: list[Metrics]) -> tuple[dict[str, Any], dict[str, floa
     return mean, std
 
 
-def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
-             predictions: Path | None = None, clip: ClipModel | None = None,
-             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> EvalResult:
-    """Score every image against every class and compute the metrics.
+@dataclass
+class _Seen:
+    """The evaluated images as encoded: features, which could be read, their labels."""
 
-    Args:
-        classes: the class list; None to take the data source's own (a card, wds:, hf:).
+    feats: ImageFeatures
+    encoded: int
+    names: list[str]
+    ok: np.ndarray
+    labels: np.ndarray
+    unreadable: list[str]
 
-    Image features come from the cache when the same model saw the same images before; only
-    texts not yet encoded by this model are encoded. A seeded method is scored once per seed.
-    """
-    mdef = method(cfg.method)
-    options = mdef.parse(cfg.options)
-    started = time.perf_counter()
-    records, digest = _store(cfg, mdef, options)
-    concept = card_concept(cfg.dataset) if cfg.concept == "card" else cfg.concept
-    recipe = cfg.recipe(TextForms.load(prompts_dir), records, form_defaults(cfg.method, options),
-                        concept)
-    descriptors = {r.class_index: r.descriptors for r in records}
-    data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
-    classes = data.classes or classes or []
-    if cfg.descriptors is not None:
-        check_against_classes(records, classes, cfg.descriptors)
-    templates, templates_from = source_templates(cfg.dataset, prompts_dir)
-    clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
-    loaded = time.perf_counter()
+
+def _seen_images(cfg: EvalConfig, data: LabelledImages, classes: list[str], clip: ClipModel,
+                 cache_dir: Path, log: Callable[[str], None]) -> _Seen:
+    """Encode (or read from the cache) the evaluated images; unreadable ones are named and
+    left out, and none readable at all is an error."""
     feats, encoded_images = image_features(clip, data, cache_dir, cfg.batch_size, cfg.workers)
-    images_done = time.perf_counter()
     names = feats.keys if data.shards is not None else data.paths
     labels_all = feats.labels if data.shards is not None else data.labels
     unreadable = [names[i] for i in sorted(feats.errors)]
@@ -275,6 +266,82 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     if len(beyond):
         raise DescgenError(f"{cfg.dataset}: label {int(beyond[0])} is beyond the {len(classes)}"
                            " classes")
+    return _Seen(feats, encoded_images, list(names), ok, labels, unreadable)
+
+
+def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path,
+                      prompts_dir: Path, predictions: Path | None, clip: ClipModel | None,
+                      log: Callable[[str], None]) -> EvalResult:
+    """`--learned RUN`: a trained run scores the images (CoOp's prompts, Tip-Adapter's cache,
+    ...); the metrics and predictions are the same as every method's."""
+    from descriptor_gen.learn.run import learned_scores
+    from descriptor_gen.score.features import clip_identity
+
+    assert cfg.learned is not None
+    started = time.perf_counter()
+    data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
+    classes = data.classes or classes or []
+    clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
+    loaded = time.perf_counter()
+    seen = _seen_images(cfg, data, classes, clip, cache_dir, log)
+    images_done = time.perf_counter()
+    feats = np.asarray(seen.feats.features, np.float32)
+    score, info = learned_scores(cfg.learned, clip, clip_identity(cfg.model, cfg.pretrained, cfg.precision),
+                                 classes, data, feats, cache_dir, prompts_dir, cfg.batch_size,
+                                 cfg.workers)
+    score = score[seen.ok]
+    result_metrics = metrics(score, seen.labels)
+    if predictions is not None:
+        _write_predictions(predictions, [p for p, good in zip(seen.names, seen.ok) if good],
+                           seen.labels, score, None, None, None, 0)
+    finished = time.perf_counter()
+    timings = {"data_and_model": loaded - started, "images": images_done - loaded,
+               "texts": 0.0, "scoring": finished - images_done}
+    return EvalResult(
+        metrics=result_metrics.__dict__, method=f"learned:{info.method}",
+        options={**info.options, "run": str(cfg.learned), "recipe": info.recipe},
+        model=cfg.model, pretrained=cfg.pretrained, precision=cfg.precision, device=clip.device,
+        dataset=cfg.dataset, descriptor_file=None, descriptor_file_sha256=None, text=None,
+        templates=None, counts={"classes": len(classes)}, unreadable_images=seen.unreadable,
+        fallback_classes=[], images_encoded=seen.encoded, texts_encoded=0,
+        seconds=finished - started, timings={k: round(v, 4) for k, v in timings.items()},
+        images_per_second=(seen.encoded / timings["images"]) if seen.encoded else None,
+    )
+
+
+def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
+             predictions: Path | None = None, clip: ClipModel | None = None,
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> EvalResult:
+    """Score every image against every class and compute the metrics.
+
+    Args:
+        classes: the class list; None to take the data source's own (a card, wds:, hf:).
+
+    Image features come from the cache when the same model saw the same images before; only
+    texts not yet encoded by this model are encoded. A seeded method is scored once per seed.
+    """
+    if cfg.learned is not None:
+        return _evaluate_learned(cfg, classes, cache_dir, prompts_dir, predictions, clip, log)
+    mdef = method(cfg.method)
+    options = mdef.parse(cfg.options)
+    started = time.perf_counter()
+    records, digest = _store(cfg, mdef, options)
+    concept = card_concept(cfg.dataset) if cfg.concept == "card" else cfg.concept
+    recipe = cfg.recipe(TextForms.load(prompts_dir), records, form_defaults(cfg.method, options),
+                        concept)
+    descriptors = {r.class_index: r.descriptors for r in records}
+    data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
+    classes = data.classes or classes or []
+    if cfg.descriptors is not None:
+        check_against_classes(records, classes, cfg.descriptors)
+    templates, templates_from = source_templates(cfg.dataset, prompts_dir)
+    clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
+    loaded = time.perf_counter()
+    seen = _seen_images(cfg, data, classes, clip, cache_dir, log)
+    encoded_images, names, ok, labels, unreadable = (seen.encoded, seen.names, seen.ok,
+                                                     seen.labels, seen.unreadable)
+    images_done = time.perf_counter()
+    feats = seen.feats
     image_feats = np.asarray(feats.features, np.float32)[ok]
     text_cache = TextFeatureCache(cache_dir / "text_features.sqlite")
     texts_encoded = 0
@@ -349,17 +416,19 @@ def _uses_templates(cfg: EvalConfig, options: Any) -> bool:
 
 
 def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, score: np.ndarray,
-                       image_feats: np.ndarray, ct: ClassTexts, text_feats: np.ndarray,
-                       k: int) -> None:
+                       image_feats: np.ndarray | None, ct: ClassTexts | None,
+                       text_feats: np.ndarray | None, k: int) -> None:
+    """A JSON line per image; with `k`, the k texts of the predicted (and true) class most
+    similar to the image."""
     best = topk(score, 5)
-    offsets = ct.offsets()
+    offsets = ct.offsets() if ct is not None else None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         for row, (image, label) in enumerate(zip(paths, labels)):
             pred = int(best[row, 0])
             line: dict[str, Any] = {"path": image, "label": int(label), "pred": pred,
                                     "top5": [int(c) for c in best[row]]}
-            if k:
+            if k and ct is not None and image_feats is not None and text_feats is not None:
                 line["explain_pred"] = explain(image_feats[row], pred, ct, text_feats, offsets, k)
                 if pred != label:
                     line["explain_label"] = explain(image_feats[row], int(label), ct, text_feats,

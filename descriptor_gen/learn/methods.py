@@ -1,0 +1,136 @@
+"""The learned methods as data: each method's options and the reference recipe it defaults to
+(a registry, like the scoring methods')."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.inputs import validation_message
+
+
+class FewShotOptions(BaseModel):
+    """What every learned method takes. `epochs`, `batch_size`, `lr` left out take the
+    method's reference recipe; `views`: augmented views of each shot encoded once and cached
+    (1: the plain image, no augmentation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shots: int = Field(default=16, ge=1)
+    seed: int = Field(default=1, ge=0)
+    epochs: int | None = Field(default=None, ge=0)
+    batch_size: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    views: int = Field(default=1, ge=1)
+
+    def seeds(self) -> list[int | None]:
+        return [None]
+
+
+class CoOpOptions(FewShotOptions):
+    n_ctx: int = Field(default=16, ge=1)
+    ctx_init: str | None = None
+    csc: bool = False
+    position: Literal["end", "middle", "front"] = "end"
+
+
+class KgCoOpOptions(CoOpOptions):
+    """`guide`: the fixed classifier the learned one is kept near: `descriptors` (this
+    project's descriptor classifier: needs a store) or `classname` (KgCoOp's own, the dataset's
+    class-name template); `weight`: KgCoOp's w (8.0)."""
+
+    ctx_init: str | None = "a photo of a"
+    guide: Literal["descriptors", "classname"] = "descriptors"
+    weight: float = Field(default=8.0, ge=0)
+
+
+class CoCoOpOptions(FewShotOptions):
+    n_ctx: int = Field(default=4, ge=1)
+    ctx_init: str | None = "a photo of a"
+
+
+class PaddingOptions(FewShotOptions):
+    """`pad`: border width in pixels (their 30 at 224 px); `classifier`: the fixed text side,
+    `classname` ("This is a photo of a {c}", theirs) or `descriptors` (needs a store)."""
+
+    pad: int = Field(default=30, ge=1)
+    classifier: Literal["classname", "descriptors"] = "classname"
+    warmup: int = Field(default=1000, ge=0)
+
+
+class TipOptions(FewShotOptions):
+    """α and β of the cache model (None: Tip-Adapter's configs for the dataset)."""
+
+    alpha: float | None = None
+    beta: float | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A reference's training recipe: optimiser, its settings and the schedule."""
+
+    optimiser: Literal["sgd", "adamw", "none"]
+    lr: float
+    batch_size: int
+    epochs: Callable[[int, str], int]
+    schedule: Literal["coop", "cosine-steps", "warmup-cosine-steps", "none"]
+    source: str
+
+
+def coop_epochs(shots: int, dataset: str) -> int:
+    """CoOp's COOP.md: 50 epochs for 1 shot, 100 for 2 and 4, 200 for 8 and 16 (ImageNet: 50)."""
+    if dataset.partition(":")[0] == "imagenet1k" or shots <= 1:
+        return 50
+    return 100 if shots <= 4 else 200
+
+
+@dataclass(frozen=True)
+class LearnedDef:
+    options: type[FewShotOptions]
+    recipe: Recipe
+    summary: str
+    needs_descriptors: Callable[[Any], bool] = lambda _: False
+
+    def parse(self, raw: dict[str, Any]) -> Any:
+        try:
+            return self.options.model_validate(raw)
+        except ValidationError as exc:
+            raise DescgenError(f"method option {validation_message(exc)}") from exc
+
+
+_SGD_COOP = "CoOp configs: SGD lr 0.002 (momentum 0.9, weight decay 5e-4), batch 32, cosine, 1 warm-up epoch at 1e-5"
+LEARNED: dict[str, LearnedDef] = {
+    "coop": LearnedDef(CoOpOptions, Recipe("sgd", 0.002, 32, coop_epochs, "coop", _SGD_COOP),
+                       "CoOp: learned context vectors (Zhou et al., IJCV 2022)"),
+    "kgcoop": LearnedDef(KgCoOpOptions, Recipe("sgd", 0.002, 128, lambda k, d: 100, "coop",
+                                               "KgCoOp configs: as CoOp, batch 128, 100 epochs"),
+                         "CoOp kept near the descriptor classifier (KgCoOp-style)",
+                         lambda o: o.guide == "descriptors"),
+    "cocoop": LearnedDef(CoCoOpOptions, Recipe("sgd", 0.002, 1, lambda k, d: 10, "coop",
+                                               "CoCoOp configs: as CoOp, batch 1, 10 epochs"),
+                         "CoCoOp: context shifted per image (Zhou et al., CVPR 2022)"),
+    "padding": LearnedDef(PaddingOptions, Recipe("sgd", 40.0, 256, lambda k, d: 1000,
+                                                 "warmup-cosine-steps",
+                                                 "visual_prompting main_clip.py: SGD lr 40, momentum 0.9, batch 256,"
+                                                 " 1000 epochs, 1000 warm-up steps, cosine"),
+                          "a learned pixel border (Bahng et al., 2022)",
+                          lambda o: o.classifier == "descriptors"),
+    "tip-adapter": LearnedDef(TipOptions, Recipe("none", 0.0, 256, lambda k, d: 0, "none",
+                                                 "Tip-Adapter: training-free"),
+                              "Tip-Adapter: a cache model over the shots (Zhang et al., ECCV 2022)"),
+    "tip-adapter-f": LearnedDef(TipOptions, Recipe("adamw", 0.001, 256, lambda k, d: 20,
+                                                   "cosine-steps",
+                                                   "Tip-Adapter configs: AdamW lr 0.001 (eps 1e-4),"
+                                                   " batch 256, 20 epochs, cosine by step"),
+                                "Tip-Adapter-F: the cache keys fine-tuned"),
+}
+
+
+def learned(name: str) -> LearnedDef:
+    if name not in LEARNED:
+        raise DescgenError(f"unknown learned method {name!r} (choose {', '.join(LEARNED)})")
+    return LEARNED[name]

@@ -1,0 +1,514 @@
+"""`descgen learn`: train a learned method on K shots per class into a run folder, and score
+images with a finished run (`descgen eval --learned RUN`).
+
+A run folder holds `run.json` (settings, the CLIP's identity, the classes, progress),
+`split.json` (the shots), `log.jsonl` (train loss and accuracy per epoch),
+`learned.safetensors` (the learned tensors, once finished) and `checkpoint.safetensors` with
+`checkpoint.json` (the last finished epoch, for `--resume`). Only safetensors are read back:
+nothing in a run folder is ever unpickled or executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.nn import functional as F
+
+from descriptor_gen.data.datasets import LabelledImages
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.hashing import sha256_file, sha256_text
+from descriptor_gen.inputs import parse_json, read_text, read_yaml
+from descriptor_gen.learn.learners import CoCoOp, CoOp, Learner, Padding, TipAdapter
+from descriptor_gen.learn.methods import learned
+from descriptor_gen.learn.shots import Split, check_apart, few_shot
+from descriptor_gen.learn.train import Batches, EpochLog, make_optimiser, optimiser_state, restore_optimiser, train
+from descriptor_gen.score.features import (
+    ClipModel,
+    TextFeatureCache,
+    _Images,
+    _image_size,
+    autocast_for,
+    clip_identity,
+    load_clip,
+)
+
+RUN_FORMAT = "descgen-learned-run/1"
+PADDING_TEMPLATE = "This is a photo of a {}"  # visual_prompting main_clip.py
+
+
+class LearnConfig(BaseModel):
+    """What `descgen learn` was asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    dataset: str
+    options: dict[str, Any] = {}
+    classes: list[str] | None = None
+    data_root: Path | None = None
+    descriptors: Path | None = None
+    model: str = "ViT-B-32"
+    pretrained: str = "openai"
+    device: str = "auto"
+    workers: int = Field(default=2, ge=0)
+    encode_batch_size: int = Field(default=64, ge=1)
+
+
+class RunInfo(BaseModel):
+    """`run.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = RUN_FORMAT
+    method: str
+    options: dict[str, Any]
+    recipe: dict[str, Any]
+    dataset: str
+    source_identity: str
+    split: str
+    classes: list[str]
+    clip: dict[str, str]
+    descriptors: dict[str, Any] | None = None
+    epochs_done: int = 0
+    finished: bool = False
+    seconds: float = 0.0
+
+    def settings(self) -> dict[str, Any]:
+        """What makes two runs the same run (progress aside)."""
+        return self.model_dump(exclude={"epochs_done", "finished", "seconds"})
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: Any) -> None:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
+
+    _atomic(path, write)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    _atomic(path, lambda tmp: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, refused in one line when it is anything else (a pickle in
+    particular: nothing in it is run)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise DescgenError(f"{path}: no such file (a finished run holds learned.safetensors)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise DescgenError(f"{path}: not a safetensors file ({' '.join(str(exc).split())[:80]});"
+                           " runs are read from safetensors only, never unpickled") from exc
+
+
+def _classes_of(split: Split) -> list[str]:
+    return split.classes
+
+
+def _descriptor_classifier(clip: ClipModel, classes: list[str], store: Path, cache_dir: Path,
+                           prompts_dir: Path) -> torch.Tensor:
+    """The zero-shot descriptor classifier as a direction per class: the renormalised mean of
+    the class's descriptor texts (DCLIP's form; the class-name text for a class without)."""
+    from descriptor_gen.describe.store import check_against_classes, read_store
+    from descriptor_gen.score.scoring import TextForms, make_recipe
+
+    records = read_store(store)
+    check_against_classes(records, classes, store)
+    recipe = make_recipe(TextForms.load(prompts_dir))
+    own = {r.class_index: r.descriptors for r in records}
+    texts = [[recipe.descriptor(c, d) for d in own.get(i) or []] or [recipe.classname(c)]
+             for i, c in enumerate(classes)]
+    return _mean_directions(clip, texts, cache_dir)
+
+
+def _mean_directions(clip: ClipModel, texts: list[list[str]], cache_dir: Path) -> torch.Tensor:
+    cache = TextFeatureCache(cache_dir / "text_features.sqlite")
+    flat = [t for group in texts for t in group]
+    feats, _ = cache.features(clip, flat)
+    out, start = [], 0
+    for group in texts:
+        mean = feats[start : start + len(group)].astype(np.float32).mean(axis=0)
+        out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        start += len(group)
+    return torch.from_numpy(np.stack(out)).to(clip.device)
+
+
+def tip_settings(dataset: str, prompts_dir: Path) -> dict[str, Any]:
+    data = read_yaml(prompts_dir / "learn" / "tip_adapter.yaml", "Tip-Adapter settings")
+    if not isinstance(data, dict) or "default" not in data:
+        raise DescgenError(f"{prompts_dir / 'learn' / 'tip_adapter.yaml'}: expected per-dataset settings")
+    return dict(data.get(dataset.partition(":")[0], data["default"]))
+
+
+# -- the shots' features, encoded once ------------------------------------------------------------
+
+
+class _Views(torch.utils.data.Dataset):
+    """Augmented view `view` of each image (random resized crop 0.5-1 and flip, as
+    Tip-Adapter's cache), the same for a given (seed, view, image) in any worker."""
+
+    def __init__(self, data: LabelledImages, clip: ClipModel, view: int, seed: int) -> None:
+        from torchvision import transforms
+
+        self.images = _Images(data.paths, clip.preprocess, _image_size(clip.preprocess), data.reader)
+        normalise = next(t for t in clip.preprocess.transforms if isinstance(t, transforms.Normalize))
+        size = _image_size(clip.preprocess)
+        self.augment = transforms.Compose([
+            transforms.RandomResizedCrop(size, scale=(0.5, 1.0),
+                                         interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalise])
+        self.view, self.seed = view, seed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, str]:
+        from PIL import Image
+
+        torch.manual_seed(self.seed * 1_000_003 + self.view * 10_007 + index)
+        try:
+            reader = self.images.reader
+            image = reader(index) if reader is not None else Image.open(self.images.paths[index])
+            return self.augment(image.convert("RGB")), True, ""
+        except Exception as exc:  # noqa: BLE001 - an unreadable shot is reported by the caller
+            size = self.images.size
+            return torch.zeros(3, size, size), False, f"{type(exc).__name__}: {exc}"
+
+
+def _encode(clip: ClipModel, dataset: torch.utils.data.Dataset, batch_size: int,
+            workers: int) -> tuple[np.ndarray, list[str]]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    chunks, errors = [], []
+    with torch.inference_mode():
+        for images, ok, why in loader:
+            feats = clip.model.encode_image(images.to(clip.device)).float()
+            chunks.append(F.normalize(feats, dim=-1).cpu().numpy())
+            errors += [w for w in why if w]
+    return np.concatenate(chunks), errors
+
+
+def shot_features(clip: ClipModel, data: LabelledImages, views: int, seed: int, cache_dir: Path,
+                  batch_size: int, workers: int) -> np.ndarray:
+    """(views, N, D) fp32 features of the shots: view 0 the plain image when views is 1, else
+    each view augmented; cached under the CLIP, the shots and the views."""
+    key = sha256_text(json.dumps([clip.identity, data.identity(), views, seed, "rrc0.5-flip"]))
+    path = cache_dir / "learn_features" / f"{key}.npy"
+    if path.is_file():
+        try:
+            found = np.load(path, allow_pickle=False)
+            if found.shape[:2] == (views, len(data.paths)):
+                return found
+        except (ValueError, OSError):
+            pass
+    out = []
+    for view in range(views):
+        dataset: torch.utils.data.Dataset = (
+            _Images(data.paths, clip.preprocess, _image_size(clip.preprocess), data.reader)
+            if views == 1 else _Views(data, clip, view, seed))
+        feats, errors = _encode(clip, dataset, batch_size, workers)
+        if errors:
+            raise DescgenError(f"{data.spec}: {len(errors)} training images could not be read"
+                               f" (first: {errors[0]})")
+        out.append(feats)
+    stacked = np.stack(out).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(path, lambda tmp: np.save(open(tmp, "wb"), stacked))
+    return stacked
+
+
+# -- building a learner -------------------------------------------------------------------------
+
+
+def build_learner(info: RunInfo, clip: ClipModel, cache_dir: Path, prompts_dir: Path,
+                  features: np.ndarray | None, labels: list[int] | None,
+                  saved: dict[str, torch.Tensor] | None = None) -> Learner:
+    """The method's module for a run's settings. Training: the fixed parts (classifiers,
+    KgCoOp's guide, the Tip-Adapter cache from the shots' `features`) are built here.
+    Scoring (`saved`: the run's tensors): they come from the run, so nothing else (a
+    descriptor store) is needed."""
+    options = learned(info.method).parse(info.options)
+    classes = info.classes
+    seed = options.seed
+    store = Path(info.descriptors["path"]) if info.descriptors else None
+    if info.method in ("coop", "kgcoop"):
+        guide, weight = None, 0.0
+        if info.method == "kgcoop" and saved is None:
+            weight = options.weight
+            if options.guide == "descriptors":
+                assert store is not None
+                guide = _descriptor_classifier(clip, classes, store, cache_dir, prompts_dir)
+            else:
+                guide = _mean_directions(clip, [[f"a photo of a {c}."] for c in classes], cache_dir)
+        return CoOp(clip, classes, options.n_ctx, options.ctx_init, options.csc, options.position,
+                    seed, guide, weight)
+    if info.method == "cocoop":
+        width = int(clip.model.text_projection.shape[1]) if clip.model.text_projection is not None else int(clip.model.ln_final.weight.shape[0])
+        return CoCoOp(clip, classes, options.n_ctx, options.ctx_init, seed, width)
+    if info.method == "padding":
+        if saved is not None:
+            classifier = saved["classifier"].to(clip.device)
+        elif options.classifier == "descriptors":
+            assert store is not None
+            classifier = _descriptor_classifier(clip, classes, store, cache_dir, prompts_dir)
+        else:
+            classifier = _mean_directions(clip, [[PADDING_TEMPLATE.format(c)] for c in classes], cache_dir)
+        size = _image_size(clip.preprocess)
+        if 2 * options.pad >= size:
+            raise DescgenError(f"padding: pad {options.pad} leaves nothing of a {size} px image")
+        return Padding(clip, classifier, size, options.pad, seed)
+    settings = tip_settings(info.dataset, prompts_dir)
+    alpha = options.alpha if options.alpha is not None else float(settings["alpha"])
+    beta = options.beta if options.beta is not None else float(settings["beta"])
+    if saved is not None:
+        zero_shot, keys = saved["zero_shot"], saved["keys"]
+        label_tensor = saved["values"].argmax(dim=1)
+    else:
+        zero_shot = _mean_directions(clip, [[t.format(c) for t in settings["templates"]]
+                                            for c in classes], cache_dir)
+        assert features is not None and labels is not None
+        keys = torch.from_numpy(features.mean(axis=0))
+        label_tensor = torch.tensor(labels, dtype=torch.long)
+    return TipAdapter(keys.to(clip.device), label_tensor.to(clip.device), len(classes),
+                      zero_shot.to(clip.device), alpha, beta, info.method == "tip-adapter-f")
+
+
+def learned_tensors(learner: Learner) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in learner.state_dict().items()}
+
+
+# -- learn -------------------------------------------------------------------------------------
+
+
+def _recipe(info_method: str, options: Any, dataset: str) -> dict[str, Any]:
+    recipe = learned(info_method).recipe
+    epochs = options.epochs if options.epochs is not None else recipe.epochs(options.shots, dataset)
+    return {"optimiser": recipe.optimiser, "lr": options.lr or recipe.lr,
+            "batch_size": options.batch_size or recipe.batch_size, "epochs": epochs,
+            "schedule": recipe.schedule, "source": recipe.source}
+
+
+def _existing(out: Path, info: RunInfo, resume: bool) -> RunInfo | None:
+    """The run already in `out` when it is this run; None when `out` holds no run."""
+    path = out / "run.json"
+    if not path.exists():
+        if resume:
+            raise DescgenError(f"--resume: {out} holds no run to resume")
+        return None
+    from descriptor_gen.inputs import validated
+
+    old = validated(RunInfo, parse_json(read_text(path, "run file"), path), path)
+    if old.settings() != info.settings():
+        raise DescgenError(f"{out}: holds another run ({old.method} on {old.dataset}, other"
+                           " settings); choose another --out")
+    if not old.finished and old.epochs_done and not resume:
+        raise DescgenError(f"{out}: an unfinished run ({old.epochs_done} of"
+                           f" {info.recipe['epochs']} epochs); give --resume to continue it")
+    return old
+
+
+def learn(cfg: LearnConfig, out: Path, cache_dir: Path, prompts_dir: Path, resume: bool = False,
+          progress: bool = True, clip: ClipModel | None = None,
+          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+          on_done: Callable[[Learner], None] | None = None) -> RunInfo:
+    """Train (or finish training) a run in `out`; returns its `run.json`. `on_done` sees the
+    trained module before it is saved (tests, benchmarks)."""
+    definition = learned(cfg.method)
+    options = definition.parse(cfg.options)
+    if definition.needs_descriptors(options) and cfg.descriptors is None:
+        raise DescgenError(f"{cfg.method} with these options needs --descriptors FILE.jsonl")
+    started = time.perf_counter()
+    split, shots = few_shot(cfg.dataset, cfg.classes, options.shots, options.seed, cache_dir,
+                            cfg.data_root)
+    clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, "fp32")
+    clip.model.requires_grad_(False)
+    descriptors = None
+    if cfg.descriptors is not None and definition.needs_descriptors(options):
+        from descriptor_gen.describe.store import check_against_classes, read_store
+
+        check_against_classes(read_store(cfg.descriptors), split.classes, cfg.descriptors)
+        descriptors = {"path": str(cfg.descriptors.resolve()), "sha256": sha256_file(cfg.descriptors)}
+    info = RunInfo(method=cfg.method, options=options.model_dump(),
+                   recipe=_recipe(cfg.method, options, cfg.dataset), dataset=cfg.dataset,
+                   source_identity=split.source_identity, split=split.identity(),
+                   classes=split.classes, clip=clip_identity(cfg.model, cfg.pretrained, "fp32"),
+                   descriptors=descriptors)
+    old = _existing(out, info, resume)
+    if old is not None and old.finished:
+        log(f"{out}: already trained ({old.method}, {old.epochs_done} epochs)")
+        return old
+    features = None
+    if cfg.method != "padding":
+        features = shot_features(clip, shots, options.views, options.seed, cache_dir,
+                                 cfg.encode_batch_size, cfg.workers)
+    labels = [s.label for s in split.items]
+    learner = build_learner(info, clip, cache_dir, prompts_dir, features, labels)
+    epochs = int(info.recipe["epochs"])
+    params = [p for p in learner.parameters() if p.requires_grad]
+    optimiser = make_optimiser(definition.recipe, params, float(info.recipe["lr"]))
+    out.mkdir(parents=True, exist_ok=True)
+    split.save(out / "split.json")
+    start = 0
+    if old is not None and old.epochs_done:
+        start = _restore(out, learner, optimiser)
+        log(f"{out}: resuming after epoch {start} of {epochs}")
+    _write_json(out / "run.json", info.model_copy(update={"epochs_done": start}).model_dump())
+    logs_path = out / "log.jsonl"
+    if start == 0:
+        logs_path.write_text("")
+
+    def save(done: int, logs: list[EpochLog]) -> None:
+        tensors, rest = optimiser_state(optimiser) if optimiser is not None else ({}, {})
+        save_tensors(out / "checkpoint.safetensors", {**learned_tensors(learner), **tensors})
+        _write_json(out / "checkpoint.json", {"epochs_done": done, "optimiser": rest})
+        with open(logs_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(logs[-1])) + "\n")
+        _write_json(out / "run.json", info.model_copy(update={"epochs_done": done}).model_dump())
+
+    if epochs and optimiser is not None and start < epochs:
+        batches = _batches(cfg.method, learner, clip, shots, features, labels, cfg)
+        step_loss = learner.image_loss if isinstance(learner, Padding) else None
+        train(learner, batches, definition.recipe, float(info.recipe["lr"]), epochs,
+              int(info.recipe["batch_size"]), options.seed, start, optimiser, save,
+              warmup_steps=getattr(options, "warmup", 0), progress=progress, step_loss=step_loss)
+    if on_done is not None:
+        on_done(learner)
+    save_tensors(out / "learned.safetensors", learned_tensors(learner))
+    done = info.model_copy(update={"epochs_done": epochs, "finished": True,
+                                   "seconds": round(time.perf_counter() - started, 3)})
+    _write_json(out / "run.json", done.model_dump())
+    return done
+
+
+def _restore(out: Path, learner: Learner, optimiser: torch.optim.Optimizer | None) -> int:
+    tensors = load_tensors(out / "checkpoint.safetensors")
+    state = parse_json(read_text(out / "checkpoint.json", "checkpoint"), out / "checkpoint.json")
+    own = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
+    learner.load_state_dict({k: v.to(next(iter(learner.state_dict().values())).device)
+                             for k, v in own.items()}, strict=False)
+    if optimiser is not None:
+        restore_optimiser(optimiser, tensors, state["optimiser"])
+    return int(state["epochs_done"])
+
+
+def _batches(method: str, learner: Learner, clip: ClipModel, shots: LabelledImages,
+             features: np.ndarray | None, labels: list[int], cfg: LearnConfig) -> Batches:
+    label_tensor = torch.tensor(labels, dtype=torch.long, device=clip.device)
+    if method == "padding":
+        images = _Images(shots.paths, clip.preprocess, _image_size(clip.preprocess), shots.reader)
+
+        def load(index: torch.Tensor, _: torch.Tensor, __: int) -> torch.Tensor:
+            return torch.stack([images[int(i)][0] for i in index]).to(clip.device)
+
+        return Batches(load, label_tensor, 1)
+    assert features is not None
+    cached = torch.from_numpy(features).to(clip.device)
+    return Batches(lambda index, view, _: cached[view.to(clip.device), index.to(clip.device)],
+                   label_tensor, cached.shape[0])
+
+
+def reencoding_batches(clip: ClipModel, shots: LabelledImages, labels: list[int]) -> Batches:
+    """The straightforward way, for the benchmark: every step encodes its images again."""
+    images = _Images(shots.paths, clip.preprocess, _image_size(clip.preprocess), shots.reader)
+
+    def encode(index: torch.Tensor, _: torch.Tensor, __: int) -> torch.Tensor:
+        batch = torch.stack([images[int(i)][0] for i in index]).to(clip.device)
+        with torch.no_grad():
+            return F.normalize(clip.model.encode_image(batch).float(), dim=-1)
+
+    return Batches(encode, torch.tensor(labels, dtype=torch.long, device=clip.device), 1)
+
+
+# -- scoring with a run -------------------------------------------------------------------------
+
+
+def load_run(run: Path) -> tuple[RunInfo, Split]:
+    from descriptor_gen.inputs import validated
+
+    if not run.is_dir():
+        raise DescgenError(f"--learned {run}: no such run folder")
+    info = validated(RunInfo, parse_json(read_text(run / "run.json", "run file"), run / "run.json"),
+                     run / "run.json")
+    if info.format != RUN_FORMAT:
+        raise DescgenError(f"{run / 'run.json'}: format {info.format!r}, expected {RUN_FORMAT}")
+    if not info.finished:
+        raise DescgenError(f"--learned {run}: training stopped after {info.epochs_done} of"
+                           f" {info.recipe.get('epochs')} epochs; finish it with descgen learn --resume")
+    return info, Split.load(run / "split.json")
+
+
+def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
+                   data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
+                   prompts_dir: Path, batch_size: int, workers: int) -> tuple[np.ndarray, RunInfo]:
+    """(N, C) scores of a finished run on the evaluated images (features of the plain images;
+    padding encodes the images again with its border). `clip_spec`: the evaluating CLIP's
+    identity, which must be the run's (precision aside)."""
+    info, split = load_run(run)
+    same = {k: v for k, v in clip_spec.items() if k != "precision"}
+    if {k: v for k, v in info.clip.items() if k != "precision"} != same:
+        raise DescgenError(f"--learned {run}: trained with CLIP {info.clip['model']} /"
+                           f" {info.clip['weights']}, evaluated with {same['model']} /"
+                           f" {same['weights']}; give the run's --model and --pretrained")
+    if [c for c in classes] != info.classes:
+        raise DescgenError(f"--learned {run}: its {len(info.classes)} classes differ from the"
+                           f" evaluated data's {len(classes)} (first: {info.classes[:1]} vs {classes[:1]})")
+    check_apart(split, data)
+    tensors = load_tensors(run / "learned.safetensors")
+    needed = {"padding": ["classifier"], "tip-adapter": ["keys", "values", "zero_shot"],
+              "tip-adapter-f": ["keys", "values", "zero_shot"]}.get(info.method, [])
+    absent = [k for k in needed if k not in tensors]
+    if absent:
+        raise DescgenError(f"{run / 'learned.safetensors'}: no tensor {absent[0]!r} for {info.method}")
+    learner = build_learner(info, clip, cache_dir, prompts_dir, None, None, saved=tensors)
+    expected = set(learned_tensors(learner))
+    if set(tensors) != expected:
+        raise DescgenError(f"{run / 'learned.safetensors'}: holds {sorted(tensors)[:4]}, expected"
+                           f" {sorted(expected)[:4]} for {info.method}")
+    learner.load_state_dict({k: v.to(clip.device) for k, v in tensors.items()}, strict=True)
+    learner.eval()
+    with torch.no_grad(), autocast_for(clip):
+        if isinstance(learner, Padding):
+            return _padded_scores(learner, clip, data, batch_size, workers), info
+        feats = torch.from_numpy(np.asarray(image_features, np.float32)).to(clip.device)
+        out = [learner.logits(feats[i : i + 256]).float().cpu().numpy()
+               for i in range(0, len(feats), 256)]
+    return np.concatenate(out) if out else np.zeros((0, len(classes)), np.float32), info
+
+
+def _padded_scores(learner: Padding, clip: ClipModel, data: LabelledImages, batch_size: int,
+                   workers: int) -> np.ndarray:
+    if data.shards is not None:
+        raise DescgenError(f"{data.spec}: a padding run encodes the images again with its"
+                           " border; webdataset sources are not supported for it")
+    dataset = _Images(data.paths, clip.preprocess, _image_size(clip.preprocess), data.reader)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    out = []
+    for images, _, _ in loader:
+        out.append(learner.logits(learner.encode(images.to(clip.device))).float().cpu().numpy())
+    return np.concatenate(out)
