@@ -106,6 +106,7 @@ bench: install
 	$(PY) bench/bench_refer.py --images 10
 	$(PY) bench/bench_comparative.py
 	$(PY) bench/bench_learn.py
+	$(PY) bench/bench_ray.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

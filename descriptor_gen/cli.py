@@ -19,6 +19,7 @@ from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import output_dir, output_file, parse_yaml, read_text, validation_message
+from descriptor_gen.score.engines import EngineName
 from descriptor_gen.score.methods import METHODS
 from descriptor_gen.learn.methods import LEARNED
 from descriptor_gen.learn.run import LearnConfig, learn
@@ -354,6 +355,7 @@ def generate_cmd(
 
 
 MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)  # type: ignore[misc]
+EngineFlag = Enum("EngineFlag", {name: name for name in get_args(EngineName)}, type=str)  # type: ignore[misc]
 
 
 def method_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -409,12 +411,20 @@ def eval_cmd(
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
     learned: Annotated[Optional[Path], typer.Option("--learned", help="Score with a run of descgen learn (CoOp, Tip-Adapter, ...) instead of a method.")] = None,
+    engine: Annotated[EngineFlag, typer.Option("--engine", help="Where images are encoded: local, or ray (Ray Data: CPU decoding tasks, a pool of encoder actors; pip install -e '.[ray]'). Same features, same cache.")] = EngineFlag.local,  # type: ignore[attr-defined]
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (else $RAY_ADDRESS, else a local Ray).")] = None,
+    ray_actors: Annotated[int, typer.Option("--ray-actors", min=1, help="Encoder actors, each loading the model once.")] = 2,
+    ray_gpus: Annotated[float, typer.Option("--ray-gpus", min=0, help="GPUs per encoder actor (0: CPU actors).")] = 0.0,
+    ray_cpus: Annotated[Optional[int], typer.Option("--ray-cpus", min=1, help="CPUs of a local Ray started here (default: all).")] = None,
+    ray_actor_cpus: Annotated[float, typer.Option("--ray-actor-cpus", help="CPUs each encoder actor reserves (a CPU actor's torch threads).")] = 1.0,
     cache_dir: CacheDir = None,
 ) -> None:
     """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
     try:
         cfg = EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors, model=model,
-                         learned=learned,
+                         learned=learned, engine=engine.value, ray_address=ray_address,
+                         ray_actors=ray_actors, ray_gpus=ray_gpus, ray_cpus=ray_cpus,
+                         ray_actor_cpus=ray_actor_cpus,
                          pretrained=pretrained, options=method_options(option), concept=concept,
                          method=method.value, descriptor_template=descriptor_template,
                          classname_template=classname_template, pooling=pooling.value,

@@ -30,6 +30,7 @@ from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.generation.generate import GenerationJob, generate
 from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.locks import exclusive
+from descriptor_gen.score.engines import EngineOptions
 from descriptor_gen.score.evaluate import EvalConfig, TextOptions, evaluate
 from descriptor_gen.score.features import load_clip
 from descriptor_gen.describe.presets import load_preset
@@ -65,7 +66,7 @@ class SuiteMethod(TextOptions):
     published: str | None = None
 
 
-class SuiteClip(ClipModelSpec):
+class SuiteClip(ClipModelSpec, EngineOptions):
     batch_size: int = Field(default=64, ge=1)
     workers: int = Field(default=2, ge=0)
 
@@ -249,7 +250,8 @@ class _Runner:
                          method=method.method, options=method.options, model=c.model,
                          pretrained=c.pretrained,
                          precision=c.precision, device=c.device, batch_size=c.batch_size,
-                         workers=c.workers, **method.model_dump(include=set(TextOptions.model_fields)))
+                         workers=c.workers, **method.model_dump(include=set(TextOptions.model_fields)),
+                         **c.model_dump(include=set(EngineOptions.model_fields)))
         result = evaluate(cfg, None, self.cache_dir, self.prompts_dir, clip=self.clip, log=self.log)
         published = _published(card, self.spec.model_key, method.published)
         self.log(f"{self.spec.name}: {card.name} {column}: top-1 {result.metrics['top1']:.4f}"

@@ -26,6 +26,7 @@ from descriptor_gen.generation.cache import ResponseCache, response_key
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.score.engines import EngineOptions
 from descriptor_gen.score.evaluate import EvalConfig, TextOptions, evaluate
 from descriptor_gen.score.features import check_device, clip_identity, load_clip
 from descriptor_gen.generation.generate import GenerationJob, generate
@@ -72,8 +73,8 @@ class ClipModelSpec(BaseModel):
         return clip_identity(self.model, self.pretrained, self.precision)
 
 
-class ClipSpec(ClipModelSpec, TextOptions):
-    """Mirrors the flags of `descgen eval`."""
+class ClipSpec(ClipModelSpec, TextOptions, EngineOptions):
+    """Mirrors the flags of `descgen eval` (`engine: ray` and its `ray_*` settings too)."""
 
     batch_size: int = Field(default=64, ge=1)
     workers: int = Field(default=2, ge=0)

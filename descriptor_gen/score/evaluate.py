@@ -16,13 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
+from descriptor_gen.score.engines import EngineOptions, encode
 from descriptor_gen.score.features import (
     ClipModel,
     ImageFeatureCache,
     ImageFeatures,
     TextFeatureCache,
-    encode_images,
-    encode_stream,
     load_clip,
 )
 from descriptor_gen.score.methods import Inputs, MethodDef, form_defaults, method, method_scores
@@ -92,7 +91,7 @@ class TextOptions(BaseModel):
                            concept if concept is not None else self.concept)
 
 
-class EvalConfig(TextOptions):
+class EvalConfig(TextOptions, EngineOptions):
     """What `descgen eval` was asked; it is also the provenance part of the result."""
 
     dataset: str
@@ -108,6 +107,13 @@ class EvalConfig(TextOptions):
     precision: str = "fp32"
     workers: int = Field(default=2, ge=0)
     explain: int = Field(default=0, ge=0)
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(**self.model_dump(include=set(EngineOptions.model_fields)))
+
+    def clip_spec(self) -> tuple[str, str, str, str]:
+        """The CLIP as `load_clip` takes it, for engines whose workers load it themselves."""
+        return (self.model, self.pretrained, self.precision, self.device)
 
 
 class EvalResult(BaseModel):
@@ -198,19 +204,23 @@ def _count_stats(descriptors: dict[int, list[str]], n_classes: int) -> dict[str,
 
 
 def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch_size: int,
-                   workers: int) -> tuple[ImageFeatures, int]:
-    """The source's image features from the cache, or encoded now and cached; returns them and
-    how many images were encoded."""
+                   workers: int, engine: EngineOptions | None = None,
+                   spec: tuple[str, str, str, str] | None = None,
+                   timings: dict[str, float] | None = None) -> tuple[ImageFeatures, int]:
+    """The source's image features from the cache, or encoded now (by the local or the Ray
+    engine: same features, same cache key) and cached; returns them and how many images were
+    encoded. `timings` gets the engine's own (Ray's start-up)."""
     image_cache = ImageFeatureCache(cache_dir / "image_features")
     key = image_cache.key(clip, data.identity())
     stream = data.shards is not None
     feats = image_cache.load(key, rows=None if stream else len(data.paths))
     if feats is not None:
         return feats, 0
-    if stream:
-        feats = encode_stream(clip, data.shards or [], batch_size, workers)
-    else:
-        feats = encode_images(clip, data.paths, batch_size, workers, reader=data.reader)
+    options = engine or EngineOptions()
+    feats, spent = encode(options, clip, spec or ("", "", clip.precision, clip.device), data,
+                          batch_size, workers)
+    if timings is not None:
+        timings.update(spent)
     image_cache.save(key, feats)
     return feats, len(feats.ok)
 
@@ -241,13 +251,16 @@ class _Seen:
     ok: np.ndarray
     labels: np.ndarray
     unreadable: list[str]
+    engine_timings: dict[str, float]
 
 
 def _seen_images(cfg: EvalConfig, data: LabelledImages, classes: list[str], clip: ClipModel,
                  cache_dir: Path, log: Callable[[str], None]) -> _Seen:
     """Encode (or read from the cache) the evaluated images; unreadable ones are named and
     left out, and none readable at all is an error."""
-    feats, encoded_images = image_features(clip, data, cache_dir, cfg.batch_size, cfg.workers)
+    spent: dict[str, float] = {}
+    feats, encoded_images = image_features(clip, data, cache_dir, cfg.batch_size, cfg.workers,
+                                           cfg.engine_options(), cfg.clip_spec(), spent)
     names = feats.keys if data.shards is not None else data.paths
     labels_all = feats.labels if data.shards is not None else data.labels
     unreadable = [names[i] for i in sorted(feats.errors)]
@@ -266,7 +279,7 @@ def _seen_images(cfg: EvalConfig, data: LabelledImages, classes: list[str], clip
     if len(beyond):
         raise DescgenError(f"{cfg.dataset}: label {int(beyond[0])} is beyond the {len(classes)}"
                            " classes")
-    return _Seen(feats, encoded_images, list(names), ok, labels, unreadable)
+    return _Seen(feats, encoded_images, list(names), ok, labels, unreadable, spent)
 
 
 def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path,
@@ -296,7 +309,7 @@ def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Pat
                            seen.labels, score, None, None, None, 0)
     finished = time.perf_counter()
     timings = {"data_and_model": loaded - started, "images": images_done - loaded,
-               "texts": 0.0, "scoring": finished - images_done}
+               "texts": 0.0, "scoring": finished - images_done, **seen.engine_timings}
     return EvalResult(
         metrics=result_metrics.__dict__, method=f"learned:{info.method}",
         options={**info.options, "run": str(cfg.learned), "recipe": info.recipe},
@@ -394,7 +407,8 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     mean, std = _repeat_summary(runs)
     seeds = options.seeds()
     timings = {"data_and_model": loaded - started, "images": images_done - loaded,
-               "texts": texts_done - images_done, "scoring": finished - texts_done}
+               "texts": texts_done - images_done, "scoring": finished - texts_done,
+               **seen.engine_timings}
     return EvalResult(
         metrics=mean, metrics_std=std,
         repeats=[{"seed": s, **r.__dict__} for s, r in zip(seeds, runs)] if len(runs) > 1 else [],

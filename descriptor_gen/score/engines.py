@@ -1,0 +1,95 @@
+"""Where image features are computed: `local` (a DataLoader on this machine) or `ray` (Ray
+Data: decoding as CPU tasks, the image tower in a pool of actors that each load the model
+once, on one machine or a cluster). Both give the same features in the same order and write
+the same feature cache under the same key; the engine is not part of any identity.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from descriptor_gen.data.datasets import LabelledImages
+from descriptor_gen.score.features import ClipModel, ImageFeatures, encode_images, encode_stream
+
+EngineName = Literal["local", "ray"]
+FAULT_ENV = "DESCRIPTOR_GEN_RAY_FAULT"  # tests: a marker path (one worker dies) or `raise`
+
+
+class EngineOptions(BaseModel):
+    """How to run the image encoder.
+
+    Attributes:
+        engine: `local` or `ray`.
+        ray_address: an existing cluster (else $RAY_ADDRESS, else a local Ray on this machine).
+        ray_actors: encoder actors (each loads the model once).
+        ray_gpus: GPUs per actor (0: CPU actors).
+        ray_actor_cpus: CPUs each actor reserves (its torch threads on a CPU actor).
+        ray_cpus: CPUs of a local Ray started here (None: all).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineName = "local"
+    ray_address: str | None = None
+    ray_actors: int = Field(default=2, ge=1)
+    ray_gpus: float = Field(default=0.0, ge=0)
+    ray_actor_cpus: float = Field(default=1.0, gt=0)
+
+    @field_validator("ray_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None or value in ("auto", "local"):
+            return value
+        host, _, port = value.split("://", 1)[-1].rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT, ray://HOST:PORT or auto")
+        return value
+    ray_cpus: int | None = Field(default=None, ge=1)
+
+
+def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
+           data: LabelledImages, batch_size: int, workers: int,
+           progress: bool = False) -> tuple[ImageFeatures, dict[str, float]]:
+    """The source's features by the chosen engine, and the engine's own timings (Ray's start-up).
+
+    Args:
+        spec: (model, pretrained, precision, device) as `load_clip` takes them, for actors that
+            load the model themselves.
+    """
+    if options.engine == "ray":
+        from descriptor_gen.score.ray_engine import encode_ray
+
+        return encode_ray(options, clip, spec, data, batch_size, progress)
+    if data.shards is not None:
+        return encode_stream(clip, data.shards, batch_size, workers, progress), {}
+    return encode_images(clip, data.paths, batch_size, workers, progress, reader=data.reader), {}
+
+
+def fault_hook() -> Callable[[], None]:
+    """The test hooks of a failing worker: with $DESCRIPTOR_GEN_RAY_FAULT set to a path, the
+    first encoder call anywhere creates it and kills its process (later calls run); set to
+    `raise`, every encoder call raises (a bug in the encoder)."""
+    marker = os.environ.get(FAULT_ENV)
+
+    def maybe_die() -> None:
+        if not marker:
+            return
+        if marker == "raise":
+            raise RuntimeError("injected encoder failure")
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os._exit(1)
+
+    return maybe_die
+
+
+def now() -> float:
+    return time.perf_counter()

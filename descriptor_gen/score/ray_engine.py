@@ -1,0 +1,292 @@
+"""The Ray engine (optional extra `ray`): images as a Ray Dataset, decoded and preprocessed in
+CPU tasks, encoded by a pool of actors (`map_batches` over a callable class, so each actor
+loads CLIP once), gathered back in input order on the driver.
+
+What crosses the network: the image list (paths, or shard names), the preprocessed pixels from
+the decoding tasks to the actors (in Ray's object store), and the fp16 features back to the
+driver. The feature cache stays where the driver runs, written once every feature is in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import socket
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from descriptor_gen.data.datasets import LabelledImages
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.score.engines import FAULT_ENV, EngineOptions, fault_hook, now
+from descriptor_gen.score.features import ClipModel, ImageFeatures, _image_size
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the Data library is the part used
+    except ImportError as exc:
+        raise DescgenError("--engine ray needs Ray Data: pip install -e '.[ray]'"
+                           " (or pip install 'ray[data]')") from exc
+    return ray
+
+
+DECODE_CPUS = 0.5  # per decoding task: decoding is light next to the image tower
+
+
+def start(options: EngineOptions) -> float:
+    """Connect to the cluster (`ray_address`, else $RAY_ADDRESS) or start a local Ray; returns
+    the seconds it took (0 when Ray was already up in this process)."""
+    ray = _ray()
+    address = options.ray_address or os.environ.get("RAY_ADDRESS")
+    started = now()
+    if address:
+        _check_reachable(address)
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address:
+            kwargs["address"] = address
+        elif options.ray_cpus is not None:
+            kwargs["num_cpus"] = options.ray_cpus
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise DescgenError(f"Ray: cannot start or reach {address or 'a local Ray'}:"
+                               f" {' '.join(str(exc).split())[:160]}") from exc
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    if not address:
+        _check_fits(ray.cluster_resources(), options)
+    return now() - started
+
+
+def _check_reachable(address: str, seconds: float = 5.0) -> None:
+    """Ray waits minutes on an address nobody answers; a plain connect says so in seconds."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():  # $RAY_ADDRESS is not checked by the options
+        raise DescgenError(f"RAY_ADDRESS {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise DescgenError(f"Ray: nothing answers at {address} ({exc.strerror or exc});"
+                           " start the cluster (ray start --head) or fix --ray-address") from exc
+
+
+def _check_fits(resources: dict[str, float], options: EngineOptions) -> None:
+    """A local Ray has no autoscaler: an actor pool larger than the machine would wait forever."""
+    cpus = options.ray_actors * options.ray_actor_cpus + DECODE_CPUS
+    if resources.get("CPU", 0) < cpus:
+        raise DescgenError(f"Ray: {options.ray_actors} actors x {options.ray_actor_cpus:g} CPUs plus"
+                           f" {DECODE_CPUS:g} for decoding need {cpus:g} CPUs; the local Ray has"
+                           f" {resources.get('CPU', 0):g} (lower --ray-actors or --ray-actor-cpus,"
+                           " or raise --ray-cpus)")
+    gpus = options.ray_actors * options.ray_gpus
+    if resources.get("GPU", 0) < gpus:
+        raise DescgenError(f"Ray: {options.ray_actors} actors x {options.ray_gpus:g} GPUs need"
+                           f" {gpus:g} GPUs; the local Ray has {resources.get('GPU', 0):g}")
+
+
+class _Decode:
+    """Open and preprocess images (files, or by index through the source's reader)."""
+
+    def __init__(self, paths: list[str], reader: Any, preprocess: Any, size: int) -> None:
+        self.paths, self.reader, self.preprocess, self.size = paths, reader, preprocess, size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from PIL import Image
+
+        pixels, ok, errors = [], [], []
+        for index in batch["index"]:
+            try:
+                if self.reader is not None:
+                    image = self.reader(int(index))
+                else:
+                    image = Image.open(self.paths[int(index)])
+                pixels.append(self.preprocess(image.convert("RGB")).numpy())
+                ok.append(True)
+                errors.append("")
+            except Exception as exc:  # noqa: BLE001 - any decoder failure marks the image unreadable
+                pixels.append(np.zeros((3, self.size, self.size), np.float32))
+                ok.append(False)
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return {"index": batch["index"], "pixels": np.stack(pixels).astype(np.float32),
+                "ok": np.array(ok), "error": np.array(errors, dtype=object),
+                "label": np.full(len(ok), -1), "key": np.array([""] * len(ok), dtype=object)}
+
+
+class _DecodeShard:
+    """Every sample of one webdataset shard, decoded (its label and name with it)."""
+
+    def __init__(self, preprocess: Any, size: int) -> None:
+        self.preprocess, self.size = preprocess, size
+
+    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        import webdataset as wds
+        from PIL import Image
+
+        from descriptor_gen.data.wds import IMAGE_KEYS, _label
+
+        out = []
+        samples = wds.WebDataset(row["shard"], shardshuffle=False, nodesplitter=None,
+                                 workersplitter=None, empty_check=False)
+        for position, sample in enumerate(samples):
+            label = _label(sample)
+            data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+            error = "" if label >= 0 else "no class label"
+            pixels = np.zeros((3, self.size, self.size), np.float32)
+            try:
+                if data is None:
+                    raise ValueError(f"no image ({', '.join(IMAGE_KEYS)}) in the sample")
+                with Image.open(io.BytesIO(data)) as image:
+                    pixels = self.preprocess(image.convert("RGB")).numpy()
+            except Exception as exc:  # noqa: BLE001 - counted as unreadable
+                error = f"{type(exc).__name__}: {exc}"
+            out.append({"index": int(row["shard_index"]) * 10_000_000 + position, "pixels": pixels,
+                        "ok": not error, "error": error, "label": max(label, 0),
+                        "key": f"{row['shard']}#{sample['__key__']}"})
+        return out
+
+
+class _Encoder:
+    """One actor: loads CLIP once, encodes batches of preprocessed pixels (the local engine's
+    own `_encode_batch`, so the features are the same)."""
+
+    def __init__(self, model: str, pretrained: str, precision: str, device: str) -> None:
+        from descriptor_gen.score.features import load_clip
+
+        self.clip = load_clip(model, pretrained, device, precision)
+        self.fault = fault_hook()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from descriptor_gen.score.features import _encode_batch, autocast_for
+
+        self.fault()
+        images = torch.from_numpy(np.ascontiguousarray(batch["pixels"], np.float32))
+        ok = torch.from_numpy(np.asarray(batch["ok"], bool))
+        with torch.inference_mode(), autocast_for(self.clip):
+            features = _encode_batch(self.clip, images, ok)
+        return {"index": batch["index"], "features": features, "ok": batch["ok"],
+                "error": batch["error"], "label": batch["label"], "key": batch["key"]}
+
+
+def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
+               data: LabelledImages, batch_size: int,
+               progress: bool = False) -> tuple[ImageFeatures, dict[str, float]]:
+    """Features of every image of `data` in input order, computed on Ray."""
+    ray = _ray()
+    startup = start(options)
+    model, pretrained, precision, _ = spec
+    model, pretrained = _absolute(model), _absolute(pretrained)
+    size = _image_size(clip.preprocess)
+    if data.shards is not None:
+        items = [{"shard_index": i, "shard": _absolute(s)} for i, s in enumerate(data.shards)]
+        dataset = ray.data.from_items(items).flat_map(_DecodeShard(clip.preprocess, size),
+                                                      num_cpus=DECODE_CPUS)
+        total = None
+    else:
+        dataset = ray.data.from_items([{"index": i} for i in range(len(data.paths))])
+        paths = data.paths if data.reader is not None else [_absolute(p) for p in data.paths]
+        dataset = dataset.map_batches(_Decode(paths, data.reader, clip.preprocess, size),
+                                      batch_size=batch_size, batch_format="numpy",
+                                      num_cpus=DECODE_CPUS)
+        total = len(data.paths)
+    # Ray shows an actor only its own GPUs, as cuda:0 (and up)
+    actor_device = "cuda" if options.ray_gpus > 0 else "cpu"
+    if actor_device == "cpu" and precision == "fp16":
+        raise DescgenError("--precision fp16 needs GPU actors: give --ray-gpus (e.g. 1)")
+    fault = os.environ.get(FAULT_ENV)
+    # Ray Data restarts a dead actor and retries its batch (max_restarts=-1 by default).
+    dataset = dataset.map_batches(
+        _Encoder, fn_constructor_kwargs={"model": model, "pretrained": pretrained,
+                                         "precision": precision, "device": actor_device},
+        compute=ray.data.ActorPoolStrategy(size=_pool_size(options.ray_actors, total, batch_size)),
+        num_cpus=options.ray_actor_cpus, num_gpus=options.ray_gpus or None,
+        batch_size=batch_size, batch_format="numpy",
+        runtime_env={"env_vars": {FAULT_ENV: fault}} if fault else None)
+    rows: list[dict[str, np.ndarray]] = []
+    try:
+        with _quiet(), tqdm(total=total, disable=not progress, desc="images (ray)", unit="img") as bar:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                rows.append(batch)
+                bar.update(len(batch["index"]))
+    except Exception as exc:  # noqa: BLE001 - Ray wraps worker failures in its own errors
+        raise DescgenError(f"Ray engine: encoding failed ({_root_cause(exc)}); nothing was cached"
+                           " (Ray's own logs: /tmp/ray/session_latest/logs)") from exc
+    return _gather(rows, data), {"ray_startup": round(startup, 4)}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Ray Data's progress lines and warnings are not ours to print; its log files keep them."""
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+    levels = [log.level for log in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for log in loggers:
+            log.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for log, level in zip(loggers, levels):
+                log.setLevel(level)
+
+
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): (.*)$")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The worker's own exception as one short line: Ray keeps it only as traceback text inside
+    its wrappers (the exception object does not cross the process)."""
+    for line in str(exc).splitlines():
+        found = _RAISED.match(line)
+        if found and not found.group(1).startswith("ray."):
+            return f"{found.group(1)}: {found.group(2)[:200]}"
+    first = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
+def _pool_size(actors: int, images: int | None, batch_size: int) -> int:
+    """No more actors than batches: an actor without a batch only loads the model."""
+    if images is None:
+        return actors
+    return max(1, min(actors, -(-images // batch_size)))
+
+
+def _absolute(path: str) -> str:
+    """Workers need not share the driver's working directory: local files go as absolute paths
+    (on a cluster they must be on a file system every node mounts at the same place)."""
+    if "://" in path or not os.path.exists(path):
+        return path
+    return os.path.abspath(path)
+
+
+def _gather(rows: list[dict[str, np.ndarray]], data: LabelledImages) -> ImageFeatures:
+    if not rows:
+        return ImageFeatures(np.zeros((0, 0), np.float16), np.zeros(0, bool), {},
+                             [] if data.shards is not None else None,
+                             [] if data.shards is not None else None)
+    index = np.concatenate([r["index"] for r in rows])
+    order = np.argsort(index, kind="stable")
+    feats = np.concatenate([r["features"] for r in rows])[order].astype(np.float16)
+    ok = np.concatenate([r["ok"] for r in rows])[order].astype(bool)
+    errors_all = np.concatenate([r["error"] for r in rows])[order]
+    errors = {i: str(e) for i, e in enumerate(errors_all) if e}
+    if data.shards is None:
+        if len(feats) != len(data.paths) or not np.array_equal(index[order], np.arange(len(data.paths))):
+            raise DescgenError(f"Ray engine: {len(feats)} features came back for"
+                               f" {len(data.paths)} images")
+        return ImageFeatures(feats, ok, errors)
+    labels = [int(x) for x in np.concatenate([r["label"] for r in rows])[order]]
+    keys = [str(x) for x in np.concatenate([r["key"] for r in rows])[order]]
+    return ImageFeatures(feats, ok, errors, labels, keys)

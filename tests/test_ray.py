@@ -1,0 +1,186 @@
+"""The Ray engine against the local one on a local Ray of 2 CPUs: same features, same
+predictions, one shared cache, and a killed or failing worker never leaves a broken entry."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dataset_layouts as layouts
+from conftest import make_image_folder, write_classes_and_store
+from descriptor_gen.cli import main
+from descriptor_gen.score.engines import FAULT_ENV
+
+pytest.importorskip("ray")  # the test extras install it; CI runs these
+
+CLASSES = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def world(tmp_path: Path, tiny_clip) -> dict[str, object]:  # noqa: ANN001
+    folder = make_image_folder(tmp_path / "images", {c: 4 for c in CLASSES})
+    classes, store = write_classes_and_store(tmp_path, CLASSES,
+                                             {i: [f"{c} things", f"{c} colour"] for i, c in enumerate(CLASSES)})
+    config, checkpoint = tiny_clip
+    return {"tmp": tmp_path, "folder": folder, "classes": classes, "store": store,
+            "config": config, "checkpoint": checkpoint,
+            "common": ["--classes", str(classes), "--descriptors", str(store), "--model", str(config),
+                       "--pretrained", str(checkpoint), "--device", "cpu", "--workers", "0",
+                       "--batch-size", "4"]}
+
+
+RAY = ["--engine", "ray", "--ray-actors", "2", "--ray-actor-cpus", "0.5"]
+
+
+def run_eval(world: dict, name: str, cache: str, *extra: str, dataset: str | None = None) -> tuple[int, dict, list]:
+    tmp: Path = world["tmp"]  # type: ignore[assignment]
+    out, preds = tmp / f"{name}.json", tmp / f"{name}.jsonl"
+    code = main(["eval", *world["common"], "--dataset", dataset or str(world["folder"]),  # type: ignore[list-item]
+                 "--cache-dir", str(tmp / cache), "--out", str(out), "--predictions", str(preds), *extra])
+    if code != 0:
+        return code, {}, []
+    return code, json.loads(out.read_text()), [json.loads(x) for x in preds.read_text().splitlines()]
+
+
+def cached_features(cache: Path) -> np.ndarray:
+    files = sorted((cache / "image_features").glob("*.npy"))
+    feature_files = [f for f in files if np.load(f, allow_pickle=False).ndim == 2]
+    assert len(feature_files) == 1, files
+    return np.load(feature_files[0], allow_pickle=False)
+
+
+def test_ray_gives_the_local_predictions_and_shares_the_cache(local_ray, world: dict) -> None:  # noqa: ANN001
+    code, local, local_rows = run_eval(world, "local", "c-local")
+    assert code == 0 and local["images_encoded"] == 12
+    code, ray_result, ray_rows = run_eval(world, "ray", "c-ray", *RAY)
+    assert code == 0 and ray_result["images_encoded"] == 12
+    assert ray_rows == local_rows
+    assert ray_result["metrics"] == local["metrics"]
+    assert "ray_startup" in ray_result["timings"] and "ray_startup" not in local["timings"]
+    tmp: Path = world["tmp"]
+    a, b = cached_features(tmp / "c-local"), cached_features(tmp / "c-ray")
+    assert a.dtype == b.dtype == np.float16 and a.shape == b.shape == (12, 32)
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3, rtol=0)
+    # each engine reads what the other wrote: nothing encoded the second time
+    code, again, rows = run_eval(world, "ray-on-local-cache", "c-local", *RAY)
+    assert code == 0 and again["images_encoded"] == 0 and rows == local_rows
+    assert "ray_startup" not in again["timings"]  # a cache hit starts no Ray work
+    code, again, rows = run_eval(world, "local-on-ray-cache", "c-ray")
+    assert code == 0 and again["images_encoded"] == 0 and rows == ray_rows
+
+
+def test_ray_reads_webdataset_shards_in_order(local_ray, world: dict, tmp_path: Path) -> None:  # noqa: ANN001
+    folder = tmp_path / "wds"
+    samples = layouts.webdataset_folder(folder, [[("s0000", 2), ("s0001", 0), ("s0002", 1)],
+                                                 [("s0003", 1), ("s0004", 2)]], CLASSES)
+    _, local, local_rows = run_eval(world, "wl", "cw-local", dataset=f"wds:{folder}")
+    code, result, rows = run_eval(world, "wr", "cw-ray", *RAY, dataset=f"wds:{folder}")
+    assert code == 0 and result["images_encoded"] == 5
+    assert [r["label"] for r in rows] == [y for _, y in samples]
+    assert [r["path"].rsplit("#", 1)[1] for r in rows] == [k for k, _ in samples]
+    assert rows == local_rows and result["metrics"] == local["metrics"]
+
+
+def test_a_killed_worker_is_replaced_and_the_cache_is_whole(local_ray, world: dict, tmp_path: Path,  # noqa: ANN001
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, str(marker))
+    code, result, rows = run_eval(world, "killed", "c-killed", *RAY)
+    assert marker.exists()  # an encoder process died mid-run ...
+    assert code == 0 and result["images_encoded"] == 12  # ... and its batch was redone
+    monkeypatch.delenv(FAULT_ENV)
+    _, _, local_rows = run_eval(world, "local", "c-local")
+    assert rows == local_rows
+    code, again, _ = run_eval(world, "killed-again", "c-killed")
+    assert code == 0 and again["images_encoded"] == 0
+    assert cached_features(tmp_path / "c-killed").shape == (12, 32)
+
+
+def test_a_failing_encoder_caches_nothing(local_ray, world: dict, tmp_path: Path,  # noqa: ANN001
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(FAULT_ENV, "raise")
+    code, _, _ = run_eval(world, "failing", "c-fail", *RAY)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "nothing was cached" in err
+    assert "injected encoder failure" in err
+    assert not list((tmp_path / "c-fail" / "image_features").glob("*"))
+    monkeypatch.delenv(FAULT_ENV)
+    code, result, _ = run_eval(world, "failing", "c-fail", *RAY)
+    assert code == 0 and result["images_encoded"] == 12
+
+
+def test_an_actor_pool_larger_than_the_local_ray_is_refused(local_ray, world: dict,  # noqa: ANN001
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run_eval(world, "big", "c-big", "--engine", "ray", "--ray-actors", "4")
+    err = capsys.readouterr().err
+    assert code == 2 and "need 4.5 CPUs; the local Ray has 2" in err
+
+
+def test_a_sweep_spec_runs_on_ray(local_ray, world: dict, tmp_path: Path,  # noqa: ANN001
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from descriptor_gen.generation.devserver import DevServer
+
+    spec = {"name": "on-ray", "dataset": str(world["folder"]), "classes": str(world["classes"]),
+            "generation": {"backend": "openai", "model": "dev", "base_url": "http://127.0.0.1:9/v1",
+                           "api": "completions", "temperature": 0.0, "max_tokens": 100},
+            "clip": {"model": str(world["config"]), "pretrained": str(world["checkpoint"]), "device": "cpu", "workers": 0,
+                     "batch_size": 4},
+            "grid": {"per_example": [1, 3]}, "methods": ["descriptors", "classname"]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    ray_set = ["--set", "clip.engine=ray", "--set", "clip.ray_actors=2", "--set", "clip.ray_actor_cpus=0.5"]
+
+    def rows(folder: Path) -> list[tuple]:
+        return sorted((r["cell"], json.dumps(r["metrics"], sort_keys=True), r["images_encoded"])
+                      for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines()))
+
+    with DevServer() as server:
+        base = ["--set", f"generation.base_url={server.base_url}"]
+        assert main(["sweep", str(path), *base, "--out", str(tmp_path / "local"),
+                     "--cache-dir", str(tmp_path / "cl")]) == 0
+        assert main(["sweep", str(path), *base, *ray_set, "--out", str(tmp_path / "ray"),
+                     "--cache-dir", str(tmp_path / "cr")]) == 0
+        assert rows(tmp_path / "ray") == rows(tmp_path / "local")
+        assert sum(r[2] for r in rows(tmp_path / "ray")) == 12  # one encoding, shared by the cells
+        capsys.readouterr()
+        # the engine is not part of a cell's identity: the local results count as done
+        assert main(["sweep", str(path), *base, *ray_set, "--out", str(tmp_path / "local"),
+                     "--cache-dir", str(tmp_path / "cl"), "--dry-run"]) == 0
+        assert "3 cells, 3 already done" in capsys.readouterr().out
+
+
+def test_without_ray_the_engine_is_one_line(world: dict, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, _ = run_eval(world, "noray", "c-noray", "--engine", "ray")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "pip install -e '.[ray]'" in err
+
+
+def test_an_unreachable_cluster_fails_fast(world: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    code, _, _ = run_eval(world, "far", "c-far", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}")
+    assert code == 2 and time.monotonic() - started < 30
+    assert f"nothing answers at 127.0.0.1:{port}" in capsys.readouterr().err
