@@ -417,6 +417,7 @@ def eval_cmd(
     ray_gpus: Annotated[float, typer.Option("--ray-gpus", min=0, help="GPUs per encoder actor (0: CPU actors).")] = 0.0,
     ray_cpus: Annotated[Optional[int], typer.Option("--ray-cpus", min=1, help="CPUs of a local Ray started here (default: all).")] = None,
     ray_actor_cpus: Annotated[float, typer.Option("--ray-actor-cpus", help="CPUs each encoder actor reserves (a CPU actor's torch threads).")] = 1.0,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="A bar over the images encoded (default: when stderr is a terminal).")] = None,
     cache_dir: CacheDir = None,
 ) -> None:
     """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
@@ -436,7 +437,8 @@ def eval_cmd(
     output_file(predictions, "--predictions")
     settings = Settings.resolve(cache_dir, writable=True)
     names = load_classes(classes) if classes is not None else None
-    result = evaluate(cfg, names, settings.cache_dir, settings.prompts_dir, predictions=predictions)
+    result = evaluate(cfg, names, settings.cache_dir, settings.prompts_dir, predictions=predictions,
+                      progress=sys.stderr.isatty() if progress is None else progress)
     m, sd = result.metrics, result.metrics_std or {}
 
     def shown(key: str) -> str:

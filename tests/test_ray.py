@@ -62,11 +62,15 @@ def cached_features(cache: Path) -> np.ndarray:
     return np.load(feature_files[0], allow_pickle=False)
 
 
-def test_ray_gives_the_local_predictions_and_shares_the_cache(local_ray, world: dict) -> None:  # noqa: ANN001
-    code, local, local_rows = run_eval(world, "local", "c-local")
+def test_ray_gives_the_local_predictions_and_shares_the_cache(local_ray, world: dict,  # noqa: ANN001
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, local, local_rows = run_eval(world, "local", "c-local", "--progress")
     assert code == 0 and local["images_encoded"] == 12
-    code, ray_result, ray_rows = run_eval(world, "ray", "c-ray", *RAY)
+    assert "images: 100%" in capsys.readouterr().err  # the same bar, counted in images
+    code, ray_result, ray_rows = run_eval(world, "ray", "c-ray", *RAY, "--progress")
     assert code == 0 and ray_result["images_encoded"] == 12
+    bar = capsys.readouterr().err
+    assert "images (ray): 100%" in bar and "12/12" in bar
     assert ray_rows == local_rows
     assert ray_result["metrics"] == local["metrics"]
     assert "ray_startup" in ray_result["timings"] and "ray_startup" not in local["timings"]
@@ -184,3 +188,18 @@ def test_an_unreachable_cluster_fails_fast(world: dict, capsys: pytest.CaptureFi
     code, _, _ = run_eval(world, "far", "c-far", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}")
     assert code == 2 and time.monotonic() - started < 30
     assert f"nothing answers at 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_fp16_needs_gpu_actors(world: dict) -> None:
+    """A GPU driver asking fp16 of CPU actors is refused before any Ray work."""
+    from descriptor_gen.data.datasets import load_dataset
+    from descriptor_gen.errors import DescgenError
+    from descriptor_gen.score.engines import EngineOptions
+    from descriptor_gen.score.features import load_clip
+    from descriptor_gen.score.ray_engine import encode_ray
+
+    clip = load_clip(str(world["config"]), str(world["checkpoint"]), "cpu")
+    data = load_dataset(str(world["folder"]), CLASSES, world["tmp"] / "c")  # type: ignore[operator]
+    with pytest.raises(DescgenError, match="fp16 needs GPU actors"):
+        encode_ray(EngineOptions(engine="ray"), clip,
+                   (str(world["config"]), str(world["checkpoint"]), "fp16", "cuda"), data, 4)

@@ -206,10 +206,11 @@ def _count_stats(descriptors: dict[int, list[str]], n_classes: int) -> dict[str,
 def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch_size: int,
                    workers: int, engine: EngineOptions | None = None,
                    spec: tuple[str, str, str, str] | None = None,
-                   timings: dict[str, float] | None = None) -> tuple[ImageFeatures, int]:
+                   timings: dict[str, float] | None = None,
+                   progress: bool = False) -> tuple[ImageFeatures, int]:
     """The source's image features from the cache, or encoded now (by the local or the Ray
-    engine: same features, same cache key) and cached; returns them and how many images were
-    encoded. `timings` gets the engine's own (Ray's start-up)."""
+    engine: same features, same cache key, same progress bar) and cached; returns them and how
+    many images were encoded. `timings` gets the engine's own (Ray's start-up)."""
     image_cache = ImageFeatureCache(cache_dir / "image_features")
     key = image_cache.key(clip, data.identity())
     stream = data.shards is not None
@@ -218,7 +219,7 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
         return feats, 0
     options = engine or EngineOptions()
     feats, spent = encode(options, clip, spec or ("", "", clip.precision, clip.device), data,
-                          batch_size, workers)
+                          batch_size, workers, progress)
     if timings is not None:
         timings.update(spent)
     image_cache.save(key, feats)
@@ -255,12 +256,12 @@ class _Seen:
 
 
 def _seen_images(cfg: EvalConfig, data: LabelledImages, classes: list[str], clip: ClipModel,
-                 cache_dir: Path, log: Callable[[str], None]) -> _Seen:
+                 cache_dir: Path, log: Callable[[str], None], progress: bool = False) -> _Seen:
     """Encode (or read from the cache) the evaluated images; unreadable ones are named and
     left out, and none readable at all is an error."""
     spent: dict[str, float] = {}
     feats, encoded_images = image_features(clip, data, cache_dir, cfg.batch_size, cfg.workers,
-                                           cfg.engine_options(), cfg.clip_spec(), spent)
+                                           cfg.engine_options(), cfg.clip_spec(), spent, progress)
     names = feats.keys if data.shards is not None else data.paths
     labels_all = feats.labels if data.shards is not None else data.labels
     unreadable = [names[i] for i in sorted(feats.errors)]
@@ -284,7 +285,7 @@ def _seen_images(cfg: EvalConfig, data: LabelledImages, classes: list[str], clip
 
 def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path,
                       prompts_dir: Path, predictions: Path | None, clip: ClipModel | None,
-                      log: Callable[[str], None]) -> EvalResult:
+                      log: Callable[[str], None], progress: bool) -> EvalResult:
     """`--learned RUN`: a trained run scores the images (CoOp's prompts, Tip-Adapter's cache,
     ...); the metrics and predictions are the same as every method's."""
     from descriptor_gen.learn.run import learned_scores
@@ -296,7 +297,7 @@ def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Pat
     classes = data.classes or classes or []
     clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
     loaded = time.perf_counter()
-    seen = _seen_images(cfg, data, classes, clip, cache_dir, log)
+    seen = _seen_images(cfg, data, classes, clip, cache_dir, log, progress)
     images_done = time.perf_counter()
     feats = np.asarray(seen.feats.features, np.float32)
     score, info = learned_scores(cfg.learned, clip, clip_identity(cfg.model, cfg.pretrained, cfg.precision),
@@ -324,17 +325,20 @@ def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Pat
 
 def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
              predictions: Path | None = None, clip: ClipModel | None = None,
-             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> EvalResult:
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+             progress: bool = False) -> EvalResult:
     """Score every image against every class and compute the metrics.
 
     Args:
         classes: the class list; None to take the data source's own (a card, wds:, hf:).
+        progress: a bar (on stderr) over the images being encoded.
 
     Image features come from the cache when the same model saw the same images before; only
     texts not yet encoded by this model are encoded. A seeded method is scored once per seed.
     """
     if cfg.learned is not None:
-        return _evaluate_learned(cfg, classes, cache_dir, prompts_dir, predictions, clip, log)
+        return _evaluate_learned(cfg, classes, cache_dir, prompts_dir, predictions, clip, log,
+                                 progress)
     mdef = method(cfg.method)
     options = mdef.parse(cfg.options)
     started = time.perf_counter()
@@ -350,7 +354,7 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     templates, templates_from = source_templates(cfg.dataset, prompts_dir)
     clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
     loaded = time.perf_counter()
-    seen = _seen_images(cfg, data, classes, clip, cache_dir, log)
+    seen = _seen_images(cfg, data, classes, clip, cache_dir, log, progress)
     encoded_images, names, ok, labels, unreadable = (seen.encoded, seen.names, seen.ok,
                                                      seen.labels, seen.unreadable)
     images_done = time.perf_counter()

@@ -212,12 +212,14 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
                         persistent_workers=False)
     chunks, oks, errors = [], [], {}
     start = 0
-    with torch.inference_mode(), autocast_for(clip):
-        for images, ok, why in tqdm(loader, disable=not progress, desc="images", unit="batch"):
+    bar = tqdm(total=len(paths), disable=not progress, desc="images", unit="img")
+    with bar, torch.inference_mode(), autocast_for(clip):
+        for images, ok, why in loader:
             chunks.append(_encode_batch(clip, images, ok))
             oks.append(ok.numpy())
             errors.update({start + i: w for i, w in enumerate(why) if w})
             start += len(ok)
+            bar.update(len(ok))
     if not chunks:
         return ImageFeatures(np.zeros((0, 0), np.float16), np.zeros(0, bool), {})
     return ImageFeatures(np.concatenate(chunks), np.concatenate(oks), errors)
@@ -234,9 +236,10 @@ def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, work
                         pin_memory=clip.device.startswith("cuda"))
     rows: list[tuple[int, int, str, int, str]] = []
     chunks = []
-    with torch.inference_mode(), autocast_for(clip):
-        for images, ok, why, label, shard, position, key in tqdm(
-                loader, disable=not progress, desc="images", unit="batch"):
+    bar = tqdm(disable=not progress, desc="images", unit="img")
+    with bar, torch.inference_mode(), autocast_for(clip):
+        for images, ok, why, label, shard, position, key in loader:
+            bar.update(len(ok))
             ok = ok & (label >= 0)
             chunks.append(_encode_batch(clip, images, ok))
             rows += [(int(s), int(p), k, int(y), w or ("" if y >= 0 else "no class label"))

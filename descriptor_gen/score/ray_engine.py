@@ -184,9 +184,13 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
                data: LabelledImages, batch_size: int,
                progress: bool = False) -> tuple[ImageFeatures, dict[str, float]]:
     """Features of every image of `data` in input order, computed on Ray."""
+    model, pretrained, precision, _ = spec
+    # Ray shows an actor only its own GPUs, as cuda:0 (and up)
+    actor_device = "cuda" if options.ray_gpus > 0 else "cpu"
+    if actor_device == "cpu" and precision == "fp16":
+        raise DescgenError("--precision fp16 needs GPU actors: give --ray-gpus (e.g. 1)")
     ray = _ray()
     startup = start(options)
-    model, pretrained, precision, _ = spec
     model, pretrained = _absolute(model), _absolute(pretrained)
     size = _image_size(clip.preprocess)
     if data.shards is not None:
@@ -201,10 +205,6 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
                                       batch_size=batch_size, batch_format="numpy",
                                       num_cpus=DECODE_CPUS)
         total = len(data.paths)
-    # Ray shows an actor only its own GPUs, as cuda:0 (and up)
-    actor_device = "cuda" if options.ray_gpus > 0 else "cpu"
-    if actor_device == "cpu" and precision == "fp16":
-        raise DescgenError("--precision fp16 needs GPU actors: give --ray-gpus (e.g. 1)")
     fault = os.environ.get(FAULT_ENV)
     # Ray Data restarts a dead actor and retries its batch (max_restarts=-1 by default).
     dataset = dataset.map_batches(
