@@ -112,3 +112,18 @@ def write_classes_and_store(folder: Path, classes: list[str], descriptors: dict[
                                          **{"backend": "test", **fields})
                         for i, d in descriptors.items()])
     return class_file, store
+
+
+def interrupt_encoding_at(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """Ctrl-C when the image encoder is given its `batch`-th batch (in this process)."""
+    import descriptor_gen.score.features as features
+
+    real, calls = features._encode_batch, []
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == batch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "_encode_batch", interrupted)

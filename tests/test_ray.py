@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dataset_layouts as layouts
-from conftest import make_image_folder, write_classes_and_store
+from conftest import interrupt_encoding_at, make_image_folder, write_classes_and_store
 from descriptor_gen.cli import main
 from descriptor_gen.score.engines import FAULT_ENV
 
@@ -203,3 +203,26 @@ def test_fp16_needs_gpu_actors(world: dict) -> None:
     with pytest.raises(DescgenError, match="fp16 needs GPU actors"):
         encode_ray(EngineOptions(engine="ray"), clip,
                    (str(world["config"]), str(world["checkpoint"]), "fp16", "cuda"), data, 4)
+
+
+def test_ray_resumes_an_interrupted_encoding_and_checkpoints_in_order(
+        local_ray, world: dict, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import descriptor_gen.score.evaluate as evaluate_module
+    import descriptor_gen.score.features as features
+
+    monkeypatch.setattr(evaluate_module, "CHECKPOINT_ROWS", 4)
+    monkeypatch.setattr(features.PartialFeatures, "clear", lambda self: None)  # keep the chunks
+    real = features._encode_batch
+    interrupt_encoding_at(monkeypatch, 3)
+    code, _, _ = run_eval(world, "cut", "c-cut")
+    assert code == 130
+    monkeypatch.setattr(features, "_encode_batch", real)
+    _, _, local_rows = run_eval(world, "local", "c-local")
+    code, result, rows = run_eval(world, "ray-resumed", "c-cut", *RAY)
+    assert code == 0 and result["images_encoded"] == 4 and rows == local_rows
+    tmp: Path = world["tmp"]
+    whole = cached_features(tmp / "c-cut")
+    chunks = sorted((tmp / "c-cut").rglob("partial/*/*.npy"), key=lambda p: int(p.stem))
+    assert [p.stem for p in chunks] == ["0", "1", "2"]  # the third written by the Ray run
+    for i, chunk in enumerate(chunks):
+        np.testing.assert_array_equal(np.load(chunk), whole[4 * i: 4 * i + 4])

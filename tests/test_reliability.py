@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_image_folder
+from conftest import interrupt_encoding_at, make_image_folder
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.cli import main
 from descriptor_gen.describe.classes import load_classes
@@ -376,3 +376,65 @@ def test_unsafe_spec_names_are_refused(tmp_path: Path, classes: Path, name: str,
     assert code == 2 and "name:" in err and "names the results folder" in err
     assert sorted(tmp_path.rglob("*")) == before
     assert not Path("results/../../x").exists()
+
+
+def _eval_args(tmp_path: Path, tiny_clip, cache: str, name: str) -> list[str]:  # noqa: ANN001
+    config, checkpoint = tiny_clip
+    return ["eval", "--dataset", str(tmp_path / "images"), "--classes", str(tmp_path / "classes.txt"),
+            "--method", "classname", "--model", str(config), "--pretrained", str(checkpoint),
+            "--device", "cpu", "--workers", "0", "--batch-size", "2", "--cache-dir", str(tmp_path / cache),
+            "--out", str(tmp_path / f"{name}.json"), "--predictions", str(tmp_path / f"{name}.jsonl")]
+
+
+def test_an_interrupted_encoding_resumes_after_its_last_whole_chunk(
+        tmp_path: Path, tiny_clip, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import numpy as np
+
+    import descriptor_gen.score.evaluate as evaluate_module
+    import descriptor_gen.score.features as features
+
+    make_image_folder(tmp_path / "images", {"tench": 6, "goldfish": 5})
+    (tmp_path / "images" / "tench" / "000a.png").write_bytes(b"not an image")  # image 1: in chunk 0
+    (tmp_path / "classes.txt").write_text("tench\ngoldfish\n")
+    monkeypatch.setattr(evaluate_module, "CHECKPOINT_ROWS", 4)
+    assert main(_eval_args(tmp_path, tiny_clip, "clean", "clean")) == 0
+    clean = json.loads((tmp_path / "clean.json").read_text())
+    assert clean["images_encoded"] == 12 and not list((tmp_path / "clean").rglob("partial/*/*"))
+
+    real = features._encode_batch
+    interrupt_encoding_at(monkeypatch, 5)
+    assert main(_eval_args(tmp_path, tiny_clip, "cut", "cut")) == 130
+    chunks = sorted(p.name for p in (tmp_path / "cut").rglob("partial/*/*.npy"))
+    assert chunks == ["0.npy", "1.npy"]  # 4 batches of 2 = two whole chunks of 4
+    assert not list((tmp_path / "cut" / "image_features").glob("*.npy"))  # no entry yet
+
+    monkeypatch.setattr(features, "_encode_batch", real)
+    assert main(_eval_args(tmp_path, tiny_clip, "cut", "resumed")) == 0
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    assert resumed["images_encoded"] == 4  # only what the chunks did not hold
+    assert resumed["metrics"] == clean["metrics"] and resumed["unreadable_images"] == clean["unreadable_images"] != []
+    assert (tmp_path / "resumed.jsonl").read_text() == (tmp_path / "clean.jsonl").read_text()
+    assert not list((tmp_path / "cut").rglob("partial/*/*"))
+    a, b = (np.load(next((tmp_path / c / "image_features").glob("*.npy"))) for c in ("clean", "cut"))
+    assert np.array_equal(a, b)
+
+
+def test_a_broken_chunk_is_encoded_again(tmp_path: Path, tiny_clip,  # noqa: ANN001
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import descriptor_gen.score.evaluate as evaluate_module
+    import descriptor_gen.score.features as features
+
+    make_image_folder(tmp_path / "images", {"tench": 6, "goldfish": 6})
+    (tmp_path / "classes.txt").write_text("tench\ngoldfish\n")
+    monkeypatch.setattr(evaluate_module, "CHECKPOINT_ROWS", 4)
+    monkeypatch.setattr(features.PartialFeatures, "clear", lambda self: None)  # keep the chunks
+    assert main(_eval_args(tmp_path, tiny_clip, "c", "first")) == 0
+    first = json.loads((tmp_path / "first.json").read_text())
+    for entry in (tmp_path / "c" / "image_features").glob("*.*"):
+        entry.unlink()  # the entry is gone, its three chunks are left
+    chunk = next((tmp_path / "c").rglob("partial/*/1.npy"))
+    chunk.write_bytes(b"torn")
+    assert main(_eval_args(tmp_path, tiny_clip, "c", "again")) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["images_encoded"] == 8 and again["metrics"] == first["metrics"]
+    assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "first.jsonl").read_text()

@@ -11,6 +11,8 @@ error naming it. Specs dispatch through a small mapping of sources.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +57,18 @@ class LabelledImages:
         from descriptor_gen.hashing import files_fingerprint
 
         return self.fingerprint or files_fingerprint(self.paths)
+
+    def tail(self, start: int) -> LabelledImages:
+        """The images from `start` on (a file list's, not a stream's), read as before."""
+        if self.shards is not None:
+            raise ValueError("a stream has no tail")
+        reader = functools.partial(_shifted, self.reader, start) if self.reader else None
+        return dataclasses.replace(self, paths=self.paths[start:], reader=reader,
+                                   labels=None if self.labels is None else self.labels[start:])
+
+
+def _shifted(reader: Callable[[int], Any], start: int, index: int) -> Any:
+    return reader(start + index)
 
 
 def _label_index(label: str, classes: list[str], where: str) -> int:

@@ -14,7 +14,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from descriptor_gen.data.datasets import LabelledImages
-from descriptor_gen.score.features import ClipModel, ImageFeatures, encode_images, encode_stream
+from descriptor_gen.score.features import (
+    ClipModel,
+    ImageFeatures,
+    OnBatch,
+    encode_images,
+    encode_stream,
+)
 
 EngineName = Literal["local", "ray"]
 FAULT_ENV = "DESCRIPTOR_GEN_RAY_FAULT"  # tests: a marker path (one worker dies) or `raise`
@@ -53,21 +59,23 @@ class EngineOptions(BaseModel):
 
 
 def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
-           data: LabelledImages, batch_size: int, workers: int,
-           progress: bool = False) -> tuple[ImageFeatures, dict[str, float]]:
+           data: LabelledImages, batch_size: int, workers: int, progress: bool = False,
+           on_batch: OnBatch | None = None) -> tuple[ImageFeatures, dict[str, float]]:
     """The source's features by the chosen engine, and the engine's own timings (Ray's start-up).
 
     Args:
         spec: (model, pretrained, precision, device) as `load_clip` takes them, for actors that
             load the model themselves.
+        on_batch: told each batch of a file list in input order, as it is done (checkpoints).
     """
     if options.engine == "ray":
         from descriptor_gen.score.ray_engine import encode_ray
 
-        return encode_ray(options, clip, spec, data, batch_size, progress)
+        return encode_ray(options, clip, spec, data, batch_size, progress, on_batch)
     if data.shards is not None:
         return encode_stream(clip, data.shards, batch_size, workers, progress), {}
-    return encode_images(clip, data.paths, batch_size, workers, progress, reader=data.reader), {}
+    return encode_images(clip, data.paths, batch_size, workers, progress, reader=data.reader,
+                         on_batch=on_batch), {}
 
 
 def fault_hook() -> Callable[[], None]:

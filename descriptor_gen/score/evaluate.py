@@ -21,6 +21,7 @@ from descriptor_gen.score.features import (
     ClipModel,
     ImageFeatureCache,
     ImageFeatures,
+    PartialFeatures,
     TextFeatureCache,
     load_clip,
 )
@@ -89,6 +90,10 @@ class TextOptions(BaseModel):
             defaults.pooling or ("renormalised" if cupl else "mean"))
         return make_recipe(forms, template, classname, pooling, self.on_empty,
                            concept if concept is not None else self.concept)
+
+
+CHECKPOINT_ROWS = 16384
+"""A longer file list is encoded in checkpointed chunks of this many images (resumable)."""
 
 
 class EvalConfig(TextOptions, EngineOptions):
@@ -218,12 +223,46 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
     if feats is not None:
         return feats, 0
     options = engine or EngineOptions()
-    feats, spent = encode(options, clip, spec or ("", "", clip.precision, clip.device), data,
-                          batch_size, workers, progress)
+    spec = spec or ("", "", clip.precision, clip.device)
+    if stream or len(data.paths) <= CHECKPOINT_ROWS:
+        feats, spent = encode(options, clip, spec, data, batch_size, workers, progress)
+        encoded = len(feats.ok)
+    else:
+        feats, spent, encoded = _encode_in_chunks(image_cache.folder, key, options, clip, spec,
+                                                  data, batch_size, workers, progress)
     if timings is not None:
         timings.update(spent)
     image_cache.save(key, feats)
-    return feats, len(feats.ok)
+    if not stream and len(data.paths) > CHECKPOINT_ROWS:
+        PartialFeatures(image_cache.folder, key, CHECKPOINT_ROWS).clear()
+    return feats, encoded
+
+
+def _encode_in_chunks(folder: Path, key: str, options: EngineOptions, clip: ClipModel,
+                      spec: tuple[str, str, str, str], data: LabelledImages, batch_size: int,
+                      workers: int, progress: bool) -> tuple[ImageFeatures, dict[str, float], int]:
+    """Encode a long file list, checkpointing every CHECKPOINT_ROWS images, after the chunks an
+    interrupted run left; returns the features, the engine's timings and how many were encoded."""
+    parts = PartialFeatures(folder, key, CHECKPOINT_ROWS)
+    done = parts.load()
+    start = 0 if done is None else len(done.ok)
+    if start >= len(data.paths):
+        return _joined(done, None, len(data.paths)), {}, 0
+    rest, spent = encode(options, clip, spec, data.tail(start), batch_size, workers, progress,
+                         on_batch=parts.add)
+    return _joined(done, rest, start), spent, len(rest.ok)
+
+
+def _joined(done: ImageFeatures | None, rest: ImageFeatures | None, start: int) -> ImageFeatures:
+    if rest is None:
+        assert done is not None
+        return ImageFeatures(done.features[:start], done.ok[:start],
+                             {k: v for k, v in done.errors.items() if k < start})
+    if done is None:
+        return rest
+    return ImageFeatures(np.concatenate([done.features, rest.features]),
+                         np.concatenate([done.ok, rest.ok]),
+                         {**done.errors, **{start + k: v for k, v in rest.errors.items()}})
 
 
 def _repeat_summary(runs: list[Metrics]) -> tuple[dict[str, Any], dict[str, float | None] | None]:

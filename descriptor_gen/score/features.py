@@ -8,8 +8,10 @@ Both are written so that an interrupted run leaves no half-written entry.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -202,8 +204,13 @@ def _encode_batch(clip: ClipModel, images: torch.Tensor, ok: torch.Tensor) -> np
     return feats.cpu().numpy().astype(np.float16)
 
 
+OnBatch = Callable[[int, np.ndarray, np.ndarray, dict[int, str]], None]
+"""Told each encoded batch in input order: (first index, features, ok flags, errors by index)."""
+
+
 def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int = 2,
-                  progress: bool = False, reader: Callable[[int], Any] | None = None) -> ImageFeatures:
+                  progress: bool = False, reader: Callable[[int], Any] | None = None,
+                  on_batch: OnBatch | None = None) -> ImageFeatures:
     """Encode images (files, or by index through `reader`) in batches through a DataLoader;
     features are L2-normalised."""
     dataset = _Images(paths, clip.preprocess, _image_size(clip.preprocess), reader)
@@ -217,7 +224,10 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
         for images, ok, why in loader:
             chunks.append(_encode_batch(clip, images, ok))
             oks.append(ok.numpy())
-            errors.update({start + i: w for i, w in enumerate(why) if w})
+            batch_errors = {start + i: w for i, w in enumerate(why) if w}
+            errors.update(batch_errors)
+            if on_batch is not None:
+                on_batch(start, chunks[-1], oks[-1], batch_errors)
             start += len(ok)
             bar.update(len(ok))
     if not chunks:
@@ -313,6 +323,75 @@ class ImageFeatureCache:
         meta = {"ok": feats.ok.tolist(), "errors": {str(k): v for k, v in feats.errors.items()},
                 "labels": feats.labels, "keys": feats.keys}
         _atomic_write(self.folder / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+
+
+class PartialFeatures:
+    """The finished chunks of an entry still being encoded, `partial/<key>-<rows>/<i>.npy|.json`
+    with `rows` consecutive images each, so that an interrupted encoding (a crash, Ctrl-C, a
+    lost cluster) resumes after its last whole chunk. Removed once the entry is saved."""
+
+    def __init__(self, folder: Path, key: str, rows: int) -> None:
+        self.folder, self.rows = folder / "partial" / f"{key}-{rows}", rows
+        self.next = 0  # the first image not yet in a chunk file
+        self.base = 0  # the first image not loaded: where this run's batches start
+        self._buffer: list[tuple[np.ndarray, np.ndarray]] = []
+        self._errors: dict[int, str] = {}
+        self._writing = True
+
+    def load(self) -> ImageFeatures | None:
+        """The whole chunks from the start, in order; a broken chunk ends them (it and those
+        after it are encoded again)."""
+        feats, oks, errors = [], [], {}
+        for i in itertools.count():
+            array, meta_file = self.folder / f"{i}.npy", self.folder / f"{i}.json"
+            try:
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+                block = np.load(array, allow_pickle=False)
+                ok = np.array(meta["ok"], bool)
+                if block.ndim != 2 or len(block) != self.rows or len(ok) != self.rows:
+                    raise ValueError(f"{block.shape} features, {len(ok)} flags")
+            except FileNotFoundError:
+                break
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                quarantine(array, f"{type(exc).__name__}: {exc}")
+                break
+            feats.append(block)
+            oks.append(ok)
+            errors.update({int(k): str(v) for k, v in meta["errors"].items()})
+        self.next = self.base = len(feats) * self.rows
+        if not feats:
+            return None
+        return ImageFeatures(np.concatenate(feats), np.concatenate(oks), errors)
+
+    def add(self, start: int, features: np.ndarray, ok: np.ndarray, errors: dict[int, str]) -> None:
+        """Take a batch of the images after the loaded chunks (`start` and the error indices
+        count from the first image not loaded); write each chunk once it is whole. A batch out
+        of order stops the writing (nothing wrong is kept)."""
+        done = self.next + sum(len(f) for f, _ in self._buffer)
+        if not self._writing or self.base + start != done:
+            self._writing = False
+            return
+        self._buffer.append((np.asarray(features, np.float16), np.asarray(ok, bool)))
+        self._errors.update({self.base + k: v for k, v in errors.items()})
+        while sum(len(f) for f, _ in self._buffer) >= self.rows:
+            feats = np.concatenate([f for f, _ in self._buffer])
+            oks = np.concatenate([o for _, o in self._buffer])
+            self._write(feats[:self.rows], oks[:self.rows])
+            self._buffer = [(feats[self.rows:], oks[self.rows:])]
+
+    def _write(self, feats: np.ndarray, ok: np.ndarray) -> None:
+        index = self.next // self.rows
+        end = self.next + self.rows
+        errors = {str(k): v for k, v in self._errors.items() if self.next <= k < end}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.folder / f"{index}.npy", lambda f: np.save(f, feats))
+        _atomic_write(self.folder / f"{index}.json",
+                      lambda f: f.write(json.dumps({"ok": ok.tolist(), "errors": errors}).encode()))
+        self._errors = {k: v for k, v in self._errors.items() if k >= end}
+        self.next = end
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from descriptor_gen.data.datasets import LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.engines import FAULT_ENV, EngineOptions, fault_hook, now
-from descriptor_gen.score.features import ClipModel, ImageFeatures, _image_size
+from descriptor_gen.score.features import ClipModel, ImageFeatures, OnBatch, _image_size
 
 
 def _ray() -> Any:
@@ -181,8 +181,8 @@ class _Encoder:
 
 
 def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
-               data: LabelledImages, batch_size: int,
-               progress: bool = False) -> tuple[ImageFeatures, dict[str, float]]:
+               data: LabelledImages, batch_size: int, progress: bool = False,
+               on_batch: OnBatch | None = None) -> tuple[ImageFeatures, dict[str, float]]:
     """Features of every image of `data` in input order, computed on Ray."""
     model, pretrained, precision, _ = spec
     # Ray shows an actor only its own GPUs, as cuda:0 (and up)
@@ -214,16 +214,28 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
         num_cpus=options.ray_actor_cpus, num_gpus=options.ray_gpus or None,
         batch_size=batch_size, batch_format="numpy",
         runtime_env={"env_vars": {FAULT_ENV: fault}} if fault else None)
+    # in input order, so that finished chunks can be checkpointed as they come back
+    dataset.context.execution_options.preserve_order = on_batch is not None
     rows: list[dict[str, np.ndarray]] = []
     try:
         with _quiet(), tqdm(total=total, disable=not progress, desc="images (ray)", unit="img") as bar:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 rows.append(batch)
                 bar.update(len(batch["index"]))
+                if on_batch is not None and data.shards is None:
+                    _tell(on_batch, batch)
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker failures in its own errors
         raise DescgenError(f"Ray engine: encoding failed ({_root_cause(exc)}); nothing was cached"
                            " (Ray's own logs: /tmp/ray/session_latest/logs)") from exc
     return _gather(rows, data), {"ray_startup": round(startup, 4)}
+
+
+def _tell(on_batch: OnBatch, batch: dict[str, np.ndarray]) -> None:
+    index = batch["index"]
+    first = int(index[0])
+    errors = {first + i: str(e) for i, e in enumerate(batch["error"]) if e}
+    if np.array_equal(index, np.arange(first, first + len(index))):
+        on_batch(first, batch["features"], batch["ok"], errors)
 
 
 @contextlib.contextmanager
