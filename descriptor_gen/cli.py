@@ -273,7 +273,7 @@ def generate_cmd(
     bank: Bank = None,
     backend: Annotated[Optional[BackendName], typer.Option("--backend", help="openai (any OpenAI-compatible server) or hf (local transformers).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model name (openai) or hub name / local folder (hf). Default: gpt-3.5-turbo-instruct for openai.")] = None,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (else $OPENAI_BASE_URL).")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (else $OPENAI_BASE_URL); several replicas of one model comma-separated, taken in turn.")] = None,
     api: Annotated[Optional[Api], typer.Option("--api", help="chat (messages) or completions (the Q:/A: transcript; default).")] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature; 0 is greedy (default 0.7).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Most tokens per answer (default 512: seven detailed sentences fit).")] = None,

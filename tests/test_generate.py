@@ -357,3 +357,43 @@ def test_preset_values_yield_to_flags(tmp_path: Path, capsys: pytest.CaptureFixt
         body = server.requests[0]["body"]
     assert body["max_tokens"] == 60 and body["model"] == "mine" and body["temperature"] == 0.0
     assert body["prompt"].count("\n- ") == 4
+
+
+def test_several_servers_share_the_requests_and_one_cache(tmp_path: Path, library: PromptLibrary) -> None:
+    with DevServer() as a, DevServer() as b:
+        both = f"{a.base_url},{b.base_url}"
+        summary = generate(make_job(tmp_path, library, both, concurrency=2))
+        assert summary.requests == len(CLASSES) == a.count() + b.count()
+        assert a.count() == b.count() == len(CLASSES) // 2  # taken in turn
+        records = read_store(tmp_path / "out.jsonl")
+        hosts = sorted(u.rsplit("/", 1)[0] for u in (a.base_url, b.base_url))
+        assert {r.params["base_url"] for r in records} == {",".join(sorted(h.removesuffix("/v1") for h in hosts))}
+        # the same servers listed the other way round: every answer is a cache hit
+        again = generate(make_job(tmp_path, library, f"{b.base_url},{a.base_url}",
+                                  out=tmp_path / "again.jsonl"))
+        assert again.requests == 0 and again.cache_hits == len(CLASSES)
+        assert a.count() + b.count() == len(CLASSES)
+
+
+def test_a_server_down_among_several_is_retried_on_the_others(tmp_path: Path,
+                                                               library: PromptLibrary) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    with DevServer() as live:
+        summary = generate(make_job(tmp_path, library, f"{dead},{live.base_url}", max_attempts=3))
+        assert summary.failed == [] and live.count() == len(CLASSES)
+    assert all(r.descriptors for r in read_store(tmp_path / "out.jsonl"))
+
+
+def test_the_batch_api_takes_one_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "classes.txt").write_text("tench\n")
+    with DevServer() as a, DevServer() as b:
+        code = main(["generate", "--classes", str(tmp_path / "classes.txt"), "--model", "dev",
+                     "--base-url", f"{a.base_url},{b.base_url}", "--batch-api",
+                     "--out", str(tmp_path / "out.jsonl"), "--cache-dir", str(tmp_path / "c")])
+        assert code == 2 and a.count() + b.count() == 0
+    err = capsys.readouterr().err.strip()
+    assert err == "descgen: error: --batch-api and --resume-batch use one server: give one --base-url"

@@ -6,15 +6,17 @@ Caching, retries and concurrency are layers in `generate`, written once for ever
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from descriptor_gen.generation.cache import base_url_host
+from descriptor_gen.generation.cache import base_url_host, split_base_urls
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
 from descriptor_gen.describe.parse import PARSERS
@@ -156,6 +158,9 @@ def local_model_fingerprint(model: str) -> str | None:
     return files_fingerprint(sorted(str(p) for p in folder.rglob("*") if p.is_file()))
 
 
+_REST_SECONDS = 30.0  # a server that failed to answer is left out of the turn this long
+
+
 @register("openai")
 class OpenAIBackend:
     """The `openai` SDK against OpenAI or any OpenAI-compatible server (vLLM, Ollama, ...).
@@ -183,9 +188,22 @@ class OpenAIBackend:
         # A server that does not answer a connection is found out fast; a slow answer may take
         # the whole `timeout`.
         timeout = Timeout(params.timeout, connect=min(params.timeout, _CONNECT_TIMEOUT))
-        self.client = AsyncOpenAI(
-            api_key=key or _NO_KEY, base_url=base_url, max_retries=0, timeout=timeout
-        )
+        # Several servers (replicas of one model): requests, retries included, go round them.
+        self.clients = [AsyncOpenAI(api_key=key or _NO_KEY, base_url=url, max_retries=0,
+                                    timeout=timeout)
+                        for url in (split_base_urls(base_url) or [None])]
+        self.client = self.clients[0]
+        self._turn = itertools.cycle(range(len(self.clients)))
+        self._resting = [0.0] * len(self.clients)  # a failing server sits out until then
+
+    def _pick(self) -> int:
+        """The next server in turn that is not resting after a failure (any, if all are)."""
+        now = time.monotonic()
+        for _ in self.clients:
+            index = next(self._turn)
+            if self._resting[index] <= now:
+                return index
+        return next(self._turn)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -222,13 +240,21 @@ class OpenAIBackend:
 
     async def _one(self, query: Query) -> Completion:
         kwargs = self._request_kwargs(query)
+        from openai import APIConnectionError, InternalServerError
+
+        index = self._pick()
+        client = self.clients[index]
         try:
             if self.chat:
-                response = await self.client.chat.completions.create(messages=query.prompt, **kwargs)
+                response = await client.chat.completions.create(messages=query.prompt, **kwargs)
             else:
-                response = await self.client.completions.create(prompt=query.prompt, **kwargs)
+                response = await client.completions.create(prompt=query.prompt, **kwargs)
         except json.JSONDecodeError as exc:
             raise MalformedResponse(f"the server's answer is not JSON ({exc.msg})") from exc
+        except (APIConnectionError, InternalServerError):
+            if len(self.clients) > 1:  # the retry goes to another server
+                self._resting[index] = time.monotonic() + _REST_SECONDS
+            raise
         try:
             choices = sorted(response.choices, key=lambda c: c.index)
             texts = [(c.message.content if self.chat else c.text) or "" for c in choices]
@@ -241,7 +267,8 @@ class OpenAIBackend:
         return Completion(texts=texts, tokens=tokens, finish_reasons=reasons)
 
     async def aclose(self) -> None:
-        await self.client.close()
+        for client in self.clients:
+            await client.close()
 
 
 @register("hf")

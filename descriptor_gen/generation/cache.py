@@ -86,8 +86,18 @@ def response_key(identity: dict[str, Any], prompt: str | list[dict[str, str]], s
 
 def base_url_host(base_url: str | None) -> str | None:
     """Only scheme, host and port go into keys and records: a URL's user, password, path or
-    query may carry secrets."""
-    return public_url(base_url)
+    query may carry secrets. Several servers (comma-separated replicas) are named as their
+    sorted set, so a re-run over the same servers hits the cache in whatever order they are
+    listed and whichever of them answered."""
+    urls = split_base_urls(base_url)
+    if len(urls) <= 1:
+        return public_url(base_url)
+    return ",".join(sorted({public_url(u) or "" for u in urls}))
+
+
+def split_base_urls(base_url: str | None) -> list[str]:
+    """`--base-url A,B,...`: the servers, in the order given."""
+    return [u.strip() for u in (base_url or "").split(",") if u.strip()]
 
 
 class ResponseCache:

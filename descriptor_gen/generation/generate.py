@@ -219,6 +219,8 @@ async def _fill_cache_by_batch(job: GenerationJob, backend: Backend, states: lis
     """Send every uncached first-round answer through the Batch API (or finish a batch)."""
     if not isinstance(backend, OpenAIBackend):
         raise DescgenError("--batch-api and --resume-batch need --backend openai")
+    if len(backend.clients) > 1:
+        raise DescgenError("--batch-api and --resume-batch use one server: give one --base-url")
     if job.resume_batch:
         manifests = [load_manifest(job.cache, job.resume_batch)]
     else:
