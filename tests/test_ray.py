@@ -86,12 +86,14 @@ def test_ray_gives_the_local_predictions_and_shares_the_cache(local_ray, world: 
     assert code == 0 and again["images_encoded"] == 0 and rows == ray_rows
 
 
-def test_ray_reads_webdataset_shards_in_order(local_ray, world: dict, tmp_path: Path) -> None:  # noqa: ANN001
+def test_ray_reads_webdataset_shards_in_order(local_ray, world: dict, tmp_path: Path,  # noqa: ANN001
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "wds"
     samples = layouts.webdataset_folder(folder, [[("s0000", 2), ("s0001", 0), ("s0002", 1)],
                                                  [("s0003", 1), ("s0004", 2)]], CLASSES)
-    _, local, local_rows = run_eval(world, "wl", "cw-local", dataset=f"wds:{folder}")
-    code, result, rows = run_eval(world, "wr", "cw-ray", *RAY, dataset=f"wds:{folder}")
+    monkeypatch.chdir(tmp_path)  # a relative source: the workers read it, the names stay as given
+    _, local, local_rows = run_eval(world, "wl", "cw-local", dataset="wds:wds")
+    code, result, rows = run_eval(world, "wr", "cw-ray", *RAY, dataset="wds:wds")
     assert code == 0 and result["images_encoded"] == 5
     assert [r["label"] for r in rows] == [y for _, y in samples]
     assert [r["path"].rsplit("#", 1)[1] for r in rows] == [k for k, _ in samples]

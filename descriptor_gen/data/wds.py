@@ -77,18 +77,21 @@ class ShardStream(IterableDataset):
             samples = wds.WebDataset(shard, shardshuffle=False, nodesplitter=None,
                                      workersplitter=None, empty_check=False)
             for position, sample in enumerate(samples):
-                yield (*self._decode(sample), shard_index, position, f"{shard}#{sample['__key__']}")
+                yield (*decode_sample(sample, self.preprocess, self.size), shard_index, position,
+                       f"{shard}#{sample['__key__']}")
 
-    def _decode(self, sample: dict[str, Any]) -> tuple[Any, bool, str, int]:
-        label = _label(sample)
-        data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-        try:
-            if data is None:
-                raise ValueError(f"no image ({', '.join(IMAGE_KEYS)}) in the sample")
-            with Image.open(io.BytesIO(data)) as image:
-                return self.preprocess(image.convert("RGB")), True, "", label
-        except Exception as exc:  # noqa: BLE001 - any decoder failure marks the sample unreadable
-            return torch.zeros(3, self.size, self.size), False, f"{type(exc).__name__}: {exc}", label
+
+def decode_sample(sample: dict[str, Any], preprocess: Any, size: int) -> tuple[Any, bool, str, int]:
+    """(image tensor, readable?, error, label) of one sample; the label is -1 when missing."""
+    label = _label(sample)
+    data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+    try:
+        if data is None:
+            raise ValueError(f"no image ({', '.join(IMAGE_KEYS)}) in the sample")
+        with Image.open(io.BytesIO(data)) as image:
+            return preprocess(image.convert("RGB")), True, "", label
+    except Exception as exc:  # noqa: BLE001 - any decoder failure marks the sample unreadable
+        return torch.zeros(3, size, size), False, f"{type(exc).__name__}: {exc}", label
 
 
 def _label(sample: dict[str, Any]) -> int:

@@ -7,7 +7,6 @@ the same feature cache under the same key; the engine is not part of any identit
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -45,17 +44,25 @@ class EngineOptions(BaseModel):
     ray_actors: int = Field(default=2, ge=1)
     ray_gpus: float = Field(default=0.0, ge=0)
     ray_actor_cpus: float = Field(default=1.0, gt=0)
+    ray_cpus: int | None = Field(default=None, ge=1)
 
     @field_validator("ray_address")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        if value is None or value in ("auto", "local"):
-            return value
-        host, _, port = value.split("://", 1)[-1].rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not HOST:PORT, ray://HOST:PORT or auto")
+        if value is not None:
+            parse_address(value)
         return value
-    ray_cpus: int | None = Field(default=None, ge=1)
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address (`HOST:PORT`, `ray://HOST:PORT`); None for `auto` and
+    `local`, which Ray resolves itself. A malformed one is a ValueError."""
+    if address in ("auto", "local"):
+        return None
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    return host, int(port)
 
 
 def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
@@ -97,7 +104,3 @@ def fault_hook() -> Callable[[], None]:
         os._exit(1)
 
     return maybe_die
-
-
-def now() -> float:
-    return time.perf_counter()

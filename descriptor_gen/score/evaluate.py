@@ -224,45 +224,39 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
         return feats, 0
     options = engine or EngineOptions()
     spec = spec or ("", "", clip.precision, clip.device)
-    if stream or len(data.paths) <= CHECKPOINT_ROWS:
+    parts = None if stream or len(data.paths) <= CHECKPOINT_ROWS else PartialFeatures(
+        image_cache.folder, key, CHECKPOINT_ROWS)
+    if parts is None:
         feats, spent = encode(options, clip, spec, data, batch_size, workers, progress)
         encoded = len(feats.ok)
     else:
-        feats, spent, encoded = _encode_in_chunks(image_cache.folder, key, options, clip, spec,
-                                                  data, batch_size, workers, progress)
+        feats, spent, encoded = _encode_in_chunks(parts, options, clip, spec, data, batch_size,
+                                                  workers, progress)
     if timings is not None:
         timings.update(spent)
     image_cache.save(key, feats)
-    if not stream and len(data.paths) > CHECKPOINT_ROWS:
-        PartialFeatures(image_cache.folder, key, CHECKPOINT_ROWS).clear()
+    if parts is not None:
+        parts.clear()
     return feats, encoded
 
 
-def _encode_in_chunks(folder: Path, key: str, options: EngineOptions, clip: ClipModel,
+def _encode_in_chunks(parts: PartialFeatures, options: EngineOptions, clip: ClipModel,
                       spec: tuple[str, str, str, str], data: LabelledImages, batch_size: int,
                       workers: int, progress: bool) -> tuple[ImageFeatures, dict[str, float], int]:
-    """Encode a long file list, checkpointing every CHECKPOINT_ROWS images, after the chunks an
-    interrupted run left; returns the features, the engine's timings and how many were encoded."""
-    parts = PartialFeatures(folder, key, CHECKPOINT_ROWS)
+    """Encode a long file list, checkpointing whole chunks, after the chunks an interrupted run
+    left; returns the features, the engine's timings and how many were encoded."""
     done = parts.load()
     start = 0 if done is None else len(done.ok)
-    if start >= len(data.paths):
-        return _joined(done, None, len(data.paths)), {}, 0
+    if done is not None and start == len(data.paths):  # killed between the last chunk and the entry
+        return done, {}, 0
     rest, spent = encode(options, clip, spec, data.tail(start), batch_size, workers, progress,
                          on_batch=parts.add)
-    return _joined(done, rest, start), spent, len(rest.ok)
-
-
-def _joined(done: ImageFeatures | None, rest: ImageFeatures | None, start: int) -> ImageFeatures:
-    if rest is None:
-        assert done is not None
-        return ImageFeatures(done.features[:start], done.ok[:start],
-                             {k: v for k, v in done.errors.items() if k < start})
     if done is None:
-        return rest
-    return ImageFeatures(np.concatenate([done.features, rest.features]),
-                         np.concatenate([done.ok, rest.ok]),
-                         {**done.errors, **{start + k: v for k, v in rest.errors.items()}})
+        return rest, spent, len(rest.ok)
+    joined = ImageFeatures(np.concatenate([done.features, rest.features]),
+                           np.concatenate([done.ok, rest.ok]),
+                           {**done.errors, **{start + k: v for k, v in rest.errors.items()}})
+    return joined, spent, len(rest.ok)
 
 
 def _repeat_summary(runs: list[Metrics]) -> tuple[dict[str, Any], dict[str, float | None] | None]:

@@ -10,8 +10,8 @@ driver. The feature cache stays where the driver runs, written once every featur
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
+import time
 import os
 import re
 import socket
@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from descriptor_gen.data.datasets import LabelledImages
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.score.engines import FAULT_ENV, EngineOptions, fault_hook, now
-from descriptor_gen.score.features import ClipModel, ImageFeatures, OnBatch, _image_size
+from descriptor_gen.score.engines import FAULT_ENV, EngineOptions, fault_hook, parse_address
+from descriptor_gen.score.features import ClipModel, ImageFeatures, OnBatch, _image_size, _Images
 
 
 def _ray() -> Any:
@@ -46,7 +46,7 @@ def start(options: EngineOptions) -> float:
     the seconds it took (0 when Ray was already up in this process)."""
     ray = _ray()
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
-    started = now()
+    started = time.perf_counter()
     if address:
         _check_reachable(address)
     if not ray.is_initialized():
@@ -64,18 +64,19 @@ def start(options: EngineOptions) -> float:
         ray.data.DataContext.get_current().enable_progress_bars = False
     if not address:
         _check_fits(ray.cluster_resources(), options)
-    return now() - started
+    return time.perf_counter() - started
 
 
 def _check_reachable(address: str, seconds: float = 5.0) -> None:
     """Ray waits minutes on an address nobody answers; a plain connect says so in seconds."""
-    if address in ("auto", "local"):
-        return
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():  # $RAY_ADDRESS is not checked by the options
-        raise DescgenError(f"RAY_ADDRESS {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=seconds).close()
+        where = parse_address(address)
+    except ValueError as exc:  # $RAY_ADDRESS is not checked by the options
+        raise DescgenError(f"RAY_ADDRESS: {exc}") from exc
+    if where is None:
+        return
+    try:
+        socket.create_connection(where, timeout=seconds).close()
     except OSError as exc:
         raise DescgenError(f"Ray: nothing answers at {address} ({exc.strerror or exc});"
                            " start the cluster (ray start --head) or fix --ray-address") from exc
@@ -96,63 +97,41 @@ def _check_fits(resources: dict[str, float], options: EngineOptions) -> None:
 
 
 class _Decode:
-    """Open and preprocess images (files, or by index through the source's reader)."""
+    """Open and preprocess images as the local engine does (its own `_Images`)."""
 
-    def __init__(self, paths: list[str], reader: Any, preprocess: Any, size: int) -> None:
-        self.paths, self.reader, self.preprocess, self.size = paths, reader, preprocess, size
+    def __init__(self, images: _Images) -> None:
+        self.images = images
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from PIL import Image
-
-        pixels, ok, errors = [], [], []
-        for index in batch["index"]:
-            try:
-                if self.reader is not None:
-                    image = self.reader(int(index))
-                else:
-                    image = Image.open(self.paths[int(index)])
-                pixels.append(self.preprocess(image.convert("RGB")).numpy())
-                ok.append(True)
-                errors.append("")
-            except Exception as exc:  # noqa: BLE001 - any decoder failure marks the image unreadable
-                pixels.append(np.zeros((3, self.size, self.size), np.float32))
-                ok.append(False)
-                errors.append(f"{type(exc).__name__}: {exc}")
-        return {"index": batch["index"], "pixels": np.stack(pixels).astype(np.float32),
-                "ok": np.array(ok), "error": np.array(errors, dtype=object),
-                "label": np.full(len(ok), -1), "key": np.array([""] * len(ok), dtype=object)}
+        decoded = [self.images[int(i)] for i in batch["index"]]
+        n = len(decoded)
+        return {"index": batch["index"], "pixels": np.stack([t.numpy() for t, _, _ in decoded]),
+                "ok": np.array([ok for _, ok, _ in decoded]),
+                "error": np.array([why for _, _, why in decoded], dtype=object),
+                "label": np.full(n, -1), "key": np.array([""] * n, dtype=object)}
 
 
 class _DecodeShard:
-    """Every sample of one webdataset shard, decoded (its label and name with it)."""
+    """Every sample of one webdataset shard, decoded as the local engine does (its label and
+    its name, `SHARD#KEY` with the shard as the source names it, with it)."""
 
     def __init__(self, preprocess: Any, size: int) -> None:
         self.preprocess, self.size = preprocess, size
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         import webdataset as wds
-        from PIL import Image
 
-        from descriptor_gen.data.wds import IMAGE_KEYS, _label
+        from descriptor_gen.data.wds import decode_sample
 
         out = []
-        samples = wds.WebDataset(row["shard"], shardshuffle=False, nodesplitter=None,
+        samples = wds.WebDataset(row["path"], shardshuffle=False, nodesplitter=None,
                                  workersplitter=None, empty_check=False)
         for position, sample in enumerate(samples):
-            label = _label(sample)
-            data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-            error = "" if label >= 0 else "no class label"
-            pixels = np.zeros((3, self.size, self.size), np.float32)
-            try:
-                if data is None:
-                    raise ValueError(f"no image ({', '.join(IMAGE_KEYS)}) in the sample")
-                with Image.open(io.BytesIO(data)) as image:
-                    pixels = self.preprocess(image.convert("RGB")).numpy()
-            except Exception as exc:  # noqa: BLE001 - counted as unreadable
-                error = f"{type(exc).__name__}: {exc}"
-            out.append({"index": int(row["shard_index"]) * 10_000_000 + position, "pixels": pixels,
-                        "ok": not error, "error": error, "label": max(label, 0),
-                        "key": f"{row['shard']}#{sample['__key__']}"})
+            pixels, ok, error, label = decode_sample(sample, self.preprocess, self.size)
+            error = error or ("" if label >= 0 else "no class label")
+            out.append({"index": int(row["shard_index"]) * 10_000_000 + position,
+                        "pixels": pixels.numpy(), "ok": ok and label >= 0, "error": error,
+                        "label": max(label, 0), "key": f"{row['shard']}#{sample['__key__']}"})
         return out
 
 
@@ -194,14 +173,15 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
     model, pretrained = _absolute(model), _absolute(pretrained)
     size = _image_size(clip.preprocess)
     if data.shards is not None:
-        items = [{"shard_index": i, "shard": _absolute(s)} for i, s in enumerate(data.shards)]
+        items = [{"shard_index": i, "shard": s, "path": _absolute(s)}
+                 for i, s in enumerate(data.shards)]
         dataset = ray.data.from_items(items).flat_map(_DecodeShard(clip.preprocess, size),
                                                       num_cpus=DECODE_CPUS)
         total = None
     else:
         dataset = ray.data.from_items([{"index": i} for i in range(len(data.paths))])
         paths = data.paths if data.reader is not None else [_absolute(p) for p in data.paths]
-        dataset = dataset.map_batches(_Decode(paths, data.reader, clip.preprocess, size),
+        dataset = dataset.map_batches(_Decode(_Images(paths, clip.preprocess, size, data.reader)),
                                       batch_size=batch_size, batch_format="numpy",
                                       num_cpus=DECODE_CPUS)
         total = len(data.paths)
