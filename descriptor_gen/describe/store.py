@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import jsonlines
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from descriptor_gen.atomic import replace_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
 from descriptor_gen.describe.prompts import PromptOptions
@@ -115,18 +115,16 @@ def write_store(path: Path | str, records: Iterable[DescriptorRecord]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(records, key=lambda r: r.class_index)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+
+    def write_to(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
             writer = jsonlines.Writer(handle, compact=True)
             for record in ordered:
                 writer.write(record.model_dump(mode="json"))
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    replace_atomically(path, write_to)
 
 
 def descriptors_by_index(records: Iterable[DescriptorRecord]) -> dict[int, list[str]]:

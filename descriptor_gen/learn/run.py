@@ -11,9 +11,7 @@ nothing in a run folder is ever unpickled or executed.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -25,6 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
+from descriptor_gen.atomic import replace_atomically, write_atomically
 from descriptor_gen.data.datasets import LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file, sha256_text
@@ -89,28 +88,17 @@ class RunInfo(BaseModel):
         return self.model_dump(exclude={"epochs_done", "finished", "seconds"})
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, data: Any) -> None:
     def write(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
 
-    _atomic(path, write)
+    replace_atomically(path, write)
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    _atomic(path, lambda tmp: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp))
+    replace_atomically(path, lambda tmp: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -177,29 +165,21 @@ class _Views(torch.utils.data.Dataset):
     def __init__(self, data: LabelledImages, clip: ClipModel, view: int, seed: int) -> None:
         from torchvision import transforms
 
-        self.images = _Images(data.paths, clip.preprocess, _image_size(clip.preprocess), data.reader)
         normalise = next(t for t in clip.preprocess.transforms if isinstance(t, transforms.Normalize))
         size = _image_size(clip.preprocess)
-        self.augment = transforms.Compose([
+        augment = transforms.Compose([
             transforms.RandomResizedCrop(size, scale=(0.5, 1.0),
                                          interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalise])
+        self.images = _Images(data.paths, augment, size, data.reader)  # read as every image is
         self.view, self.seed = view, seed
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, str]:
-        from PIL import Image
-
         torch.manual_seed(self.seed * 1_000_003 + self.view * 10_007 + index)
-        try:
-            reader = self.images.reader
-            image = reader(index) if reader is not None else Image.open(self.images.paths[index])
-            return self.augment(image.convert("RGB")), True, ""
-        except Exception as exc:  # noqa: BLE001 - an unreadable shot is reported by the caller
-            size = self.images.size
-            return torch.zeros(3, size, size), False, f"{type(exc).__name__}: {exc}"
+        return self.images[index]
 
 
 def _encode(clip: ClipModel, dataset: torch.utils.data.Dataset, batch_size: int,
@@ -239,7 +219,7 @@ def shot_features(clip: ClipModel, data: LabelledImages, views: int, seed: int, 
         out.append(feats)
     stacked = np.stack(out).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda tmp: np.save(open(tmp, "wb"), stacked))
+    write_atomically(path, lambda f: np.save(f, stacked))
     return stacked
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from descriptor_gen.atomic import write_atomically
 from descriptor_gen.generation.cache import open_sqlite, quarantine
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.inputs import parse_json, read_text
@@ -319,10 +318,10 @@ class ImageFeatureCache:
 
     def save(self, key: str, feats: ImageFeatures) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / f"{key}.npy", lambda f: np.save(f, feats.features))
+        write_atomically(self.folder / f"{key}.npy", lambda f: np.save(f, feats.features))
         meta = {"ok": feats.ok.tolist(), "errors": {str(k): v for k, v in feats.errors.items()},
                 "labels": feats.labels, "keys": feats.keys}
-        _atomic_write(self.folder / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+        write_atomically(self.folder / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
 
 
 class PartialFeatures:
@@ -384,25 +383,14 @@ class PartialFeatures:
         end = self.next + self.rows
         errors = {str(k): v for k, v in self._errors.items() if self.next <= k < end}
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / f"{index}.npy", lambda f: np.save(f, feats))
-        _atomic_write(self.folder / f"{index}.json",
+        write_atomically(self.folder / f"{index}.npy", lambda f: np.save(f, feats))
+        write_atomically(self.folder / f"{index}.json",
                       lambda f: f.write(json.dumps({"ok": ok.tolist(), "errors": errors}).encode()))
         self._errors = {k: v for k, v in self._errors.items() if k >= end}
         self.next = end
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class TextFeatureCache:
