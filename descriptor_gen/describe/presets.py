@@ -22,6 +22,13 @@ class Preset(BaseModel):
     style: dict[str, Any] = {}
     generation: dict[str, Any] = {}
 
+    def sampling(self) -> dict[str, Any]:
+        """The generation settings that belong to the recipe, not to the model it is run on."""
+        return {k: self.generation[k] for k in SAMPLING_KEYS if k in self.generation}
+
+
+SAMPLING_KEYS = ("temperature", "max_tokens", "samples", "stop", "parser")
+
 
 def preset_names(prompts_dir: Path) -> list[str]:
     return sorted(p.stem for p in (prompts_dir / "presets").glob("*.yaml"))

@@ -23,6 +23,8 @@ from descriptor_gen.inputs import read_yaml, validated
 
 StyleName = Literal["dclip", "cupl", "comparative"]
 DEFAULT_QUESTIONS = "imagenet"
+STYLE_FILES = {"cupl": "cupl/questions.yaml", "comparative": "comparative/prompt.yaml"}
+"""The file under the prompts folder that a generated style's prompts are made from."""
 
 
 class Style(BaseModel):
@@ -82,7 +84,7 @@ class ConceptPrompt(BaseModel):
 
 
 def cupl_questions(prompts_dir: Path, questions: str) -> list[str]:
-    path = prompts_dir / "cupl" / "questions.yaml"
+    path = prompts_dir / STYLE_FILES["cupl"]
     data = read_yaml(path, "CuPL questions")
     if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(q, str) for q in v)
                                              for v in data.values()):
@@ -122,7 +124,7 @@ def cupl_prompts(class_name: str, style: Style, prompts_dir: Path) -> list[Promp
 
 
 def load_comparative(prompts_dir: Path) -> ComparativePrompt:
-    path = prompts_dir / "comparative" / "prompt.yaml"
+    path = prompts_dir / STYLE_FILES["comparative"]
     return validated(ComparativePrompt, read_yaml(path, "comparative prompt"), path)
 
 

@@ -35,7 +35,7 @@ from descriptor_gen.score.evaluate import EvalConfig, TextOptions, evaluate
 from descriptor_gen.score.features import load_clip
 from descriptor_gen.describe.presets import load_preset
 from descriptor_gen.describe.prompts import PromptOptions
-from descriptor_gen.describe.styles import Style, cupl_question_set
+from descriptor_gen.describe.styles import STYLE_FILES, Style, cupl_question_set
 from descriptor_gen.generation.backends import GenerationParams
 from descriptor_gen.score.methods import METHODS, method as method_def
 from descriptor_gen.score.neighbours import clip_neighbours
@@ -136,9 +136,7 @@ class _Runner:
         if name == "dclip":
             return Style(), params
         preset = load_preset(self.prompts_dir, name)
-        sampling = {k: v for k, v in preset.generation.items()
-                    if k in ("temperature", "max_tokens", "samples", "stop", "parser")}
-        params = GenerationParams(**{**params.model_dump(), **sampling})
+        params = GenerationParams(**{**params.model_dump(), **preset.sampling()})
         chosen = {**preset.style, "name": name}
         if name == "cupl":
             chosen["questions"] = cupl_question_set(self.prompts_dir, card.name)
@@ -156,8 +154,7 @@ class _Runner:
                 prompts = sha256_text("\n".join(build_prompt(c, self.options, self.library).sha256(
                     chat) for c in classes))
             else:
-                files = {"cupl": "cupl/questions.yaml", "comparative": "comparative/prompt.yaml"}
-                prompts = sha256_file(self.prompts_dir / files[style.name])
+                prompts = sha256_file(self.prompts_dir / STYLE_FILES[style.name])
             identity.update(generation=generation_identity(params), prompts=prompts,
                             prompt_options=self.options.model_dump(), style=style.model_dump())
             store = self.out / "descriptors" / f"{card.name}-{sha256_text(json.dumps(identity, sort_keys=True, default=str))[:10]}.jsonl"

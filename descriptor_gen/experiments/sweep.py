@@ -39,7 +39,7 @@ from descriptor_gen.score.scoring import AUTO, TextForms
 from descriptor_gen.describe.presets import load_preset
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import read_store_for_resume, write_store
-from descriptor_gen.describe.styles import Style, cupl_question_set
+from descriptor_gen.describe.styles import STYLE_FILES, Style, cupl_question_set
 from descriptor_gen.experiments.entries import MethodEntry, expand_shots
 from descriptor_gen.generation.concept import ask_concept
 from descriptor_gen.score.neighbours import clip_neighbours
@@ -328,9 +328,7 @@ class SweepIdentity:
     def style_params(self, spec: ExperimentSpec, entry: MethodEntry,
                      prompts_dir: Path) -> GenerationParams:
         """The spec's language model with the style preset's sampling, then the entry's."""
-        preset = load_preset(prompts_dir, str(entry.descriptor_style)).generation
-        sampling = {k: preset[k] for k in ("temperature", "max_tokens", "samples", "stop", "parser")
-                    if k in preset}
+        sampling = load_preset(prompts_dir, str(entry.descriptor_style)).sampling()
         try:
             return GenerationParams(**{**spec.generation.params().model_dump(), **sampling,
                                        **entry.generation})
@@ -340,10 +338,9 @@ class SweepIdentity:
     def style_prompts(self, style: Style, prompts_dir: Path) -> str:
         """What a style's prompts are made of (its data files and settings); the neighbours
         follow from the classes and the CLIP, both in the identity already."""
-        files = {"cupl": ["cupl/questions.yaml"], "comparative": ["comparative/prompt.yaml"]}
         return sha256_text(json.dumps({"style": style.model_dump(),
-                                       "files": [sha256_file(prompts_dir / f)
-                                                 for f in files[style.name]]}, sort_keys=True))
+                                       "files": [sha256_file(prompts_dir / STYLE_FILES[style.name])]},
+                                      sort_keys=True))
 
     def store_name(self, options: PromptOptions, prompts: str) -> str:
         """A setting's descriptor file, named apart for each language model and prompt text."""
