@@ -22,7 +22,7 @@ from descriptor_gen.inputs import output_dir, output_file, parse_yaml, read_text
 from descriptor_gen.score.engines import EngineName
 from descriptor_gen.score.methods import METHODS
 from descriptor_gen.learn.methods import LEARNED
-from descriptor_gen.learn.run import LearnConfig, learn
+from descriptor_gen.learn.run import LearnConfig, learn, run_clip
 from descriptor_gen.score.evaluate import EvalConfig, evaluate
 from descriptor_gen.experiments.sweep import (
     SweepIdentity,
@@ -297,7 +297,7 @@ def generate_cmd(
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", help="Batch API: seconds between status checks.")] = 30.0,
     style: Annotated[Optional[StyleFlag], typer.Option("--style", help="Prompts: dclip (one few-shot prompt a class; default), cupl (CuPL's questions), comparative (one question per nearest class).")] = None,
     questions: Annotated[Optional[str], typer.Option("--questions", help="cupl: the question set, a dataset card name (default imagenet: CuPL's released questions).")] = None,
-    article: Annotated[Optional[CuplArticle], typer.Option("--article", help="cupl: 'an' before a capital vowel only (cupl, as released), any vowel, or by sound.")] = None,
+    article: Annotated[Optional[CuplArticle], typer.Option("--article", help="cupl: 'an' before a capital vowel only (cupl, as released), any vowel (vowel, SuS-X's), or by sound; default: vowel for sus-x: sets, else cupl.")] = None,
     neighbours: Annotated[Optional[int], typer.Option("--neighbours", help="comparative: nearest classes asked about per class (default 10).")] = None,
     example_seed: Annotated[Optional[int], typer.Option("--example-seed", help="comparative: seed of the worked examples drawn for each pair (default 42, as released).")] = None,
     clip_model: Annotated[str, typer.Option("--clip-model", help="comparative: the CLIP whose text similarity picks the nearest classes.")] = "ViT-B-32",
@@ -394,9 +394,9 @@ def eval_cmd(
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Class list, one name a line (default: the dataset's own names; needed for folders and CSVs).")] = None,
     data_root: DataRoot = None,
     descriptors: Annotated[Optional[Path], typer.Option("--descriptors", help="Descriptor store (JSONL).")] = None,
-    model: Annotated[str, typer.Option("--model", help="open_clip model name, or a model-config JSON path.")] = "ViT-B-32",
-    pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, a checkpoint file, or none.")] = "openai",
-    method: Annotated[MethodName, typer.Option("--method", help="How class vectors are made: " + "; ".join(f"{n}: {m.summary}" for n, m in METHODS.items()) + ".")] = MethodName.descriptors,  # type: ignore[attr-defined]
+    model: Annotated[Optional[str], typer.Option("--model", help="open_clip model name, or a model-config JSON path (default: ViT-B-32; with --learned, the run's).")] = None,
+    pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="open_clip tag, a checkpoint file, or none (default: openai; with --learned, the run's).")] = None,
+    method: Annotated[Optional[MethodName], typer.Option("--method", help="How class vectors are made (default: descriptors): " + "; ".join(f"{n}: {m.summary}" for n, m in METHODS.items()) + ".")] = None,  # type: ignore[valid-type]
     option: Annotated[Optional[list[str]], typer.Option("--option", help="A method option KEY=VALUE (repeatable), e.g. repeats=7, count=15, base=waffle, beta=0.85, source=DIR, shots=8.")] = None,
     concept: Annotated[Optional[str], typer.Option("--concept", help="Name classes as 'A photo of a CONCEPT: a {c}' (WaffleCLIP); card: the dataset card's concept.")] = None,
     descriptor_template: Annotated[str, typer.Option("--descriptor-template", help="Descriptor text: auto, dclip ('{c}, which (is/has) {d}'), dclip-imagenet (the same with a period), waffle, sentence ('{d}'), or a template with {c}, {d}, {which}.")] = "auto",
@@ -421,13 +421,23 @@ def eval_cmd(
     cache_dir: CacheDir = None,
 ) -> None:
     """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
+    if learned is not None:
+        _nothing_beside_learned({"--method": method, "--option": option, "--descriptors": descriptors,
+                                 "--concept": concept, "--explain": explain,
+                                 "--descriptor-template": descriptor_template != "auto",
+                                 "--classname-template": classname_template != "auto",
+                                 "--pooling": pooling != PoolingName.auto,
+                                 "--on-empty": on_empty != OnEmptyName.classname})
+        model, pretrained = run_clip(learned, model, pretrained)
     try:
-        cfg = EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors, model=model,
+        cfg = EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors,
+                         model=model or "ViT-B-32",
                          learned=learned, engine=engine.value, ray_address=ray_address,
                          ray_actors=ray_actors, ray_gpus=ray_gpus, ray_cpus=ray_cpus,
                          ray_actor_cpus=ray_actor_cpus,
-                         pretrained=pretrained, options=method_options(option), concept=concept,
-                         method=method.value, descriptor_template=descriptor_template,
+                         pretrained=pretrained or "openai", options=method_options(option),
+                         concept=concept, method=method.value if method else "descriptors",
+                         descriptor_template=descriptor_template,
                          classname_template=classname_template, pooling=pooling.value,
                          on_empty=on_empty.value, batch_size=batch_size, device=device,
                          precision=precision.value, workers=workers, explain=explain)
@@ -452,7 +462,20 @@ def eval_cmd(
     typer.echo(f"{result.method}: top-1 {shown('top1')}  top-5 {shown('top5')}  mean per-class"
                f" recall {shown('mean_per_class_recall')}  entropy {shown('mean_entropy')}"
                f"  images {m['n_images']}{repeats}")
+    if result.zero_shot is not None:
+        z = result.zero_shot
+        typer.echo(f"zero-shot CLIP ({z['text']!r}, same classes and model): top-1"
+                   f" {z['top1']:.4f}  top-5 " + (f"{z['top5']:.4f}" if z["top5"] is not None
+                                                  else "n/a (< 5 classes)"))
     _write_result(out, result)
+
+
+def _nothing_beside_learned(given: dict[str, Any]) -> None:
+    """`--learned` scores with the run's own classifier: flags that choose texts would be ignored."""
+    extra = [flag for flag, value in given.items() if value]
+    if extra:
+        raise DescgenError(f"--learned scores with the run's own classifier; {', '.join(extra)}"
+                           " would be ignored: leave " + ("it" if len(extra) == 1 else "them") + " out")
 
 
 LearnedName = Enum("LearnedName", {name: name for name in LEARNED}, type=str)  # type: ignore[misc]

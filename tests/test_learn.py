@@ -163,7 +163,7 @@ def test_cards_have_their_train_splits(tmp_path: Path) -> None:
         layouts.image(root / "food-101" / "images" / c / "90.jpg", 3)
     data = load_dataset("food101:train", None, tmp_path, root)
     assert sorted(data.labels) == [0, 1, 2] and all("/90.jpg" in p for p in data.paths)
-    with pytest.raises(DescgenError, match="no standard train split"):
+    with pytest.raises(DescgenError, match=r"no file .*split_zhou_EuroSAT.json.*CoOp's split file"):
         load_dataset("eurosat:train", None, tmp_path, root)
     with pytest.raises(DescgenError, match="the splits test"):
         load_dataset("cub:val", None, tmp_path, root)
@@ -301,3 +301,180 @@ def test_training_from_cached_features_equals_reencoding(world: dict) -> None:
                      lambda done, logs: None, progress=False)
         curves.append([entry.loss for entry in logs])
     assert curves[0] == pytest.approx(curves[1], abs=1e-5)
+
+
+# -- issue 19: the references' splits, templates, recipes and schedules ---------------------------
+
+
+def _coop_eurosat(root: Path) -> dict:
+    """EuroSAT as CoOp reads it: ROOT/eurosat/2750/<folder>/ and split_zhou_EuroSAT.json with
+    [path relative to 2750, label, classname] lists (CoOp datasets/eurosat.py, read_split)."""
+    from dataset_layouts import EUROSAT
+
+    split: dict[str, list] = {"train": [], "val": [], "test": []}
+    for label, folder in enumerate(EUROSAT):
+        for part, count in (("train", 2), ("val", 1), ("test", 1)):
+            for k in range(count):
+                rel = f"{folder}/{folder}_{part}{k}.jpg"
+                layouts.image(root / "eurosat" / "2750" / rel, label * 10 + k + len(part))
+                split[part].append([rel, label, folder])
+    (root / "eurosat" / "split_zhou_EuroSAT.json").write_text(json.dumps(split))
+    return split
+
+
+def test_coop_split_files_give_train_val_and_test(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    split = _coop_eurosat(root)
+    train = load_dataset("eurosat:train", None, tmp_path, root)
+    assert train.paths == [str(root / "eurosat" / "2750" / p) for p, _, _ in split["train"]]
+    assert train.labels == [y for _, y, _ in split["train"]]
+    assert train.classes[0] == "annual crop land"  # the card's names, CoOp's labels
+    assert len(load_dataset("eurosat:val", None, tmp_path, root).paths) == 10
+    test = load_dataset("eurosat:test-coop", None, tmp_path, root)
+    assert not set(test.paths) & set(train.paths)
+    broken = json.loads((root / "eurosat" / "split_zhou_EuroSAT.json").read_text())
+    broken["train"][3] = ["x.jpg", "1", "Forest"]
+    (root / "eurosat" / "split_zhou_EuroSAT.json").write_text(json.dumps(broken))
+    with pytest.raises(DescgenError, match=r"train\[3\] is not \[path, label, classname\]"):
+        load_dataset("eurosat:train", None, tmp_path, root)
+
+
+def test_food101_train_prefers_coops_split_file(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    layouts.LAYOUTS["food101"](root)
+    for c in ("apple_pie", "baby_back_ribs", "waffles"):
+        layouts.image(root / "food-101" / "images" / c / "90.jpg", 3)
+    assert all("/90.jpg" in p for p in load_dataset("food101:train", None, tmp_path, root).paths)
+    (root / "food-101" / "split_zhou_Food101.json").write_text(json.dumps(
+        {"train": [["waffles/1001.jpg", 2, "waffles"], ["apple_pie/2001.jpg", 0, "apple_pie"],
+                   ["baby_back_ribs/90.jpg", 1, "baby_back_ribs"]], "val": [], "test": []}))
+    data = load_dataset("food101:train", None, tmp_path, root)
+    assert data.labels == [2, 0, 1] and data.classes == ["apple pie", "baby back ribs", "waffles"]
+    own = load_dataset("food101:train-own", None, tmp_path, root)
+    assert all("/90.jpg" in p for p in own.paths)
+
+
+def test_kgcoop_classname_guide_is_kgcoops_template_per_card(tmp_path: Path,
+                                                              tiny_clip: tuple[Path, Path]) -> None:
+    """KgCoOp trainers/kgcoop.py: CUSTOM_TEMPLATES[cfg.DATASET.NAME].format(c.replace("_", " "))."""
+    from descriptor_gen.data.cards import load_cards
+    from descriptor_gen.learn.learners import CoOp
+
+    root = tmp_path / "root"
+    _coop_eurosat(root)
+    config, checkpoint = tiny_clip
+    clip = load_clip(str(config), str(checkpoint), "cpu")
+    kept: list = []
+    cfg = LearnConfig(method="kgcoop", dataset="eurosat:train", data_root=root,
+                      options={"shots": 2, "epochs": 1, "guide": "classname", "n_ctx": 2},
+                      model=str(config), pretrained=str(checkpoint), device="cpu", workers=0)
+    learn(cfg, tmp_path / "run", tmp_path / "cache", PROMPTS, progress=False, clip=clip,
+          log=lambda m: None, on_done=kept.append)
+    learner = kept[0]
+    assert isinstance(learner, CoOp)
+    names = load_cards()["eurosat"].class_file_names()
+    expected = encode_texts(clip, [f"a centered satellite photo of {n}." for n in names])
+    np.testing.assert_allclose(learner.guide.numpy(), expected, rtol=1e-5, atol=1e-6)
+    templates = {n: c.coop.template for n, c in load_cards().items() if c.coop}
+    assert templates["pets"] == "a photo of a {}, a type of pet."
+    assert templates["food101"] == "a photo of {}, a type of food."
+    assert templates["dtd"] == "a photo of a {}, a type of texture."
+    from descriptor_gen.data.cards import coop_template
+
+    # CoOp trainers/zsclip.py CUSTOM_TEMPLATES, the zero-shot row beside a learned run
+    assert coop_template("dtd:test-coop", zero_shot=True) == "{} texture."
+    assert coop_template("eurosat", zero_shot=True) == "a centered satellite photo of {}."
+    assert coop_template("/a/folder", zero_shot=True) == "a photo of a {}."
+
+
+def test_tip_adapter_f_trains_its_configs_epochs() -> None:
+    """Tip-Adapter configs/eurosat.yaml train_epoch 100, the others 20."""
+    from descriptor_gen.learn.methods import learned
+    from descriptor_gen.learn.run import _recipe
+
+    options = learned("tip-adapter-f").parse({})
+    assert _recipe("tip-adapter-f", options, "eurosat:train")["epochs"] == 100
+    assert _recipe("tip-adapter-f", options, "dtd:train")["epochs"] == 20
+    assert _recipe("tip-adapter-f", options, "/some/folder")["epochs"] == 20
+
+
+def test_logged_learning_rates_are_dassls(world: dict) -> None:
+    """dassl ConstantWarmupScheduler + CosineAnnealingLR, WARMUP_RECOUNT: epoch e >= 1 at
+    lr/2 (1 + cos(pi (e - 1) / T)) (see test_reference_numbers for dassl's own output)."""
+    import math
+
+    out = world["tmp"] / "lr"
+    _learn(world, "coop", out, epochs=4, lr=0.002, n_ctx=2)
+    logged = [json.loads(x)["lr"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([1e-5, 0.002, 0.001 * (1 + math.cos(math.pi / 4)),
+                                    0.001 * (1 + math.cos(2 * math.pi / 4))])
+
+
+def test_a_run_names_its_clip_and_eval_uses_it(world: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's `descgen eval --learned RUN --dataset ...`: the run's model and weights,
+    flags that contradict them refused naming them, text flags refused, zero-shot beside."""
+    out = world["tmp"] / "run"
+    assert main(["learn", "coop", "--dataset", str(world["train"]), "--classes", str(world["classes"]),
+                 "--shots", "3", "--epochs", "2", "--lr", "0.5", "--option", "n_ctx=2", "--out", str(out),
+                 "--model", str(world["config"]), "--pretrained", str(world["checkpoint"]),
+                 "--device", "cpu", "--workers", "0", "--cache-dir", str(world["cache"]),
+                 "--no-progress"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"] == str(world["config"].resolve())
+    assert info["pretrained"] == str(world["checkpoint"].resolve())
+    capsys.readouterr()
+    base = ["eval", "--dataset", str(world["test"]), "--classes", str(world["classes"]),
+            "--learned", str(out), "--device", "cpu", "--workers", "0", "--cache-dir",
+            str(world["cache"])]
+    result = world["tmp"] / "result.json"
+    assert main([*base, "--out", str(result)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("learned:coop: top-1")
+    assert "zero-shot CLIP ('a photo of a {}.', same classes and model): top-1" in printed
+    saved = json.loads(result.read_text())
+    assert saved["model"] == str(world["config"].resolve()) and saved["zero_shot"]["text"] == "a photo of a {}."
+    clip = world["clip"]
+    data = load_image_folder(world["test"], NAMES)
+    feats = np.asarray(encode_images(clip, data.paths, 4, 0).features, np.float32)
+    direct = feats @ encode_texts(clip, [f"a photo of a {n}." for n in NAMES]).T
+    assert saved["zero_shot"]["top1"] == pytest.approx(float(np.mean(direct.argmax(1) == np.array(data.labels))))
+    assert main([*base, "--pretrained", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.split("\n")) == 1
+    assert f"trained with --model {world['config'].resolve()} --pretrained {world['checkpoint'].resolve()}" in err
+    for extra, flag in ((["--method", "classname"], "--method"), (["--option", "repeats=2"], "--option"),
+                        (["--descriptors", str(world["store"])], "--descriptors"),
+                        (["--concept", "fish"], "--concept")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.split("\n")) == 1 and f"{flag} would be ignored" in err
+
+
+def test_seed_lists_run_each_seed_and_report_mean_and_std(world: dict,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`seed: [1, 2, 3]` (refused before): one run per seed, the report's row their mean ± std
+    (numpy's std, as CoOp's parse_test_res.py); a seeded zero-shot method takes the list too."""
+    spec = world["tmp"] / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "seeds", "classes": str(world["classes"]), "dataset": str(world["test"]),
+        "clip": {"model": str(world["config"]), "pretrained": str(world["checkpoint"]),
+                 "device": "cpu", "workers": 0},
+        "methods": [{"method": "coop", "shots": 2, "epochs": 2, "lr": 0.5, "n_ctx": 2,
+                     "seed": [1, 2, 3], "train": str(world["train"])},
+                    {"method": "waffle", "count": 2, "seed": [4, 9]}]}))
+    out = world["tmp"] / "results"
+    base = ["--cache-dir", str(world["cache"]), "--out", str(out)]
+    assert main(["sweep", str(spec), *base, "--dry-run"]) == 0
+    assert "4 cells, 0 already done" in capsys.readouterr().out
+    assert main(["sweep", str(spec), *base]) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    coop = [r for r in rows if r["method_name"] == "coop"]
+    assert [r["options"]["seed"] for r in coop] == [1, 2, 3]
+    assert {r["seed_group"] for r in coop} == {"coop (epochs=2, lr=0.5, n_ctx=2, shots=2)"}
+    waffle = next(r for r in rows if r["method_name"] == "waffle")
+    assert [r["seed"] for r in waffle["repeats"]] == [4, 9]
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    tops = [100 * r["metrics"]["top1"] for r in coop]
+    shown = f"{np.mean(tops):.2f} ± {np.std(tops):.2f}"
+    assert f"| coop (epochs=2, lr=0.5, n_ctx=2, shots=2) (seeds 1, 2, 3) | {shown} |" in report

@@ -219,13 +219,19 @@ def test_waffle_with_descriptors_matches_the_direct_mean(world: dict) -> None:
 
 
 def test_swapped_and_no_name_match_the_direct_mean(world: dict) -> None:
+    """Swapped with default forms is WaffleCLIP's row (base_main.py's label_before_text
+    'A photo of a ' and label_after_text '.', mode swapped_descriptions), as the README puts it
+    beside 59.63."""
     result = _eval(world, "swapped", world["store"], options={"repeats": 2, "seed": 7})
     tops = []
     for seed in (7, 8):
         order = derangement(4, seed)
-        texts = [[f"{CLASSES[c]}, {which(d)}" for d in DESCRIPTORS[int(order[c])]] for c in range(4)]
+        texts = [[f"A photo of a {CLASSES[c]}, {which(d)}." for d in DESCRIPTORS[int(order[c])]]
+                 for c in range(4)]
         tops.append(_top1(world, _mean_cosines(world, texts)))
     assert result.metrics["top1"] == pytest.approx(np.mean(tops))
+    assert result.text.descriptor_text == "A photo of a {c}, {which} {d}."
+    assert result.text.classname_text == "A photo of a {c}."
     result = _eval(world, "no-name", world["store"])
     direct = _mean_cosines(world, [DESCRIPTORS[c] for c in range(4)])
     assert result.metrics["top1"] == pytest.approx(_top1(world, direct))
@@ -257,7 +263,7 @@ def test_cupl_and_comparative_score_their_own_stores_as_their_papers(world: dict
 
 def test_filtered_keeps_what_the_shots_support(world: dict) -> None:
     options = {"source": str(world["train"]), "shots": 2, "keep": 2, "cap": 0.3, "repeats": 2,
-               "seed": 1}
+               "seed": 1, "inputs": "principled"}
     result = _eval(world, "filtered", world["store"], options=options)
     train = load_image_folder(world["train"], CLASSES)
     feats = encode_images(world["clip"], train.paths, batch_size=4, workers=0).features

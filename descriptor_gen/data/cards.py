@@ -60,6 +60,25 @@ class TrainSplit(BaseModel):
     layout: str | None = None
 
 
+class CoopInfo(BaseModel):
+    """What the CoOp family (CoOp, CoCoOp, KgCoOp, Tip-Adapter) reads for this dataset: its
+    dataset class there, the class-name template of KgCoOp's `CUSTOM_TEMPLATES`, and,
+    where CoOp fixed one, its split file (`split_zhou_*.json`, relative to ROOT) with the folder
+    the file's image paths are relative to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    template: str
+    zero_shot: str | None = None  # CoOp's zsclip.py template where it is not KgCoOp's
+    split: str | None = None
+    images: str | None = None
+
+
+COOP_PARTS = {"train": "train", "val": "val", "test-coop": "test"}
+"""Card splits read from CoOp's split file, and the file's list each reads."""
+
+
 class Card(BaseModel):
     """One benchmark dataset.
 
@@ -94,18 +113,34 @@ class Card(BaseModel):
     concept: Concept | None = None
     descriptors: dict[str, DescriptorFile] = {}
     published: dict[str, dict[str, Published]] = {}
+    coop: CoopInfo | None = None
 
-    def split(self, name: str) -> Card:
-        """The card for one of its splits: itself for `test`, its train split for `train`."""
+    def split(self, name: str, root: Path | None = None) -> Card:
+        """The card for one of its splits: itself for `test`; for `train`, CoOp's split file
+        where the card names one and it is under `root`, else the card's own train split
+        (`train-own` always); `val` and `test-coop` from CoOp's split file."""
         if name == "test":
             return self
-        if name != "train":
-            raise DescgenError(f"{self.name}:{name}: a card has the splits test (default) and train")
+        has_file = self.coop is not None and self.coop.split is not None
+        if name in COOP_PARTS and has_file and (name != "train" or self.train is None or (
+                root is not None and (root / str(self.coop.split)).is_file())):
+            return self._coop_split(COOP_PARTS[name])
+        if name not in ("train", "train-own"):
+            raise DescgenError(f"{self.name}:{name}: a card has the splits test (default), train"
+                               + (", train-own, val and test-coop (CoOp's split file)" if has_file else ""))
         if self.train is None:
             raise DescgenError(f"{self.name}: has no standard train split (use an image folder,"
                                " a CSV or wds:DIR:train for few-shot images)")
         return self.model_copy(update={"options": {**self.options, **self.train.options},
                                        "layout": self.train.layout or self.layout, "train": None})
+
+    def _coop_split(self, part: str) -> Card:
+        assert self.coop is not None and self.coop.split is not None
+        return self.model_copy(update={
+            "loader": "coop_split", "train": None,
+            "options": {"file": self.coop.split, "images": self.coop.images or "", "part": part},
+            "layout": f"ROOT/{self.coop.split} (CoOp's split file, from CoOp's DATASETS.md) with"
+                      f" its images under ROOT/{self.coop.images or ''}"})
 
     def class_file_names(self) -> list[str] | None:
         """The class names the card holds as data, or None when they come from the dataset."""
@@ -130,6 +165,16 @@ def load_cards(folder: Path = CARDS_DIR) -> dict[str, Card]:
             raise DescgenError(f"{path}: name {card.name!r} differs from the file name")
         cards[card.name] = card
     return cards
+
+
+def coop_template(dataset: str, zero_shot: bool = False) -> str:
+    """KgCoOp's class-name template for a dataset spec (`eurosat:train` -> the eurosat card's),
+    or with `zero_shot` CoOp's zero-shot CLIP's (zsclip.py); "a photo of a {}." for sources
+    without a card, as their ImageNet entry."""
+    card = load_cards().get(dataset.partition(":")[0])
+    if card is None or card.coop is None:
+        return "a photo of a {}."
+    return (card.coop.zero_shot or card.coop.template) if zero_shot else card.coop.template
 
 
 def data_root(given: Path | str | None) -> Path | None:

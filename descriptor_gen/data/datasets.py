@@ -215,8 +215,9 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
     cards = load_cards()
     name, _, split = spec.partition(":")
     if name in cards and not spec.startswith(("wds:", "hf:")):
-        card = cards[name].split(split or "test")
-        data = card_images(card, need_root(card, data_root(root)))
+        base = data_root(root)
+        card = cards[name].split(split or "test", base)
+        data = card_images(card, need_root(card, base))
         data.spec = spec
     elif spec.startswith("wds:"):
         data = load_wds(spec)

@@ -182,9 +182,48 @@ def load_torchvision(card: Card, root: Path) -> LabelledImages:
                           by_folders=cls.__name__ in _BY_FOLDERS)
 
 
+def _coop_items(path: Path, part: str) -> list[tuple[str, int, str]]:
+    """One list of a CoOp split file: `{"train"|"val"|"test": [[path, label, classname], ...]}`."""
+    from descriptor_gen.inputs import parse_json
+
+    data = parse_json(read_text(path, "CoOp split file"), path)
+    items = data.get(part) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise DescgenError(f"{path}: expected a JSON object with a {part!r} list (CoOp's"
+                           " split_zhou format)")
+    out = []
+    for number, item in enumerate(items):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                and isinstance(item[1], int) and not isinstance(item[1], bool) and item[1] >= 0
+                and isinstance(item[2], str)):
+            raise DescgenError(f"{path}: {part}[{number}] is not [path, label, classname]")
+        out.append((item[0], item[1], item[2]))
+    return out
+
+
+def load_coop_split(card: Card, root: Path) -> LabelledImages:
+    """A list of CoOp's split file (`split_zhou_*.json`), image paths relative to the card's
+    image folder, labels as the file numbers them; class names from the file, in label order
+    (the card's class list or rule then names them)."""
+    path = root / str(card.options["file"])
+    if not path.is_file():
+        raise missing(card, root, f"no file {path}")
+    items = _coop_items(path, str(card.options["part"]))
+    names: dict[int, str] = {}
+    for _, label, classname in items:
+        if names.setdefault(label, classname) != classname:
+            raise DescgenError(f"{path}: label {label} is both {names[label]!r} and {classname!r}")
+    if sorted(names) != list(range(len(names))):
+        raise DescgenError(f"{path}: its {card.options['part']} labels are not 0..{len(names) - 1}")
+    base = root / str(card.options["images"])
+    return LabelledImages(card.name, [str(base / p) for p, _, _ in items],
+                          [label for _, label, _ in items],
+                          classes=[names[i] for i in range(len(names))], by_folders=True)
+
+
 LOADERS: dict[str, Callable[[Card, Path], LabelledImages]] = {
     "imagenet_val": load_imagenet_val, "imagenetv2": load_imagenetv2, "cub": load_cub,
-    "caltech101": load_caltech101, "torchvision": load_torchvision,
+    "caltech101": load_caltech101, "torchvision": load_torchvision, "coop_split": load_coop_split,
 }
 
 

@@ -124,7 +124,7 @@ def import_published(
                 class_name=name,
                 descriptors=descriptors,
                 backend="import",
-                params=params,
+                params=params if key is None else {**params, "key": key},
                 raw=raw,
                 error=error,
             )

@@ -23,6 +23,7 @@ from descriptor_gen.inputs import read_yaml, validated
 
 StyleName = Literal["dclip", "cupl", "comparative"]
 DEFAULT_QUESTIONS = "imagenet"
+SUSX_SETS = "sus-x:"  # SuS-X's transcription of CuPL's questions, `sus-x:<card>`
 STYLE_FILES = {"cupl": "cupl/questions.yaml", "comparative": "comparative/prompt.yaml"}
 """The file under the prompts folder that a generated style's prompts are made from."""
 
@@ -33,7 +34,8 @@ class Style(BaseModel):
     Attributes:
         questions: cupl: the question set (a dataset card name in the questions file).
         article: cupl: `cupl` ("an" before a capital vowel only, as released), `vowel` (any
-            vowel) or `sound` (by sound, as our few-shot prompts).
+            vowel, as SuS-X) or `sound` (by sound, as our few-shot prompts); `auto`: `vowel`
+            for SuS-X's sets (`sus-x:...`), else `cupl`.
         neighbours: comparative: nearest classes asked about per class.
         example_seed: comparative: the seed of the examples drawn for each pair (theirs: 42).
         clip: comparative: the CLIP that chose the neighbours (its identity).
@@ -43,17 +45,22 @@ class Style(BaseModel):
 
     name: StyleName = "dclip"
     questions: str = DEFAULT_QUESTIONS
-    article: Literal["cupl", "vowel", "sound"] = "cupl"
+    article: Literal["auto", "cupl", "vowel", "sound"] = "auto"
     neighbours: int = Field(default=10, ge=1)
     example_seed: int = 42
     clip: dict[str, str] | None = None
+
+    def article_rule(self) -> str:
+        if self.article != "auto":
+            return self.article
+        return "vowel" if self.questions.startswith(SUSX_SETS) else "cupl"
 
     def record(self, neighbours: list[str] | None = None) -> dict[str, Any] | None:
         """What a record keeps: None for the few-shot style (its options say it all)."""
         if self.name == "dclip":
             return None
         if self.name == "cupl":
-            return {"name": "cupl", "questions": self.questions, "article": self.article}
+            return {"name": "cupl", "questions": self.questions, "article": self.article_rule()}
         return {"name": "comparative", "neighbours": neighbours or [], "n": self.neighbours,
                 "example_seed": self.example_seed, "clip": self.clip}
 
@@ -118,7 +125,7 @@ def _plain(class_name: str, text: str, system: str | None = None) -> Prompt:
 
 def cupl_prompts(class_name: str, style: Style, prompts_dir: Path) -> list[Prompt]:
     """CuPL's questions about one class; the name as given (CuPL does not rewrite it)."""
-    article = cupl_article(class_name, style.article)
+    article = cupl_article(class_name, style.article_rule())
     return [_plain(class_name, q.format(a=article, c=class_name))
             for q in cupl_questions(prompts_dir, style.questions)]
 

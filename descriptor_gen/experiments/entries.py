@@ -10,9 +10,11 @@
 
 Learned methods (`coop`, `kgcoop`, `cocoop`, `padding`, `tip-adapter`, `tip-adapter-f`) are
 trained in the sweep on `shots` labelled images per class from `train` (by default the
-dataset card's train split), then scored; `shots: [1, 2, 4]` lists one entry per K:
+dataset card's train split), then scored; `shots: [1, 2, 4]` lists one entry per K and
+`seed: [1, 2, 3]` one per seed (each its own run; the report gives their mean ± std, as CoOp's
+parse_test_res.py). A seeded zero-shot method takes a seed list as its own option.
 
-      - {method: coop, shots: [1, 2, 4, 8, 16], train: food101:train}
+      - {method: coop, shots: [1, 2, 4, 8, 16], seed: [1, 2, 3], train: food101:train}
 
 Keys other than `method`, `label`, `style`, `neighbours`, `questions`, `generation` and
 `train` are the method's options (checked against it). `style` says where a method's descriptors come from when
@@ -33,7 +35,7 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.learn.methods import LEARNED, learned
 from descriptor_gen.score.methods import METHODS, MethodOptions, method
 
-ENTRY_KEYS = ("method", "label", "style", "neighbours", "questions", "generation", "train")
+ENTRY_KEYS = ("method", "label", "style", "neighbours", "questions", "generation", "train", "seeds")
 STYLE_OF = {"cupl": "cupl", "comparative": "comparative"}
 
 
@@ -47,6 +49,7 @@ class MethodEntry(BaseModel):
     questions: str | None = None
     generation: dict[str, Any] = {}
     train: str | None = None
+    seeds: list[int] | None = None  # the seed list of a learned entry this one is a seed of
     options: dict[str, Any] = {}
 
     @model_validator(mode="before")
@@ -66,6 +69,9 @@ class MethodEntry(BaseModel):
                              f" {', '.join([*METHODS, *LEARNED])})")
         if self.train is not None and not self.learned:
             raise ValueError(f"method {self.method} learns nothing; train does not apply")
+        if self.seeds is not None and not self.learned:
+            raise ValueError(f"method {self.method}: seeds are for learned methods (give a"
+                             " seeded method seed: [..] among its options)")
         try:
             self.parsed()
         except DescgenError as exc:
@@ -105,9 +111,20 @@ class MethodEntry(BaseModel):
     @property
     def name(self) -> str:
         """How tables name it: the label, else the method and the options given."""
+        return self._named(self.options)
+
+    @property
+    def seed_group(self) -> str | None:
+        """For one seed of a seed list: the name of the list's entries (the seed left out),
+        under which the report averages them."""
+        if self.seeds is None:
+            return None
+        return self._named({k: v for k, v in self.options.items() if k != "seed"})
+
+    def _named(self, options: dict[str, Any]) -> str:
         if self.label:
-            return self.label
-        shown = ", ".join(f"{k}={v}" for k, v in self.options.items())
+            return self.label + (f" (seed={self.options['seed']})" if self.seeds else "")
+        shown = ", ".join(f"{k}={v}" for k, v in options.items())
         style = f" [{self.style}]" if self.style and self.style != STYLE_OF.get(self.method) else ""
         return f"{self.method}{style}" + (f" ({shown})" if shown else "")
 
@@ -122,13 +139,21 @@ class MethodEntry(BaseModel):
 
 
 def expand_shots(entries: Any) -> Any:
-    """`shots: [1, 2, 4]` in a learned method's entry: one entry per K."""
+    """`shots: [1, 2, 4]` and `seed: [1, 2, 3]` in a learned method's entry: one entry per K
+    and seed; the entries of a seed list keep the list (`seeds`)."""
     if not isinstance(entries, list):
         return entries
     out = []
     for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("shots"), list):
-            out += [{**entry, "shots": k} for k in entry["shots"]]
-        else:
+        if not isinstance(entry, dict):
             out.append(entry)
+            continue
+        shots = entry["shots"] if isinstance(entry.get("shots"), list) else [None]
+        seeds = entry.get("seed") if entry.get("method") in LEARNED else None
+        for k in shots:
+            one = entry if k is None else {**entry, "shots": k}
+            if isinstance(seeds, list) and seeds and len(set(map(str, seeds))) == len(seeds):
+                out += [{**one, "seed": s, "seeds": list(seeds)} for s in seeds]
+            else:
+                out.append(one)
     return out

@@ -297,9 +297,49 @@ def _plot_bars(rows: list[dict[str, Any]], keys: list[str], path: Path, title: s
     plt.close(fig)
 
 
+def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of one seed list (a learned entry's `seed: [1, 2, 3]`) as one row: each metric's
+    mean over the seeds, its standard deviation (numpy's, as CoOp's parse_test_res.py) and
+    each seed's in `repeats`; other rows as they are, in first-seen order."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    order: list[Any] = []
+    for row in rows:
+        if not row.get("seed_group"):
+            order.append(row)
+            continue
+        identity = dict(row.get("identity") or {})
+        identity["method_options"] = {k: v for k, v in (identity.get("method_options") or {}).items()
+                                      if k != "seed"}
+        key = json.dumps([row["experiment"], row["setting"], row["seed_group"], identity],
+                         sort_keys=True, default=str)
+        if key not in groups:
+            order.append(key)
+        groups[key].append(row)
+    return [item if isinstance(item, dict) else _merged(groups[item]) for item in order]
+
+
+def _merged(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    if len(rows) == 1:
+        return rows[0]
+    seeds = [(r.get("options") or {}).get("seed") for r in rows]
+    mean: dict[str, float | None] = {}
+    std: dict[str, float | None] = {}
+    for key, value in rows[0]["metrics"].items():
+        values = [r["metrics"].get(key) for r in rows]
+        if value is None or any(v is None for v in values) or key == "n_images":
+            mean[key], std[key] = value, None
+        else:
+            mean[key], std[key] = float(np.mean(values)), float(np.std(values))
+    return {**rows[0], "method": f"{rows[0]['seed_group']} (seeds {', '.join(map(str, seeds))})",
+            "metrics": mean, "metrics_std": std,
+            "repeats": [{"seed": s, **r["metrics"]} for s, r in zip(seeds, rows)]}
+
+
 def write_report(folder: Path) -> list[Path]:
     """Write `report.md` and the figures that the results allow; returns the files written."""
-    rows = read_results(folder)
+    rows = merge_seeds(read_results(folder))
     by_experiment: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_experiment[row["experiment"]].append(row)

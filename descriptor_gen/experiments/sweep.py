@@ -601,6 +601,7 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
                 "setting": cell.identity["setting"],
                 "method": cell.method,
                 "method_name": cell.entry.method,
+                "seed_group": cell.entry.seed_group,
                 "options": result.options,
                 "metrics": result.metrics,
                 "metrics_std": result.metrics_std,

@@ -40,8 +40,9 @@ class CoOpOptions(FewShotOptions):
 
 class KgCoOpOptions(CoOpOptions):
     """`guide`: the fixed classifier the learned one is kept near: `descriptors` (this
-    project's descriptor classifier: needs a store) or `classname` (KgCoOp's own, the dataset's
-    class-name template); `weight`: KgCoOp's w (8.0)."""
+    project's descriptor classifier: needs a store) or `classname` (KgCoOp's own: the class
+    name in KgCoOp's CUSTOM_TEMPLATES entry of the dataset's card, "a photo of a {}." for other
+    sources); `weight`: KgCoOp's w (8.0)."""
 
     ctx_init: str | None = "a photo of a"
     guide: Literal["descriptors", "classname"] = "descriptors"
@@ -88,6 +89,16 @@ def coop_epochs(shots: int, dataset: str) -> int:
     return 100 if shots <= 4 else 200
 
 
+def tip_epochs(shots: int, dataset: str) -> int:
+    """Tip-Adapter-F's epochs: its config's train_epoch for the dataset (prompts/learn/tip_adapter.yaml)."""
+    from descriptor_gen.inputs import read_yaml
+    from descriptor_gen.settings import PROJECT_ROOT
+
+    path = PROJECT_ROOT / "prompts" / "learn" / "tip_adapter.yaml"
+    settings = read_yaml(path, "Tip-Adapter settings")
+    return int(settings.get(dataset.partition(":")[0], settings["default"])["epochs"])
+
+
 @dataclass(frozen=True)
 class LearnedDef:
     options: type[FewShotOptions]
@@ -122,10 +133,11 @@ LEARNED: dict[str, LearnedDef] = {
     "tip-adapter": LearnedDef(TipOptions, Recipe("none", 0.0, 256, lambda k, d: 0, "none",
                                                  "Tip-Adapter: training-free"),
                               "Tip-Adapter: a cache model over the shots (Zhang et al., ECCV 2022)"),
-    "tip-adapter-f": LearnedDef(TipOptions, Recipe("adamw", 0.001, 256, lambda k, d: 20,
+    "tip-adapter-f": LearnedDef(TipOptions, Recipe("adamw", 0.001, 256, tip_epochs,
                                                    "cosine-steps",
                                                    "Tip-Adapter configs: AdamW lr 0.001 (eps 1e-4),"
-                                                   " batch 256, 20 epochs, cosine by step"),
+                                                   " batch 256, train_epoch (20; EuroSAT 100),"
+                                                   " cosine by step"),
                                 "Tip-Adapter-F: the cache keys fine-tuned"),
 }
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
 from descriptor_gen.atomic import replace_atomically, write_atomically
+from descriptor_gen.data.cards import coop_template
 from descriptor_gen.data.datasets import LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file, sha256_text
@@ -78,14 +79,17 @@ class RunInfo(BaseModel):
     split: str
     classes: list[str]
     clip: dict[str, str]
+    model: str | None = None
+    pretrained: str | None = None
     descriptors: dict[str, Any] | None = None
     epochs_done: int = 0
     finished: bool = False
     seconds: float = 0.0
 
     def settings(self) -> dict[str, Any]:
-        """What makes two runs the same run (progress aside)."""
-        return self.model_dump(exclude={"epochs_done", "finished", "seconds"})
+        """What makes two runs the same run (progress aside; the CLIP by its identity, `clip`,
+        not by how it was named)."""
+        return self.model_dump(exclude={"epochs_done", "finished", "seconds", "model", "pretrained"})
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -245,7 +249,9 @@ def build_learner(info: RunInfo, clip: ClipModel, cache_dir: Path, prompts_dir: 
                 assert store is not None
                 guide = _descriptor_classifier(clip, classes, store, cache_dir, prompts_dir)
             else:
-                guide = _mean_directions(clip, [[f"a photo of a {c}."] for c in classes], cache_dir)
+                template = coop_template(info.dataset)  # KgCoOp: temp.format(c.replace("_", " "))
+                guide = _mean_directions(clip, [[template.format(c.replace("_", " "))]
+                                                for c in classes], cache_dir)
         return CoOp(clip, classes, options.n_ctx, options.ctx_init, options.csc, options.position,
                     seed, guide, weight)
     if info.method == "cocoop":
@@ -294,6 +300,28 @@ def _recipe(info_method: str, options: Any, dataset: str) -> dict[str, Any]:
             "schedule": recipe.schedule, "source": recipe.source}
 
 
+def _as_given(spec: str) -> str:
+    """A model or weights spec as a run records it: a file by its absolute path, a name as is."""
+    path = Path(spec)
+    return str(path.resolve()) if path.is_file() else spec
+
+
+def run_clip(run: Path, model: str | None, pretrained: str | None) -> tuple[str, str]:
+    """The CLIP to score a run with: the run's own where a flag is absent (runs before the
+    model was recorded: the defaults); a flag that names another CLIP is refused in one line
+    that names the run's."""
+    info, _ = load_run(run)
+    if info.model is None or info.pretrained is None:
+        return model or "ViT-B-32", pretrained or "openai"
+    chosen = (model or info.model, pretrained or info.pretrained)
+    if (model or pretrained) and clip_identity(*chosen, "fp32") != info.clip:
+        raise DescgenError(f"--learned {run}: trained with --model {info.model} --pretrained"
+                           f" {info.pretrained}, evaluated with --model {chosen[0]} --pretrained"
+                           f" {chosen[1]}; give the run's --model and --pretrained (or leave"
+                           " both out)")
+    return chosen
+
+
 def _existing(out: Path, info: RunInfo, resume: bool) -> RunInfo | None:
     """The run already in `out` when it is this run; None when `out` holds no run."""
     path = out / "run.json"
@@ -338,6 +366,7 @@ def learn(cfg: LearnConfig, out: Path, cache_dir: Path, prompts_dir: Path, resum
                    recipe=_recipe(cfg.method, options, cfg.dataset), dataset=cfg.dataset,
                    source_identity=split.source_identity, split=split.identity(),
                    classes=split.classes, clip=clip_identity(cfg.model, cfg.pretrained, "fp32"),
+                   model=_as_given(cfg.model), pretrained=_as_given(cfg.pretrained),
                    descriptors=descriptors)
     old = _existing(out, info, resume)
     if old is not None and old.finished:
@@ -452,9 +481,11 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
     info, split = load_run(run)
     same = {k: v for k, v in clip_spec.items() if k != "precision"}
     if {k: v for k, v in info.clip.items() if k != "precision"} != same:
-        raise DescgenError(f"--learned {run}: trained with CLIP {info.clip['model']} /"
-                           f" {info.clip['weights']}, evaluated with {same['model']} /"
-                           f" {same['weights']}; give the run's --model and --pretrained")
+        trained = (f"--model {info.model} --pretrained {info.pretrained}" if info.model
+                   else f"CLIP {info.clip['model']} / {info.clip['weights']}")
+        raise DescgenError(f"--learned {run}: trained with {trained}, evaluated with"
+                           f" {same['model']} / {same['weights']}; give the run's --model and"
+                           " --pretrained")
     if [c for c in classes] != info.classes:
         raise DescgenError(f"--learned {run}: its {len(info.classes)} classes differ from the"
                            f" evaluated data's {len(classes)} (first: {info.classes[:1]} vs {classes[:1]})")
@@ -475,7 +506,7 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
     with torch.no_grad(), autocast_for(clip):
         if isinstance(learner, Padding):
             return _padded_scores(learner, clip, data, batch_size, workers), info
-        feats = torch.from_numpy(np.asarray(image_features, np.float32)).to(clip.device)
+        feats = torch.from_numpy(np.array(image_features, np.float32)).to(clip.device)
         out = [learner.logits(feats[i : i + 256]).float().cpu().numpy()
                for i in range(0, len(feats), 256)]
     return np.concatenate(out) if out else np.zeros((0, len(classes)), np.float32), info

@@ -20,6 +20,7 @@ from descriptor_gen.learn.learners import Learner
 from descriptor_gen.learn.methods import Recipe
 
 WARMUP_LR = 1e-5  # CoOp's constant warm-up learning rate (one epoch)
+WARMUP_EPOCHS = 1
 
 
 @dataclass
@@ -34,9 +35,7 @@ class Schedule:
         """The learning rate of one step (`step` counted within the epoch)."""
         kind = self.recipe.schedule
         if kind == "coop":
-            if epoch < 1:
-                return WARMUP_LR
-            return 0.5 * self.lr * (1 + math.cos(math.pi * epoch / self.epochs))
+            return coop_lr(self.lr, self.epochs, epoch)
         total = self.epochs * self.steps_per_epoch
         global_step = epoch * self.steps_per_epoch + step
         if kind == "cosine-steps":
@@ -47,6 +46,15 @@ class Schedule:
             done = global_step - self.warmup_steps
             return 0.5 * (1 + math.cos(math.pi * done / max(total - self.warmup_steps, 1))) * self.lr
         return self.lr
+
+
+def coop_lr(lr: float, epochs: int, epoch: int) -> float:
+    """dassl's ConstantWarmupScheduler over CosineAnnealingLR(T_max=epochs) with CoOp's configs
+    (WARMUP_EPOCH 1, WARMUP_RECOUNT True): the cosine's own epoch count starts after the
+    warm-up, so epoch e >= 1 runs at lr/2 (1 + cos(pi (e - 1) / epochs))."""
+    if epoch < WARMUP_EPOCHS:
+        return WARMUP_LR
+    return 0.5 * lr * (1 + math.cos(math.pi * (epoch - WARMUP_EPOCHS) / epochs))
 
 
 def make_optimiser(recipe: Recipe, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer | None:

@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from descriptor_gen.data.datasets import LabelledImages
 from descriptor_gen.score.features import (
+    CLIP_VIEW,
     ClipModel,
     ImageFeatures,
+    ImageView,
     OnBatch,
     encode_images,
     encode_stream,
@@ -67,22 +69,27 @@ def parse_address(address: str) -> tuple[str, int] | None:
 
 def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
            data: LabelledImages, batch_size: int, workers: int, progress: bool = False,
-           on_batch: OnBatch | None = None) -> tuple[ImageFeatures, dict[str, float]]:
+           on_batch: OnBatch | None = None,
+           view: ImageView = CLIP_VIEW) -> tuple[ImageFeatures, dict[str, float]]:
     """The source's features by the chosen engine, and the engine's own timings (Ray's start-up).
 
     Args:
         spec: (model, pretrained, precision, device) as `load_clip` takes them, for actors that
             load the model themselves.
         on_batch: told each batch of a file list in input order, as it is done (checkpoints).
+        view: the preprocessing and normalisation (the local engine alone takes another
+            reference's view; Ray encodes as the CLIP preprocesses).
     """
+    if view != CLIP_VIEW:
+        options = options.model_copy(update={"engine": "local"})
     if options.engine == "ray":
         from descriptor_gen.score.ray_engine import encode_ray
 
         return encode_ray(options, clip, spec, data, batch_size, progress, on_batch)
     if data.shards is not None:
-        return encode_stream(clip, data.shards, batch_size, workers, progress), {}
+        return encode_stream(clip, data.shards, batch_size, workers, progress, view), {}
     return encode_images(clip, data.paths, batch_size, workers, progress, reader=data.reader,
-                         on_batch=on_batch), {}
+                         on_batch=on_batch, view=view), {}
 
 
 def fault_hook() -> Callable[[], None]:

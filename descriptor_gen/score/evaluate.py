@@ -18,14 +18,24 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.score.engines import EngineOptions, encode
 from descriptor_gen.score.features import (
+    CLIP_VIEW,
+    VIEWS,
     ClipModel,
+    ImageView,
     ImageFeatureCache,
     ImageFeatures,
     PartialFeatures,
     TextFeatureCache,
     load_clip,
 )
-from descriptor_gen.score.methods import Inputs, MethodDef, form_defaults, method, method_scores
+from descriptor_gen.score.methods import (
+    Inputs,
+    MethodDef,
+    form_defaults,
+    method,
+    method_scores,
+    store_keys,
+)
 from descriptor_gen.score.scoring import (
     AUTO,
     ClassTexts,
@@ -148,6 +158,7 @@ class EvalResult(BaseModel):
     seconds: float
     timings: dict[str, float]
     images_per_second: float | None
+    zero_shot: dict[str, Any] | None = None
 
 
 def _store(cfg: EvalConfig, mdef: MethodDef, options: Any) -> tuple[list[DescriptorRecord], str | None]:
@@ -212,12 +223,12 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
                    workers: int, engine: EngineOptions | None = None,
                    spec: tuple[str, str, str, str] | None = None,
                    timings: dict[str, float] | None = None,
-                   progress: bool = False) -> tuple[ImageFeatures, int]:
+                   progress: bool = False, view: ImageView = CLIP_VIEW) -> tuple[ImageFeatures, int]:
     """The source's image features from the cache, or encoded now (by the local or the Ray
     engine: same features, same cache key, same progress bar) and cached; returns them and how
     many images were encoded. `timings` gets the engine's own (Ray's start-up)."""
     image_cache = ImageFeatureCache(cache_dir / "image_features")
-    key = image_cache.key(clip, data.identity())
+    key = image_cache.key(clip, data.identity(), view)
     stream = data.shards is not None
     feats = image_cache.load(key, rows=None if stream else len(data.paths))
     if feats is not None:
@@ -227,11 +238,11 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
     parts = None if stream or len(data.paths) <= CHECKPOINT_ROWS else PartialFeatures(
         image_cache.folder, key, CHECKPOINT_ROWS)
     if parts is None:
-        feats, spent = encode(options, clip, spec, data, batch_size, workers, progress)
+        feats, spent = encode(options, clip, spec, data, batch_size, workers, progress, view=view)
         encoded = len(feats.ok)
     else:
         feats, spent, encoded = _encode_in_chunks(parts, options, clip, spec, data, batch_size,
-                                                  workers, progress)
+                                                  workers, progress, view)
     if timings is not None:
         timings.update(spent)
     image_cache.save(key, feats)
@@ -242,7 +253,8 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
 
 def _encode_in_chunks(parts: PartialFeatures, options: EngineOptions, clip: ClipModel,
                       spec: tuple[str, str, str, str], data: LabelledImages, batch_size: int,
-                      workers: int, progress: bool) -> tuple[ImageFeatures, dict[str, float], int]:
+                      workers: int, progress: bool,
+                      view: ImageView = CLIP_VIEW) -> tuple[ImageFeatures, dict[str, float], int]:
     """Encode a long file list, checkpointing whole chunks, after the chunks an interrupted run
     left; returns the features, the engine's timings and how many were encoded."""
     done = parts.load()
@@ -250,7 +262,7 @@ def _encode_in_chunks(parts: PartialFeatures, options: EngineOptions, clip: Clip
     if done is not None and start == len(data.paths):  # killed between the last chunk and the entry
         return done, {}, 0
     rest, spent = encode(options, clip, spec, data.tail(start), batch_size, workers, progress,
-                         on_batch=parts.add)
+                         on_batch=parts.add, view=view)
     if done is None:
         return rest, spent, len(rest.ok)
     joined = ImageFeatures(np.concatenate([done.features, rest.features]),
@@ -338,6 +350,8 @@ def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Pat
                                  cfg.workers)
     score = score[seen.ok]
     result_metrics = metrics(score, seen.labels)
+    zero_shot = _zero_shot_beside(clip, cfg.dataset, classes, feats[seen.ok], seen.labels,
+                                  cache_dir)
     if predictions is not None:
         _write_predictions(predictions, [p for p, good in zip(seen.names, seen.ok) if good],
                            seen.labels, score, None, None, None, 0)
@@ -353,7 +367,21 @@ def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Pat
         fallback_classes=[], images_encoded=seen.encoded, texts_encoded=0,
         seconds=finished - started, timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(seen.encoded / timings["images"]) if seen.encoded else None,
+        zero_shot=zero_shot,
     )
+
+
+def _zero_shot_beside(clip: ClipModel, dataset: str, classes: list[str], image_feats: np.ndarray,
+                      labels: np.ndarray, cache_dir: Path) -> dict[str, Any]:
+    """Zero-shot CLIP on the same images, classes and model, as CoOp's tables put beside a
+    learned prompt: the class name in CoOp's zero-shot template of the dataset's card."""
+    from descriptor_gen.data.cards import coop_template
+
+    template = coop_template(dataset, zero_shot=True)
+    texts = [template.format(c.replace("_", " ")) for c in classes]
+    text_feats, _ = TextFeatureCache(cache_dir / "text_features.sqlite").features(clip, texts)
+    found = metrics(np.asarray(image_feats, np.float32) @ text_feats.T, labels)
+    return {"text": template, "top1": found.top1, "top5": found.top5}
 
 
 def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
@@ -402,19 +430,21 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
         texts_encoded += count
         return found
 
-    def labelled(source: str) -> tuple[np.ndarray, np.ndarray]:
+    def labelled(source: str, view: str = "clip") -> tuple[np.ndarray, np.ndarray]:
         nonlocal encoded_images
         shots = load_dataset(source, classes, cache_dir, cfg.data_root)
         if shots.identity() == data.identity():
             raise DescgenError(f"filtered: source {source} is the evaluated dataset; the shots"
                                " must come from other images (a train split)")
-        found, count = image_features(clip, shots, cache_dir, cfg.batch_size, cfg.workers)
+        found, count = image_features(clip, shots, cache_dir, cfg.batch_size, cfg.workers,
+                                      view=VIEWS[view])
         encoded_images += count
         good = np.asarray(found.ok, bool)
         source_labels = found.labels if shots.shards is not None else shots.labels
         return np.asarray(found.features, np.float32)[good], np.asarray(source_labels)[good]
 
-    inputs = Inputs(classes, descriptors, templates, recipe, prompts_dir, encode, labelled)
+    inputs = Inputs(classes, descriptors, templates, recipe, prompts_dir, encode, labelled,
+                    store_keys(records))
     runs: list[Metrics] = []
     first: tuple[np.ndarray, ClassTexts, np.ndarray] | None = None
     fallback: list[int] = []

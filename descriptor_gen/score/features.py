@@ -1,7 +1,8 @@
 """CLIP models from open_clip, and image and text features with on-disk caches.
 
 Image features are cached per (model, weights, preprocessing, dataset file list with sizes and
-mtimes) as one fp16 `.npy` plus a JSON index; text features per (model, weights, text) in SQLite.
+mtimes, stored precision) as one `.npy` (fp32 for fp32 runs, fp16 otherwise) plus a JSON
+index; text features per (model, weights, text) in SQLite.
 Both are written so that an interrupted run leaves no half-written entry.
 """
 
@@ -183,36 +184,76 @@ def autocast_for(clip: ClipModel) -> Any:
     return torch.autocast(device, dtype=dtype)
 
 
+def feature_dtype(precision: str) -> type[np.floating[Any]]:
+    """How image features are stored: fp32 runs keep fp32 (fp16 would move scores by up to
+    1e-4 and flip near-ties), fp16 and bf16 runs fp16."""
+    return np.float32 if precision == "fp32" else np.float16
+
+
 @dataclass
 class ImageFeatures:
     """Features of a source's images; for a stream (a webdataset) also the labels and names
     that came with them (None otherwise)."""
 
-    features: np.ndarray  # (N, D) fp16, L2-normalised, rows of unreadable images are zero
+    features: np.ndarray  # (N, D) feature_dtype, L2-normalised, rows of unreadable images are zero
     ok: np.ndarray  # (N,) bool
     errors: dict[int, str]
     labels: list[int] | None = None
     keys: list[str] | None = None
 
 
-def _encode_batch(clip: ClipModel, images: torch.Tensor, ok: torch.Tensor) -> np.ndarray:
+def _encode_batch(clip: ClipModel, images: torch.Tensor, ok: torch.Tensor,
+                  normalise: bool = True) -> np.ndarray:
     images = images.to(clip.device, non_blocking=True)
     feats = clip.model.encode_image(images).float()
-    feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if normalise:
+        feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     feats[~ok.to(clip.device)] = 0
-    return feats.cpu().numpy().astype(np.float16)
+    return feats.cpu().numpy().astype(feature_dtype(clip.precision))
 
 
 OnBatch = Callable[[int, np.ndarray, np.ndarray, dict[int, str]], None]
 """Told each encoded batch in input order: (first index, features, ok flags, errors by index)."""
 
 
+@dataclass(frozen=True)
+class ImageView:
+    """How images become features: `transform` builds the preprocessing from the CLIP's (None:
+    the CLIP's own), `normalise` L2-normalises the features. A view other than the CLIP's own
+    is part of the feature cache's key."""
+
+    name: str
+    transform: Callable[[Any], Any] | None = None
+    normalise: bool = True
+
+
+def _comparative_transform(preprocess: Any) -> Any:
+    """Comparative-CLIP's extract_image_features.py: Resize((S, S)) (a squash, bilinear),
+    Grayscale(num_output_channels=3), ToTensor, CLIP's Normalize."""
+    from torchvision import transforms
+
+    size = _image_size(preprocess)
+    normalise = next(t for t in preprocess.transforms if isinstance(t, transforms.Normalize))
+    return transforms.Compose([transforms.Resize((size, size)),
+                               transforms.Grayscale(num_output_channels=3),
+                               transforms.ToTensor(), normalise])
+
+
+CLIP_VIEW = ImageView("clip")
+VIEWS: dict[str, ImageView] = {
+    "clip": CLIP_VIEW,
+    # Comparative-CLIP's shot features for its filter: squashed, grey, features kept as encoded
+    "comparative-released": ImageView("comparative-released", _comparative_transform, False),
+}
+
+
 def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int = 2,
                   progress: bool = False, reader: Callable[[int], Any] | None = None,
-                  on_batch: OnBatch | None = None) -> ImageFeatures:
+                  on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW) -> ImageFeatures:
     """Encode images (files, or by index through `reader`) in batches through a DataLoader;
-    features are L2-normalised."""
-    dataset = _Images(paths, clip.preprocess, _image_size(clip.preprocess), reader)
+    features are L2-normalised (unless the view keeps them as encoded)."""
+    preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
+    dataset = _Images(paths, preprocess, _image_size(clip.preprocess), reader)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         pin_memory=clip.device.startswith("cuda"),
                         persistent_workers=False)
@@ -221,7 +262,7 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
     bar = tqdm(total=len(paths), disable=not progress, desc="images", unit="img")
     with bar, torch.inference_mode(), autocast_for(clip):
         for images, ok, why in loader:
-            chunks.append(_encode_batch(clip, images, ok))
+            chunks.append(_encode_batch(clip, images, ok, view.normalise))
             oks.append(ok.numpy())
             batch_errors = {start + i: w for i, w in enumerate(why) if w}
             errors.update(batch_errors)
@@ -230,17 +271,18 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
             start += len(ok)
             bar.update(len(ok))
     if not chunks:
-        return ImageFeatures(np.zeros((0, 0), np.float16), np.zeros(0, bool), {})
+        return ImageFeatures(np.zeros((0, 0), feature_dtype(clip.precision)), np.zeros(0, bool), {})
     return ImageFeatures(np.concatenate(chunks), np.concatenate(oks), errors)
 
 
 def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, workers: int = 2,
-                  progress: bool = False) -> ImageFeatures:
+                  progress: bool = False, view: ImageView = CLIP_VIEW) -> ImageFeatures:
     """Encode a webdataset's shards as they stream (decoded in the workers); the features,
     labels and sample names are put back in shard order whatever order the workers answered."""
     from descriptor_gen.data.wds import ShardStream
 
-    stream = ShardStream(shards, clip.preprocess, _image_size(clip.preprocess))
+    preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
+    stream = ShardStream(shards, preprocess, _image_size(clip.preprocess))
     loader = DataLoader(stream, batch_size=batch_size, num_workers=min(workers, len(shards)),
                         pin_memory=clip.device.startswith("cuda"))
     rows: list[tuple[int, int, str, int, str]] = []
@@ -250,11 +292,12 @@ def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, work
         for images, ok, why, label, shard, position, key in loader:
             bar.update(len(ok))
             ok = ok & (label >= 0)
-            chunks.append(_encode_batch(clip, images, ok))
+            chunks.append(_encode_batch(clip, images, ok, view.normalise))
             rows += [(int(s), int(p), k, int(y), w or ("" if y >= 0 else "no class label"))
                      for s, p, k, y, w in zip(shard, position, key, label, why)]
     if not chunks:
-        return ImageFeatures(np.zeros((0, 0), np.float16), np.zeros(0, bool), {}, [], [])
+        return ImageFeatures(np.zeros((0, 0), feature_dtype(clip.precision)), np.zeros(0, bool),
+                             {}, [], [])
     order = sorted(range(len(rows)), key=lambda i: rows[i][:2])
     feats = np.concatenate(chunks)[order]
     ordered = [rows[i] for i in order]
@@ -285,15 +328,18 @@ def _embed_width(clip: ClipModel) -> int | None:
 
 
 class ImageFeatureCache:
-    """`<key>.npy` (fp16 features) + `<key>.json` (ok flags, errors), written temp-then-rename."""
+    """`<key>.npy` (features as `feature_dtype`) + `<key>.json` (ok flags, errors), written temp-then-rename."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def key(self, clip: ClipModel, source: str) -> str:
+    def key(self, clip: ClipModel, source: str, view: ImageView = CLIP_VIEW) -> str:
         """The entry of `clip`'s features of a source (its identity: files with sizes and
-        dates, or a fingerprint)."""
-        return hashlib.sha256(f"{clip.identity}\0{source}".encode()).hexdigest()
+        dates, or a fingerprint), stored at the precision the run's features are kept in, seen
+        through `view`."""
+        stored = np.dtype(feature_dtype(clip.precision)).name
+        seen = "" if view == CLIP_VIEW else f"\0view:{view.name}"
+        return hashlib.sha256(f"{clip.identity}\0{source}\0{stored}{seen}".encode()).hexdigest()
 
     def load(self, key: str, rows: int | None = None) -> ImageFeatures | None:
         """The cached features, or None: not cached, or a broken entry (moved aside with a
@@ -370,7 +416,7 @@ class PartialFeatures:
         if not self._writing or self.base + start != done:
             self._writing = False
             return
-        self._buffer.append((np.asarray(features, np.float16), np.asarray(ok, bool)))
+        self._buffer.append((np.asarray(features), np.asarray(ok, bool)))
         self._errors.update({self.base + k: v for k, v in errors.items()})
         while sum(len(f) for f, _ in self._buffer) >= self.rows:
             feats = np.concatenate([f for f, _ in self._buffer])

@@ -26,12 +26,13 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from descriptor_gen.describe.prompts import wordify
+from descriptor_gen.describe.store import DescriptorRecord
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_json, read_text, validation_message
 from descriptor_gen.score.scoring import (
@@ -41,6 +42,7 @@ from descriptor_gen.score.scoring import (
     TextRecipe,
     check_template,
     class_vectors,
+    menon_which,
     scores,
 )
 
@@ -60,13 +62,27 @@ class MethodOptions(BaseModel):
 
 
 class Repeated(MethodOptions):
-    """Seeded: scored once per seed (`seed`, `seed`+1, ... `repeats` of them), metrics averaged.
+    """Seeded: scored once per seed (`seed`, `seed`+1, ... `repeats` of them, or the seeds a
+    list names: `seed: [1, 2, 3]`), metrics averaged with their standard deviation.
     WaffleCLIP reports 7 repeats, seeds 0..6."""
 
     repeats: int = Field(default=7, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seed: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] = 0
+
+    @model_validator(mode="after")
+    def _seed_list(self) -> Repeated:
+        if isinstance(self.seed, list):
+            if not self.seed or len(set(self.seed)) != len(self.seed):
+                raise ValueError(f"seed: a list of distinct seeds, got {self.seed}")
+            if "repeats" in self.model_fields_set and self.repeats != len(self.seed):
+                raise ValueError(f"repeats={self.repeats} beside {len(self.seed)} listed seeds;"
+                                 " give one of them")
+            object.__setattr__(self, "repeats", len(self.seed))
+        return self
 
     def seeds(self) -> list[int | None]:
+        if isinstance(self.seed, list):
+            return list(self.seed)
         return list(range(self.seed, self.seed + self.repeats))
 
 
@@ -94,7 +110,11 @@ class FilterOptions(Repeated):
     """Comparative-CLIP's few-shot filtering: `shots` labelled images per class from `source`
     (never the evaluated images) give a mean feature; a descriptor is kept when its text is
     closer to it than the class name's text (capped at `cap`), the `keep` closest at most.
-    Their runs: 5 repeats, seeds 1..5."""
+    Their runs: 5 repeats, seeds 1..5. `inputs`: `released` feeds the filter what their
+    scripts do (shots squashed to the CLIP's size and made grey, features averaged as encoded,
+    texts "A photo of a {key}." and "A photo of a {key}, {which} {d}." with the store's own
+    class key and no concept); `principled` uses the CLIP's own preprocessing, normalised
+    features and the evaluation's text forms and concept."""
 
     source: str
     shots: int = Field(default=8, ge=1)
@@ -102,6 +122,7 @@ class FilterOptions(Repeated):
     cap: float = 0.3
     repeats: int = Field(default=5, ge=1)
     seed: int = Field(default=1, ge=0)
+    inputs: Literal["released", "principled"] = "released"
 
 
 class AutoClipOptions(MethodOptions):
@@ -131,10 +152,21 @@ class Inputs:
     recipe: TextRecipe
     prompts_dir: Path
     encode: Callable[[list[str]], np.ndarray] | None = None
-    labelled: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
+    labelled: Callable[[str, str], tuple[np.ndarray, np.ndarray]] | None = None
+    keys: dict[int, str] = field(default_factory=dict)
 
     def own(self, index: int) -> list[str]:
         return self.descriptors.get(index) or []
+
+    def key(self, index: int) -> str:
+        """The class as the store's source file names it (a published file's own key, with
+        its underscores), else the class list's name."""
+        return self.keys.get(index) or self.classes[index]
+
+
+def store_keys(records: list[DescriptorRecord]) -> dict[int, str]:
+    """Each class's key in the file its descriptors were imported from (`import` records it)."""
+    return {r.class_index: str(r.params.get("key") or r.class_name) for r in records}
 
 
 Built = tuple[ClassTexts, list[int]]  # the texts, and the classes scored by a fallback
@@ -371,7 +403,9 @@ def build_filtered(inputs: Inputs, options: FilterOptions, seed: int | None) -> 
     its class-name text (their empty list becomes the class-name prompt)."""
     if inputs.labelled is None or inputs.encode is None:
         raise DescgenError("filtered: needs labelled images and a text encoder")
-    features, labels = inputs.labelled(options.source)
+    released = options.inputs == "released"
+    features, labels = inputs.labelled(options.source,
+                                       "comparative-released" if released else "clip")
     picker = random.Random(seed)
     kept: dict[int, list[str]] = {}
     for index, name in enumerate(inputs.classes):
@@ -379,14 +413,13 @@ def build_filtered(inputs: Inputs, options: FilterOptions, seed: int | None) -> 
         if len(rows) < options.shots:
             raise DescgenError(f"filtered: {options.source} has {len(rows)} images of class"
                                f" {index} ({name!r}), fewer than shots={options.shots}")
-        mean = features[rows[picker.sample(range(len(rows)), options.shots)]].mean(axis=0)
+        mean = features[rows[picker.sample(range(len(rows)), options.shots)]].astype(np.float32).mean(axis=0)
         mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
         own = list(dict.fromkeys(inputs.own(index)))
         if not own:
             kept[index] = []
             continue
-        encoded = inputs.encode([inputs.recipe.classname(name)] + [inputs.recipe.descriptor(name, d)
-                                                                   for d in own])
+        encoded = inputs.encode(_filter_texts(inputs, index, own, released))
         sims = encoded @ mean
         threshold = min(float(sims[0]), options.cap)
         above = [(float(s), d) for s, d in zip(sims[1:], own) if s > threshold]
@@ -395,6 +428,22 @@ def build_filtered(inputs: Inputs, options: FilterOptions, seed: int | None) -> 
     filtered = Inputs(inputs.classes, kept, inputs.templates,
                       inputs.recipe.model_copy(update={"on_empty": "classname"}), inputs.prompts_dir)
     return build_descriptors(filtered, None, None)
+
+
+RELEASED_FILTER_TEXTS = ("A photo of a {c}.", "A photo of a {c}, {which} {d}.")
+"""filter_descriptors.py's threshold and descriptor sentences (their `{which}` is
+make_descriptor_sentence, ours `menon_which`)."""
+
+
+def _filter_texts(inputs: Inputs, index: int, own: list[str], released: bool) -> list[str]:
+    """The class-name text, then each descriptor's: the released filter's with the store's raw
+    key, or the evaluation's own forms."""
+    if not released:
+        name = inputs.classes[index]
+        return [inputs.recipe.classname(name)] + [inputs.recipe.descriptor(name, d) for d in own]
+    key = inputs.key(index)
+    threshold, form = RELEASED_FILTER_TEXTS
+    return [threshold.format(c=key)] + [form.format(c=key, which=menon_which(d), d=d) for d in own]
 
 
 def _autoclip_options(raw: dict[str, Any]) -> AutoClipOptions:
@@ -447,8 +496,10 @@ METHODS: dict[str, MethodDef] = {
                                     "random pairs with the class's descriptors (WaffleCLIP+GPT)",
                                     WaffleOptions, needs_descriptors=_any_descriptors,
                                     descriptor_form="waffle", classname_form="waffle"),
-    "swapped": MethodDef(build_swapped, "another class's descriptors (control)", SwappedOptions,
-                         needs_descriptors=_any_descriptors),
+    "swapped": MethodDef(build_swapped, "another class's descriptors (control, WaffleCLIP's"
+                         " swapped_descriptions)", SwappedOptions,
+                         needs_descriptors=_any_descriptors, descriptor_form="waffle",
+                         classname_form="waffle"),
     "no-name": MethodDef(build_no_name, "the descriptors without the class name (control)",
                          NoNameOptions, needs_descriptors=_any_descriptors),
     "cupl": MethodDef(build_descriptors, "CuPL sentences, renormalised mean",

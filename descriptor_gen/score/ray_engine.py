@@ -3,7 +3,7 @@ CPU tasks, encoded by a pool of actors (`map_batches` over a callable class, so 
 loads CLIP once), gathered back in input order on the driver.
 
 What crosses the network: the image list (paths, or shard names), the preprocessed pixels from
-the decoding tasks to the actors (in Ray's object store), and the fp16 features back to the
+the decoding tasks to the actors (in Ray's object store), and the features back to the
 driver. The feature cache stays where the driver runs, written once every feature is in.
 """
 
@@ -270,7 +270,7 @@ def _gather(rows: list[dict[str, np.ndarray]], data: LabelledImages) -> ImageFea
                              [] if data.shards is not None else None)
     index = np.concatenate([r["index"] for r in rows])
     order = np.argsort(index, kind="stable")
-    feats = np.concatenate([r["features"] for r in rows])[order].astype(np.float16)
+    feats = np.concatenate([r["features"] for r in rows])[order]
     ok = np.concatenate([r["ok"] for r in rows])[order].astype(bool)
     errors_all = np.concatenate([r["error"] for r in rows])[order]
     errors = {i: str(e) for i, e in enumerate(errors_all) if e}

@@ -26,7 +26,14 @@ from descriptor_gen.experiments.sweep import ClipModelSpec, ListGrid, SpecName
 from descriptor_gen.hashing import files_fingerprint, sha256_file
 from descriptor_gen.locks import exclusive
 from descriptor_gen.experiments.results import append_row, cell_id, done_cells
-from descriptor_gen.score.features import ClipModel, ImageFeatureCache, ImageFeatures, TextFeatureCache, autocast_for
+from descriptor_gen.score.features import (
+    ClipModel,
+    ImageFeatureCache,
+    ImageFeatures,
+    TextFeatureCache,
+    autocast_for,
+    feature_dtype,
+)
 from descriptor_gen.inputs import parse_json, read_text, validated, validation_message
 from descriptor_gen.visual.markers import MARKERS, mark, rgb
 
@@ -185,7 +192,7 @@ def marked_features(clip: ClipModel, path: Path, boxes: list[list[float]], varia
     except OSError as exc:
         raise DescgenError(f"{path}: cannot read image ({exc})") from exc
     flat = feats.reshape(-1, feats.shape[-1])
-    cache.save(key, ImageFeatures(flat.astype(np.float16), np.ones(len(flat), bool), {}))
+    cache.save(key, ImageFeatures(flat.astype(feature_dtype(clip.precision)), np.ones(len(flat), bool), {}))
     return feats
 
 
