@@ -19,7 +19,7 @@ from descriptor_gen.data.cards import Card, missing
 from descriptor_gen.data.datasets import IMAGE_SUFFIXES, LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
-from descriptor_gen.inputs import read_text
+from descriptor_gen.inputs import parse_json, read_text
 
 
 def imagenet_wnids() -> list[str]:
@@ -184,8 +184,6 @@ def load_torchvision(card: Card, root: Path) -> LabelledImages:
 
 def _coop_items(path: Path, part: str) -> list[tuple[str, int, str]]:
     """One list of a CoOp split file: `{"train"|"val"|"test": [[path, label, classname], ...]}`."""
-    from descriptor_gen.inputs import parse_json
-
     data = parse_json(read_text(path, "CoOp split file"), path)
     items = data.get(part) if isinstance(data, dict) else None
     if not isinstance(items, list):

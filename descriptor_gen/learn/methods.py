@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.inputs import validation_message
+from descriptor_gen.inputs import read_yaml, validation_message
+from descriptor_gen.settings import PROJECT_ROOT
 
 
 class FewShotOptions(BaseModel):
@@ -89,14 +91,18 @@ def coop_epochs(shots: int, dataset: str) -> int:
     return 100 if shots <= 4 else 200
 
 
-def tip_epochs(shots: int, dataset: str) -> int:
-    """Tip-Adapter-F's epochs: its config's train_epoch for the dataset (prompts/learn/tip_adapter.yaml)."""
-    from descriptor_gen.inputs import read_yaml
-    from descriptor_gen.settings import PROJECT_ROOT
+def tip_settings(dataset: str, prompts_dir: Path) -> dict[str, Any]:
+    """Tip-Adapter's configs for a dataset spec (`prompts/learn/tip_adapter.yaml`, by card)."""
+    path = prompts_dir / "learn" / "tip_adapter.yaml"
+    data = read_yaml(path, "Tip-Adapter settings")
+    if not isinstance(data, dict) or "default" not in data:
+        raise DescgenError(f"{path}: expected per-dataset settings")
+    return dict(data.get(dataset.partition(":")[0], data["default"]))
 
-    path = PROJECT_ROOT / "prompts" / "learn" / "tip_adapter.yaml"
-    settings = read_yaml(path, "Tip-Adapter settings")
-    return int(settings.get(dataset.partition(":")[0], settings["default"])["epochs"])
+
+def tip_epochs(shots: int, dataset: str) -> int:
+    """Tip-Adapter-F's epochs: its config's train_epoch for the dataset."""
+    return int(tip_settings(dataset, PROJECT_ROOT / "prompts")["epochs"])
 
 
 @dataclass(frozen=True)

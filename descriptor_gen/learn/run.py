@@ -28,9 +28,9 @@ from descriptor_gen.data.cards import coop_template
 from descriptor_gen.data.datasets import LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file, sha256_text
-from descriptor_gen.inputs import parse_json, read_text, read_yaml
+from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.learn.learners import CoCoOp, CoOp, Learner, Padding, TipAdapter
-from descriptor_gen.learn.methods import learned
+from descriptor_gen.learn.methods import learned, tip_settings
 from descriptor_gen.learn.shots import Split, check_apart, few_shot
 from descriptor_gen.learn.train import Batches, EpochLog, make_optimiser, optimiser_state, restore_optimiser, train
 from descriptor_gen.score.features import (
@@ -150,13 +150,6 @@ def _mean_directions(clip: ClipModel, texts: list[list[str]], cache_dir: Path) -
         out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
         start += len(group)
     return torch.from_numpy(np.stack(out)).to(clip.device)
-
-
-def tip_settings(dataset: str, prompts_dir: Path) -> dict[str, Any]:
-    data = read_yaml(prompts_dir / "learn" / "tip_adapter.yaml", "Tip-Adapter settings")
-    if not isinstance(data, dict) or "default" not in data:
-        raise DescgenError(f"{prompts_dir / 'learn' / 'tip_adapter.yaml'}: expected per-dataset settings")
-    return dict(data.get(dataset.partition(":")[0], data["default"]))
 
 
 # -- the shots' features, encoded once ------------------------------------------------------------
