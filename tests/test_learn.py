@@ -332,6 +332,10 @@ def test_coop_split_files_give_train_val_and_test(tmp_path: Path) -> None:
     assert len(load_dataset("eurosat:val", None, tmp_path, root).paths) == 10
     test = load_dataset("eurosat:test-coop", None, tmp_path, root)
     assert not set(test.paths) & set(train.paths)
+    from descriptor_gen.data.catalog import card_table
+
+    assert any(line.startswith("eurosat ") and "found (40 images) + CoOp split" in line
+               for line in card_table(root))
     broken = json.loads((root / "eurosat" / "split_zhou_EuroSAT.json").read_text())
     broken["train"][3] = ["x.jpg", "1", "Forest"]
     (root / "eurosat" / "split_zhou_EuroSAT.json").write_text(json.dumps(broken))

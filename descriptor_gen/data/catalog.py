@@ -11,7 +11,8 @@ from descriptor_gen.errors import DescgenError
 
 
 def card_table(root: Path | str | None) -> list[str]:
-    """A line per card: name, whether its data is under the root (and how many images), title."""
+    """A line per card: name, whether its data is under the root (and how many images; `+ CoOp
+    split` when CoOp's split file is there too, for NAME:train/val/test-coop), title."""
     where = data_root(root)
     lines = [f"data root: {where if where is not None else '(none: give --data-root or set DESCRIPTOR_GEN_DATA)'}"]
     for name, card in load_cards().items():
@@ -20,9 +21,11 @@ def card_table(root: Path | str | None) -> list[str]:
             try:
                 found = load_dataset(name, None, Path("."), where)
                 status = f"found ({len(found.paths)} images)"
+                if card.coop is not None and card.coop.split and (where / card.coop.split).is_file():
+                    status += " + CoOp split"
             except DescgenError:
                 status = "not found"
-        lines.append(f"{name:22} {status:24} {card.title}")
+        lines.append(f"{name:22} {status:36} {card.title}")
     return lines
 
 
