@@ -569,6 +569,10 @@ CASES: dict[str, Args] = {
     "learn resume without a run": _learn_args("coop", "--resume", "--out", "{w.root}/no-run-here"),
     "learn unknown model": _learn_args("coop", "--model", "ViT-Nope"),
     "learn cuda without gpu": _learn_args("coop", "--device", "cuda"),
+    **{f"generate base url {name}": (lambda url: lambda w: ["generate", "--classes", str(w.classes), "--base-url", url, "--out", str(w.root / "gen-out.jsonl"), "--cache-dir", str(w.cache), "--no-progress"])(url)
+       for name, url in {"empty item": "http://127.0.0.1:9/v1,,http://127.0.0.1:8/v1", "commas": ",,,",
+                         "words": "not a url", "ftp": "ftp://127.0.0.1/v1", "port": "http://127.0.0.1:99999/v1",
+                         "no host": "http://", "space": "http://127.0.0.1:9/ v1", "ipv6": "http://[::1/v1"}.items()},
     "eval learned missing": _eval("--learned", "{w.missing}"),
     "eval learned folder without a run": _eval("--learned", "{w.folder}"),
     "eval learned with a method": _eval("--learned", "{w.folder}", "--method", "classname"),

@@ -438,3 +438,82 @@ def test_a_broken_chunk_is_encoded_again(tmp_path: Path, tiny_clip,  # noqa: ANN
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["images_encoded"] == 8 and again["metrics"] == first["metrics"]
     assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "first.jsonl").read_text()
+
+
+# -- issue 20: round 3 --------------------------------------------------------------------------
+
+
+def test_url_credentials_echoed_by_a_server_are_redacted(tmp_path: Path, classes: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A server that echoes the caller's URL user, password and query token in an error body."""
+    echo = json.dumps({"error": {"message": "bad auth for user bob password hunter2 token q99"}})
+    with DevServer(ServerConfig(failures=[Failure(400, body=echo.encode())] * 3)) as server:
+        host = server.base_url.split("//")[1].removesuffix("/v1")
+        url = f"http://bob:hunter2@{host}/v1?token=q99"
+        out = tmp_path / "o.jsonl"
+        code, err = _cli(capsys, *_generate(classes, out, url, tmp_path, "--concurrency", "1"))
+    assert code == 3
+    failed = [r for r in read_store(out) if r.error]
+    assert failed and "bad auth for user [redacted] password [redacted] token [redacted]" in failed[0].error
+    for secret in ("hunter2", "q99", "user bob"):
+        assert secret not in err
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), (secret, path)
+
+
+class _Trickle:
+    """A server that answers 200 and sends its body one byte every `every` seconds."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import http.server
+
+        trickle = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = json.dumps({"id": "x", "object": "text_completion", "created": 0,
+                                   "model": "m", "choices": [{"index": 0, "text": "- a",
+                                                              "finish_reason": "stop"}]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                for byte in body:
+                    if trickle.stopped.is_set():
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(every)
+
+        self.stopped = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_timeout_is_the_whole_requests_deadline(tmp_path: Path, classes: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    server = _Trickle(0.5)
+    try:
+        started = time.perf_counter()
+        code, _ = _cli(capsys, *_generate(classes, tmp_path / "o.jsonl", server.base_url, tmp_path,
+                                          "--timeout", "3", "--max-attempts", "1"))
+        assert time.perf_counter() - started < 10  # the body alone would take minutes
+    finally:
+        server.close()
+    assert code == 3
+    assert all("within --timeout 3 s" in r.error for r in read_store(tmp_path / "o.jsonl"))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from descriptor_gen.atomic import replace_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
+from descriptor_gen.secrets import redact
 from descriptor_gen.describe.prompts import PromptOptions
 
 
@@ -56,6 +57,12 @@ class DescriptorRecord(BaseModel):
         if any(not d.strip() for d in value):
             raise ValueError("descriptors must be non-empty strings")
         return value
+
+    @field_validator("error")
+    @classmethod
+    def _no_secrets(cls, value: str | None) -> str | None:
+        """An error may quote a server's body, which may quote credentials."""
+        return redact(value) if value else value
 
     @model_validator(mode="after")
     def _error_iff_empty(self) -> DescriptorRecord:

@@ -22,6 +22,7 @@ from descriptor_gen.hashing import files_fingerprint
 from descriptor_gen.describe.parse import PARSERS
 from descriptor_gen.describe.prompts import Messages
 from descriptor_gen.generation.retry import MalformedResponse
+from descriptor_gen.secrets import public_url, remember_secrets
 
 ApiKind = Literal["chat", "completions"]
 BACKENDS: dict[str, Callable[[GenerationParams], Backend]] = {}
@@ -57,12 +58,54 @@ class GenerationParams(BaseModel):
     batch_size: int = Field(default=8, ge=1)
     timeout: float = Field(default=120.0, gt=0)
 
+    @field_validator("base_url")
+    @classmethod
+    def _server_urls(cls, value: str | None) -> str | None:
+        """Each of the comma-separated servers is an http(s) URL with a host and a valid
+        port; its credentials are remembered so that no message repeats them."""
+        if value is None:
+            return None
+        check_base_urls(value)
+        return value
+
     @field_validator("backend")
     @classmethod
     def _registered(cls, value: str) -> str:
         if value not in BACKENDS:
             raise ValueError(f"unknown backend {value!r} (choose {', '.join(BACKENDS)})")
         return value
+
+
+def check_base_urls(value: str) -> list[str]:
+    """`--base-url A[,B...]` checked item by item (scheme, host, port, no blanks or spaces);
+    the servers' user, password and query values join the secrets no message repeats."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    items = value.split(",")
+    for number, item in enumerate(items, start=1):
+        where = f"server {number} of {len(items)}" if len(items) > 1 else "the server"
+        try:
+            shown = public_url(item.strip()) or "''"
+        except ValueError:
+            shown = "as given"
+        if not item.strip():
+            raise ValueError(f"{where} is empty (give URLs separated by single commas)")
+        if any(c.isspace() for c in item.strip()):
+            raise ValueError(f"{where} ({shown}) contains a space")
+        try:
+            parts = urlsplit(item.strip())
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{where} ({shown}) is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"{where} ({shown}) is not an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError(f"{where} ({shown}) names no host")
+        if port == 0:
+            raise ValueError(f"{where} ({shown}): port 0 is not a port")
+        remember_secrets(parts.username, parts.password,
+                         *(v for _, v in parse_qsl(parts.query, keep_blank_values=False)))
+    return [i.strip() for i in items]
 
 
 @dataclass
@@ -183,6 +226,11 @@ class OpenAIBackend:
                 "OPENAI_API_KEY is not set (needed for the OpenAI API; for a local server give"
                 " --base-url)"
             )
+        if base_url is not None and params.base_url is None:
+            try:
+                check_base_urls(base_url)  # $OPENAI_BASE_URL: checked, its secrets remembered
+            except ValueError as exc:
+                raise DescgenError(f"$OPENAI_BASE_URL: {exc}") from exc
         self.base_url = base_url
         self.supports_n = True
         # A server that does not answer a connection is found out fast; a slow answer may take
@@ -244,11 +292,14 @@ class OpenAIBackend:
 
         index = self._pick()
         client = self.clients[index]
+        create = (client.chat.completions.create(messages=query.prompt, **kwargs) if self.chat
+                  else client.completions.create(prompt=query.prompt, **kwargs))
         try:
-            if self.chat:
-                response = await client.chat.completions.create(messages=query.prompt, **kwargs)
-            else:
-                response = await client.completions.create(prompt=query.prompt, **kwargs)
+            # the whole request's deadline: a server trickling its body byte by byte resets
+            # every per-read timeout but not this one
+            response = await asyncio.wait_for(create, self.params.timeout)
+        except asyncio.TimeoutError as exc:
+            raise TimeoutError(f"no whole answer within --timeout {self.params.timeout:g} s") from exc
         except json.JSONDecodeError as exc:
             raise MalformedResponse(f"the server's answer is not JSON ({exc.msg})") from exc
         except (APIConnectionError, InternalServerError):
