@@ -731,6 +731,9 @@ def _fail(message: str) -> int:
     return 2
 
 
+INTERRUPTED = 130  # no command returns it but for Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line and return 2, an interrupt returns 130."""
     command = typer.main.get_command(app)
@@ -746,4 +749,6 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("descgen: interrupted", err=True)
         return 130
+    if result == INTERRUPTED:  # typer turns a KeyboardInterrupt into this code itself
+        typer.echo("descgen: interrupted", err=True)
     return result if isinstance(result, int) else 0

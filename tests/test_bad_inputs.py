@@ -44,6 +44,7 @@ FILES = {
     "missing": "no-such-file.txt", "plain": "plain-file", "under_file": "plain-file/sub/out.json",
     "corrupt_pt": "corrupt.pt", "text_pt": "text.pt", "bad_yaml": "bad.yaml",
     "list_yaml": "list.yaml", "bad_json": "bad.json", "cache": "cache",
+    "empty_store": "empty-store.jsonl",
 }
 
 
@@ -64,6 +65,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_clip: tuple[Path, Path]
                                            "backend": "t"}) + "\n"
                                for i, n in enumerate(["tench", "goldfish"])))
     w.published.write_text(json.dumps({"tench": ["fin"], "goldfish": ["orange"]}))
+    w.empty_store.write_text("".join(json.dumps({"class_index": i, "class_name": n, "descriptors": [],
+                                                 "error": "empty list", "backend": "t"}) + "\n"
+                                     for i, n in enumerate(["tench", "goldfish"])))
     w.csv.write_text("path,label\nimages/tench/000.png,tench\n")
     _write_yaml(w.spec, {
         "name": "bad-inputs", "classes": str(w.classes), "dataset": str(w.images),
@@ -575,6 +579,21 @@ CASES: dict[str, Args] = {
                          "no host": "http://", "space": "http://127.0.0.1:9/ v1", "ipv6": "http://[::1/v1"}.items()},
     "eval learned missing": _eval("--learned", "{w.missing}"),
     "eval learned folder without a run": _eval("--learned", "{w.folder}"),
+    "learn epochs beyond any run": _learn_args("coop", "--epochs", str(2**70)),
+    "learn seed beyond the generators": _learn_args("coop", "--seed", str(2**64)),
+    "learn context longer than the text tower": _learn_args("coop", "--option", "n_ctx=80"),
+    "learn lr inf": _learn_args("coop", "--lr", "inf"),
+    "learn lr nan": _learn_args("coop", "--lr", "nan"),
+    "learn cocoop views unbounded": _learn_args("cocoop", "--views", "1000000000"),
+    "learn tip alpha nan": _learn_args("tip-adapter", "--option", "alpha=nan"),
+    "learn tip beta inf": _learn_args("tip-adapter", "--option", "beta=inf"),
+    "learn kgcoop weight inf": _learn_args("kgcoop", "--option", "weight=.inf", "--descriptors", "{w.store}"),
+    "learn kgcoop guided by an empty store": _learn_args("kgcoop", "--descriptors", "{w.empty_store}"),
+    "learn into a file": _learn_args("coop", "--out", "{w.plain}"),
+    "learn into a foreign folder": _learn_args("coop", "--out", "{w.results}"),
+    "waffle count unbounded": _eval("--method", "waffle", "--option", "count=1000000000"),
+    "waffle repeats unbounded": _eval("--method", "waffle", "--option", "repeats=1000000000"),
+    "waffle seeds past the largest": _eval("--method", "waffle", "--option", f"seed={2**31 - 3}"),
     "eval learned with a method": _eval("--learned", "{w.folder}", "--method", "classname"),
     "eval learned with an option": _eval("--learned", "{w.folder}", "--option", "repeats=2"),
     "eval learned with a text form": _eval("--learned", "{w.folder}", "--pooling", "mean"),

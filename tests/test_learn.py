@@ -87,7 +87,8 @@ def test_each_method_trains_and_reloads_to_the_same_predictions(world: dict, met
     assert info.finished and len(losses) == options["epochs"]
     assert losses[-1] < losses[0] - 1e-3, losses
     assert {p.name for p in out.iterdir()} >= {"run.json", "split.json", "log.jsonl",
-                                               "learned.safetensors", "checkpoint.safetensors"}
+                                               "learned.safetensors", "checkpoint.json",
+                                               f"checkpoint-{options['epochs']}.safetensors"}
     trained = kept[0]
     data = load_image_folder(world["test"], NAMES)
     feats = torch.from_numpy(np.asarray(encode_images(world["clip"], data.paths, 4, 0).features,

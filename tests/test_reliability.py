@@ -517,3 +517,210 @@ def test_timeout_is_the_whole_requests_deadline(tmp_path: Path, classes: Path,
         server.close()
     assert code == 3
     assert all("within --timeout 3 s" in r.error for r in read_store(tmp_path / "o.jsonl"))
+
+
+# -- learned runs under faults -------------------------------------------------------------------
+
+LEARN_NAMES = ["tench", "goldfish", "shark"]
+
+
+@pytest.fixture
+def learn_world(tmp_path: Path, tiny_clip: tuple[Path, Path]) -> dict:
+    train = make_image_folder(tmp_path / "train", {n: 4 for n in LEARN_NAMES}, seed=1)
+    test = make_image_folder(tmp_path / "test", {n: 2 for n in LEARN_NAMES}, seed=0)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(LEARN_NAMES) + "\n")
+    config, checkpoint = tiny_clip
+    return {"train": train, "test": test, "classes": classes, "config": config,
+            "checkpoint": checkpoint, "tmp": tmp_path, "cache": tmp_path / "cache"}
+
+
+def _learn_cli(w: dict, out: Path, *extra: str, epochs: int = 4) -> list[str]:
+    return ["learn", "coop", "--dataset", str(w["train"]), "--classes", str(w["classes"]),
+            "--shots", "2", "--epochs", str(epochs), "--lr", "0.5", "--option", "n_ctx=2",
+            "--out", str(out), "--model", str(w["config"]), "--pretrained", str(w["checkpoint"]),
+            "--device", "cpu", "--workers", "0", "--cache-dir", str(w["cache"]), "--no-progress",
+            *extra]
+
+
+def _stop_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Ctrl-C as training reaches `epoch` (the epochs before it are checkpointed)."""
+    from descriptor_gen.learn import train as train_module
+
+    real = train_module.Schedule.at
+
+    def interrupted(self: object, at: int, step: int) -> float:
+        if at == epoch:
+            raise KeyboardInterrupt
+        return real(self, at, step)
+
+    monkeypatch.setattr(train_module.Schedule, "at", interrupted)
+
+
+def _tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_a_learn_run_holds_its_folder(learn_world: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    from descriptor_gen.locks import exclusive as hold
+
+    out = learn_world["tmp"] / "run"
+    out.mkdir()
+    with hold(out / "run.json"):
+        code, err = _cli(capsys, *_learn_cli(learn_world, out))
+    assert code == 2 and "another run is writing it (pid" in err and len(err.strip().split("\n")) == 1
+    assert not (out / "log.jsonl").exists()
+    assert _cli(capsys, *_learn_cli(learn_world, out))[0] == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_folder_learn_did_not_write_is_refused_untouched(learn_world: dict,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = learn_world["tmp"] / "mine"
+    out.mkdir()
+    (out / "log.jsonl").write_text("my own log\n")
+    (out / "notes.txt").write_text("keep me\n")
+    code, err = _cli(capsys, *_learn_cli(learn_world, out))
+    assert code == 2 and "holds files but no run of descgen learn" in err
+    assert (out / "log.jsonl").read_text() == "my own log\n"
+    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl", "notes.txt"]
+
+
+def _interrupted_run(learn_world: dict, monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str], name: str = "cut") -> Path:
+    out = learn_world["tmp"] / name
+    _stop_at_epoch(monkeypatch, 2)
+    assert _cli(capsys, *_learn_cli(learn_world, out))[0] == 130
+    monkeypatch.undo()
+    return out
+
+
+@pytest.mark.parametrize("case", ["empty tensors", "negative", "past the end", "string", "list",
+                                  "no optimiser", "wrong shape", "nan tensor", "other epoch"])
+def test_resume_refuses_a_checkpoint_that_is_not_this_runs(
+        learn_world: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        case: str) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from descriptor_gen.hashing import sha256_file
+
+    out = _interrupted_run(learn_world, monkeypatch, capsys)
+    state = json.loads((out / "checkpoint.json").read_text())
+    tensors_file = out / state["tensors"]
+    tensors = _tensors(tensors_file)
+
+    def rewrite(new: dict) -> None:
+        save_file(new, str(tensors_file))
+        state["sha256"] = sha256_file(tensors_file)
+
+    if case == "empty tensors":
+        save_file({}, str(tensors_file))  # the JSON's hash no longer fits
+    elif case == "negative":
+        state["epochs_done"] = -5
+    elif case == "past the end":
+        state["epochs_done"] = 10**9
+    elif case == "string":
+        state = "x"
+    elif case == "list":
+        state = [state]
+    elif case == "no optimiser":
+        del state["optimiser"]
+    elif case == "wrong shape":
+        rewrite({**tensors, "prompt.ctx": torch.zeros(5, 7)})
+    elif case == "nan tensor":
+        rewrite({**tensors, "prompt.ctx": torch.full_like(tensors["prompt.ctx"], float("nan"))})
+    elif case == "other epoch":
+        (out / "checkpoint-1.safetensors").write_bytes(tensors_file.read_bytes())
+        state["tensors"] = "checkpoint-1.safetensors"
+        state["sha256"] = "0" * 64
+    (out / "checkpoint.json").write_text(json.dumps(state))
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".lock"}
+
+    before = files()
+    code, err = _cli(capsys, *_learn_cli(learn_world, out, "--resume"))
+    assert code == 2, err
+    assert len(err.strip().split("\n")) == 1 and err.startswith("descgen: error: ")
+    assert "Traceback" not in err
+    assert files() == before
+
+
+def test_a_kill_between_the_checkpoints_writes_resumes_exactly(
+        learn_world: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Killed after epoch 3's tensors are written and before the JSON naming them: the resume
+    goes on from epoch 2's checkpoint and ends where an uninterrupted run ends."""
+    from descriptor_gen.learn import run as run_module
+
+    whole = learn_world["tmp"] / "whole"
+    assert _cli(capsys, *_learn_cli(learn_world, whole, epochs=5))[0] == 0
+    cut = learn_world["tmp"] / "cut"
+    real = run_module._write_json
+
+    def killed(path: Path, data: object) -> None:
+        if path.name == "checkpoint.json" and isinstance(data, dict) and data["epochs_done"] == 3:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(run_module, "_write_json", killed)
+    assert _cli(capsys, *_learn_cli(learn_world, cut, epochs=5))[0] == 130
+    monkeypatch.undo()
+    assert json.loads((cut / "checkpoint.json").read_text())["epochs_done"] == 2
+    assert (cut / "checkpoint-3.safetensors").exists()  # written, never named
+    code, err = _cli(capsys, *_learn_cli(learn_world, cut, "--resume", epochs=5))
+    assert code == 0, err
+    a, b = _tensors(whole / "learned.safetensors"), _tensors(cut / "learned.safetensors")
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+    logged = [json.loads(x)["epoch"] for x in (cut / "log.jsonl").read_text().splitlines()]
+    assert logged == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("case", ["nan", "shape", "n_ctx"])
+def test_eval_refuses_learned_tensors_that_do_not_fit(learn_world: dict, case: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    out = learn_world["tmp"] / "run"
+    assert _cli(capsys, *_learn_cli(learn_world, out, epochs=1))[0] == 0
+    tensors = _tensors(out / "learned.safetensors")
+    if case == "nan":
+        save_file({k: torch.full_like(v, float("nan")) for k, v in tensors.items()},
+                  str(out / "learned.safetensors"))
+    elif case == "shape":
+        save_file({**tensors, "prompt.ctx": torch.zeros(3, 3)}, str(out / "learned.safetensors"))
+    else:
+        info = json.loads((out / "run.json").read_text())
+        info["options"]["n_ctx"] = 5
+        (out / "run.json").write_text(json.dumps(info))
+    code, err = _cli(capsys, "eval", "--dataset", str(learn_world["test"]), "--classes",
+                     str(learn_world["classes"]), "--learned", str(out), "--device", "cpu",
+                     "--workers", "0", "--cache-dir", str(learn_world["cache"]))
+    assert code == 2 and len(err.strip().split("\n")) == 1, err
+    assert ("NaN" in err) if case == "nan" else ("shape" in err)
+
+
+def _descgen(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(Path(sys.executable).parent / "descgen"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.mark.parametrize("when", ["while importing", "while training"])
+def test_ctrl_c_prints_one_line(learn_world: dict, when: str) -> None:
+    out = learn_world["tmp"] / "run"
+    process = _descgen(*_learn_cli(learn_world, out, epochs=100000)[0:])
+    if when == "while importing":
+        time.sleep(0.3)
+    else:
+        deadline = time.monotonic() + 120
+        while not (out / "log.jsonl").is_file() or not (out / "log.jsonl").read_text():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.strip().split("\n")[-1] == "descgen: interrupted"
+    assert "Traceback" not in err

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_yaml, validation_message
+from descriptor_gen.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_SHOTS, MAX_VIEWS
 from descriptor_gen.settings import PROJECT_ROOT
 
 
@@ -20,21 +21,24 @@ class FewShotOptions(BaseModel):
     method's reference recipe; `views`: augmented views of each shot encoded once and cached
     (1: the plain image, no augmentation)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    shots: int = Field(default=16, ge=1)
-    seed: int = Field(default=1, ge=0)
-    epochs: int | None = Field(default=None, ge=0)
-    batch_size: int | None = Field(default=None, ge=1)
+    shots: int = Field(default=16, ge=1, le=MAX_SHOTS)
+    seed: int = Field(default=1, ge=0, le=MAX_SEED)
+    epochs: int | None = Field(default=None, ge=0, le=MAX_EPOCHS)
+    batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH)
     lr: float | None = Field(default=None, gt=0)
-    views: int = Field(default=1, ge=1)
+    views: int = Field(default=1, ge=1, le=MAX_VIEWS)
 
     def seeds(self) -> list[int | None]:
         return [None]
 
 
+MAX_CTX = 74  # CLIP's 77 text tokens less start, end and one token of a class name
+
+
 class CoOpOptions(FewShotOptions):
-    n_ctx: int = Field(default=16, ge=1)
+    n_ctx: int = Field(default=16, ge=1, le=MAX_CTX)
     ctx_init: str | None = None
     csc: bool = False
     position: Literal["end", "middle", "front"] = "end"
@@ -52,7 +56,7 @@ class KgCoOpOptions(CoOpOptions):
 
 
 class CoCoOpOptions(FewShotOptions):
-    n_ctx: int = Field(default=4, ge=1)
+    n_ctx: int = Field(default=4, ge=1, le=MAX_CTX)
     ctx_init: str | None = "a photo of a"
 
 
@@ -62,7 +66,7 @@ class PaddingOptions(FewShotOptions):
 
     pad: int = Field(default=30, ge=1)
     classifier: Literal["classname", "descriptors"] = "classname"
-    warmup: int = Field(default=1000, ge=0)
+    warmup: int = Field(default=1000, ge=0, le=MAX_EPOCHS * 1000)
 
 
 class TipOptions(FewShotOptions):

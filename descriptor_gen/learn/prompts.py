@@ -77,6 +77,7 @@ class PromptLearner(nn.Module):
             embedded = model.token_embedding(tokens).float()
             name_tokens = tokenizer(names)
             self.name_lens = [int((row != 0).sum()) - 2 for row in name_tokens]
+        _check_fits(tokens, names, self.name_lens, n_ctx)
         self.ctx = nn.Parameter(ctx.clone())
         self.register_buffer("token_prefix", embedded[:, :1, :], persistent=False)
         self.register_buffer("token_suffix", embedded[:, 1 + n_ctx :, :], persistent=False)
@@ -109,6 +110,20 @@ class PromptLearner(nn.Module):
                 parts = [prefix[i : i + 1], name, ctx[i : i + 1], rest]
             rows.append(torch.cat(parts, dim=1))
         return torch.cat(rows, dim=0)
+
+
+def _check_fits(tokens: torch.Tensor, names: list[str], name_lens: list[int], n_ctx: int) -> None:
+    """Every class's prompt must end inside the text tower's context: the tokenizer would cut
+    a longer one silently (a row whose last position is used was cut or just fits; both are
+    refused, as CoOp's own context has no room left for the period)."""
+    length = tokens.shape[1]
+    full = (tokens[:, -1] != 0).nonzero().flatten().tolist()
+    if full:
+        i = full[0]
+        room = length - 3 - name_lens[i]  # start, the name, ".", end
+        raise DescgenError(f"n_ctx {n_ctx}: the prompt of class {names[i]!r} does not fit the"
+                           f" text tower's {length} tokens (at most {max(room, 0)} context"
+                           " tokens with this class)")
 
 
 class MetaNet(nn.Module):

@@ -3,14 +3,16 @@ images with a finished run (`descgen eval --learned RUN`).
 
 A run folder holds `run.json` (settings, the CLIP's identity, the classes, progress),
 `split.json` (the shots), `log.jsonl` (train loss and accuracy per epoch),
-`learned.safetensors` (the learned tensors, once finished) and `checkpoint.safetensors` with
-`checkpoint.json` (the last finished epoch, for `--resume`). Only safetensors are read back:
+`learned.safetensors` (the learned tensors, once finished) and `checkpoint.json` naming
+`checkpoint-<epoch>.safetensors` by its hash (the last finished epoch, for `--resume`), and
+`run.json.lock` (one run at a time). Only safetensors are read back:
 nothing in a run folder is ever unpickled or executed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from descriptor_gen.data.cards import coop_template
 from descriptor_gen.data.datasets import LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file, sha256_text
+from descriptor_gen.locks import exclusive, lock_path
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.learn.learners import CoCoOp, CoOp, Learner, Padding, TipAdapter
 from descriptor_gen.learn.methods import learned, tip_settings
@@ -82,7 +85,7 @@ class RunInfo(BaseModel):
     model: str | None = None
     pretrained: str | None = None
     descriptors: dict[str, Any] | None = None
-    epochs_done: int = 0
+    epochs_done: int = Field(default=0, ge=0)
     finished: bool = False
     seconds: float = 0.0
 
@@ -344,6 +347,28 @@ def learn(cfg: LearnConfig, out: Path, cache_dir: Path, prompts_dir: Path, resum
     options = definition.parse(cfg.options)
     if definition.needs_descriptors(options) and cfg.descriptors is None:
         raise DescgenError(f"{cfg.method} with these options needs --descriptors FILE.jsonl")
+    _check_out(out)
+    return _learn(cfg, definition, options, out, cache_dir, prompts_dir, resume, progress,
+                  clip, log, on_done)
+
+
+RUN_LOCK = "run.json"  # the run folder's lock is run.json.lock, inside it
+
+
+def _check_out(out: Path) -> None:
+    """`--out` is a new or empty folder, or one that holds a run (`run.json`, or only the lock
+    of a run killed before writing it): a folder of other files is not descgen's to write into."""
+    if out.exists() and not out.is_dir():
+        raise DescgenError(f"--out {out}: is a file, expected a run folder")
+    if out.is_dir() and not (out / "run.json").exists() and any(
+            p.name != lock_path(out / RUN_LOCK).name for p in out.iterdir()):
+        raise DescgenError(f"--out {out}: holds files but no run of descgen learn (no run.json);"
+                           " choose a new or empty folder")
+
+
+def _learn(cfg: LearnConfig, definition: Any, options: Any, out: Path, cache_dir: Path,
+           prompts_dir: Path, resume: bool, progress: bool, clip: ClipModel | None,
+           log: Callable[[str], None], on_done: Callable[[Learner], None] | None) -> RunInfo:
     started = time.perf_counter()
     split, shots = few_shot(cfg.dataset, cfg.classes, options.shots, options.seed, cache_dir,
                             cfg.data_root)
@@ -353,7 +378,11 @@ def learn(cfg: LearnConfig, out: Path, cache_dir: Path, prompts_dir: Path, resum
     if cfg.descriptors is not None and definition.needs_descriptors(options):
         from descriptor_gen.describe.store import check_against_classes, read_store
 
-        check_against_classes(read_store(cfg.descriptors), split.classes, cfg.descriptors)
+        records = read_store(cfg.descriptors)
+        check_against_classes(records, split.classes, cfg.descriptors)
+        if not any(r.descriptors for r in records):
+            raise DescgenError(f"{cfg.descriptors}: no class has descriptors; {cfg.method} with"
+                               " these options is guided by them")
         descriptors = {"path": str(cfg.descriptors.resolve()), "sha256": sha256_file(cfg.descriptors)}
     info = RunInfo(method=cfg.method, options=options.model_dump(),
                    recipe=_recipe(cfg.method, options, cfg.dataset), dataset=cfg.dataset,
@@ -371,26 +400,41 @@ def learn(cfg: LearnConfig, out: Path, cache_dir: Path, prompts_dir: Path, resum
                                  cfg.encode_batch_size, cfg.workers)
     labels = [s.label for s in split.items]
     learner = build_learner(info, clip, cache_dir, prompts_dir, features, labels)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out / RUN_LOCK):
+        _check_out(out)  # again, now that no other run can write it
+        old = _existing(out, info, resume)
+        if old is not None and old.finished:
+            log(f"{out}: already trained ({old.method}, {old.epochs_done} epochs)")
+            return old
+        return _train_run(cfg, definition, options, info, old, learner, clip, shots, features,
+                          labels, split, out, started, progress, on_done, log)
+
+
+def _train_run(cfg: LearnConfig, definition: Any, options: Any, info: RunInfo,
+               old: RunInfo | None, learner: Learner, clip: ClipModel, shots: LabelledImages,
+               features: np.ndarray | None, labels: list[int], split: Split, out: Path,
+               started: float, progress: bool, on_done: Callable[[Learner], None] | None,
+               log: Callable[[str], None]) -> RunInfo:
     epochs = int(info.recipe["epochs"])
     params = [p for p in learner.parameters() if p.requires_grad]
     optimiser = make_optimiser(definition.recipe, params, float(info.recipe["lr"]))
-    out.mkdir(parents=True, exist_ok=True)
     split.save(out / "split.json")
     start = 0
     if old is not None and old.epochs_done:
-        start = _restore(out, learner, optimiser)
+        start = restore_checkpoint(out, learner, optimiser, epochs)
         log(f"{out}: resuming after epoch {start} of {epochs}")
     _write_json(out / "run.json", info.model_copy(update={"epochs_done": start}).model_dump())
     logs_path = out / "log.jsonl"
-    if start == 0:
-        logs_path.write_text("")
+    _keep_log(logs_path, start)
 
     def save(done: int, logs: list[EpochLog]) -> None:
-        tensors, rest = optimiser_state(optimiser) if optimiser is not None else ({}, {})
-        save_tensors(out / "checkpoint.safetensors", {**learned_tensors(learner), **tensors})
-        _write_json(out / "checkpoint.json", {"epochs_done": done, "optimiser": rest})
+        # the epoch's log line first (a resume drops lines past its checkpoint), then the
+        # checkpoint as one unit: its tensors under a new name, then the JSON naming them
         with open(logs_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(logs[-1])) + "\n")
+        tensors, rest = optimiser_state(optimiser) if optimiser is not None else ({}, {})
+        write_checkpoint(out, done, {**learned_tensors(learner), **tensors}, rest)
         _write_json(out / "run.json", info.model_copy(update={"epochs_done": done}).model_dump())
 
     if epochs and optimiser is not None and start < epochs:
@@ -408,15 +452,97 @@ def learn(cfg: LearnConfig, out: Path, cache_dir: Path, prompts_dir: Path, resum
     return done
 
 
-def _restore(out: Path, learner: Learner, optimiser: torch.optim.Optimizer | None) -> int:
-    tensors = load_tensors(out / "checkpoint.safetensors")
-    state = parse_json(read_text(out / "checkpoint.json", "checkpoint"), out / "checkpoint.json")
+CHECKPOINT = "checkpoint.json"
+_TENSORS = re.compile(r"checkpoint-(\d+)\.safetensors")
+
+
+class Checkpoint(BaseModel):
+    """`checkpoint.json`: the last finished epoch, the optimiser's non-tensor state, and the
+    tensor file written for that epoch with its hash (so that a file from another epoch, left
+    by a kill between the two writes, is never taken for it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs_done: int = Field(ge=1)
+    optimiser: dict[str, Any]
+    tensors: str = Field(pattern=_TENSORS.pattern)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+def write_checkpoint(out: Path, done: int, tensors: dict[str, torch.Tensor],
+                     optimiser: dict[str, Any]) -> None:
+    """Tensors to `checkpoint-<epoch>.safetensors`, then `checkpoint.json` naming them (each
+    replaced atomically), then the older tensor files removed: a kill at any point leaves a
+    JSON that names a whole file of its own epoch."""
+    name = f"checkpoint-{done}.safetensors"
+    save_tensors(out / name, tensors)
+    _write_json(out / CHECKPOINT, Checkpoint(epochs_done=done, optimiser=optimiser, tensors=name,
+                                             sha256=sha256_file(out / name)).model_dump())
+    for old in out.glob("checkpoint-*.safetensors"):
+        if old.name != name and _TENSORS.fullmatch(old.name):
+            old.unlink(missing_ok=True)
+
+
+def restore_checkpoint(out: Path, learner: Learner, optimiser: torch.optim.Optimizer | None,
+                       epochs: int) -> int:
+    """Load the checkpoint into the learner and optimiser; returns the epochs done. Anything
+    that does not belong to this run (a JSON out of schema or range, a tensor file of another
+    epoch, missing, misnamed, misshapen or non-finite tensors) is refused in one line."""
+    from descriptor_gen.inputs import validated
+
+    path = out / CHECKPOINT
+    state = validated(Checkpoint, parse_json(read_text(path, "checkpoint"), path), path)
+    if state.epochs_done > epochs:
+        raise DescgenError(f"{path}: epochs_done {state.epochs_done} is past the run's {epochs}"
+                           " epochs; not a checkpoint of this run")
+    tensor_file = out / state.tensors
+    if not tensor_file.is_file() or sha256_file(tensor_file) != state.sha256:
+        raise DescgenError(f"{path}: its tensor file {state.tensors} is missing or is not the one"
+                           " it was written with; start the run again without --resume")
+    tensors = load_tensors(tensor_file)
     own = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
-    learner.load_state_dict({k: v.to(next(iter(learner.state_dict().values())).device)
-                             for k, v in own.items()}, strict=False)
+    check_tensors(tensor_file, own, learner)
+    device = next(iter(learner.state_dict().values())).device
+    learner.load_state_dict({k: v.to(device) for k, v in own.items()}, strict=False)
     if optimiser is not None:
-        restore_optimiser(optimiser, tensors, state["optimiser"])
-    return int(state["epochs_done"])
+        try:
+            restore_optimiser(optimiser, tensors, state.optimiser)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise DescgenError(f"{path}: the optimiser's state does not fit this run"
+                               f" ({type(exc).__name__}: {' '.join(str(exc).split())[:80]})") from exc
+    return state.epochs_done
+
+
+def check_tensors(path: Path, tensors: dict[str, torch.Tensor], learner: Learner) -> None:
+    """The learner's own tensors, each of its shape and finite."""
+    expected = learned_tensors(learner)
+    names = set(tensors) & set(expected)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise DescgenError(f"{path}: holds {sorted(tensors)[:4]}, expected {sorted(expected)[:4]}"
+                           f" ({'missing ' + missing[0] if missing else 'unknown ' + extra[0]})")
+    for name in sorted(names):
+        if tuple(tensors[name].shape) != tuple(expected[name].shape):
+            raise DescgenError(f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)},"
+                               f" the run's settings make {tuple(expected[name].shape)}")
+        if tensors[name].is_floating_point() and not bool(torch.isfinite(tensors[name]).all()):
+            raise DescgenError(f"{path}: tensor {name!r} holds NaN or infinite values")
+
+
+def _keep_log(path: Path, start: int) -> None:
+    """The log of the epochs before `start` (a new run: empty)."""
+    if start == 0 or not path.is_file():
+        path.write_text("")
+        return
+    kept = []
+    for line in read_text(path, "training log").split("\n"):
+        try:
+            if line.strip() and int(json.loads(line)["epoch"]) < start:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn or foreign line
+    path.write_text("".join(f"{line}\n" for line in kept))
 
 
 def _batches(method: str, learner: Learner, clip: ClipModel, shots: LabelledImages,
@@ -490,10 +616,7 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
     if absent:
         raise DescgenError(f"{run / 'learned.safetensors'}: no tensor {absent[0]!r} for {info.method}")
     learner = build_learner(info, clip, cache_dir, prompts_dir, None, None, saved=tensors)
-    expected = set(learned_tensors(learner))
-    if set(tensors) != expected:
-        raise DescgenError(f"{run / 'learned.safetensors'}: holds {sorted(tensors)[:4]}, expected"
-                           f" {sorted(expected)[:4]} for {info.method}")
+    check_tensors(run / "learned.safetensors", tensors, learner)
     learner.load_state_dict({k: v.to(clip.device) for k, v in tensors.items()}, strict=True)
     learner.eval()
     with torch.no_grad(), autocast_for(clip):

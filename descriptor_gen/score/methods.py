@@ -35,6 +35,7 @@ from descriptor_gen.describe.prompts import wordify
 from descriptor_gen.describe.store import DescriptorRecord
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_json, read_text, validation_message
+from descriptor_gen.limits import MAX_REPEATS, MAX_SEED, MAX_SHOTS, MAX_WAFFLE_COUNT
 from descriptor_gen.score.scoring import (
     ClassTexts,
     Group,
@@ -55,10 +56,13 @@ WORD_LISTS = {"waffle": "waffle/words.json"}
 class MethodOptions(BaseModel):
     """A method without options."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def seeds(self) -> list[int | None]:
         return [None]
+
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class Repeated(MethodOptions):
@@ -66,18 +70,23 @@ class Repeated(MethodOptions):
     list names: `seed: [1, 2, 3]`), metrics averaged with their standard deviation.
     WaffleCLIP reports 7 repeats, seeds 0..6."""
 
-    repeats: int = Field(default=7, ge=1)
-    seed: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] = 0
+    repeats: int = Field(default=7, ge=1, le=MAX_REPEATS)
+    seed: Seed | list[Seed] = 0
 
     @model_validator(mode="after")
     def _seed_list(self) -> Repeated:
         if isinstance(self.seed, list):
             if not self.seed or len(set(self.seed)) != len(self.seed):
                 raise ValueError(f"seed: a list of distinct seeds, got {self.seed}")
+            if len(self.seed) > MAX_REPEATS:
+                raise ValueError(f"seed: at most {MAX_REPEATS} seeds")
             if "repeats" in self.model_fields_set and self.repeats != len(self.seed):
                 raise ValueError(f"repeats={self.repeats} beside {len(self.seed)} listed seeds;"
                                  " give one of them")
             object.__setattr__(self, "repeats", len(self.seed))
+        elif self.seed + self.repeats - 1 > MAX_SEED:
+            raise ValueError(f"seed {self.seed} with {self.repeats} repeats passes the largest"
+                             f" seed, {MAX_SEED}")
         return self
 
     def seeds(self) -> list[int | None]:
@@ -91,7 +100,7 @@ class WaffleOptions(Repeated):
     word list (`waffle`: WaffleCLIP's, or a JSON list / text file); `characters`: `alphabet`, or
     `descriptors` (as released: the characters of the dataset's LLM descriptors; needs a store)."""
 
-    count: int = Field(default=15, ge=1)
+    count: int = Field(default=15, ge=1, le=MAX_WAFFLE_COUNT)
     words: str = "waffle"
     characters: Literal["alphabet", "descriptors"] = "alphabet"
 
@@ -117,11 +126,11 @@ class FilterOptions(Repeated):
     features and the evaluation's text forms and concept."""
 
     source: str
-    shots: int = Field(default=8, ge=1)
+    shots: int = Field(default=8, ge=1, le=MAX_SHOTS)
     keep: int = Field(default=20, ge=1)
     cap: float = 0.3
-    repeats: int = Field(default=5, ge=1)
-    seed: int = Field(default=1, ge=0)
+    repeats: int = Field(default=5, ge=1, le=MAX_REPEATS)
+    seed: Seed | list[Seed] = 1
     inputs: Literal["released", "principled"] = "released"
 
 
