@@ -16,9 +16,10 @@ from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.generation.concept import ask_concept
 from descriptor_gen.data.catalog import card_table, dataset_classes
 from descriptor_gen.describe.classes import load_classes
+from descriptor_gen.atomic import NO_SPACE, no_space
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
-from descriptor_gen.inputs import output_dir, output_file, parse_yaml, read_text, validation_message
+from descriptor_gen.inputs import future_dir, output_dir, output_file, parse_yaml, read_text, validation_message
 from descriptor_gen.score.engines import EngineName
 from descriptor_gen.score.methods import METHODS
 from descriptor_gen.learn.methods import LEARNED
@@ -59,7 +60,7 @@ from descriptor_gen.experiments.report import (
     write_suite_report,
 )
 from descriptor_gen.experiments.suite import SuiteSpec, run_suite
-from descriptor_gen.settings import Settings
+from descriptor_gen.settings import RESPONSES, Settings
 from descriptor_gen.describe.store import read_store, select_records, summarize_store, write_store
 
 try:  # typer >= 0.22 vendors its own copy of click
@@ -341,7 +342,7 @@ def generate_cmd(
         raise _flag_error(exc) from exc
     job = GenerationJob(
         classes=names, out=out, options=options, params=params, library=library,
-        cache=ResponseCache(settings.cache_dir / "responses.sqlite"),
+        cache=ResponseCache(settings.cache_dir / RESPONSES),
         concurrency=concurrency, max_attempts=max_attempts, overwrite=overwrite,
         retry_failed=retry_failed, wait=wait, progress=progress,
         batch_api=batch_api, resume_batch=resume_batch, poll_seconds=poll_seconds,
@@ -516,7 +517,7 @@ def learn_cmd(
                           pretrained=pretrained, device=device, workers=workers)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
-    output_dir(out, "--out")
+    future_dir(out, "--out")  # made once the run starts: a refused run leaves no folder
     settings = Settings.resolve(cache_dir, writable=True)
     info = learn(cfg, out, settings.cache_dir, settings.prompts_dir, resume=resume, progress=progress)
     typer.echo(f"{info.method}: {info.epochs_done} epochs on {len(info.classes)} classes x"
@@ -551,7 +552,7 @@ def concept_cmd(
         params = GenerationParams(**chosen)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
-    concept, requests = ask_concept(names, params, ResponseCache(settings.cache_dir / "responses.sqlite"),
+    concept, requests = ask_concept(names, params, ResponseCache(settings.cache_dir / RESPONSES),
                                     settings.prompts_dir, max_attempts)
     typer.echo(concept)
     typer.echo(f"requests sent: {requests}", err=True)
@@ -596,7 +597,7 @@ def sweep_cmd(
         ident = SweepIdentity.of(experiment, settings.cache_dir, settings.prompts_dir, ask=False)
         cells = plan_cells(experiment, grid, folder, library, ident)
         done = done_cells(folder / "results.jsonl")
-        cache = ResponseCache(settings.cache_dir / "responses.sqlite")
+        cache = ResponseCache(settings.cache_dir / RESPONSES)
         needed = requests_needed(experiment, grid, folder, cache, library, ident)
         for entry in experiment.methods:
             typer.echo(f"method: {entry.name}")
@@ -746,6 +747,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message())
     except DescgenError as exc:
         return _fail(str(exc))
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        if exc.filename:
+            return _fail(str(no_space(exc.filename)))
+        return _fail("no space left on the device of a file it was writing; free some and run"
+                     " again (finished work is kept)")
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("descgen: interrupted", err=True)
         return 130

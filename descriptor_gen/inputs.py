@@ -103,6 +103,18 @@ def output_dir(path: Path | str | None, flag: str) -> Path | None:
     return path
 
 
+def future_dir(path: Path, flag: str) -> Path:
+    """Check, before any work and without creating anything, that `path` is a folder or can be
+    made one where the nearest existing folder above it can be written."""
+    if path.exists() and not path.is_dir():
+        raise DescgenError(f"{flag} {path}: is a file, expected a folder")
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir():
+        raise DescgenError(f"{flag} {path}: {existing} is a file, not a folder")
+    _writable_folder(existing, f"{flag} {path}")
+    return path
+
+
 def _writable_folder(folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)

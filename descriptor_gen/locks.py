@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from descriptor_gen.atomic import writing
 from descriptor_gen.errors import DescgenError
 
 
@@ -39,8 +40,9 @@ def exclusive(output: Path, wait: bool = False) -> Iterator[None]:
                                " wait for it to finish, or run again with --wait") from exc
         owner = {"pid": os.getpid(), "host": socket.gethostname(),
                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(owner).encode(), 0)
+        with writing(path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(owner).encode(), 0)
         yield
     finally:
         os.close(fd)

@@ -7,11 +7,20 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import output_dir
 
 CACHE_ENV = "DESCRIPTOR_GEN_CACHE"
 PROMPTS_ENV = "DESCRIPTOR_GEN_PROMPTS"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# What the cache folder holds, each named once.
+IMAGE_FEATURES = "image_features"  # folder: <key>.npy + <key>.json, partial/ chunks
+LEARN_FEATURES = "learn_features"  # folder: the shots' features of learned runs
+TEXT_FEATURES = "text_features.sqlite"
+RESPONSES = "responses.sqlite"
+BATCHES = "batches"  # folder: Batch API manifests
+CACHE_PARTS = (IMAGE_FEATURES, LEARN_FEATURES, TEXT_FEATURES, RESPONSES, BATCHES)
 
 
 class Settings(BaseModel):
@@ -38,4 +47,17 @@ class Settings(BaseModel):
         resolved = Path(cache_dir).expanduser()
         if writable:
             output_dir(resolved, flag)
+            _writable_parts(resolved, flag)
         return cls(cache_dir=resolved, prompts_dir=Path(prompts).expanduser())
+
+
+def _writable_parts(cache: Path, flag: str) -> None:
+    """The cache's own folders and databases that exist must be writable too (a read-only
+    `image_features/` in a writable cache would fail only after the work)."""
+    for name in CACHE_PARTS:
+        part = cache / name
+        if part.is_dir():
+            output_dir(part, f"{flag} {cache}: its")
+        elif part.exists() and not os.access(part, os.W_OK):
+            raise DescgenError(f"{flag} {cache}: its {name} is not writable (fix its permissions"
+                               " or give another --cache-dir)")

@@ -724,3 +724,95 @@ def test_ctrl_c_prints_one_line(learn_world: dict, when: str) -> None:
     assert process.returncode == 130, err
     assert err.strip().split("\n")[-1] == "descgen: interrupted"
     assert "Traceback" not in err
+
+
+# -- full disks and read-only caches (real tmpfs mounts; skipped where mounting is not allowed) --
+
+
+@pytest.fixture
+def mounts(tmp_path: Path):  # noqa: ANN201
+    """`mount(path, size_kib, read_only)`: a tmpfs at path, unmounted afterwards."""
+    done: list[Path] = []
+
+    def mount(path: Path, size_kib: int = 1024, read_only: bool = False) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        options = f"size={size_kib}k" + (",ro" if read_only else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()})")
+        done.append(path)
+        return path
+
+    yield mount
+    for path in reversed(done):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _fill(folder: Path) -> None:
+    """Write until the device is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _one_line_no_space(code: int, err: str, path_part: str) -> None:
+    lines = err.strip().split("\n")
+    assert code == 2, err
+    assert lines[-1].startswith("descgen: error: ") and "no space left on its device" in lines[-1]
+    assert path_part in lines[-1] and "MiB free" in lines[-1]
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_finishes(learn_world: dict, mounts,  # noqa: ANN001
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    w = learn_world
+    classes = w["classes"]
+    disk = mounts(w["tmp"] / "disk", 1024)
+    eval_args = ["eval", "--dataset", str(w["test"]), "--classes", str(w["classes"]),
+                 "--method", "classname", "--model", str(w["config"]), "--pretrained",
+                 str(w["checkpoint"]), "--device", "cpu", "--workers", "0", "--cache-dir",
+                 str(disk / "cache")]
+    _fill(disk)
+    code, err = _cli(capsys, *eval_args)
+    _one_line_no_space(code, err, str(disk / "cache"))
+    with DevServer() as server:
+        code, err = _cli(capsys, *_generate(classes, disk / "out.jsonl", server.base_url,
+                                            w["tmp"]))
+    _one_line_no_space(code, err, str(disk / "out.jsonl"))
+    code, err = _cli(capsys, *_learn_cli(w, disk / "run", epochs=1))
+    _one_line_no_space(code, err, str(disk))
+    spec = w["tmp"] / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "full", "classes": str(w["classes"]), "dataset": str(w["test"]),
+        "clip": {"model": str(w["config"]), "pretrained": str(w["checkpoint"]), "device": "cpu",
+                 "workers": 0}, "methods": ["classname"]}))
+    sweep = ["sweep", str(spec), "--out", str(disk / "sweep"), "--cache-dir", str(w["cache"])]
+    code, err = _cli(capsys, *sweep)
+    _one_line_no_space(code, err, str(disk / "sweep"))
+    (disk / "filler").unlink()  # space is back: each finishes
+    assert _cli(capsys, *sweep)[0] == 0
+    assert _cli(capsys, *eval_args)[0] == 0
+    assert _cli(capsys, *_learn_cli(w, disk / "run", epochs=1))[0] == 0
+
+
+def test_a_read_only_part_of_a_writable_cache_is_one_line(learn_world: dict, mounts,  # noqa: ANN001
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    w = learn_world
+    cache = w["tmp"] / "cache"
+    for part in ("image_features", "learn_features"):
+        mounts(cache / part, 64, read_only=True)
+    code, err = _cli(capsys, "eval", "--dataset", str(w["test"]), "--classes", str(w["classes"]),
+                     "--method", "classname", "--model", str(w["config"]), "--pretrained",
+                     str(w["checkpoint"]), "--device", "cpu", "--workers", "0", "--cache-dir",
+                     str(cache))
+    assert code == 2 and len(err.strip().split("\n")) == 1, err
+    assert "image_features" in err and "cannot write" in err
+    code, err = _cli(capsys, *_learn_cli(w, w["tmp"] / "run", epochs=1))
+    assert code == 2 and len(err.strip().split("\n")) == 1 and "cannot write" in err, err
+    assert not (w["tmp"] / "run").exists()

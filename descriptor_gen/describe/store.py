@@ -12,7 +12,7 @@ from typing import Any
 import jsonlines
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from descriptor_gen.atomic import replace_atomically
+from descriptor_gen.atomic import replace_atomically, writing
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
 from descriptor_gen.secrets import redact
@@ -255,12 +255,17 @@ class StoreAppender:
         return self
 
     def append(self, record: DescriptorRecord) -> None:
-        self._handle.write(record.model_dump_json() + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with writing(self.path):
+            self._handle.write(record.model_dump_json() + "\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
     def __exit__(self, *exc: object) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:
+            if not exc[0]:  # an error already on its way is the one to report
+                raise
 
 
 def store_style(record: DescriptorRecord) -> str:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from descriptor_gen.atomic import writing
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_text
 from descriptor_gen.inputs import parse_json, read_text
@@ -57,5 +58,5 @@ def done_cells(results: Path, repair: bool = False) -> set[str]:
 
 
 def append_row(results: Path, row: dict[str, Any]) -> None:
-    with open(results, "a", encoding="utf-8") as handle:
+    with writing(results), open(results, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from descriptor_gen.settings import RESPONSES
 from descriptor_gen.data.cards import Card, data_root, load_cards
 from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.describe.prompts import PromptLibrary, build_prompt
@@ -168,7 +169,7 @@ class _Runner:
                     classes=classes, out=store,
                     options=self.options if style.name == "dclip" else PromptOptions(),
                     params=params, library=self.library, style=style, neighbours=neighbours,
-                    cache=ResponseCache(self.cache_dir / "responses.sqlite"),
+                    cache=ResponseCache(self.cache_dir / RESPONSES),
                     concurrency=self.spec.generation.concurrency,
                     max_attempts=self.spec.generation.max_attempts, progress=False, log=self.log))
             except DescgenError as exc:

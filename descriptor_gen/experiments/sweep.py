@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from descriptor_gen.settings import RESPONSES
 from descriptor_gen.generation.backends import GenerationParams, generation_identity, make_backend
 from descriptor_gen.generation.cache import ResponseCache, response_key
 from descriptor_gen.describe.classes import load_classes
@@ -257,7 +258,7 @@ class SweepIdentity:
         concept = None
         if spec.clip.concept == "auto":
             concept, _ = ask_concept(classes, spec.generation.params(),
-                                     ResponseCache(cache_dir / "responses.sqlite"), prompts_dir,
+                                     ResponseCache(cache_dir / RESPONSES), prompts_dir,
                                      spec.generation.max_attempts, send=ask)
         text = {**spec.clip.model_dump(include=set(TextOptions.model_fields)),
                 "forms": sha256_file(prompts_dir / "text_forms.yaml")}
@@ -553,7 +554,7 @@ def _run_cells(spec: ExperimentSpec, settings: list[PromptOptions], ident: Sweep
     if not cells:
         log(f"{spec.name}: every cell is already in {results}")
         return []
-    cache = ResponseCache(cache_dir / "responses.sqlite")
+    cache = ResponseCache(cache_dir / RESPONSES)
     clip = load_clip(spec.clip.model, spec.clip.pretrained, spec.clip.device, spec.clip.precision)
     # A local model is loaded once for the sweep; an HTTP client is made per run, inside its loop.
     backend = make_backend(spec.generation.params()) if spec.generation.backend == "hf" else None

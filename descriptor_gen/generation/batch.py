@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from descriptor_gen.settings import BATCHES
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
@@ -81,7 +82,7 @@ def split_lines(lines: list[str], max_requests: int = MAX_REQUESTS,
 
 
 def manifest_dir(cache: ResponseCache) -> Path:
-    return cache.path.parent / "batches"
+    return cache.path.parent / BATCHES
 
 
 def safe_batch_id(batch_id: str, source: str) -> str:

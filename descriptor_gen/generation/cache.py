@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from descriptor_gen.atomic import writing
 from descriptor_gen.secrets import public_url
 
 _SCHEMA = """
@@ -43,6 +44,11 @@ def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
     so those first statements are retried. A file that is not a database (or not one of ours)
     is a broken cache: it is moved aside with a warning and a new one is started.
     """
+    with writing(path):
+        return _open_sqlite(path, schema)
+
+
+def _open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
     for attempt in range(100):
         conn = sqlite3.connect(path, timeout=60, isolation_level=None)
         try:
@@ -141,10 +147,11 @@ class ResponseCache:
 
     def put(self, key: str, answer: str, meta: dict[str, Any] | None = None,
             finish_reason: str | None = None) -> None:
-        self._connect().execute(
-            "INSERT OR REPLACE INTO responses (key, answer, meta, finish_reason) VALUES (?, ?, ?, ?)",
-            (key, answer, json.dumps(meta or {}, sort_keys=True), finish_reason),
-        )
+        with writing(self.path):
+            self._connect().execute(
+                "INSERT OR REPLACE INTO responses (key, answer, meta, finish_reason) VALUES (?, ?, ?, ?)",
+                (key, answer, json.dumps(meta or {}, sort_keys=True), finish_reason),
+            )
 
     def __len__(self) -> int:
         return self._connect().execute("SELECT COUNT(*) FROM responses").fetchone()[0]

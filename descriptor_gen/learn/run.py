@@ -25,7 +25,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
-from descriptor_gen.atomic import replace_atomically, write_atomically
+from descriptor_gen.settings import LEARN_FEATURES, TEXT_FEATURES
+from descriptor_gen.atomic import replace_atomically, write_atomically, writing
 from descriptor_gen.data.cards import coop_template
 from descriptor_gen.data.datasets import LabelledImages
 from descriptor_gen.errors import DescgenError
@@ -144,7 +145,7 @@ def _descriptor_classifier(clip: ClipModel, classes: list[str], store: Path, cac
 
 
 def _mean_directions(clip: ClipModel, texts: list[list[str]], cache_dir: Path) -> torch.Tensor:
-    cache = TextFeatureCache(cache_dir / "text_features.sqlite")
+    cache = TextFeatureCache(cache_dir / TEXT_FEATURES)
     flat = [t for group in texts for t in group]
     feats, _ = cache.features(clip, flat)
     out, start = [], 0
@@ -199,7 +200,7 @@ def shot_features(clip: ClipModel, data: LabelledImages, views: int, seed: int, 
     """(views, N, D) fp32 features of the shots: view 0 the plain image when views is 1, else
     each view augmented; cached under the CLIP, the shots and the views."""
     key = sha256_text(json.dumps([clip.identity, data.identity(), views, seed, "rrc0.5-flip"]))
-    path = cache_dir / "learn_features" / f"{key}.npy"
+    path = cache_dir / LEARN_FEATURES / f"{key}.npy"
     if path.is_file():
         try:
             found = np.load(path, allow_pickle=False)
@@ -431,7 +432,7 @@ def _train_run(cfg: LearnConfig, definition: Any, options: Any, info: RunInfo,
     def save(done: int, logs: list[EpochLog]) -> None:
         # the epoch's log line first (a resume drops lines past its checkpoint), then the
         # checkpoint as one unit: its tensors under a new name, then the JSON naming them
-        with open(logs_path, "a", encoding="utf-8") as handle:
+        with writing(logs_path), open(logs_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(logs[-1])) + "\n")
         tensors, rest = optimiser_state(optimiser) if optimiser is not None else ({}, {})
         write_checkpoint(out, done, {**learned_tensors(learner), **tensors}, rest)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from descriptor_gen.atomic import write_atomically
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_text
@@ -43,7 +44,7 @@ class Split(BaseModel):
         return sha256_text(self.model_dump_json())
 
     def save(self, path: Path) -> None:
-        path.write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
+        write_atomically(path, lambda f: f.write((self.model_dump_json(indent=1) + "\n").encode()))
 
     @classmethod
     def load(cls, path: Path) -> Split:

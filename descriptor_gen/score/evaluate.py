@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from descriptor_gen.settings import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
@@ -227,7 +228,7 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
     """The source's image features from the cache, or encoded now (by the local or the Ray
     engine: same features, same cache key, same progress bar) and cached; returns them and how
     many images were encoded. `timings` gets the engine's own (Ray's start-up)."""
-    image_cache = ImageFeatureCache(cache_dir / "image_features")
+    image_cache = ImageFeatureCache(cache_dir / IMAGE_FEATURES)
     key = image_cache.key(clip, data.identity(), view)
     stream = data.shards is not None
     feats = image_cache.load(key, rows=None if stream else len(data.paths))
@@ -379,7 +380,7 @@ def _zero_shot_beside(clip: ClipModel, dataset: str, classes: list[str], image_f
 
     template = coop_template(dataset, zero_shot=True)
     texts = [template.format(c.replace("_", " ")) for c in classes]
-    text_feats, _ = TextFeatureCache(cache_dir / "text_features.sqlite").features(clip, texts)
+    text_feats, _ = TextFeatureCache(cache_dir / TEXT_FEATURES).features(clip, texts)
     found = metrics(np.asarray(image_feats, np.float32) @ text_feats.T, labels)
     return {"text": template, "top1": found.top1, "top5": found.top5}
 
@@ -421,7 +422,7 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     images_done = time.perf_counter()
     feats = seen.feats
     image_feats = np.asarray(feats.features, np.float32)[ok]
-    text_cache = TextFeatureCache(cache_dir / "text_features.sqlite")
+    text_cache = TextFeatureCache(cache_dir / TEXT_FEATURES)
     texts_encoded = 0
 
     def encode(texts: list[str]) -> np.ndarray:

@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from descriptor_gen.atomic import write_atomically
+from descriptor_gen.atomic import write_atomically, writing
 from descriptor_gen.generation.cache import open_sqlite, quarantine
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.inputs import parse_json, read_text
@@ -478,9 +478,15 @@ class TextFeatureCache:
         missing = [t for t in unique if keys[t] not in found]
         if missing:
             encoded = encode_texts(clip, missing, batch_size)
-            conn.execute("BEGIN")
-            conn.executemany("INSERT OR REPLACE INTO text_features VALUES (?, ?)",
-                             [(keys[t], encoded[i].astype(np.float32).tobytes()) for i, t in enumerate(missing)])
-            conn.execute("COMMIT")
+            with writing(self.path):
+                conn.execute("BEGIN")
+                try:
+                    conn.executemany("INSERT OR REPLACE INTO text_features VALUES (?, ?)",
+                                     [(keys[t], encoded[i].astype(np.float32).tobytes())
+                                      for i, t in enumerate(missing)])
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
             found.update({keys[t]: encoded[i] for i, t in enumerate(missing)})
         return np.stack([found[keys[t]] for t in texts]), len(missing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from descriptor_gen.settings import TEXT_FEATURES
 from descriptor_gen.describe.styles import nearest_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.features import ClipModel, TextFeatureCache, clip_identity, load_clip
@@ -18,5 +19,5 @@ def clip_neighbours(classes: list[str], n: int, cache_dir: Path, model: str = "V
         raise DescgenError(f"--neighbours {n}: must be fewer than the {len(classes)} classes")
     identity = clip_identity(model, pretrained, "fp32")
     clip = clip or load_clip(model, pretrained, device, "fp32")
-    cache = TextFeatureCache(cache_dir / "text_features.sqlite")
+    cache = TextFeatureCache(cache_dir / TEXT_FEATURES)
     return nearest_classes(classes, n, lambda texts: cache.features(clip, texts)[0]), identity

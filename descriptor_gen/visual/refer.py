@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from descriptor_gen.settings import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments.sweep import ClipModelSpec, ListGrid, SpecName
 from descriptor_gen.hashing import files_fingerprint, sha256_file
@@ -224,8 +225,8 @@ def evaluate_refer(annotations: list[Annotation], images: Path, clip: ClipModel,
     """Accuracy: the share of expressions whose best-scoring proposal has IoU > 0.5 with the
     target; the crop baseline is scored in the same run."""
     texts = [text_template.format(expression=a.expression) for a in annotations]
-    text_feats, _ = TextFeatureCache(cache_dir / "text_features.sqlite").features(clip, texts)
-    image_cache = ImageFeatureCache(cache_dir / "image_features")
+    text_feats, _ = TextFeatureCache(cache_dir / TEXT_FEATURES).features(clip, texts)
+    image_cache = ImageFeatureCache(cache_dir / IMAGE_FEATURES)
     rng = random.Random(seed)
     distinct = list(dict.fromkeys(texts))
     first_row = {t: i for i, t in reversed(list(enumerate(texts)))}
