@@ -816,3 +816,67 @@ def test_a_read_only_part_of_a_writable_cache_is_one_line(learn_world: dict, mou
     code, err = _cli(capsys, *_learn_cli(w, w["tmp"] / "run", epochs=1))
     assert code == 2 and len(err.strip().split("\n")) == 1 and "cannot write" in err, err
     assert not (w["tmp"] / "run").exists()
+
+
+# -- data that arrives broken --------------------------------------------------------------------
+
+import dataset_layouts as layouts  # noqa: E402
+
+
+@pytest.mark.parametrize("damage", ["not a tar", "cut mid-sample", "cut after a sample"])
+def test_a_damaged_shard_is_refused_naming_it(learn_world: dict, damage: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import tarfile
+
+    w = learn_world
+    folder = w["tmp"] / "wds"
+    for split in ("test", "train"):
+        layouts.webdataset_folder(folder, [[(f"{split}{i}", i % 3) for i in range(4)],
+                                           [(f"{split}x{i}", i % 3) for i in range(6)]],
+                                  LEARN_NAMES, split=split)
+    shard = folder / "test" / "1.tar"
+    data = shard.read_bytes()
+    if damage == "not a tar":
+        shard.write_bytes(b"this is not a tar file at all" * 50)
+    elif damage == "cut mid-sample":
+        shard.write_bytes(data[: len(data) // 2 + 100])
+    else:
+        with tarfile.open(shard) as archive:
+            second = archive.getmembers()[2]
+        shard.write_bytes(data[: second.offset])  # whole samples, then nothing: no end marker
+    code, err = _cli(capsys, "eval", "--dataset", f"wds:{folder}", "--method", "classname",
+                     "--model", str(w["config"]), "--pretrained", str(w["checkpoint"]),
+                     "--device", "cpu", "--workers", "0", "--cache-dir", str(w["cache"]))
+    assert code == 2 and len(err.strip().split("\n")) == 1 and "Traceback" not in err, err
+    assert str(shard) in err and ("not a whole tar" in err or "cut off" in err)
+    (folder / "train" / "1.tar").write_bytes(shard.read_bytes())
+    code, err = _cli(capsys, "learn", "coop", "--dataset", f"wds:{folder}:train", "--shots", "1",
+                     "--epochs", "1", "--out", str(w["tmp"] / "run"), "--model", str(w["config"]),
+                     "--pretrained", str(w["checkpoint"]), "--device", "cpu", "--workers", "0",
+                     "--cache-dir", str(w["cache"]), "--no-progress")
+    assert code == 2 and str(folder / "train" / "1.tar") in err and "Traceback" not in err, err
+    assert not (w["tmp"] / "run").exists()
+
+
+def test_layout_files_of_the_wrong_type_are_one_line(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    layouts.LAYOUTS["food101"](root)
+    (root / "food-101" / "meta" / "test.json").write_text(json.dumps([["waffles/1001"]]))
+    code, err = _cli(capsys, "datasets", "food101", "--data-root", str(root))
+    assert code == 2 and len(err.strip().split("\n")) == 1 and "Traceback" not in err, err
+    assert "food101" in err and "not what Food101 reads" in err
+
+
+def test_datasets_and_eval_make_one_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    layouts.LAYOUTS["imagenet1k"](root)
+    layouts.image(root / "val" / "n99999999" / "x.JPEG", 1)
+    code, err = _cli(capsys, "datasets", "imagenet1k", "--data-root", str(root))
+    assert code == 2 and "n99999999: not an ImageNet-1k WordNet id" in err
+    code, err_eval = _cli(capsys, "eval", "--dataset", "imagenet1k", "--data-root", str(root),
+                          "--method", "classname", "--model", "ViT-B-32", "--pretrained", "none",
+                          "--device", "cpu")
+    assert code == 2 and err_eval == err
+    assert "not found" in "\n".join(line for line in __import__(
+        "descriptor_gen.data.catalog", fromlist=["card_table"]).card_table(root) if line.startswith("imagenet1k"))

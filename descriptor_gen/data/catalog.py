@@ -33,9 +33,9 @@ def dataset_classes(spec: str, root: Path | str | None, cache_dir: Path) -> list
     """A dataset's class names in label order: the card's list when it holds one (no data
     needed), else read from the data."""
     cards = load_cards()
-    if spec in cards and cards[spec].classes is not None:
+    if spec in cards and cards[spec].classes is not None and data_root(root) is None:
         return cards[spec].class_file_names() or []
-    data = load_dataset(spec, None, cache_dir, root)
+    data = load_dataset(spec, None, cache_dir, root)  # under a root: the check eval makes
     if not data.classes:
         raise DescgenError(f"{spec}: the source names no classes")
     return data.classes

@@ -165,7 +165,11 @@ def load_torchvision(card: Card, root: Path) -> LabelledImages:
     try:
         ds = cls(str(root), download=False, **options)
     except (RuntimeError, FileNotFoundError, OSError, KeyError, ValueError, IndexError) as exc:
-        raise missing(card, root, f"torchvision {cls.__name__}: {' '.join(str(exc).split())[:160]}") from exc
+        raise missing(card, root, _untold(f"torchvision {cls.__name__}: {' '.join(str(exc).split())[:160]}")) from exc
+    except (AttributeError, TypeError) as exc:  # a layout file of the wrong type (a list for a mapping)
+        raise DescgenError(f"{card.name}: a file of its layout under {root} is not what"
+                           f" {cls.__name__} reads ({type(exc).__name__}: {' '.join(str(exc).split())[:120]});"
+                           f" expected {card.layout}") from exc
     names = list(getattr(ds, "classes", []) or [])
     if cls.__name__ in ("CIFAR10", "CIFAR100"):
         files = [Path(root) / ds.base_folder / f for f, _ in (ds.train_list if ds.train else ds.test_list)]
@@ -217,6 +221,11 @@ def load_coop_split(card: Card, root: Path) -> LabelledImages:
     return LabelledImages(card.name, [str(base / p) for p, _, _ in items],
                           [label for _, label, _ in items],
                           classes=[names[i] for i in range(len(names))], by_folders=True)
+
+
+def _untold(message: str) -> str:
+    """torchvision's advice to download is not ours: descgen never downloads."""
+    return message.replace("You can use download=True to download it", "get it as its card says")
 
 
 LOADERS: dict[str, Callable[[Card, Path], LabelledImages]] = {

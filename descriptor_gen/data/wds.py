@@ -47,8 +47,33 @@ def load_wds(spec: str) -> LabelledImages:
     absent = [s for s in shards if not Path(s).is_file()]
     if absent:
         raise DescgenError(f"{spec}: nshards.txt says {text} shards but {absent[0]} is missing")
+    for shard in shards:
+        check_shard(Path(shard))
     return LabelledImages(spec, [], None, classes=classes, shards=shards,
                           fingerprint=f"wds:{files_fingerprint(shards)}")
+
+
+def check_shard(path: Path) -> None:
+    """A shard is a whole tar file: every member's data within the file. Reads the headers
+    only (a seek past each member's data). A shard that is not a tar, or was cut off, is
+    refused naming it and what was lost, before any image is encoded or trained on."""
+    import tarfile
+
+    size = path.stat().st_size
+    try:
+        with tarfile.open(path, mode="r:") as archive:
+            last = None
+            for member in archive:
+                end = member.offset_data + member.size
+                if end > size:
+                    raise DescgenError(f"{path}: cut off in {member.name} ({end - size} bytes of it"
+                                       " missing, and every sample after it); fetch the shard again")
+                last = member.name
+            if size - archive.offset < 2 * tarfile.BLOCKSIZE:
+                raise DescgenError(f"{path}: cut off after {last or 'its start'} (no end-of-archive"
+                                   " marker: the samples after it are lost); fetch the shard again")
+    except tarfile.TarError as exc:
+        raise DescgenError(f"{path}: not a whole tar file ({exc}); fetch the shard again") from exc
 
 
 def wds_templates(spec: str) -> list[str] | None:
