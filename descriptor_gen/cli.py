@@ -414,7 +414,8 @@ def eval_cmd(
     learned: Annotated[Optional[Path], typer.Option("--learned", help="Score with a run of descgen learn (CoOp, Tip-Adapter, ...) instead of a method.")] = None,
     engine: Annotated[EngineFlag, typer.Option("--engine", help="Where images are encoded: local, or ray (Ray Data: CPU decoding tasks, a pool of encoder actors; pip install -e '.[ray]'). Same features, same cache.")] = EngineFlag.local,  # type: ignore[attr-defined]
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (else $RAY_ADDRESS, else a local Ray).")] = None,
-    ray_actors: Annotated[int, typer.Option("--ray-actors", min=1, help="Encoder actors, each loading the model once.")] = 2,
+    ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, help="Encoder actors, each loading the model once (default: on a local Ray, as many as its CPUs hold, at most 2; on a cluster 2).")] = None,
+    ray_stall_seconds: Annotated[float, typer.Option("--ray-stall-seconds", min=0.001, help="End the run in one line when no batch finishes for this long (a lost node, an unschedulable pool); finished chunks are kept.")] = 600.0,
     ray_gpus: Annotated[float, typer.Option("--ray-gpus", min=0, help="GPUs per encoder actor (0: CPU actors).")] = 0.0,
     ray_cpus: Annotated[Optional[int], typer.Option("--ray-cpus", min=1, help="CPUs of a local Ray started here (default: all).")] = None,
     ray_actor_cpus: Annotated[float, typer.Option("--ray-actor-cpus", help="CPUs each encoder actor reserves (a CPU actor's torch threads).")] = 1.0,
@@ -435,6 +436,7 @@ def eval_cmd(
                          model=model or "ViT-B-32",
                          learned=learned, engine=engine.value, ray_address=ray_address,
                          ray_actors=ray_actors, ray_gpus=ray_gpus, ray_cpus=ray_cpus,
+                         ray_stall_seconds=ray_stall_seconds,
                          ray_actor_cpus=ray_actor_cpus,
                          pretrained=pretrained or "openai", options=method_options(option),
                          concept=concept, method=method.value if method else "descriptors",

@@ -127,3 +127,14 @@ def interrupt_encoding_at(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(features, "_encode_batch", interrupted)
+
+
+def assert_same_metrics(ours: dict, theirs: dict) -> None:
+    """Two engines' metrics: counts and absent values equal, the rest within 1e-5 (fp32
+    features of the two engines agree within 1e-5, not bit for bit)."""
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if value is None or isinstance(value, int):
+            assert ours[key] == value, key
+        else:
+            assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import interrupt_encoding_at, make_image_folder
+from conftest import assert_same_metrics, interrupt_encoding_at, make_image_folder
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.cli import main
 from descriptor_gen.describe.classes import load_classes
@@ -880,3 +880,108 @@ def test_datasets_and_eval_make_one_check(tmp_path: Path, capsys: pytest.Capture
     assert code == 2 and err_eval == err
     assert "not found" in "\n".join(line for line in __import__(
         "descriptor_gen.data.catalog", fromlist=["card_table"]).card_table(root) if line.startswith("imagenet1k"))
+
+
+# -- Ray: defaults that fit, flags always checked, its own local Ray, a node lost ----------------
+
+
+def _ray_eval(w: dict, folder: Path, cache: Path, *extra: str) -> list[str]:
+    return ["eval", "--dataset", str(folder), "--classes", str(w["classes"]), "--method",
+            "classname", "--model", str(w["config"]), "--pretrained", str(w["checkpoint"]),
+            "--device", "cpu", "--workers", "0", "--batch-size", "4", "--cache-dir", str(cache),
+            *extra]
+
+
+def test_ray_flags_are_checked_when_everything_is_cached(learn_world: dict,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    w = learn_world
+    assert _cli(capsys, *_ray_eval(w, w["test"], w["cache"]))[0] == 0
+    code, err = _cli(capsys, *_ray_eval(w, w["test"], w["cache"], "--engine", "ray",
+                                        "--ray-address", "127.0.0.1:9"))
+    assert code == 2 and "nothing answers at 127.0.0.1:9" in err and len(err.strip().split("\n")) == 1
+
+
+RAY_CHILD = "DESCRIPTOR_GEN_TEST_RAY_CHILD"
+IN_CHILD = pytest.mark.skipif(not os.environ.get(RAY_CHILD),
+                              reason="runs in a process of its own (test_ray_faults_each_in_its_own_process)")
+
+
+@pytest.mark.parametrize("name", ["test_a_local_ray_run_fits_the_machine_and_starts_its_own_ray",
+                                  "test_a_stalled_ray_run_ends_in_one_line_and_the_rerun_completes"])
+def test_ray_faults_each_in_its_own_process(name: str) -> None:
+    """Ray clusters started and stopped beside a test process can end it (a core worker whose
+    raylet goes exits its process): each of these runs in a pytest of its own."""
+    pytest.importorskip("ray")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             f"{__file__}::{name}"], capture_output=True, text=True,
+                            env={**os.environ, RAY_CHILD: "1"}, timeout=600,
+                            cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
+
+
+@IN_CHILD
+def test_a_local_ray_run_fits_the_machine_and_starts_its_own_ray(
+        learn_world: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default flags on a 2-CPU local Ray (1 actor, said on stderr); another Ray on the machine
+    (a cluster head started beside) is not attached to without --ray-address."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        w = learn_world
+        code, err = _cli(capsys, *_ray_eval(w, w["test"], w["tmp"] / "c1", "--engine", "ray",
+                                            "--ray-cpus", "2"))
+        assert code == 0, err
+        assert "Ray: a local Ray of 2 CPUs: 1 encoder actor x 1 CPU" in err
+        assert ray.get_runtime_context().gcs_address != other.address
+    finally:
+        ray.shutdown()
+        other.shutdown()
+
+
+@IN_CHILD
+def test_a_stalled_ray_run_ends_in_one_line_and_the_rerun_completes(
+        learn_world: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No batch for `--ray-stall-seconds` (here an encoder slower than the bound, as a pool
+    left without its node is): the run ends in one line that says what the cluster has, the
+    finished chunks are kept, and the re-run encodes only the rest and equals the local engine."""
+    ray = pytest.importorskip("ray")
+    from descriptor_gen.score import evaluate as evaluate_module
+    from descriptor_gen.score.engines import FAULT_ENV
+
+    if ray.is_initialized():
+        ray.shutdown()
+    w = learn_world
+    folder = make_image_folder(w["tmp"] / "many", {n: 8 for n in LEARN_NAMES}, seed=3)
+    monkeypatch.setattr(evaluate_module, "CHECKPOINT_ROWS", 4)  # a chunk a batch
+    cache = w["tmp"] / "ray-cache"
+    args = _ray_eval(w, folder, cache, "--engine", "ray", "--ray-cpus", "2", "--out",
+                     str(w["tmp"] / "ray.json"))
+    marker = w["tmp"] / "slow"
+    try:
+        # every encoder call takes 60 s: the stall bound (8 s) ends the run first
+        monkeypatch.setenv(FAULT_ENV, "sleep:60")
+        started = time.monotonic()
+        code, err = _cli(capsys, *args, "--ray-stall-seconds", "8")
+        assert time.monotonic() - started < 50
+        assert code == 2 and err.strip().split("\n")[-1].startswith("descgen: error: Ray engine:")
+        assert "no batch finished for 8 s" in err and "CPUs" in err and "Traceback" not in err
+        ray.shutdown()
+        monkeypatch.delenv(FAULT_ENV)
+        code, err = _cli(capsys, *args)
+        assert code == 0, err
+        assert not marker.exists()
+    finally:
+        ray.shutdown()
+    again = json.loads((w["tmp"] / "ray.json").read_text())
+    code, err = _cli(capsys, *_ray_eval(w, folder, w["tmp"] / "local-cache", "--out",
+                                        str(w["tmp"] / "local.json")))
+    assert code == 0
+    local = json.loads((w["tmp"] / "local.json").read_text())
+    assert_same_metrics(again["metrics"], local["metrics"])

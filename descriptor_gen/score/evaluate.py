@@ -17,7 +17,7 @@ from descriptor_gen.settings import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
-from descriptor_gen.score.engines import EngineOptions, encode
+from descriptor_gen.score.engines import EngineOptions, check_engine, encode
 from descriptor_gen.score.features import (
     CLIP_VIEW,
     VIEWS,
@@ -228,6 +228,7 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
     """The source's image features from the cache, or encoded now (by the local or the Ray
     engine: same features, same cache key, same progress bar) and cached; returns them and how
     many images were encoded. `timings` gets the engine's own (Ray's start-up)."""
+    check_engine(engine or EngineOptions(), clip.precision)
     image_cache = ImageFeatureCache(cache_dir / IMAGE_FEATURES)
     key = image_cache.key(clip, data.identity(), view)
     stream = data.shards is not None

@@ -15,6 +15,7 @@ import time
 import os
 import re
 import socket
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -41,20 +42,29 @@ def _ray() -> Any:
 DECODE_CPUS = 0.5  # per decoding task: decoding is light next to the image tower
 
 
-def start(options: EngineOptions) -> float:
-    """Connect to the cluster (`ray_address`, else $RAY_ADDRESS) or start a local Ray; returns
-    the seconds it took (0 when Ray was already up in this process)."""
+def check_options(options: EngineOptions, precision: str) -> None:
+    """What a Ray run needs that can be known without starting it: Ray installed, GPU actors
+    for fp16, and a cluster address that answers."""
+    _ray()
+    if options.ray_gpus == 0 and precision == "fp16":
+        raise DescgenError("--precision fp16 needs GPU actors: give --ray-gpus (e.g. 1)")
+    address = options.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _check_reachable(address)
+
+
+def start(options: EngineOptions) -> tuple[float, EngineOptions]:
+    """Connect to the cluster (`ray_address`, else $RAY_ADDRESS) or start a Ray of this
+    machine's own (never one that happens to run here: address `local`); returns the seconds
+    it took (0 when Ray was already up in this process) and the options with the actor count
+    chosen (on a local Ray: what its CPUs hold, said on stderr)."""
     ray = _ray()
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
     started = time.perf_counter()
-    if address:
-        _check_reachable(address)
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
-        if address:
-            kwargs["address"] = address
-        elif options.ray_cpus is not None:
+                                  "configure_logging": False, "address": address or "local"}
+        if not address and options.ray_cpus is not None:
             kwargs["num_cpus"] = options.ray_cpus
         try:
             ray.init(**kwargs)
@@ -63,8 +73,28 @@ def start(options: EngineOptions) -> float:
                                f" {' '.join(str(exc).split())[:160]}") from exc
         ray.data.DataContext.get_current().enable_progress_bars = False
     if not address:
-        _check_fits(ray.cluster_resources(), options)
-    return time.perf_counter() - started
+        options = _fitted(options, ray.cluster_resources())
+    elif options.ray_actors is None:
+        options = options.model_copy(update={"ray_actors": DEFAULT_ACTORS})
+    return time.perf_counter() - started, options
+
+
+DEFAULT_ACTORS = 2
+
+
+def _fitted(options: EngineOptions, resources: dict[str, float]) -> EngineOptions:
+    """On a local Ray (no autoscaler) the pool must fit: the actors asked for, else as many as
+    its CPUs hold next to a decoding task (at most 2), said on stderr."""
+    if options.ray_actors is None:
+        room = (resources.get("CPU", 0) - DECODE_CPUS) // options.ray_actor_cpus
+        gpus = resources.get("GPU", 0) // options.ray_gpus if options.ray_gpus else DEFAULT_ACTORS
+        actors = int(max(1, min(DEFAULT_ACTORS, room, gpus)))
+        options = options.model_copy(update={"ray_actors": actors})
+        print(f"Ray: a local Ray of {resources.get('CPU', 0):g} CPUs: {actors} encoder"
+              f" actor{'s' if actors > 1 else ''} x {options.ray_actor_cpus:g} CPU"
+              f" (+{DECODE_CPUS:g} for decoding); --ray-actors to choose", file=sys.stderr)
+    _check_fits(resources, options)
+    return options
 
 
 def _check_reachable(address: str, seconds: float = 5.0) -> None:
@@ -84,6 +114,7 @@ def _check_reachable(address: str, seconds: float = 5.0) -> None:
 
 def _check_fits(resources: dict[str, float], options: EngineOptions) -> None:
     """A local Ray has no autoscaler: an actor pool larger than the machine would wait forever."""
+    assert options.ray_actors is not None
     cpus = options.ray_actors * options.ray_actor_cpus + DECODE_CPUS
     if resources.get("CPU", 0) < cpus:
         raise DescgenError(f"Ray: {options.ray_actors} actors x {options.ray_actor_cpus:g} CPUs plus"
@@ -166,10 +197,10 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
     model, pretrained, precision, _ = spec
     # Ray shows an actor only its own GPUs, as cuda:0 (and up)
     actor_device = "cuda" if options.ray_gpus > 0 else "cpu"
-    if actor_device == "cpu" and precision == "fp16":
-        raise DescgenError("--precision fp16 needs GPU actors: give --ray-gpus (e.g. 1)")
+    check_options(options, precision)
     ray = _ray()
-    startup = start(options)
+    startup, options = start(options)
+    assert options.ray_actors is not None
     model, pretrained = _absolute(model), _absolute(pretrained)
     size = _image_size(clip.preprocess)
     if data.shards is not None:
@@ -199,15 +230,62 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
     rows: list[dict[str, np.ndarray]] = []
     try:
         with _quiet(), tqdm(total=total, disable=not progress, desc="images (ray)", unit="img") as bar:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in _watched(dataset.iter_batches(batch_size=None, batch_format="numpy"),
+                                  options, ray):
                 rows.append(batch)
                 bar.update(len(batch["index"]))
                 if on_batch is not None and data.shards is None:
                     _tell(on_batch, batch)
+    except DescgenError:
+        raise
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker failures in its own errors
         raise DescgenError(f"Ray engine: encoding failed ({_root_cause(exc)}); nothing was cached"
                            " (Ray's own logs: /tmp/ray/session_latest/logs)") from exc
     return _gather(rows, data), {"ray_startup": round(startup, 4)}
+
+
+def _watched(batches: Iterator[Any], options: EngineOptions, ray: Any) -> Iterator[Any]:
+    """The batches as they come, pulled in a thread of their own; when none comes for
+    `ray_stall_seconds` (a node lost with the actor or tasks it held, a pool the cluster
+    cannot schedule), the run ends in one line that says what the cluster has."""
+    import queue
+    import threading
+
+    inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
+
+    def pull() -> None:
+        try:
+            for batch in batches:
+                inbox.put(("batch", batch))
+            inbox.put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the driver's thread
+            inbox.put(("error", exc))
+
+    threading.Thread(target=pull, name="ray-batches", daemon=True).start()
+    while True:
+        try:
+            kind, item = inbox.get(timeout=options.ray_stall_seconds)
+        except queue.Empty:
+            raise DescgenError(f"Ray engine: no batch finished for {options.ray_stall_seconds:g} s"
+                               f" ({_resources(ray, options)}): a node may have been lost or the"
+                               " pool cannot be scheduled; finished chunks are kept, run again"
+                               " (--ray-stall-seconds waits longer)") from None
+        if kind == "done":
+            return
+        if kind == "error":
+            raise item
+        yield item
+
+
+def _resources(ray: Any, options: EngineOptions) -> str:
+    try:
+        free, total = ray.available_resources(), ray.cluster_resources()
+    except Exception:  # noqa: BLE001 - the cluster itself may be gone
+        return "the cluster does not answer"
+    return (f"the cluster has {free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs and"
+            f" {free.get('GPU', 0):g} of {total.get('GPU', 0):g} GPUs free; each actor needs"
+            f" {options.ray_actor_cpus:g} CPU{f' and {options.ray_gpus:g} GPU' if options.ray_gpus else ''},"
+            f" each decoding task {DECODE_CPUS:g}")
 
 
 def _tell(on_batch: OnBatch, batch: dict[str, np.ndarray]) -> None:
