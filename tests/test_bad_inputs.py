@@ -591,6 +591,8 @@ CASES: dict[str, Args] = {
     "learn kgcoop guided by an empty store": _learn_args("kgcoop", "--descriptors", "{w.empty_store}"),
     "learn into a file": _learn_args("coop", "--out", "{w.plain}"),
     "learn into a foreign folder": _learn_args("coop", "--out", "{w.results}"),
+    "eval ray stall bound zero": _eval("--engine", "ray", "--ray-stall-seconds", "0"),
+    "eval ray stall bound nan": _eval("--engine", "ray", "--ray-stall-seconds", "nan"),
     "waffle count unbounded": _eval("--method", "waffle", "--option", "count=1000000000"),
     "waffle repeats unbounded": _eval("--method", "waffle", "--option", "repeats=1000000000"),
     "waffle seeds past the largest": _eval("--method", "waffle", "--option", f"seed={2**31 - 3}"),
