@@ -1,3 +1,3 @@
-from descriptor_gen.cli import main
+from descriptor_gen.entry import run
 
-raise SystemExit(main())
+run()
