@@ -266,9 +266,12 @@ def _watched(batches: Iterator[Any], options: EngineOptions, ray: Any) -> Iterat
         try:
             kind, item = inbox.get(timeout=options.ray_stall_seconds)
         except queue.Empty:
+            why = _resources(ray, options)
+            with _quiet(), contextlib.suppress(Exception):
+                ray.shutdown()  # stop the stalled execution here, not in a thread at exit
             raise DescgenError(f"Ray engine: no batch finished for {options.ray_stall_seconds:g} s"
-                               f" ({_resources(ray, options)}): a node may have been lost or the"
-                               " pool cannot be scheduled; finished chunks are kept, run again"
+                               f" ({why}): a node may have been lost or the pool cannot be"
+                               " scheduled; finished chunks are kept, run again"
                                " (--ray-stall-seconds waits longer)") from None
         if kind == "done":
             return
