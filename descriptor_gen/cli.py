@@ -17,6 +17,7 @@ from descriptor_gen.generation.concept import ask_concept
 from descriptor_gen.data.catalog import card_table, dataset_classes
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.atomic import NO_SPACE, no_space
+from descriptor_gen.entry import INTERRUPTED  # no command returns it but for Ctrl-C
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import future_dir, output_dir, output_file, parse_yaml, read_text, validation_message
@@ -732,9 +733,6 @@ def _fail(message: str) -> int:
     text = redact(" ".join(message.split()).replace(": Value error, ", ": "))
     typer.echo(f"descgen: error: {text}", err=True)
     return 2
-
-
-INTERRUPTED = 130  # no command returns it but for Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:

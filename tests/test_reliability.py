@@ -598,7 +598,8 @@ def _interrupted_run(learn_world: dict, monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.parametrize("case", ["empty tensors", "negative", "past the end", "string", "list",
-                                  "no optimiser", "wrong shape", "nan tensor", "other epoch"])
+                                  "no optimiser", "wrong shape", "nan tensor", "other epoch",
+                                  "outside the run"])
 def test_resume_refuses_a_checkpoint_that_is_not_this_runs(
         learn_world: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         case: str) -> None:
@@ -632,6 +633,10 @@ def test_resume_refuses_a_checkpoint_that_is_not_this_runs(
         rewrite({**tensors, "prompt.ctx": torch.zeros(5, 7)})
     elif case == "nan tensor":
         rewrite({**tensors, "prompt.ctx": torch.full_like(tensors["prompt.ctx"], float("nan"))})
+    elif case == "outside the run":  # a file elsewhere, even one of the right hash
+        outside = out.parent / "checkpoint-2.safetensors"
+        outside.write_bytes(tensors_file.read_bytes())
+        state["tensors"] = "../checkpoint-2.safetensors"
     elif case == "other epoch":
         (out / "checkpoint-1.safetensors").write_bytes(tensors_file.read_bytes())
         state["tensors"] = "checkpoint-1.safetensors"

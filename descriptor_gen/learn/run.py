@@ -454,7 +454,7 @@ def _train_run(cfg: LearnConfig, definition: Any, options: Any, info: RunInfo,
 
 
 CHECKPOINT = "checkpoint.json"
-_TENSORS = re.compile(r"checkpoint-(\d+)\.safetensors")
+_TENSORS = re.compile(r"^checkpoint-(\d+)\.safetensors$")  # a plain name inside the run
 
 
 class Checkpoint(BaseModel):
