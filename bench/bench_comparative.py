@@ -24,7 +24,7 @@ from descriptor_gen.generation.backends import GenerationParams
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.generation.devserver import DevServer, ServerConfig
 from descriptor_gen.generation.generate import GenerationJob, GenerationSummary, generate
-from descriptor_gen.settings import PROJECT_ROOT, Settings
+from descriptor_gen.paths import PROJECT_ROOT, CachePaths
 
 
 def neighbours_of(n_classes: int, n: int, seed: int = 0) -> list[list[int]]:
@@ -40,7 +40,7 @@ def run(base_url: str, classes: list[str], neighbours: list[list[int]], folder: 
         classes=classes, out=folder / f"{name}.jsonl", options=PromptOptions(),
         params=GenerationParams(model="bench-model", base_url=base_url, api="chat",
                                 temperature=1.0, max_tokens=1000, stop=[], parser="dclip"),
-        library=PromptLibrary(Settings.resolve().prompts_dir),
+        library=PromptLibrary(CachePaths.resolve().prompts_dir),
         cache=ResponseCache(folder / f"{name}.sqlite"), concurrency=concurrency,
         overwrite=overwrite, progress=False,
         style=Style(name="comparative", neighbours=len(neighbours[0])), neighbours=neighbours,

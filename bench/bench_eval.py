@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from descriptor_gen.score.evaluate import EvalConfig, evaluate
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 from descriptor_gen.describe.store import DescriptorRecord, write_store
 
 CLASSES = [f"object {i}" for i in range(100)]
@@ -57,7 +57,7 @@ def main() -> None:
         second_store = store(root / "b.jsonl", ["a blue part", "a square shape", "a wooden surface",
                                                 "a long handle", "a small window", "a flat base",
                                                 "a striped pattern"])
-        prompts = Settings.resolve().prompts_dir
+        prompts = CachePaths.resolve().prompts_dir
         base = dict(dataset=str(root / "images"), model=args.model, pretrained="none",
                     device=args.device, precision=args.precision, batch_size=args.batch_size,
                     workers=args.workers)

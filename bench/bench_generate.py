@@ -17,7 +17,7 @@ from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.generation.devserver import DevServer, ServerConfig
 from descriptor_gen.generation.generate import GenerationJob, GenerationSummary, generate
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
 
 def run(base_url: str, classes: list[str], folder: Path, name: str, concurrency: int,
@@ -25,7 +25,7 @@ def run(base_url: str, classes: list[str], folder: Path, name: str, concurrency:
     job = GenerationJob(
         classes=classes, out=folder / f"{name}.jsonl", options=PromptOptions(),
         params=GenerationParams(model="bench-model", base_url=base_url),
-        library=PromptLibrary(Settings.resolve().prompts_dir),
+        library=PromptLibrary(CachePaths.resolve().prompts_dir),
         cache=ResponseCache(folder / f"{name}.sqlite"), concurrency=concurrency,
         overwrite=overwrite, progress=False,
     )

@@ -31,7 +31,7 @@ from descriptor_gen.learn.run import (
 )
 from descriptor_gen.learn.train import make_optimiser, train
 from descriptor_gen.score.features import load_clip
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
 TINY = {"embed_dim": 32,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
@@ -93,7 +93,7 @@ def main() -> None:
         clip.model.requires_grad_(False)
         names = make_images(folder / "shots", args.classes, args.shots, args.size)
         data = load_image_folder(folder / "shots", names)
-        prompts = Settings.resolve().prompts_dir
+        prompts = CachePaths.resolve().prompts_dir
         encode_started = time.perf_counter()
         shot_features(clip, data, 1, 1, folder / "cache", 64, 0)
         encode_once = time.perf_counter() - encode_started

@@ -19,8 +19,9 @@ import yaml
 
 from descriptor_gen.generation.devserver import DevServer
 from descriptor_gen.score.evaluate import EvalConfig, evaluate
-from descriptor_gen.experiments.sweep import load_spec, run_sweep
-from descriptor_gen.settings import Settings
+from descriptor_gen.experiments.specs import load_spec
+from descriptor_gen.experiments.sweep import run_sweep
+from descriptor_gen.paths import CachePaths
 
 sys_quiet = lambda message: None  # noqa: E731
 
@@ -34,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     from bench_eval import CLASSES, make_dataset  # same generated images as the eval benchmark
 
-    prompts = Settings.resolve().prompts_dir
+    prompts = CachePaths.resolve().prompts_dir
     with tempfile.TemporaryDirectory() as tmp, DevServer() as server:
         root = Path(tmp)
         make_dataset(root / "images", args.images)

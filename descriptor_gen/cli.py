@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from enum import Enum
@@ -11,37 +12,36 @@ from typing import Annotated, Any, Optional, get_args
 import typer
 from pydantic import BaseModel, ValidationError
 
-from descriptor_gen.generation.backends import BACKENDS, GenerationParams
+from descriptor_gen.generation.backends import BACKENDS
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.generation.concept import ask_concept
 from descriptor_gen.data.catalog import card_table, dataset_classes
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.atomic import NO_SPACE, no_space
-from descriptor_gen.entry import INTERRUPTED  # no command returns it but for Ctrl-C
-from descriptor_gen.errors import DescgenError
+from descriptor_gen.errors import INTERRUPTED, DescgenError
 from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import future_dir, output_dir, output_file, parse_yaml, read_text, validation_message
 from descriptor_gen.score.engines import EngineName
 from descriptor_gen.score.methods import METHODS
 from descriptor_gen.learn.methods import LEARNED
-from descriptor_gen.learn.run import LearnConfig, learn, run_clip
-from descriptor_gen.score.evaluate import EvalConfig, evaluate
-from descriptor_gen.experiments.sweep import (
+from descriptor_gen.learn.run import LearnConfig, LearnedScorer, learn, run_clip
+from descriptor_gen.score.evaluate import EvalConfig, EvalResult, evaluate
+from descriptor_gen.experiments.plan import (
     SweepIdentity,
     expand_grid,
-    load_spec,
-    load_yaml_model,
     plan_cells,
     requests_needed,
-    run_sweep,
     setting_slug,
 )
+from descriptor_gen.experiments.specs import load_spec, load_yaml_model
+from descriptor_gen.experiments.sweep import run_sweep
 from descriptor_gen.experiments.results import done_cells
 from descriptor_gen.score.features import load_clip
 from descriptor_gen.generation.generate import GenerationJob, generate
+from descriptor_gen.generation.resolve import resolve_params
 from descriptor_gen.describe.parse import PARSERS
 from descriptor_gen.describe.presets import Preset, load_preset
-from descriptor_gen.describe.styles import Style, StyleName
+from descriptor_gen.describe.styles import Style, StyleName, make_style
 from descriptor_gen.score.neighbours import clip_neighbours
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.describe.published import import_published
@@ -61,7 +61,7 @@ from descriptor_gen.experiments.report import (
     write_suite_report,
 )
 from descriptor_gen.experiments.suite import SuiteSpec, run_suite
-from descriptor_gen.settings import RESPONSES, Settings
+from descriptor_gen.paths import RESPONSES, CachePaths
 from descriptor_gen.describe.store import read_store, select_records, summarize_store, write_store
 
 try:  # typer >= 0.22 vendors its own copy of click
@@ -151,7 +151,7 @@ def prompt_cmd(
 
     The text is printed exactly as it is sent (`--bank dclip` ends with a newline of its own).
     """
-    library = PromptLibrary(Settings.resolve().prompts_dir)
+    library = PromptLibrary(CachePaths.resolve().prompts_dir)
     options = prompt_options(library, per_example, detailed, instruction, examples, bank)
     prompt = build_prompt(class_name, options, library)
     if chat:
@@ -229,7 +229,6 @@ class Api(str, Enum):
 
 
 
-DEFAULT_MODELS = {"openai": "gpt-3.5-turbo-instruct"}
 StyleFlag = Enum("StyleFlag", {name: name for name in get_args(StyleName)}, type=str)  # type: ignore[misc]
 
 
@@ -258,7 +257,7 @@ def style_from_flags(preset: dict[str, Any], style: Enum | None, questions: str 
             raise DescgenError(f"--{key.replace('_', '-')} is for --style {owner[key]}")
         chosen[key] = value
     try:
-        return Style(**chosen)
+        return make_style(chosen)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
 
@@ -312,38 +311,28 @@ def generate_cmd(
     already in the cache cost no request. Exit status 3 when some class has no descriptors.
     """
     output_file(out, "--out")
-    settings = Settings.resolve(cache_dir, writable=True)
-    library = PromptLibrary(settings.prompts_dir)
-    recipe = load_preset(settings.prompts_dir, preset) if preset else Preset()
+    paths = CachePaths.resolve(cache_dir, writable=True)
+    library = PromptLibrary(paths.prompts_dir)
+    recipe = load_preset(paths.prompts_dir, preset) if preset else Preset()
     options = prompt_options(library, per_example, detailed, instruction, examples, bank,
                              recipe.prompt)
     names = load_classes(classes)
     chosen_style = style_from_flags(recipe.style, style, questions, article, neighbours,
                                     example_seed)
-    neighbour_lists = None
-    if chosen_style.name == "comparative":
-        neighbour_lists, identity = clip_neighbours(names, chosen_style.neighbours,
-                                                    settings.cache_dir, clip_model,
-                                                    clip_pretrained, clip_device)
-        chosen_style = chosen_style.model_copy(update={"clip": identity})
+    chosen_style, neighbour_lists = chosen_style.prepare(names, functools.partial(
+        clip_neighbours, cache_dir=paths.cache_dir, model=clip_model,
+        pretrained=clip_pretrained, device=clip_device))
     given = {"backend": backend, "model": model, "base_url": base_url, "api": api,
              "temperature": temperature, "max_tokens": max_tokens, "samples": samples,
              "seed": seed, "parser": parser, "timeout": timeout, "device": device, "dtype": dtype,
              "batch_size": batch_size, "trust_remote_code": trust_remote_code}
-    chosen: dict[str, Any] = {**recipe.generation, **{k: v.value if isinstance(v, Enum) else v
-                                                      for k, v in given.items() if v is not None}}
-    chosen.setdefault("backend", "openai")
-    if "model" not in chosen:
-        if chosen["backend"] not in DEFAULT_MODELS:
-            raise DescgenError(f"--model is required with --backend {chosen['backend']}")
-        chosen["model"] = DEFAULT_MODELS[chosen["backend"]]
     try:
-        params = GenerationParams(**chosen)
+        params = resolve_params(recipe.generation, given)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
     job = GenerationJob(
         classes=names, out=out, options=options, params=params, library=library,
-        cache=ResponseCache(settings.cache_dir / RESPONSES),
+        cache=ResponseCache(paths.cache_dir / RESPONSES),
         concurrency=concurrency, max_attempts=max_attempts, overwrite=overwrite,
         retry_failed=retry_failed, wait=wait, progress=progress,
         batch_api=batch_api, resume_batch=resume_batch, poll_seconds=poll_seconds,
@@ -449,10 +438,19 @@ def eval_cmd(
         raise _flag_error(exc) from exc
     output_file(out, "--out")
     output_file(predictions, "--predictions")
-    settings = Settings.resolve(cache_dir, writable=True)
+    paths = CachePaths.resolve(cache_dir, writable=True)
     names = load_classes(classes) if classes is not None else None
-    result = evaluate(cfg, names, settings.cache_dir, settings.prompts_dir, predictions=predictions,
-                      progress=sys.stderr.isatty() if progress is None else progress)
+    result = evaluate(cfg, names, paths.cache_dir, paths.prompts_dir, predictions=predictions,
+                      progress=sys.stderr.isatty() if progress is None else progress,
+                      scorer=LearnedScorer(learned) if learned is not None else None)
+    for line in eval_lines(result):
+        typer.echo(line)
+    _write_result(out, result)
+
+
+def eval_lines(result: EvalResult) -> list[str]:
+    """What `descgen eval` prints: the metrics (mean ± std over seeds), and zero-shot CLIP
+    beside a learned run."""
     m, sd = result.metrics, result.metrics_std or {}
 
     def shown(key: str) -> str:
@@ -463,15 +461,15 @@ def eval_cmd(
         return f"{value:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
 
     repeats = f"  (mean ± std over {len(result.repeats)} seeds)" if result.repeats else ""
-    typer.echo(f"{result.method}: top-1 {shown('top1')}  top-5 {shown('top5')}  mean per-class"
-               f" recall {shown('mean_per_class_recall')}  entropy {shown('mean_entropy')}"
-               f"  images {m['n_images']}{repeats}")
+    lines = [f"{result.method}: top-1 {shown('top1')}  top-5 {shown('top5')}  mean per-class"
+             f" recall {shown('mean_per_class_recall')}  entropy {shown('mean_entropy')}"
+             f"  images {m['n_images']}{repeats}"]
     if result.zero_shot is not None:
         z = result.zero_shot
-        typer.echo(f"zero-shot CLIP ({z['text']!r}, same classes and model): top-1"
-                   f" {z['top1']:.4f}  top-5 " + (f"{z['top5']:.4f}" if z["top5"] is not None
-                                                  else "n/a (< 5 classes)"))
-    _write_result(out, result)
+        lines.append(f"zero-shot CLIP ({z['text']!r}, same classes and model): top-1"
+                     f" {z['top1']:.4f}  top-5 " + (f"{z['top5']:.4f}" if z["top5"] is not None
+                                                    else "n/a (< 5 classes)"))
+    return lines
 
 
 def _nothing_beside_learned(given: dict[str, Any]) -> None:
@@ -521,8 +519,8 @@ def learn_cmd(
     except ValidationError as exc:
         raise _flag_error(exc) from exc
     future_dir(out, "--out")  # made once the run starts: a refused run leaves no folder
-    settings = Settings.resolve(cache_dir, writable=True)
-    info = learn(cfg, out, settings.cache_dir, settings.prompts_dir, resume=resume, progress=progress)
+    paths = CachePaths.resolve(cache_dir, writable=True)
+    info = learn(cfg, out, paths.cache_dir, paths.prompts_dir, resume=resume, progress=progress)
     typer.echo(f"{info.method}: {info.epochs_done} epochs on {len(info.classes)} classes x"
                f" {info.options['shots']} shots in {info.seconds:.1f} s; run: {out}", err=True)
 
@@ -543,20 +541,16 @@ def concept_cmd(
     names drawn with seed 0, greedy) and print the concept, for `descgen eval --concept`."""
     if (classes is None) == (dataset is None):
         raise DescgenError("give --classes FILE or --dataset NAME")
-    settings = Settings.resolve(cache_dir, writable=True)
+    paths = CachePaths.resolve(cache_dir, writable=True)
     names = (load_classes(classes) if classes is not None
-             else dataset_classes(str(dataset), data_root, settings.cache_dir))
-    chosen = {"backend": backend.value if backend else "openai", "base_url": base_url,
-              "api": api.value if api else "completions"}
-    chosen["model"] = model or DEFAULT_MODELS.get(chosen["backend"])
-    if chosen["model"] is None:
-        raise DescgenError(f"--model is required with --backend {chosen['backend']}")
-    try:
-        params = GenerationParams(**chosen)
+             else dataset_classes(str(dataset), data_root, paths.cache_dir))
+    try:  # WaffleCLIP asks the completions API
+        params = resolve_params({"api": "completions"}, {"backend": backend, "base_url": base_url,
+                                                         "api": api, "model": model})
     except ValidationError as exc:
         raise _flag_error(exc) from exc
-    concept, requests = ask_concept(names, params, ResponseCache(settings.cache_dir / RESPONSES),
-                                    settings.prompts_dir, max_attempts)
+    concept, requests = ask_concept(names, params, ResponseCache(paths.cache_dir / RESPONSES),
+                                    paths.prompts_dir, max_attempts)
     typer.echo(concept)
     typer.echo(f"requests sent: {requests}", err=True)
 
@@ -572,7 +566,7 @@ def datasets_cmd(
         for line in card_table(data_root):
             typer.echo(line)
         return
-    for class_name in dataset_classes(name, data_root, Settings.resolve().cache_dir):
+    for class_name in dataset_classes(name, data_root, CachePaths.resolve().cache_dir):
         typer.echo(class_name)
 
 
@@ -588,19 +582,19 @@ def sweep_cmd(
 ) -> None:
     """Run an experiment: generate each setting's descriptors and score them with every method."""
     experiment = load_spec(spec, set_)
-    settings = Settings.resolve(cache_dir, writable=True)
+    paths = CachePaths.resolve(cache_dir, writable=True)
     folder = out or Path("results") / experiment.name
     if folder.exists() and not folder.is_dir():
         raise DescgenError(f"--out {folder}: is a file, expected a results folder")
     if dry_run:
-        library = PromptLibrary(settings.prompts_dir)
+        library = PromptLibrary(paths.prompts_dir)
         grid = expand_grid(experiment, library, only)
         for options in grid:
             typer.echo(setting_slug(options))
-        ident = SweepIdentity.of(experiment, settings.cache_dir, settings.prompts_dir, ask=False)
+        ident = SweepIdentity.of(experiment, paths.cache_dir, paths.prompts_dir, ask=False)
         cells = plan_cells(experiment, grid, folder, library, ident)
         done = done_cells(folder / "results.jsonl")
-        cache = ResponseCache(settings.cache_dir / RESPONSES)
+        cache = ResponseCache(paths.cache_dir / RESPONSES)
         needed = requests_needed(experiment, grid, folder, cache, library, ident)
         for entry in experiment.methods:
             typer.echo(f"method: {entry.name}")
@@ -609,7 +603,7 @@ def sweep_cmd(
                    f" LLM requests to send: {needed}")
         return
     output_dir(folder, "--out")
-    run_sweep(experiment, folder, settings.cache_dir, settings.prompts_dir, only, wait=wait)
+    run_sweep(experiment, folder, paths.cache_dir, paths.prompts_dir, only, wait=wait)
     typer.echo(f"results: {folder / 'results.jsonl'}")
 
 
@@ -638,9 +632,9 @@ def suite_cmd(
     suite = load_yaml_model(spec, SuiteSpec, set_)
     if data_root is not None:
         suite = suite.model_copy(update={"data_root": data_root})
-    settings = Settings.resolve(cache_dir, writable=True)
+    paths = CachePaths.resolve(cache_dir, writable=True)
     folder = output_dir(out or Path("results") / suite.name, "--out")
-    run_suite(suite, folder, settings.cache_dir, settings.prompts_dir, wait=wait)
+    run_suite(suite, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
     for path in write_suite_report(folder):
         typer.echo(str(path))
 
@@ -678,7 +672,7 @@ def refer_cmd(
     for path, flag in ((out, "--out"), (predictions, "--predictions")):
         output_file(path, flag)
     output_dir(save_marked, "--save-marked")
-    cache = Settings.resolve(cache_dir, writable=True).cache_dir
+    cache = CachePaths.resolve(cache_dir, writable=True).cache_dir
     anns = read_annotations(annotations, images)
     clip = load_clip(model, pretrained, device, precision.value)
     result = evaluate_refer(anns, images, clip, variants, cache,
@@ -715,7 +709,7 @@ def refer_sweep_cmd(
     """Shapes x colours x thickness on a referring-expression set: results JSONL and a report."""
     sweep = load_yaml_model(spec, ReferSweepSpec, set_)
     folder = output_dir(out or Path("results") / sweep.name, "--out")
-    cache = Settings.resolve(cache_dir, writable=True).cache_dir
+    cache = CachePaths.resolve(cache_dir, writable=True).cache_dir
     read_annotations(sweep.annotations, sweep.images)
     clip = load_clip(sweep.clip.model, sweep.clip.pretrained, sweep.clip.device, sweep.clip.precision)
     run_refer_sweep(sweep, folder, cache, clip, wait=wait)
@@ -757,6 +751,6 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("descgen: interrupted", err=True)
         return 130
-    if result == INTERRUPTED:  # typer turns a KeyboardInterrupt into this code itself
+    if result == INTERRUPTED:  # typer turns a KeyboardInterrupt into this code itself; no command returns it
         typer.echo("descgen: interrupted", err=True)
     return result if isinstance(result, int) else 0

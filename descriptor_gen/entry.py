@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-INTERRUPTED = 130
-REFUSED = 2
+from descriptor_gen.errors import INTERRUPTED, REFUSED
 
 
 def _leave_now(code: int) -> None:

@@ -7,3 +7,7 @@ class DescgenError(Exception):
     The CLI prints it as one line and exits with status 2; anything else is a bug and keeps
     its traceback.
     """
+
+
+REFUSED = 2  # the exit status of a DescgenError's one line
+INTERRUPTED = 130  # the exit status after Ctrl-C

@@ -118,7 +118,7 @@ def interrupt_encoding_at(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
     """Ctrl-C when the image encoder is given its `batch`-th batch (in this process)."""
     import descriptor_gen.score.features as features
 
-    real, calls = features._encode_batch, []
+    real, calls = features.encode_batch, []
 
     def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
@@ -126,7 +126,7 @@ def interrupt_encoding_at(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(features, "_encode_batch", interrupted)
+    monkeypatch.setattr(features, "encode_batch", interrupted)
 
 
 def assert_same_metrics(ours: dict, theirs: dict) -> None:

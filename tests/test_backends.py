@@ -10,13 +10,13 @@ from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.generation.generate import GenerationJob, generate
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 from descriptor_gen.describe.store import read_store
 
 
 @pytest.fixture(scope="module")
 def library() -> PromptLibrary:
-    return PromptLibrary(Settings.resolve().prompts_dir)
+    return PromptLibrary(CachePaths.resolve().prompts_dir)
 
 
 def _hf(tiny_lm: Path, **kw) -> HFBackend:

@@ -12,7 +12,7 @@ from descriptor_gen.generation.devserver import DevServer, ServerConfig
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.generation.generate import GenerationJob, generate
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 from descriptor_gen.describe.store import read_store
 
 CLASSES = ["tench", "goldfish", "great white shark", "tiger shark", "missile", "missile"]
@@ -23,7 +23,7 @@ def make_job(tmp_path: Path, base_url: str, log: list[str], **kw) -> GenerationJ
     return GenerationJob(
         classes=CLASSES, out=tmp_path / "out.jsonl", options=PromptOptions(),
         params=GenerationParams(model="dev-model", base_url=base_url, **params),
-        library=PromptLibrary(Settings.resolve().prompts_dir),
+        library=PromptLibrary(CachePaths.resolve().prompts_dir),
         cache=ResponseCache(tmp_path / "cache" / "responses.sqlite"), progress=False,
         backoff=0.01, poll_seconds=0.01, log=log.append, **kw,
     )

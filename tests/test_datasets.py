@@ -200,7 +200,7 @@ def test_hf_datasets_saved_and_imagefolder(tmp_path: Path, tiny_clip) -> None:  
     from PIL import Image
 
     from descriptor_gen.score.evaluate import EvalConfig, evaluate
-    from descriptor_gen.settings import Settings
+    from descriptor_gen.paths import CachePaths
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)) for _ in range(5)]
@@ -221,7 +221,7 @@ def test_hf_datasets_saved_and_imagefolder(tmp_path: Path, tiny_clip) -> None:  
     config, checkpoint = tiny_clip
     cfg = EvalConfig(dataset=f"hf:{tmp_path / 'saved'}", method="classname", model=str(config),
                      pretrained=str(checkpoint), device="cpu", workers=1)
-    result = evaluate(cfg, None, tmp_path / "cache", Settings.resolve().prompts_dir)
+    result = evaluate(cfg, None, tmp_path / "cache", CachePaths.resolve().prompts_dir)
     assert result.metrics["n_images"] == 5 and result.images_encoded == 5
 
 
@@ -347,7 +347,7 @@ def test_suite_of_methods_with_options(tmp_path: Path, tiny_clip, capsys: pytest
 @pytest.mark.parametrize("name", ["suite_dclip", "suite_waffle", "suite_comparative"])
 def test_shipped_suites_are_valid(name: str) -> None:
     from descriptor_gen.experiments.suite import SuiteSpec
-    from descriptor_gen.experiments.sweep import load_yaml_model
+    from descriptor_gen.experiments.specs import load_yaml_model
 
     spec = load_yaml_model(Path(__file__).parent.parent / "data" / "experiments" / f"{name}.yaml", SuiteSpec)
     spec.checked(CARDS)

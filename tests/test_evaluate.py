@@ -13,7 +13,7 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.evaluate import EvalConfig, evaluate
 from descriptor_gen.score.features import encode_texts, load_clip
 from descriptor_gen.score.scoring import TextForms, make_recipe
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 from descriptor_gen.describe.store import DescriptorRecord, write_store
 
 CLASSES = ["tench", "goldfish", "missile", "missile"]
@@ -23,7 +23,7 @@ DESCRIPTORS = {
     2: ["a long, cylindrical body", "tail fins", "a pointed nose"],
     3: ["an object in motion", "a pointed end"],
 }
-PROMPTS = Settings.resolve().prompts_dir
+PROMPTS = CachePaths.resolve().prompts_dir
 DCLIP = make_recipe(TextForms.load(PROMPTS), "dclip")
 
 

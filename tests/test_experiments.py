@@ -10,13 +10,14 @@ from conftest import make_image_folder
 from descriptor_gen.cli import main
 from descriptor_gen.generation.devserver import DevServer
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.sweep import expand_grid, load_spec
+from descriptor_gen.experiments.plan import expand_grid
+from descriptor_gen.experiments.specs import load_spec
 from descriptor_gen.describe.prompts import PromptLibrary
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
-LIBRARY = PromptLibrary(Settings.resolve().prompts_dir)
+LIBRARY = PromptLibrary(CachePaths.resolve().prompts_dir)
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def _check_rows_and_figures(spec_file: Path, rows: list[dict], report: str, tmp_
         cfg = EvalConfig(dataset=spec["dataset"], descriptors=row["descriptor_file"],
                          method=row["method"], model=spec["clip"]["model"],
                          pretrained=spec["clip"]["pretrained"], device="cpu", workers=0)
-        again = evaluate(cfg, classes, tmp_path / "fresh-cache", Settings.resolve().prompts_dir)
+        again = evaluate(cfg, classes, tmp_path / "fresh-cache", CachePaths.resolve().prompts_dir)
         assert again.metrics == pytest.approx(row["metrics"]), row["method"]
         if row["descriptor_file"]:
             records = read_store(row["descriptor_file"])

@@ -17,7 +17,7 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.generation.generate import GenerationJob, generate
 from descriptor_gen.generation.retry import retry_after_seconds
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 from descriptor_gen.describe.store import read_store
 
 CLASSES = ["tench", "goldfish", "great white shark", "missile", "missile", "axolotl"]
@@ -25,7 +25,7 @@ CLASSES = ["tench", "goldfish", "great white shark", "missile", "missile", "axol
 
 @pytest.fixture
 def library() -> PromptLibrary:
-    return PromptLibrary(Settings.resolve().prompts_dir)
+    return PromptLibrary(CachePaths.resolve().prompts_dir)
 
 
 def make_job(tmp_path: Path, library: PromptLibrary, base_url: str, **kw) -> GenerationJob:
@@ -306,7 +306,7 @@ def test_resume_refuses_a_store_made_from_another_prompt_text(tmp_path: Path,
     with DevServer() as server:
         generate(make_job(tmp_path, library, server.base_url, classes=CLASSES[:2], options=options))
         bank.write_text("name: b\nobjects:\n  - {name: kite, short: [paper sail]}\n")
-        edited = PromptLibrary(Settings.resolve().prompts_dir)
+        edited = PromptLibrary(CachePaths.resolve().prompts_dir)
         with pytest.raises(DescgenError, match="another prompt text"):
             generate(make_job(tmp_path, edited, server.base_url, options=options))
 

@@ -24,9 +24,9 @@ from descriptor_gen.learn.learners import Learner, Padding
 from descriptor_gen.learn.run import LearnConfig, learn, learned_scores, load_tensors
 from descriptor_gen.learn.shots import few_shot
 from descriptor_gen.score.features import clip_identity, encode_images, encode_texts, load_clip
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
-PROMPTS = Settings.resolve().prompts_dir
+PROMPTS = CachePaths.resolve().prompts_dir
 NAMES = ["tench", "goldfish", "shark"]
 
 
@@ -95,10 +95,10 @@ def test_each_method_trains_and_reloads_to_the_same_predictions(world: dict, met
                                         np.float32))
     with torch.no_grad():
         if isinstance(trained, Padding):
-            from descriptor_gen.score.features import _Images, _image_size
+            from descriptor_gen.score.features import ImageFiles, image_size
 
-            images = torch.stack([_Images(data.paths, world["clip"].preprocess,
-                                          _image_size(world["clip"].preprocess))[i][0]
+            images = torch.stack([ImageFiles(data.paths, world["clip"].preprocess,
+                                          image_size(world["clip"].preprocess))[i][0]
                                   for i in range(len(data.paths))])
             expected = trained.logits(trained.encode(images)).numpy()
         else:

@@ -23,9 +23,9 @@ from descriptor_gen.score.evaluate import EvalConfig, evaluate
 from descriptor_gen.score.features import encode_images, encode_texts, load_clip
 from descriptor_gen.score.methods import ALPHABET, METHODS, class_texts, derangement
 from descriptor_gen.score.scoring import ClassTexts, Group, TextForms, make_recipe
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
-PROMPTS = Settings.resolve().prompts_dir
+PROMPTS = CachePaths.resolve().prompts_dir
 FORMS = TextForms.load(PROMPTS)
 WAFFLE = make_recipe(FORMS, "waffle", "waffle", on_empty="blank")
 CLASSES = ["tench", "goldfish", "great white shark", "eel"]

@@ -12,7 +12,7 @@ from descriptor_gen.describe.prompts import (
     indefinite_article,
     prompt_sha256,
 )
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
 # The study's prompt at |D(c)| = 7: Menon & Vondrick's two examples, ordered as in the study's
 # appendix (its first four lines of each), seven lines each, "visual" in every question.
@@ -50,7 +50,7 @@ RULE_START = "Create only static visual features."
 
 @pytest.fixture(scope="module")
 def library() -> PromptLibrary:
-    return PromptLibrary(Settings.resolve().prompts_dir)
+    return PromptLibrary(CachePaths.resolve().prompts_dir)
 
 
 def _bullets(text: str) -> list[str]:

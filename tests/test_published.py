@@ -41,13 +41,13 @@ def test_dclip_imagenet_class_list_is_dclips_own(shared_data: Path) -> None:
 def test_imported_dclip_imagenet_yields_the_texts_dclip_encodes(shared_data: Path) -> None:
     from descriptor_gen.score.methods import class_texts
     from descriptor_gen.score.scoring import TextForms, make_recipe
-    from descriptor_gen.settings import Settings
+    from descriptor_gen.paths import CachePaths
 
     path = shared_data / "dclip" / "descriptors_imagenet.json"
     source = json.loads(path.read_text())
     records, report = import_published(path, "dclip", IMAGENET_DCLIP)
     assert report.matched == 1000 and not report.renamed
-    recipe = make_recipe(TextForms.load(Settings.resolve().prompts_dir), "dclip-imagenet",
+    recipe = make_recipe(TextForms.load(CachePaths.resolve().prompts_dir), "dclip-imagenet",
                          on_empty="blank")
     ct, _ = class_texts("descriptors", IMAGENET_DCLIP, {r.class_index: r.descriptors for r in records},
                         [], recipe)
@@ -155,7 +155,7 @@ def test_every_published_descriptor_file_yields_the_references_texts(shared_data
     ("A photo of a {c}, which ... .") on its three, as the references build the texts."""
     from descriptor_gen.score.methods import class_texts
     from descriptor_gen.score.scoring import TextForms, make_recipe
-    from descriptor_gen.settings import Settings
+    from descriptor_gen.paths import CachePaths
 
     folder = "dclip" if name in DCLIP_FILES else "waffleclip"
     path = shared_data / folder / f"descriptors_{name}.json"
@@ -163,7 +163,7 @@ def test_every_published_descriptor_file_yields_the_references_texts(shared_data
     classes = list(source)
     records, _ = import_published(path, "dclip", classes)
     form = "dclip" if folder == "dclip" else "waffle"
-    recipe = make_recipe(TextForms.load(Settings.resolve().prompts_dir), form, on_empty="blank")
+    recipe = make_recipe(TextForms.load(CachePaths.resolve().prompts_dir), form, on_empty="blank")
     ct, _ = class_texts("descriptors", classes, {r.class_index: r.descriptors for r in records}, [],
                         recipe)
     for index, (key, texts) in enumerate(source.items()):

@@ -217,11 +217,11 @@ def test_ray_resumes_an_interrupted_encoding_and_checkpoints_in_order(
 
     monkeypatch.setattr(evaluate_module, "CHECKPOINT_ROWS", 4)
     monkeypatch.setattr(features.PartialFeatures, "clear", lambda self: None)  # keep the chunks
-    real = features._encode_batch
+    real = features.encode_batch
     interrupt_encoding_at(monkeypatch, 3)
     code, _, _ = run_eval(world, "cut", "c-cut")
     assert code == 130
-    monkeypatch.setattr(features, "_encode_batch", real)
+    monkeypatch.setattr(features, "encode_batch", real)
     _, _, local_rows = run_eval(world, "local", "c-local")
     code, result, rows = run_eval(world, "ray-resumed", "c-cut", *RAY)
     assert code == 0 and result["images_encoded"] == 4 and rows == local_rows

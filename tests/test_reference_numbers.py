@@ -60,9 +60,9 @@ from descriptor_gen.score.evaluate import EvalConfig, evaluate  # noqa: E402
 from descriptor_gen.score.features import encode_texts, load_clip  # noqa: E402
 from descriptor_gen.score.methods import Inputs, build_filtered, FilterOptions  # noqa: E402
 from descriptor_gen.score.scoring import TextForms, make_recipe  # noqa: E402
-from descriptor_gen.settings import Settings  # noqa: E402
+from descriptor_gen.paths import CachePaths  # noqa: E402
 
-PROMPTS = Settings.resolve().prompts_dir
+PROMPTS = CachePaths.resolve().prompts_dir
 # Places365 keys as Comparative-CLIP's descriptors/comparative_descriptors/descriptors_places365.json
 # spells them (underscores kept), and the card's class names (spaced).
 KEYS = ["airplane_cabin", "amusement_park", "apartment_building-outdoor"]
@@ -228,7 +228,7 @@ def test_fp32_evaluations_score_fp32_image_features(places: dict, tiny_clip: tup
 
 # -- CuPL's question sets ------------------------------------------------------------------------
 
-from descriptor_gen.describe.styles import Style, cupl_prompts, cupl_questions  # noqa: E402
+from descriptor_gen.describe.styles import CuplStyle, cupl_prompts, cupl_questions  # noqa: E402
 
 # sarahpratt/CuPL all_prompts/full_prompts/*_prompts_full.json: answers per class (every class
 # has the same number), 10 per question (n=10 in generate_image_prompts.py).
@@ -252,7 +252,7 @@ def test_cupl_sets_ask_as_many_questions_as_cupls_released_answers(card: str) ->
 
 
 def test_cupl_flower_questions_ask_what_the_released_answers_answer() -> None:
-    texts = [p.text for p in cupl_prompts("pink primrose", Style(name="cupl", questions="flowers"),
+    texts = [p.text for p in cupl_prompts("pink primrose", CuplStyle(questions="flowers"),
                                           PROMPTS)]
     assert texts == ["How can you identify a pink primrose, a type of flower?",
                      "What does a pink primrose flower look like?"]
@@ -265,9 +265,9 @@ def test_susx_sets_stay_as_named_options_with_their_article() -> None:
     assert [q.replace("{a} {c}", "{} {}") for q in flowers] == SUSX_FLOWERS
     assert len(cupl_questions(PROMPTS, "sus-x:cifar10")) == SUSX_CIFAR10_COUNT
     # SuS-X generate_gpt3_prompts.py: "an" before any vowel; CuPL: before a capital one only
-    assert cupl_prompts("apple", Style(name="cupl", questions="sus-x:cifar100"), PROMPTS)[0].text \
+    assert cupl_prompts("apple", CuplStyle(questions="sus-x:cifar100"), PROMPTS)[0].text \
         == "Describe what an apple looks like"
-    assert cupl_prompts("apple", Style(name="cupl", questions="cifar100"), PROMPTS)[0].text \
+    assert cupl_prompts("apple", CuplStyle(questions="cifar100"), PROMPTS)[0].text \
         == "Describe a photo of a apple"
-    assert Style(name="cupl", questions="sus-x:pets").record()["article"] == "vowel"
-    assert Style(name="cupl", questions="pets").record()["article"] == "cupl"
+    assert CuplStyle(questions="sus-x:pets").record()["article"] == "vowel"
+    assert CuplStyle(questions="pets").record()["article"] == "cupl"

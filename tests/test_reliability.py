@@ -401,14 +401,14 @@ def test_an_interrupted_encoding_resumes_after_its_last_whole_chunk(
     clean = json.loads((tmp_path / "clean.json").read_text())
     assert clean["images_encoded"] == 12 and not list((tmp_path / "clean").rglob("partial/*/*"))
 
-    real = features._encode_batch
+    real = features.encode_batch
     interrupt_encoding_at(monkeypatch, 5)
     assert main(_eval_args(tmp_path, tiny_clip, "cut", "cut")) == 130
     chunks = sorted(p.name for p in (tmp_path / "cut").rglob("partial/*/*.npy"))
     assert chunks == ["0.npy", "1.npy"]  # 4 batches of 2 = two whole chunks of 4
     assert not list((tmp_path / "cut" / "image_features").glob("*.npy"))  # no entry yet
 
-    monkeypatch.setattr(features, "_encode_batch", real)
+    monkeypatch.setattr(features, "encode_batch", real)
     assert main(_eval_args(tmp_path, tiny_clip, "cut", "resumed")) == 0
     resumed = json.loads((tmp_path / "resumed.json").read_text())
     assert resumed["images_encoded"] == 4  # only what the chunks did not hold

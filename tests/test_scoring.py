@@ -17,9 +17,9 @@ from descriptor_gen.score.scoring import (
     topk,
 )
 from descriptor_gen.score.methods import class_texts
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
-FORMS = TextForms.load(Settings.resolve().prompts_dir)
+FORMS = TextForms.load(CachePaths.resolve().prompts_dir)
 DCLIP = make_recipe(FORMS, "dclip", "bare")
 
 

@@ -17,7 +17,8 @@ from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.describe.parse import parse_cupl
 from descriptor_gen.describe.store import read_store
 from descriptor_gen.describe.styles import (
-    Style,
+    ComparativeStyle,
+    CuplStyle,
     comparative_prompts,
     concept_from_answer,
     concept_prompt,
@@ -26,23 +27,23 @@ from descriptor_gen.describe.styles import (
 )
 from descriptor_gen.generation.devserver import DevServer, ServerConfig
 from descriptor_gen.score.features import encode_texts, load_clip
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
-PROMPTS = Settings.resolve().prompts_dir
+PROMPTS = CachePaths.resolve().prompts_dir
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_cupl_questions_are_the_released_ones() -> None:
     # sarahpratt/CuPL generate_image_prompts.py: "an" only before a capital vowel
-    assert [p.text for p in cupl_prompts("axolotl", Style(name="cupl"), PROMPTS)] == [
+    assert [p.text for p in cupl_prompts("axolotl", CuplStyle(), PROMPTS)] == [
         "Describe what a axolotl looks like", "How can you identify a axolotl?",
         "What does a axolotl look like?", "Describe an image from the internet of a axolotl",
         "A caption of an image of a axolotl:"]
-    assert cupl_prompts("Afghan Hound", Style(name="cupl"), PROMPTS)[0].text == \
+    assert cupl_prompts("Afghan Hound", CuplStyle(), PROMPTS)[0].text == \
         "Describe what an Afghan Hound looks like"
-    assert cupl_prompts("axolotl", Style(name="cupl", article="vowel"), PROMPTS)[0].text == \
+    assert cupl_prompts("axolotl", CuplStyle(article="vowel"), PROMPTS)[0].text == \
         "Describe what an axolotl looks like"
-    pets = cupl_prompts("Bengal", Style(name="cupl", questions="pets"), PROMPTS)
+    pets = cupl_prompts("Bengal", CuplStyle(questions="pets"), PROMPTS)
     assert [p.text for p in pets] == ["Describe what a Bengal pet looks like",
                                       "Visually describe a Bengal, a type of pet"]
     assert all(p.messages == [{"role": "user", "content": p.text}] for p in pets)
@@ -69,13 +70,13 @@ RELEASED_LAST_PROMPT = (
 def test_comparative_prompts_are_the_released_ones() -> None:
     classes = ["tench", "goldfish", "great white shark", "tiger shark", "Afghan Hound"]
     prompts = comparative_prompts(classes, [[1, 2], [0, 3], [3, 0], [2, 1], [0, 1]],
-                                  Style(name="comparative"), PROMPTS)
+                                  ComparativeStyle(), PROMPTS)
     assert prompts[4][1].text == RELEASED_LAST_PROMPT
     assert prompts[4][1].messages == [{"role": "system", "content": "You are a helpful assistant."},
                                       {"role": "user", "content": RELEASED_LAST_PROMPT}]
     assert [len(p) for p in prompts] == [2] * 5
     again = comparative_prompts(classes, [[1, 2], [0, 3], [3, 0], [2, 1], [0, 1]],
-                                Style(name="comparative"), PROMPTS)
+                                ComparativeStyle(), PROMPTS)
     assert [p.text for ps in again for p in ps] == [p.text for ps in prompts for p in ps]
 
 
@@ -173,7 +174,7 @@ def test_generate_comparative_style_live_resume_and_batch(tmp_path: Path,
             assert all(f"of {record.class_name}, unlike" in d for d in record.descriptors)
         clip = load_clip(str(config), str(checkpoint), "cpu")
         neighbours = nearest_classes(names, 2, lambda t: encode_texts(clip, t))
-        expected = comparative_prompts(names, neighbours, Style(name="comparative"), PROMPTS)
+        expected = comparative_prompts(names, neighbours, ComparativeStyle(), PROMPTS)
         asked = {r["body"]["messages"][-1]["content"] for r in server.requests}
         assert asked == {p.text for ps in expected for p in ps}
         assert main(args) == 0  # resumed: every class is in the store

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import lines_of, read_text, read_yaml, validated
-from descriptor_gen.settings import PROJECT_ROOT
+from descriptor_gen.paths import PROJECT_ROOT
 
 DATA_ENV = "DESCRIPTOR_GEN_DATA"
 CARDS_DIR = PROJECT_ROOT / "data" / "datasets" / "cards"
@@ -83,7 +83,7 @@ class Card(BaseModel):
     """One benchmark dataset.
 
     Attributes:
-        loader: the key of its loader (`descriptor_gen.data.loaders.LOADERS`).
+        loader: the key of its loader (`descriptor_gen.data.loaders.CARD_LOADERS`).
         options: the loader's options (torchvision's class and split, ...).
         layout: what the data root holds, for the message when it is not there.
         classes: a class-list file (project-relative); None: names from the dataset's own

@@ -11,83 +11,19 @@ error naming it. Specs dispatch through a small mapping of sources.
 from __future__ import annotations
 
 import csv
-import dataclasses
-import functools
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from descriptor_gen.describe.classes import name_key
+from descriptor_gen.data.cards import data_root, load_cards, need_root
+from descriptor_gen.data.images import IMAGE_SUFFIXES, LabelledImages, label_index
+from descriptor_gen.data.loaders import card_images
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-
-
-@dataclass
-class LabelledImages:
-    """Images with class indices.
-
-    Attributes:
-        paths: one name an image: its file, or `SOURCE#INDEX` for images that are not files.
-        labels: class indices; None for a stream (a webdataset), whose labels come with it.
-        classes: the class names the source itself defines, in label order.
-        reader: reads image i when images are not files (an array, a Hugging Face dataset);
-            picklable, so that decoding stays in the DataLoader's workers.
-        fingerprint: the identity of a source that is not a list of files.
-        shards: a webdataset's tar files, streamed in order.
-        by_folders: class i is the i-th class folder in sorted order, so a missing folder
-            would shift every class after it (checked against the card's class count).
-    """
-
-    spec: str
-    paths: list[str]
-    labels: list[int] | None
-    classes: list[str] | None = None
-    reader: Callable[[int], Any] | None = None
-    fingerprint: str | None = None
-    shards: list[str] | None = None
-    by_folders: bool = False
-
-    def identity(self) -> str:
-        """What the image features depend on: the files with their sizes and dates, or the
-        source's own fingerprint."""
-        from descriptor_gen.hashing import files_fingerprint
-
-        return self.fingerprint or files_fingerprint(self.paths)
-
-    def tail(self, start: int) -> LabelledImages:
-        """The images from `start` on (a file list's, not a stream's), read as before."""
-        if self.shards is not None:
-            raise ValueError("a stream has no tail")
-        reader = functools.partial(_shifted, self.reader, start) if self.reader else None
-        return dataclasses.replace(self, paths=self.paths[start:], reader=reader,
-                                   labels=None if self.labels is None else self.labels[start:])
-
-
-def _shifted(reader: Callable[[int], Any], start: int, index: int) -> Any:
-    return reader(start + index)
-
-
-def _label_index(label: str, classes: list[str], where: str) -> int:
-    """A label is a class index or a class name; a name given twice in the list is ambiguous."""
-    label = label.strip()
-    if label.isdigit():
-        index = int(label)
-        if index < len(classes):
-            return index
-        raise DescgenError(f"{where}: label {label} is beyond the {len(classes)} classes")
-    matches = [i for i, c in enumerate(classes) if c == label] or [
-        i for i, c in enumerate(classes) if name_key(c) == name_key(label)
-    ]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise DescgenError(f"{where}: label {label!r} names classes {matches}; use the index")
-    raise DescgenError(f"{where}: label {label!r} is not in the class list")
-
+__all__ = ["IMAGE_SUFFIXES", "LabelledImages", "load_dataset", "load_image_folder",
+           "load_csv_manifest", "load_hf"]
 
 def load_image_folder(root: Path, classes: list[str]) -> LabelledImages:
     """ImageFolder layout: one sub-folder per class, named by class name or index."""
@@ -96,7 +32,7 @@ def load_image_folder(root: Path, classes: list[str]) -> LabelledImages:
         raise DescgenError(f"{root}: no class sub-folders")
     paths, labels = [], []
     for folder in folders:
-        label = _label_index(folder.name, classes, f"{root}: folder {folder.name!r}")
+        label = label_index(folder.name, classes, f"{root}: folder {folder.name!r}")
         for image in sorted(folder.rglob("*")):
             if image.suffix.lower() in IMAGE_SUFFIXES and image.is_file():
                 paths.append(str(image))
@@ -123,7 +59,7 @@ def load_csv_manifest(path: Path, classes: list[str]) -> LabelledImages:
             raise DescgenError(f"{path}:{number}: expected 'path,label'")
         image = Path(row[0].strip())
         paths.append(str(image if image.is_absolute() else path.parent / image))
-        labels.append(_label_index(row[1], classes, f"{path}:{number}"))
+        labels.append(label_index(row[1], classes, f"{path}:{number}"))
     if not paths:
         raise DescgenError(f"{path}: no rows")
     return LabelledImages(str(path), paths, labels)
@@ -183,14 +119,14 @@ def load_hf(spec: str, classes: list[str] | None, cache_dir: Path) -> LabelledIm
         if classes is None:
             raise DescgenError(f"{spec}: its labels have no names; give --classes")
         shown = [names[v] if names else str(v) for v in raw]
-        labels = [_label_index(str(v), classes, f"{spec} row {i}") for i, v in enumerate(shown)]
+        labels = [label_index(str(v), classes, f"{spec} row {i}") for i, v in enumerate(shown)]
     return LabelledImages(spec, [f"{spec}#{i}" for i in range(len(labels))], labels,
                           classes=list(names) if names else None,
                           reader=HFImages(data, image_col),
                           fingerprint=f"hf:{getattr(data, '_fingerprint', None) or target}")
 
 
-LOADERS: dict[str, Callable[[Path, list[str]], LabelledImages]] = {
+FILE_SOURCES: dict[str, Callable[[Path, list[str]], LabelledImages]] = {
     "folder": load_image_folder,
     "csv": load_csv_manifest,
 }
@@ -208,9 +144,8 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
             replaces the names, for texts (e.g. DCLIP's names for ImageNet).
         root: the data root for cards (`--data-root`, else `$DESCRIPTOR_GEN_DATA`).
     """
-    from descriptor_gen.data.cards import data_root, load_cards, need_root
-    from descriptor_gen.data.loaders import card_images
-    from descriptor_gen.data.wds import load_wds
+    from descriptor_gen.data.wds import load_wds  # imports torch: only for wds: specs
+
 
     cards = load_cards()
     name, _, split = spec.partition(":")
@@ -229,9 +164,9 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
             raise DescgenError(f"{spec}: an image folder or CSV needs --classes (a card, wds: or"
                                " hf: source names its classes itself)")
         if path.is_dir():
-            return LOADERS["folder"](path, classes)
+            return FILE_SOURCES["folder"](path, classes)
         if path.suffix.lower() == ".csv" and path.is_file():
-            return LOADERS["csv"](path, classes)
+            return FILE_SOURCES["csv"](path, classes)
         known = ", ".join(cards)
         raise DescgenError(f"{spec}: not a dataset card ({known}), an image folder, a .csv"
                            " manifest, wds:DIR[:SPLIT] or hf:PATH_OR_NAME[:SPLIT]")

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from descriptor_gen.data.cards import Card, missing
-from descriptor_gen.data.datasets import IMAGE_SUFFIXES, LabelledImages
+from descriptor_gen.data.images import IMAGE_SUFFIXES, LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
 from descriptor_gen.inputs import parse_json, read_text
@@ -228,7 +228,7 @@ def _untold(message: str) -> str:
     return message.replace("You can use download=True to download it", "get it as its card says")
 
 
-LOADERS: dict[str, Callable[[Card, Path], LabelledImages]] = {
+CARD_LOADERS: dict[str, Callable[[Card, Path], LabelledImages]] = {
     "imagenet_val": load_imagenet_val, "imagenetv2": load_imagenetv2, "cub": load_cub,
     "caltech101": load_caltech101, "torchvision": load_torchvision, "coop_split": load_coop_split,
 }
@@ -251,9 +251,9 @@ RULES: dict[str, Callable[[str], str]] = {
 
 def card_images(card: Card, root: Path) -> LabelledImages:
     """The card's dataset under `root`, with its class names in label order."""
-    if card.loader not in LOADERS:
+    if card.loader not in CARD_LOADERS:
         raise DescgenError(f"{card.name}: unknown loader {card.loader!r}")
-    data = LOADERS[card.loader](card, root)
+    data = CARD_LOADERS[card.loader](card, root)
     listed = card.class_file_names()
     if listed is not None and data.by_folders and len(data.classes or []) != len(listed):
         raise missing(card, root, f"{len(data.classes)} classes where the card has {len(listed)};"

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
 
-from descriptor_gen.data.datasets import LabelledImages
+from descriptor_gen.data.images import LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
 from descriptor_gen.inputs import lines_of, read_text

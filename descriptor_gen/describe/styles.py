@@ -12,12 +12,19 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from descriptor_gen.describe.prompts import Messages, Prompt, PromptLibrary, PromptOptions, build_prompt
+from descriptor_gen.describe.prompts import (
+    Messages,
+    Prompt,
+    PromptLibrary,
+    PromptOptions,
+    build_prompt,
+    indefinite_article,
+)
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_yaml, validated
 
@@ -28,27 +35,71 @@ STYLE_FILES = {"cupl": "cupl/questions.yaml", "comparative": "comparative/prompt
 """The file under the prompts folder that a generated style's prompts are made from."""
 
 
-class Style(BaseModel):
-    """A prompt style and its settings; all of it is provenance (records keep it).
+NeighbourFinder = Callable[[list[str], int], tuple[list[list[int]], dict[str, str]]]
+"""(classes, n) -> each class's n nearest classes and the identity of the CLIP that chose them."""
+
+
+class DclipStyle(BaseModel):
+    """One few-shot prompt per class, made from the prompt options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["dclip"] = "dclip"
+    preset: ClassVar[str | None] = None  # generated with the run's own sampling settings
+
+    @staticmethod
+    def dataset_defaults(prompts_dir: Path, dataset: str | None) -> dict[str, Any]:
+        """CachePaths that follow from the dataset (none)."""
+        return {}
+
+    def record(self, neighbours: list[str] | None = None) -> dict[str, Any] | None:
+        """What a record keeps: nothing (its prompt options say it all)."""
+        return None
+
+    def prompt_options(self, options: PromptOptions) -> PromptOptions | None:
+        """The few-shot options this style's prompts are made from (None: not from options)."""
+        return options
+
+    def prepare(self, classes: list[str], find: NeighbourFinder | None) -> tuple[Style, None]:
+        """What the prompts need beyond the classes, found now: nothing."""
+        return self, None
+
+    def prompts(self, classes: list[str], options: PromptOptions, library: PromptLibrary,
+                neighbours: list[list[int]] | None = None) -> list[list[Prompt]]:
+        return [[build_prompt(name, options, library)] for name in classes]
+
+    def files(self, prompts_dir: Path) -> list[Path]:
+        """The data files the prompts are made of, beside the options (none: the bank's
+        examples are in the prompt options' own identity)."""
+        return []
+
+    def class_requests(self, name: str, prompts_dir: Path) -> list[Prompt] | int:
+        """A class's prompts where its name alone makes them, else how many it asks (one:
+        the few-shot prompt follows from the options)."""
+        return 1
+
+
+class CuplStyle(BaseModel):
+    """CuPL's questions, each asked as it stands.
 
     Attributes:
-        questions: cupl: the question set (a dataset card name in the questions file).
-        article: cupl: `cupl` ("an" before a capital vowel only, as released), `vowel` (any
-            vowel, as SuS-X) or `sound` (by sound, as our few-shot prompts); `auto`: `vowel`
-            for SuS-X's sets (`sus-x:...`), else `cupl`.
-        neighbours: comparative: nearest classes asked about per class.
-        example_seed: comparative: the seed of the examples drawn for each pair (theirs: 42).
-        clip: comparative: the CLIP that chose the neighbours (its identity).
+        questions: the question set (a dataset card name in the questions file).
+        article: `cupl` ("an" before a capital vowel only, as released), `vowel` (any vowel,
+            as SuS-X) or `sound` (by sound, as our few-shot prompts); `auto`: `vowel` for
+            SuS-X's sets (`sus-x:...`), else `cupl`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: StyleName = "dclip"
+    name: Literal["cupl"] = "cupl"
     questions: str = DEFAULT_QUESTIONS
     article: Literal["auto", "cupl", "vowel", "sound"] = "auto"
-    neighbours: int = Field(default=10, ge=1)
-    example_seed: int = 42
-    clip: dict[str, str] | None = None
+    preset: ClassVar[str | None] = "cupl"  # its sampling settings (prompts/presets/cupl.yaml)
+
+    @staticmethod
+    def dataset_defaults(prompts_dir: Path, dataset: str | None) -> dict[str, Any]:
+        """The dataset's own question set where CuPL has one."""
+        return {"questions": cupl_question_set(prompts_dir, dataset)}
 
     def article_rule(self) -> str:
         if self.article != "auto":
@@ -56,13 +107,89 @@ class Style(BaseModel):
         return "vowel" if self.questions.startswith(SUSX_SETS) else "cupl"
 
     def record(self, neighbours: list[str] | None = None) -> dict[str, Any] | None:
-        """What a record keeps: None for the few-shot style (its options say it all)."""
-        if self.name == "dclip":
-            return None
-        if self.name == "cupl":
-            return {"name": "cupl", "questions": self.questions, "article": self.article_rule()}
+        return {"name": "cupl", "questions": self.questions, "article": self.article_rule()}
+
+    def prompt_options(self, options: PromptOptions) -> PromptOptions | None:
+        return None
+
+    def prepare(self, classes: list[str], find: NeighbourFinder | None) -> tuple[Style, None]:
+        return self, None
+
+    def prompts(self, classes: list[str], options: PromptOptions, library: PromptLibrary,
+                neighbours: list[list[int]] | None = None) -> list[list[Prompt]]:
+        return [cupl_prompts(name, self, library.prompts_dir) for name in classes]
+
+    def files(self, prompts_dir: Path) -> list[Path]:
+        return [prompts_dir / STYLE_FILES["cupl"]]
+
+    def class_requests(self, name: str, prompts_dir: Path) -> list[Prompt] | int:
+        return cupl_prompts(name, self, prompts_dir)
+
+
+class ComparativeStyle(BaseModel):
+    """One question per (class, nearest class) pair, Comparative-CLIP's prompt.
+
+    Attributes:
+        neighbours: nearest classes asked about per class.
+        example_seed: the seed of the examples drawn for each pair (theirs: 42).
+        clip: the CLIP that chose the neighbours (its identity).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["comparative"] = "comparative"
+    neighbours: int = Field(default=10, ge=1)
+    example_seed: int = 42
+    clip: dict[str, str] | None = None
+    preset: ClassVar[str | None] = "comparative"
+
+    @staticmethod
+    def dataset_defaults(prompts_dir: Path, dataset: str | None) -> dict[str, Any]:
+        return {}
+
+    def record(self, neighbours: list[str] | None = None) -> dict[str, Any] | None:
         return {"name": "comparative", "neighbours": neighbours or [], "n": self.neighbours,
                 "example_seed": self.example_seed, "clip": self.clip}
+
+    def prompt_options(self, options: PromptOptions) -> PromptOptions | None:
+        return None
+
+    def prepare(self, classes: list[str],
+                find: NeighbourFinder | None) -> tuple[Style, list[list[int]]]:
+        """Each class's nearest classes by `find`'s CLIP, which the style records (unless it
+        already names one)."""
+        if find is None:
+            raise DescgenError("comparative prompts need each class's nearest classes")
+        lists, identity = find(classes, self.neighbours)
+        return (self if self.clip is not None else self.model_copy(update={"clip": identity}),
+                lists)
+
+    def prompts(self, classes: list[str], options: PromptOptions, library: PromptLibrary,
+                neighbours: list[list[int]] | None = None) -> list[list[Prompt]]:
+        if neighbours is None:
+            raise DescgenError("comparative prompts need each class's nearest classes")
+        return comparative_prompts(classes, neighbours, self, library.prompts_dir)
+
+    def files(self, prompts_dir: Path) -> list[Path]:
+        return [prompts_dir / STYLE_FILES["comparative"]]
+
+    def class_requests(self, name: str, prompts_dir: Path) -> list[Prompt] | int:
+        """One question per neighbour; the questions wait for the neighbours."""
+        return self.neighbours
+
+
+Style = Annotated[Union[DclipStyle, CuplStyle, ComparativeStyle], Field(discriminator="name")]
+"""A prompt style and its settings; all of it is provenance (records keep it)."""
+
+STYLES: dict[str, type[DclipStyle | CuplStyle | ComparativeStyle]] = {"dclip": DclipStyle, "cupl": CuplStyle,
+                                      "comparative": ComparativeStyle}
+_STYLE = TypeAdapter(Style)
+
+
+def make_style(settings: dict[str, Any]) -> Style:
+    """A style from its settings (`name` picks the kind, `dclip` by default); a setting of
+    another style is a ValidationError."""
+    return _STYLE.validate_python({"name": "dclip", **settings})
 
 
 class ComparativeExample(BaseModel):
@@ -112,8 +239,6 @@ def cupl_article(name: str, rule: str) -> str:
         return "an" if name[:1] in "AEIOU" and name[:1] else "a"
     if rule == "vowel":
         return "an" if name[:1].lower() in "aeiou" and name[:1] else "a"
-    from descriptor_gen.describe.prompts import indefinite_article
-
     return indefinite_article(name)
 
 
@@ -123,7 +248,7 @@ def _plain(class_name: str, text: str, system: str | None = None) -> Prompt:
     return Prompt(class_name=class_name, text=text, messages=messages, dangling=False)
 
 
-def cupl_prompts(class_name: str, style: Style, prompts_dir: Path) -> list[Prompt]:
+def cupl_prompts(class_name: str, style: CuplStyle, prompts_dir: Path) -> list[Prompt]:
     """CuPL's questions about one class; the name as given (CuPL does not rewrite it)."""
     article = cupl_article(class_name, style.article_rule())
     return [_plain(class_name, q.format(a=article, c=class_name))
@@ -135,7 +260,7 @@ def load_comparative(prompts_dir: Path) -> ComparativePrompt:
     return validated(ComparativePrompt, read_yaml(path, "comparative prompt"), path)
 
 
-def comparative_prompts(classes: list[str], neighbours: list[list[int]], style: Style,
+def comparative_prompts(classes: list[str], neighbours: list[list[int]], style: ComparativeStyle,
                         prompts_dir: Path) -> list[list[Prompt]]:
     """Per class, one prompt per neighbour: the examples drawn in class order, then neighbour
     order, from one Python generator seeded once (so a run's prompts are theirs exactly)."""
@@ -169,18 +294,6 @@ def nearest_classes(classes: list[str], n: int,
     sims = features @ features.T
     np.fill_diagonal(sims, -1.0)
     return [[int(j) for j in np.argsort(row, kind="stable")[-n:]] for row in sims]
-
-
-def class_prompts(style: Style, classes: list[str], options: PromptOptions,
-                  library: PromptLibrary, neighbours: list[list[int]] | None = None) -> list[list[Prompt]]:
-    """Every class's prompts in the style (one for the few-shot style)."""
-    if style.name == "dclip":
-        return [[build_prompt(name, options, library)] for name in classes]
-    if style.name == "cupl":
-        return [cupl_prompts(name, style, library.prompts_dir) for name in classes]
-    if neighbours is None:
-        raise DescgenError("comparative prompts need each class's nearest classes")
-    return comparative_prompts(classes, neighbours, style, library.prompts_dir)
 
 
 def concept_prompt(classes: list[str], prompts_dir: Path) -> Prompt:

@@ -20,10 +20,11 @@ from PIL import Image, ImageDraw
 
 from descriptor_gen.generation.devserver import DevServer
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.sweep import load_spec, run_sweep
+from descriptor_gen.experiments.specs import load_spec
+from descriptor_gen.experiments.sweep import run_sweep
 from descriptor_gen.score.features import load_clip
 from descriptor_gen.experiments.report import write_report
-from descriptor_gen.settings import Settings
+from descriptor_gen.paths import CachePaths
 
 SPEC = Path("data/experiments/demo.yaml")
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60),
@@ -111,7 +112,7 @@ def main(out_dir: str = "results/demo", spec_file: str = str(SPEC)) -> int:
     classes = Path(spec.classes).read_text().split("\n")[:-1]
     make_images(classes, Path(spec.dataset))
     make_images(classes, Path(spec.dataset).parent / "train", per_class=16, seed=1)
-    settings = Settings.resolve()
+    paths = CachePaths.resolve()
     try:
         weights = clip_weights(spec.clip.model, spec.clip.pretrained)
         with llm_base_url() as base_url:
@@ -119,7 +120,7 @@ def main(out_dir: str = "results/demo", spec_file: str = str(SPEC)) -> int:
             if base_url:
                 overrides += [f"generation.base_url={base_url}", "generation.model=dev-server"]
             spec = load_spec(path, overrides)
-            run_sweep(spec, out, settings.cache_dir, settings.prompts_dir)
+            run_sweep(spec, out, paths.cache_dir, paths.prompts_dir)
         report = write_report(out)[0]
     except DescgenError as exc:
         print(f"descgen: error: {exc}", file=sys.stderr)

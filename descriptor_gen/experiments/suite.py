@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from descriptor_gen.settings import RESPONSES
+from descriptor_gen.paths import RESPONSES
 from descriptor_gen.data.cards import Card, data_root, load_cards
 from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.describe.prompts import PromptLibrary, build_prompt
@@ -25,7 +25,7 @@ from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments.results import append_row, cell_id, done_cells
-from descriptor_gen.experiments.sweep import ClipModelSpec, GenerationSpec, SpecName
+from descriptor_gen.experiments.specs import ClipModelSpec, GenerationSpec, SpecName
 from descriptor_gen.generation.backends import generation_identity
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.generation.generate import GenerationJob, generate
@@ -34,10 +34,9 @@ from descriptor_gen.locks import exclusive
 from descriptor_gen.score.engines import EngineOptions
 from descriptor_gen.score.evaluate import EvalConfig, TextOptions, evaluate
 from descriptor_gen.score.features import load_clip
-from descriptor_gen.describe.presets import load_preset
-from descriptor_gen.describe.prompts import PromptOptions
-from descriptor_gen.describe.styles import STYLE_FILES, Style, cupl_question_set
+from descriptor_gen.describe.styles import Style
 from descriptor_gen.generation.backends import GenerationParams
+from descriptor_gen.generation.resolve import preset_style, style_params
 from descriptor_gen.score.methods import METHODS, method as method_def
 from descriptor_gen.score.neighbours import clip_neighbours
 
@@ -111,7 +110,7 @@ def _published(card: Card, model_key: str | None, key: str | None) -> float | No
     return entry.top1 / 100 if entry else None
 
 
-class _Runner:
+class _SuiteRun:
     def __init__(self, spec: SuiteSpec, out: Path, cache_dir: Path, prompts_dir: Path,
                  log: Callable[[str], None]) -> None:
         self.spec, self.out, self.cache_dir, self.prompts_dir, self.log = spec, out, cache_dir, prompts_dir, log
@@ -133,17 +132,14 @@ class _Runner:
         """A generated column's prompt style and generation parameters: the few-shot prompt
         with the spec's settings, or a style with its preset's sampling on the spec's model."""
         name = GENERATED_STYLES[str(method.descriptors)]
-        params = self.spec.generation.params()
-        if name == "dclip":
-            return Style(), params
-        preset = load_preset(self.prompts_dir, name)
-        params = GenerationParams(**{**params.model_dump(), **preset.sampling()})
-        chosen = {**preset.style, "name": name}
-        if name == "cupl":
-            chosen["questions"] = cupl_question_set(self.prompts_dir, card.name)
-        else:
-            chosen.update(neighbours=method.neighbours, clip=self.spec.clip.identity())
-        return Style(**chosen), params
+        params = style_params(self.spec.generation.params(), self.prompts_dir, name)
+        style = preset_style(self.prompts_dir, name, card.name, {
+            "neighbours": method.neighbours, "clip": self.spec.clip.identity()})
+        return style, params
+
+    def _neighbours(self, classes: list[str], n: int) -> tuple[list[list[int]], dict[str, str]]:
+        return clip_neighbours(classes, n, self.cache_dir, self.spec.clip.model,
+                               self.spec.clip.pretrained, clip=self.clip)
 
     def store(self, card: Card, classes: list[str], method: SuiteMethod,
               identity: dict[str, Any]) -> Path | None:
@@ -151,23 +147,19 @@ class _Runner:
         if method.descriptors in GENERATED_STYLES:
             style, params = self._style(card, method)
             chat = params.api == "chat"
-            if style.name == "dclip":
+            files = style.files(self.prompts_dir)
+            if files:
+                prompts = sha256_file(files[0])
+            else:
                 prompts = sha256_text("\n".join(build_prompt(c, self.options, self.library).sha256(
                     chat) for c in classes))
-            else:
-                prompts = sha256_file(self.prompts_dir / STYLE_FILES[style.name])
             identity.update(generation=generation_identity(params), prompts=prompts,
                             prompt_options=self.options.model_dump(), style=style.model_dump())
             store = self.out / "descriptors" / f"{card.name}-{sha256_text(json.dumps(identity, sort_keys=True, default=str))[:10]}.jsonl"
             try:
-                neighbours = None
-                if style.name == "comparative":
-                    neighbours, _ = clip_neighbours(classes, style.neighbours, self.cache_dir,
-                                                    self.spec.clip.model,
-                                                    self.spec.clip.pretrained, clip=self.clip)
+                style, neighbours = style.prepare(classes, self._neighbours)
                 summary = generate(GenerationJob(
-                    classes=classes, out=store,
-                    options=self.options if style.name == "dclip" else PromptOptions(),
+                    classes=classes, out=store, options=self.options,
                     params=params, library=self.library, style=style, neighbours=neighbours,
                     cache=ResponseCache(self.cache_dir / RESPONSES),
                     concurrency=self.spec.generation.concurrency,
@@ -273,4 +265,4 @@ def run_suite(spec: SuiteSpec, out: Path, cache_dir: Path, prompts_dir: Path,
     spec.checked(load_cards())
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out / "results.jsonl", wait=wait):
-        return _Runner(spec, out, cache_dir, prompts_dir, log).run()
+        return _SuiteRun(spec, out, cache_dir, prompts_dir, log).run()

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from descriptor_gen.settings import BATCHES
+from descriptor_gen.paths import BATCHES
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.secrets import redact

@@ -37,7 +37,7 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.locks import exclusive
 from descriptor_gen.describe.parse import PARSERS
 from descriptor_gen.describe.prompts import Prompt, PromptLibrary, PromptOptions, prompt_sha256
-from descriptor_gen.describe.styles import Style, class_prompts
+from descriptor_gen.describe.styles import DclipStyle, Style
 from descriptor_gen.generation.retry import RequestFailed, with_retries
 from descriptor_gen.describe.store import DescriptorRecord, StoreAppender, read_store_for_resume
 
@@ -126,7 +126,7 @@ class GenerationJob:
     params: GenerationParams
     library: PromptLibrary
     cache: ResponseCache
-    style: Style = field(default_factory=Style)
+    style: Style = field(default_factory=DclipStyle)
     neighbours: list[list[int]] | None = None
     concurrency: int = 4
     max_attempts: int = 4
@@ -148,10 +148,10 @@ class GenerationJob:
     @property
     def record_options(self) -> PromptOptions | None:
         """The few-shot options a record keeps (other styles say theirs in `style`)."""
-        return self.options if self.style.name == "dclip" else None
+        return self.style.prompt_options(self.options)
 
     def prompts(self) -> list[list[Prompt]]:
-        return class_prompts(self.style, self.classes, self.options, self.library, self.neighbours)
+        return self.style.prompts(self.classes, self.options, self.library, self.neighbours)
 
     def style_record(self, index: int) -> dict[str, Any] | None:
         named = None
@@ -192,7 +192,7 @@ async def _generate(job: GenerationJob) -> GenerationSummary:
         if not job.live:
             await _fill_cache_by_batch(job, backend, states, stats)
         with StoreAppender(job.out) as appender, _progress(job, len(states)) as bar:
-            runner = _Runner(job, backend, stats, appender, bar, written)
+            runner = _GenerationRun(job, backend, stats, appender, bar, written)
             await runner.run(states)
     finally:
         if job.backend is None:
@@ -301,7 +301,7 @@ def _check_same_setting(
             )
 
 
-class _Runner:
+class _GenerationRun:
     """Rounds of requests: round 0 asks `samples` answers of every prompt, each later round one
     more of every prompt of the classes still without descriptors, up to `max_attempts` rounds
     (one round when greedy: temperature 0 gives the same answer again). Requests for all

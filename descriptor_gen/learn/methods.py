@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_yaml, validation_message
 from descriptor_gen.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_SHOTS, MAX_VIEWS
-from descriptor_gen.settings import PROJECT_ROOT
+from descriptor_gen.paths import PROJECT_ROOT
 
 
 class FewShotOptions(BaseModel):

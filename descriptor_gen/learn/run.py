@@ -16,7 +16,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
-from descriptor_gen.settings import LEARN_FEATURES, TEXT_FEATURES
+from descriptor_gen.paths import LEARN_FEATURES, TEXT_FEATURES
 from descriptor_gen.atomic import replace_atomically, write_atomically, writing
 from descriptor_gen.data.cards import coop_template
-from descriptor_gen.data.datasets import LabelledImages
+from descriptor_gen.data.images import LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.locks import exclusive, lock_path
@@ -40,12 +40,13 @@ from descriptor_gen.learn.train import Batches, EpochLog, make_optimiser, optimi
 from descriptor_gen.score.features import (
     ClipModel,
     TextFeatureCache,
-    _Images,
-    _image_size,
+    ImageFiles,
+    image_size,
     autocast_for,
     clip_identity,
     load_clip,
 )
+from descriptor_gen.score.evaluate import Scored
 
 RUN_FORMAT = "descgen-learned-run/1"
 PADDING_TEMPLATE = "This is a photo of a {}"  # visual_prompting main_clip.py
@@ -90,7 +91,7 @@ class RunInfo(BaseModel):
     finished: bool = False
     seconds: float = 0.0
 
-    def settings(self) -> dict[str, Any]:
+    def run_key(self) -> dict[str, Any]:
         """What makes two runs the same run (progress aside; the CLIP by its identity, `clip`,
         not by how it was named)."""
         return self.model_dump(exclude={"epochs_done", "finished", "seconds", "model", "pretrained"})
@@ -167,12 +168,12 @@ class _Views(torch.utils.data.Dataset):
         from torchvision import transforms
 
         normalise = next(t for t in clip.preprocess.transforms if isinstance(t, transforms.Normalize))
-        size = _image_size(clip.preprocess)
+        size = image_size(clip.preprocess)
         augment = transforms.Compose([
             transforms.RandomResizedCrop(size, scale=(0.5, 1.0),
                                          interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalise])
-        self.images = _Images(data.paths, augment, size, data.reader)  # read as every image is
+        self.images = ImageFiles(data.paths, augment, size, data.reader)  # read as every image is
         self.view, self.seed = view, seed
 
     def __len__(self) -> int:
@@ -211,7 +212,7 @@ def shot_features(clip: ClipModel, data: LabelledImages, views: int, seed: int, 
     out = []
     for view in range(views):
         dataset: torch.utils.data.Dataset = (
-            _Images(data.paths, clip.preprocess, _image_size(clip.preprocess), data.reader)
+            ImageFiles(data.paths, clip.preprocess, image_size(clip.preprocess), data.reader)
             if views == 1 else _Views(data, clip, view, seed))
         feats, errors = _encode(clip, dataset, batch_size, workers)
         if errors:
@@ -262,7 +263,7 @@ def build_learner(info: RunInfo, clip: ClipModel, cache_dir: Path, prompts_dir: 
             classifier = _descriptor_classifier(clip, classes, store, cache_dir, prompts_dir)
         else:
             classifier = _mean_directions(clip, [[PADDING_TEMPLATE.format(c)] for c in classes], cache_dir)
-        size = _image_size(clip.preprocess)
+        size = image_size(clip.preprocess)
         if 2 * options.pad >= size:
             raise DescgenError(f"padding: pad {options.pad} leaves nothing of a {size} px image")
         return Padding(clip, classifier, size, options.pad, seed)
@@ -329,7 +330,7 @@ def _existing(out: Path, info: RunInfo, resume: bool) -> RunInfo | None:
     from descriptor_gen.inputs import validated
 
     old = validated(RunInfo, parse_json(read_text(path, "run file"), path), path)
-    if old.settings() != info.settings():
+    if old.run_key() != info.run_key():
         raise DescgenError(f"{out}: holds another run ({old.method} on {old.dataset}, other"
                            " settings); choose another --out")
     if not old.finished and old.epochs_done and not resume:
@@ -550,7 +551,7 @@ def _batches(method: str, learner: Learner, clip: ClipModel, shots: LabelledImag
              features: np.ndarray | None, labels: list[int], cfg: LearnConfig) -> Batches:
     label_tensor = torch.tensor(labels, dtype=torch.long, device=clip.device)
     if method == "padding":
-        images = _Images(shots.paths, clip.preprocess, _image_size(clip.preprocess), shots.reader)
+        images = ImageFiles(shots.paths, clip.preprocess, image_size(clip.preprocess), shots.reader)
 
         def load(index: torch.Tensor, _: torch.Tensor, __: int) -> torch.Tensor:
             return torch.stack([images[int(i)][0] for i in index]).to(clip.device)
@@ -564,7 +565,7 @@ def _batches(method: str, learner: Learner, clip: ClipModel, shots: LabelledImag
 
 def reencoding_batches(clip: ClipModel, shots: LabelledImages, labels: list[int]) -> Batches:
     """The straightforward way, for the benchmark: every step encodes its images again."""
-    images = _Images(shots.paths, clip.preprocess, _image_size(clip.preprocess), shots.reader)
+    images = ImageFiles(shots.paths, clip.preprocess, image_size(clip.preprocess), shots.reader)
 
     def encode(index: torch.Tensor, _: torch.Tensor, __: int) -> torch.Tensor:
         batch = torch.stack([images[int(i)][0] for i in index]).to(clip.device)
@@ -629,12 +630,27 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
     return np.concatenate(out) if out else np.zeros((0, len(classes)), np.float32), info
 
 
+@dataclass(frozen=True)
+class LearnedScorer:
+    """A finished run as the image scorer of `score.evaluate.evaluate` (`--learned RUN`)."""
+
+    run: Path
+
+    def __call__(self, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
+                 data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
+                 prompts_dir: Path, batch_size: int, workers: int) -> Scored:
+        scores, info = learned_scores(self.run, clip, clip_spec, classes, data, image_features,
+                                      cache_dir, prompts_dir, batch_size, workers)
+        return Scored(scores, f"learned:{info.method}",
+                      {**info.options, "run": str(self.run), "recipe": info.recipe})
+
+
 def _padded_scores(learner: Padding, clip: ClipModel, data: LabelledImages, batch_size: int,
                    workers: int) -> np.ndarray:
     if data.shards is not None:
         raise DescgenError(f"{data.spec}: a padding run encodes the images again with its"
                            " border; webdataset sources are not supported for it")
-    dataset = _Images(data.paths, clip.preprocess, _image_size(clip.preprocess), data.reader)
+    dataset = ImageFiles(data.paths, clip.preprocess, image_size(clip.preprocess), data.reader)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     out = []
     for images, _, _ in loader:

@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from descriptor_gen.settings import IMAGE_FEATURES, TEXT_FEATURES
+from descriptor_gen.data.cards import coop_template, load_cards
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
+from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.score.engines import EngineOptions, check_engine, encode
@@ -27,6 +28,7 @@ from descriptor_gen.score.features import (
     ImageFeatures,
     PartialFeatures,
     TextFeatureCache,
+    clip_identity,
     load_clip,
 )
 from descriptor_gen.score.methods import (
@@ -101,6 +103,24 @@ class TextOptions(BaseModel):
             defaults.pooling or ("renormalised" if cupl else "mean"))
         return make_recipe(forms, template, classname, pooling, self.on_empty,
                            concept if concept is not None else self.concept)
+
+
+@dataclass
+class Scored:
+    """What an image scorer gives: (N, C) scores and how the result names the method."""
+
+    scores: np.ndarray
+    method: str
+    options: dict[str, Any]
+
+
+class ImageScorer(Protocol):
+    """Scores the evaluated images without descriptor texts (a learned run's prompts or
+    cache). `learn/` implements it; the caller chooses it, so `score/` imports nothing above."""
+
+    def __call__(self, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
+                 data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
+                 prompts_dir: Path, batch_size: int, workers: int) -> Scored: ...
 
 
 CHECKPOINT_ROWS = 16384
@@ -182,8 +202,6 @@ def _store(cfg: EvalConfig, mdef: MethodDef, options: Any) -> tuple[list[Descrip
 
 def card_concept(dataset: str) -> str:
     """A dataset card's published high-level concept (WaffleCLIP's), for `--concept card`."""
-    from descriptor_gen.data.cards import load_cards
-
     card = load_cards().get(dataset.partition(":")[0])
     if card is None or card.concept is None:
         raise DescgenError(f"--concept card: {dataset} has no published concept"
@@ -200,8 +218,7 @@ def imagenet_templates(prompts_dir: Path) -> list[str]:
 def source_templates(spec: str, prompts_dir: Path) -> tuple[list[str], str]:
     """The zero-shot templates of a data source: a card's, a webdataset folder's, else CLIP's
     80 ImageNet templates; and where they came from."""
-    from descriptor_gen.data.cards import load_cards
-    from descriptor_gen.data.wds import wds_templates
+    from descriptor_gen.data.wds import wds_templates  # imports torch: only for wds: specs
 
     cards = load_cards()
     name = spec.partition(":")[0]
@@ -330,15 +347,12 @@ def _seen_images(cfg: EvalConfig, data: LabelledImages, classes: list[str], clip
     return _Seen(feats, encoded_images, list(names), ok, labels, unreadable, spent)
 
 
-def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path,
-                      prompts_dir: Path, predictions: Path | None, clip: ClipModel | None,
-                      log: Callable[[str], None], progress: bool) -> EvalResult:
+def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | None,
+                     cache_dir: Path, prompts_dir: Path, predictions: Path | None,
+                     clip: ClipModel | None, log: Callable[[str], None],
+                     progress: bool) -> EvalResult:
     """`--learned RUN`: a trained run scores the images (CoOp's prompts, Tip-Adapter's cache,
     ...); the metrics and predictions are the same as every method's."""
-    from descriptor_gen.learn.run import learned_scores
-    from descriptor_gen.score.features import clip_identity
-
-    assert cfg.learned is not None
     started = time.perf_counter()
     data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
     classes = data.classes or classes or []
@@ -347,10 +361,9 @@ def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Pat
     seen = _seen_images(cfg, data, classes, clip, cache_dir, log, progress)
     images_done = time.perf_counter()
     feats = np.asarray(seen.feats.features, np.float32)
-    score, info = learned_scores(cfg.learned, clip, clip_identity(cfg.model, cfg.pretrained, cfg.precision),
-                                 classes, data, feats, cache_dir, prompts_dir, cfg.batch_size,
-                                 cfg.workers)
-    score = score[seen.ok]
+    scored = scorer(clip, clip_identity(cfg.model, cfg.pretrained, cfg.precision), classes, data,
+                    feats, cache_dir, prompts_dir, cfg.batch_size, cfg.workers)
+    score = scored.scores[seen.ok]
     result_metrics = metrics(score, seen.labels)
     zero_shot = _zero_shot_beside(clip, cfg.dataset, classes, feats[seen.ok], seen.labels,
                                   cache_dir)
@@ -361,8 +374,7 @@ def _evaluate_learned(cfg: EvalConfig, classes: list[str] | None, cache_dir: Pat
     timings = {"data_and_model": loaded - started, "images": images_done - loaded,
                "texts": 0.0, "scoring": finished - images_done, **seen.engine_timings}
     return EvalResult(
-        metrics=result_metrics.__dict__, method=f"learned:{info.method}",
-        options={**info.options, "run": str(cfg.learned), "recipe": info.recipe},
+        metrics=result_metrics.__dict__, method=scored.method, options=scored.options,
         model=cfg.model, pretrained=cfg.pretrained, precision=cfg.precision, device=clip.device,
         dataset=cfg.dataset, descriptor_file=None, descriptor_file_sha256=None, text=None,
         templates=None, counts={"classes": len(classes)}, unreadable_images=seen.unreadable,
@@ -377,8 +389,6 @@ def _zero_shot_beside(clip: ClipModel, dataset: str, classes: list[str], image_f
                       labels: np.ndarray, cache_dir: Path) -> dict[str, Any]:
     """Zero-shot CLIP on the same images, classes and model, as CoOp's tables put beside a
     learned prompt: the class name in CoOp's zero-shot template of the dataset's card."""
-    from descriptor_gen.data.cards import coop_template
-
     template = coop_template(dataset, zero_shot=True)
     texts = [template.format(c.replace("_", " ")) for c in classes]
     text_feats, _ = TextFeatureCache(cache_dir / TEXT_FEATURES).features(clip, texts)
@@ -386,109 +396,177 @@ def _zero_shot_beside(clip: ClipModel, dataset: str, classes: list[str], image_f
     return {"text": template, "top1": found.top1, "top5": found.top5}
 
 
-def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
-             predictions: Path | None = None, clip: ClipModel | None = None,
-             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-             progress: bool = False) -> EvalResult:
-    """Score every image against every class and compute the metrics.
+@dataclass
+class _Prepared:
+    """What a zero-shot evaluation reads before any image: the method, the store, the texts'
+    recipe, the data source and its templates, the CLIP."""
 
-    Args:
-        classes: the class list; None to take the data source's own (a card, wds:, hf:).
-        progress: a bar (on stderr) over the images being encoded.
+    mdef: MethodDef
+    options: Any
+    records: list[DescriptorRecord]
+    digest: str | None
+    recipe: TextRecipe
+    data: LabelledImages
+    classes: list[str]
+    templates: list[str]
+    templates_from: str
+    clip: ClipModel
 
-    Image features come from the cache when the same model saw the same images before; only
-    texts not yet encoded by this model are encoded. A seeded method is scored once per seed.
-    """
-    if cfg.learned is not None:
-        return _evaluate_learned(cfg, classes, cache_dir, prompts_dir, predictions, clip, log,
-                                 progress)
+    @property
+    def descriptors(self) -> dict[int, list[str]]:
+        return {r.class_index: r.descriptors for r in self.records}
+
+
+def _prepare(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
+             clip: ClipModel | None) -> _Prepared:
     mdef = method(cfg.method)
     options = mdef.parse(cfg.options)
-    started = time.perf_counter()
     records, digest = _store(cfg, mdef, options)
     concept = card_concept(cfg.dataset) if cfg.concept == "card" else cfg.concept
     recipe = cfg.recipe(TextForms.load(prompts_dir), records, form_defaults(cfg.method, options),
                         concept)
-    descriptors = {r.class_index: r.descriptors for r in records}
     data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
     classes = data.classes or classes or []
     if cfg.descriptors is not None:
         check_against_classes(records, classes, cfg.descriptors)
     templates, templates_from = source_templates(cfg.dataset, prompts_dir)
     clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
-    loaded = time.perf_counter()
-    seen = _seen_images(cfg, data, classes, clip, cache_dir, log, progress)
-    encoded_images, names, ok, labels, unreadable = (seen.encoded, seen.names, seen.ok,
-                                                     seen.labels, seen.unreadable)
-    images_done = time.perf_counter()
-    feats = seen.feats
-    image_feats = np.asarray(feats.features, np.float32)[ok]
-    text_cache = TextFeatureCache(cache_dir / TEXT_FEATURES)
-    texts_encoded = 0
+    return _Prepared(mdef, options, records, digest, recipe, data, classes, templates,
+                     templates_from, clip)
 
-    def encode(texts: list[str]) -> np.ndarray:
-        nonlocal texts_encoded
-        found, count = text_cache.features(clip, texts)
-        texts_encoded += count
+
+class _Encoders:
+    """The text and shot encoders a method calls, counting what they encode anew."""
+
+    def __init__(self, cfg: EvalConfig, prep: _Prepared, cache_dir: Path) -> None:
+        self.cfg, self.prep, self.cache_dir = cfg, prep, cache_dir
+        self.text_cache = TextFeatureCache(cache_dir / TEXT_FEATURES)
+        self.texts_encoded = self.images_encoded = 0
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        found, count = self.text_cache.features(self.prep.clip, texts)
+        self.texts_encoded += count
         return found
 
-    def labelled(source: str, view: str = "clip") -> tuple[np.ndarray, np.ndarray]:
-        nonlocal encoded_images
-        shots = load_dataset(source, classes, cache_dir, cfg.data_root)
-        if shots.identity() == data.identity():
+    def shots(self, source: str, view: str = "clip") -> tuple[np.ndarray, np.ndarray]:
+        cfg, prep = self.cfg, self.prep
+        shots = load_dataset(source, prep.classes, self.cache_dir, cfg.data_root)
+        if shots.identity() == prep.data.identity():
             raise DescgenError(f"filtered: source {source} is the evaluated dataset; the shots"
                                " must come from other images (a train split)")
-        found, count = image_features(clip, shots, cache_dir, cfg.batch_size, cfg.workers,
-                                      view=VIEWS[view])
-        encoded_images += count
+        found, count = image_features(prep.clip, shots, self.cache_dir, cfg.batch_size,
+                                      cfg.workers, view=VIEWS[view])
+        self.images_encoded += count
         good = np.asarray(found.ok, bool)
         source_labels = found.labels if shots.shards is not None else shots.labels
         return np.asarray(found.features, np.float32)[good], np.asarray(source_labels)[good]
 
-    inputs = Inputs(classes, descriptors, templates, recipe, prompts_dir, encode, labelled,
-                    store_keys(records))
+
+@dataclass
+class _Scoring:
+    """Every seed's metrics; the first seed's scores, texts and text features (predictions,
+    explanations) and the classes it scored without descriptors."""
+
+    runs: list[Metrics]
+    score: np.ndarray
+    texts: ClassTexts
+    text_feats: np.ndarray
+    fallback: list[int]
+
+
+def _score_seeds(cfg: EvalConfig, prep: _Prepared, inputs: Inputs, encoders: _Encoders,
+                 image_feats: np.ndarray, labels: np.ndarray,
+                 on_first: Callable[[], None]) -> _Scoring:
     runs: list[Metrics] = []
-    first: tuple[np.ndarray, ClassTexts, np.ndarray] | None = None
-    fallback: list[int] = []
-    texts_done = time.perf_counter()
-    for seed in options.seeds():
-        ct, fallback_now = mdef.build(inputs, options, seed)
-        text_feats = encode(ct.flat())
-        score = method_scores(cfg.method, options, image_feats, text_feats, ct)
+    first: _Scoring | None = None
+    for seed in prep.options.seeds():
+        ct, fallback = prep.mdef.build(inputs, prep.options, seed)
+        text_feats = encoders.texts(ct.flat())
+        score = method_scores(cfg.method, prep.options, image_feats, text_feats, ct)
         runs.append(metrics(score, labels))
         if first is None:
-            first, fallback = (score, ct, text_feats), fallback_now
-            texts_done = time.perf_counter()
+            first = _Scoring(runs, score, ct, text_feats, fallback)
+            on_first()
     assert first is not None
-    if fallback:
-        listed = ", ".join(f"{i} {classes[i]}" for i in fallback)
-        by = {"classname": f"their class name ({recipe.classname('{c}')})",
-              "blank": f"a blank descriptor ({recipe.descriptor('{c}', '')}, as DCLIP does)",
-              "error": ""}
-        log(f"warning: {len(fallback)} classes have no descriptors and are scored by"
-            f" {by[recipe.on_empty]}: {listed}")
+    return first
+
+
+def _warn_fallback(fallback: list[int], classes: list[str], recipe: TextRecipe,
+                   log: Callable[[str], None]) -> None:
+    if not fallback:
+        return
+    listed = ", ".join(f"{i} {classes[i]}" for i in fallback)
+    by = {"classname": f"their class name ({recipe.classname('{c}')})",
+          "blank": f"a blank descriptor ({recipe.descriptor('{c}', '')}, as DCLIP does)",
+          "error": ""}
+    log(f"warning: {len(fallback)} classes have no descriptors and are scored by"
+        f" {by[recipe.on_empty]}: {listed}")
+
+
+def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompts_dir: Path,
+             predictions: Path | None = None, clip: ClipModel | None = None,
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+             progress: bool = False, scorer: ImageScorer | None = None) -> EvalResult:
+    """Score every image against every class and compute the metrics.
+
+    Args:
+        classes: the class list; None to take the data source's own (a card, wds:, hf:).
+        progress: a bar (on stderr) over the images being encoded.
+        scorer: scores the images in place of texts; given with `cfg.learned` (its provenance).
+
+    Image features come from the cache when the same model saw the same images before; only
+    texts not yet encoded by this model are encoded. A seeded method is scored once per seed.
+    """
+    if (scorer is None) != (cfg.learned is None):
+        raise ValueError("a learned run (cfg.learned) and its scorer come together")
+    if scorer is not None:
+        return _evaluate_scored(cfg, scorer, classes, cache_dir, prompts_dir, predictions, clip,
+                                log, progress)
+    clock = {"started": time.perf_counter()}
+    prep = _prepare(cfg, classes, cache_dir, prompts_dir, clip)
+    clock["loaded"] = time.perf_counter()
+    seen = _seen_images(cfg, prep.data, prep.classes, prep.clip, cache_dir, log, progress)
+    clock["images"] = clock["texts"] = time.perf_counter()
+    image_feats = np.asarray(seen.feats.features, np.float32)[seen.ok]
+    encoders = _Encoders(cfg, prep, cache_dir)
+    inputs = Inputs(prep.classes, prep.descriptors, prep.templates, prep.recipe, prompts_dir,
+                    encoders.texts, encoders.shots, store_keys(prep.records))
+    scoring = _score_seeds(cfg, prep, inputs, encoders, image_feats, seen.labels,
+                           lambda: clock.update(texts=time.perf_counter()))
+    _warn_fallback(scoring.fallback, prep.classes, prep.recipe, log)
     if predictions is not None:
-        score, ct, text_feats = first
-        kept = [p for p, good in zip(names, ok) if good]
-        _write_predictions(predictions, kept, labels, score, image_feats, ct, text_feats,
-                           cfg.explain)
-    finished = time.perf_counter()
-    mean, std = _repeat_summary(runs)
-    seeds = options.seeds()
-    timings = {"data_and_model": loaded - started, "images": images_done - loaded,
-               "texts": texts_done - images_done, "scoring": finished - texts_done,
-               **seen.engine_timings}
+        kept = [p for p, good in zip(seen.names, seen.ok) if good]
+        _write_predictions(predictions, kept, seen.labels, scoring.score, image_feats,
+                           scoring.texts, scoring.text_feats, cfg.explain)
+    clock["finished"] = time.perf_counter()
+    return _result(cfg, prep, seen, scoring, encoders, clock)
+
+
+def _result(cfg: EvalConfig, prep: _Prepared, seen: _Seen, scoring: _Scoring,
+            encoders: _Encoders, clock: dict[str, float]) -> EvalResult:
+    mean, std = _repeat_summary(scoring.runs)
+    seeds = prep.options.seeds()
+    timings = {"data_and_model": clock["loaded"] - clock["started"],
+               "images": clock["images"] - clock["loaded"],
+               "texts": clock["texts"] - clock["images"],
+               "scoring": clock["finished"] - clock["texts"], **seen.engine_timings}
+    encoded_images = seen.encoded + encoders.images_encoded
+    uses_templates = "templates" in cfg.method or _uses_templates(cfg, prep.options)
     return EvalResult(
         metrics=mean, metrics_std=std,
-        repeats=[{"seed": s, **r.__dict__} for s, r in zip(seeds, runs)] if len(runs) > 1 else [],
-        method=cfg.method, options=options.model_dump(), concept=recipe.concept,
-        model=cfg.model, pretrained=cfg.pretrained, precision=cfg.precision, device=clip.device,
-        dataset=cfg.dataset, descriptor_file=str(cfg.descriptors) if cfg.descriptors else None,
-        descriptor_file_sha256=digest, text=recipe,
-        templates=templates_from if "templates" in cfg.method or _uses_templates(cfg, options) else None,
-        counts=_count_stats(descriptors, len(classes)), unreadable_images=unreadable,
-        fallback_classes=[classes[i] for i in fallback], images_encoded=encoded_images,
-        texts_encoded=texts_encoded, seconds=finished - started,
+        repeats=([{"seed": s, **r.__dict__} for s, r in zip(seeds, scoring.runs)]
+                 if len(scoring.runs) > 1 else []),
+        method=cfg.method, options=prep.options.model_dump(), concept=prep.recipe.concept,
+        model=cfg.model, pretrained=cfg.pretrained, precision=cfg.precision,
+        device=prep.clip.device, dataset=cfg.dataset,
+        descriptor_file=str(cfg.descriptors) if cfg.descriptors else None,
+        descriptor_file_sha256=prep.digest, text=prep.recipe,
+        templates=prep.templates_from if uses_templates else None,
+        counts=_count_stats(prep.descriptors, len(prep.classes)),
+        unreadable_images=seen.unreadable,
+        fallback_classes=[prep.classes[i] for i in scoring.fallback],
+        images_encoded=encoded_images, texts_encoded=encoders.texts_encoded,
+        seconds=clock["finished"] - clock["started"],
         timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(encoded_images / timings["images"]) if encoded_images else None,
     )

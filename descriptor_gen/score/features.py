@@ -146,7 +146,7 @@ def _weights(pretrained: str) -> tuple[str | None, str]:
     return pretrained, f"tag:{pretrained}"
 
 
-class _Images(Dataset):
+class ImageFiles(Dataset):
     """Preprocessed images (files, or by index through `reader`); an unreadable image yields
     `ok=False` instead of stopping the run."""
 
@@ -167,7 +167,7 @@ class _Images(Dataset):
             return torch.zeros(3, self.size, self.size), False, f"{type(exc).__name__}: {exc}"
 
 
-def _image_size(preprocess: Any) -> int:
+def image_size(preprocess: Any) -> int:
     for transform in getattr(preprocess, "transforms", []):
         size = getattr(transform, "size", None)
         if size is not None:
@@ -202,7 +202,7 @@ class ImageFeatures:
     keys: list[str] | None = None
 
 
-def _encode_batch(clip: ClipModel, images: torch.Tensor, ok: torch.Tensor,
+def encode_batch(clip: ClipModel, images: torch.Tensor, ok: torch.Tensor,
                   normalise: bool = True) -> np.ndarray:
     images = images.to(clip.device, non_blocking=True)
     feats = clip.model.encode_image(images).float()
@@ -232,7 +232,7 @@ def _comparative_transform(preprocess: Any) -> Any:
     Grayscale(num_output_channels=3), ToTensor, CLIP's Normalize."""
     from torchvision import transforms
 
-    size = _image_size(preprocess)
+    size = image_size(preprocess)
     normalise = next(t for t in preprocess.transforms if isinstance(t, transforms.Normalize))
     return transforms.Compose([transforms.Resize((size, size)),
                                transforms.Grayscale(num_output_channels=3),
@@ -253,7 +253,7 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
     """Encode images (files, or by index through `reader`) in batches through a DataLoader;
     features are L2-normalised (unless the view keeps them as encoded)."""
     preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
-    dataset = _Images(paths, preprocess, _image_size(clip.preprocess), reader)
+    dataset = ImageFiles(paths, preprocess, image_size(clip.preprocess), reader)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         pin_memory=clip.device.startswith("cuda"),
                         persistent_workers=False)
@@ -262,7 +262,7 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
     bar = tqdm(total=len(paths), disable=not progress, desc="images", unit="img")
     with bar, torch.inference_mode(), autocast_for(clip):
         for images, ok, why in loader:
-            chunks.append(_encode_batch(clip, images, ok, view.normalise))
+            chunks.append(encode_batch(clip, images, ok, view.normalise))
             oks.append(ok.numpy())
             batch_errors = {start + i: w for i, w in enumerate(why) if w}
             errors.update(batch_errors)
@@ -282,7 +282,7 @@ def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, work
     from descriptor_gen.data.wds import ShardStream
 
     preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
-    stream = ShardStream(shards, preprocess, _image_size(clip.preprocess))
+    stream = ShardStream(shards, preprocess, image_size(clip.preprocess))
     loader = DataLoader(stream, batch_size=batch_size, num_workers=min(workers, len(shards)),
                         pin_memory=clip.device.startswith("cuda"))
     rows: list[tuple[int, int, str, int, str]] = []
@@ -292,7 +292,7 @@ def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, work
         for images, ok, why, label, shard, position, key in loader:
             bar.update(len(ok))
             ok = ok & (label >= 0)
-            chunks.append(_encode_batch(clip, images, ok, view.normalise))
+            chunks.append(encode_batch(clip, images, ok, view.normalise))
             rows += [(int(s), int(p), k, int(y), w or ("" if y >= 0 else "no class label"))
                      for s, p, k, y, w in zip(shard, position, key, label, why)]
     if not chunks:

@@ -545,7 +545,7 @@ def class_texts(name: str, classes: list[str], descriptors: dict[int, list[str]]
     """A method's texts with its options (defaults when None), for one seed."""
     mdef = method(name)
     parsed = mdef.parse(options or {})
-    from descriptor_gen.settings import PROJECT_ROOT
+    from descriptor_gen.paths import PROJECT_ROOT
 
     inputs = Inputs(classes, descriptors, templates, recipe, prompts_dir or PROJECT_ROOT / "prompts")
     return mdef.build(inputs, parsed, seed if seed is not None else parsed.seeds()[0])

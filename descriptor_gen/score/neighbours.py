@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from descriptor_gen.settings import TEXT_FEATURES
+from descriptor_gen.paths import TEXT_FEATURES
 from descriptor_gen.describe.styles import nearest_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.features import ClipModel, TextFeatureCache, clip_identity, load_clip

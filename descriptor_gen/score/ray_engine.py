@@ -23,10 +23,19 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from descriptor_gen.data.datasets import LabelledImages
+from descriptor_gen.data.images import LabelledImages
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.score.engines import FAULT_ENV, EngineOptions, fault_hook, parse_address
-from descriptor_gen.score.features import ClipModel, ImageFeatures, OnBatch, _image_size, _Images
+from descriptor_gen.score.engine_options import FAULT_ENV, EngineOptions, fault_hook, parse_address
+from descriptor_gen.score.features import (
+    ClipModel,
+    ImageFeatures,
+    ImageFiles,
+    OnBatch,
+    autocast_for,
+    encode_batch,
+    image_size,
+    load_clip,
+)
 
 
 def _ray() -> Any:
@@ -128,9 +137,9 @@ def _check_fits(resources: dict[str, float], options: EngineOptions) -> None:
 
 
 class _Decode:
-    """Open and preprocess images as the local engine does (its own `_Images`)."""
+    """Open and preprocess images as the local engine does (its own `ImageFiles`)."""
 
-    def __init__(self, images: _Images) -> None:
+    def __init__(self, images: ImageFiles) -> None:
         self.images = images
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -168,24 +177,20 @@ class _DecodeShard:
 
 class _Encoder:
     """One actor: loads CLIP once, encodes batches of preprocessed pixels (the local engine's
-    own `_encode_batch`, so the features are the same)."""
+    own `encode_batch`, so the features are the same)."""
 
     def __init__(self, model: str, pretrained: str, precision: str, device: str) -> None:
-        from descriptor_gen.score.features import load_clip
-
         self.clip = load_clip(model, pretrained, device, precision)
         self.fault = fault_hook()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from descriptor_gen.score.features import _encode_batch, autocast_for
-
         self.fault()
         images = torch.from_numpy(np.ascontiguousarray(batch["pixels"], np.float32))
         ok = torch.from_numpy(np.asarray(batch["ok"], bool))
         with torch.inference_mode(), autocast_for(self.clip):
-            features = _encode_batch(self.clip, images, ok)
+            features = encode_batch(self.clip, images, ok)
         return {"index": batch["index"], "features": features, "ok": batch["ok"],
                 "error": batch["error"], "label": batch["label"], "key": batch["key"]}
 
@@ -202,7 +207,7 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
     startup, options = start(options)
     assert options.ray_actors is not None
     model, pretrained = _absolute(model), _absolute(pretrained)
-    size = _image_size(clip.preprocess)
+    size = image_size(clip.preprocess)
     if data.shards is not None:
         items = [{"shard_index": i, "shard": s, "path": _absolute(s)}
                  for i, s in enumerate(data.shards)]
@@ -212,7 +217,7 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
     else:
         dataset = ray.data.from_items([{"index": i} for i in range(len(data.paths))])
         paths = data.paths if data.reader is not None else [_absolute(p) for p in data.paths]
-        dataset = dataset.map_batches(_Decode(_Images(paths, clip.preprocess, size, data.reader)),
+        dataset = dataset.map_batches(_Decode(ImageFiles(paths, clip.preprocess, size, data.reader)),
                                       batch_size=batch_size, batch_format="numpy",
                                       num_cpus=DECODE_CPUS)
         total = len(data.paths)
@@ -363,3 +368,6 @@ def _gather(rows: list[dict[str, np.ndarray]], data: LabelledImages) -> ImageFea
     labels = [int(x) for x in np.concatenate([r["label"] for r in rows])[order]]
     keys = [str(x) for x in np.concatenate([r["key"] for r in rows])[order]]
     return ImageFeatures(feats, ok, errors, labels, keys)
+
+
+encode = encode_ray  # the engine interface of score/engines.py

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from descriptor_gen.settings import IMAGE_FEATURES, TEXT_FEATURES
+from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.sweep import ClipModelSpec, ListGrid, SpecName
+from descriptor_gen.experiments.specs import ClipModelSpec, ListGrid, SpecName
 from descriptor_gen.hashing import files_fingerprint, sha256_file
 from descriptor_gen.locks import exclusive
 from descriptor_gen.experiments.results import append_row, cell_id, done_cells

@@ -13,8 +13,19 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from descriptor_gen.cli import main as descgen
+from descriptor_gen.errors import REFUSED, DescgenError
 from descriptor_gen.experiments.demo import clip_weights
+from descriptor_gen.experiments.report import write_refer_report
+from descriptor_gen.experiments.specs import load_yaml_model
+from descriptor_gen.score.features import load_clip
+from descriptor_gen.paths import CachePaths
+from descriptor_gen.visual.refer import (
+    ReferSweepSpec,
+    Variant,
+    evaluate_refer,
+    read_annotations,
+    run_refer_sweep,
+)
 
 OBJECTS = [  # expression, box [x, y, w, h], colour, shape
     ("a blue square on the left", [20, 80, 90, 90], (30, 60, 220), "square"),
@@ -39,8 +50,9 @@ def make_scene(folder: Path) -> Path:
     return path
 
 
-def main(out_dir: str = "results/refer-demo") -> int:
-    out = Path(out_dir)
+def run_demo(out: Path) -> None:
+    """`descgen refer` with a three-marker ensemble, then `descgen refer-sweep` over a small
+    grid, called as the CLI calls them."""
     make_scene(out / "images")
     boxes = [box for _, box, _, _ in OBJECTS]
     annotations = out / "annotations.jsonl"
@@ -51,21 +63,37 @@ def main(out_dir: str = "results/refer-demo") -> int:
     if weights == "none":
         model = "ViT-B-32"
         print("!! using ViT-B-32 with random weights to keep the demo quick", flush=True)
-    common = ["--model", model, "--pretrained", weights]
+    cache = CachePaths.resolve(None, writable=True).cache_dir
+    clip = load_clip(model, weights, "auto", "fp32")
     print("== descgen refer, circle + blur_outside + grayscale_outside ensemble", flush=True)
-    code = descgen(["refer", "--annotations", str(annotations), "--images", str(out / "images"),
-                    "--ensemble", "circle,blur_outside,grayscale_outside", "--subtract", "2",
-                    "--save-marked", str(out / "marked"), "--out", str(out / "refer.json"),
-                    *common])
-    if code:
-        return code
+    variants = [Variant(m) for m in ("circle", "blur_outside", "grayscale_outside")]
+    result = evaluate_refer(read_annotations(annotations, out / "images"), out / "images", clip,
+                            variants, cache, subtract=2, save_marked=out / "marked",
+                            model=model, pretrained=weights)
+    (out / "refer.json").write_text(result.model_dump_json(indent=2) + "\n")
+    print(f"accuracy {result.accuracy:.4f}  crop baseline {result.crop_accuracy:.4f}"
+          f"  expressions {result.n_expressions}", flush=True)
     print(f"== marked images: {out / 'marked'}", flush=True)
     print("== marker ablation (a small grid)", flush=True)
-    return descgen(["refer-sweep", "data/experiments/markers.yaml", "--out", str(out / "sweep"),
-                    "--set", f"annotations={annotations}", "--set", f"images={out / 'images'}",
-                    "--set", f"clip.model={model}", "--set", f"clip.pretrained={weights}",
-                    "--set", "grid.marker=[circle, box, cross, crop]",
-                    "--set", "grid.color=[red, green]"])
+    sweep = load_yaml_model(Path("data/experiments/markers.yaml"), ReferSweepSpec, [
+        f"annotations={annotations}", f"images={out / 'images'}", f"clip.model={model}",
+        f"clip.pretrained={weights}", "grid.marker=[circle, box, cross, crop]",
+        "grid.color=[red, green]"])
+    folder = out / "sweep"
+    if (sweep.clip.device, sweep.clip.precision) != ("auto", "fp32"):
+        clip = load_clip(model, weights, sweep.clip.device, sweep.clip.precision)
+    run_refer_sweep(sweep, folder, cache, clip)
+    for path in write_refer_report(folder):
+        print(path, flush=True)
+
+
+def main(out_dir: str = "results/refer-demo") -> int:
+    try:
+        run_demo(Path(out_dir))
+    except DescgenError as exc:
+        print(f"descgen: error: {exc}", file=sys.stderr)
+        return REFUSED
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ BATCHES = "batches"  # folder: Batch API manifests
 CACHE_PARTS = (IMAGE_FEATURES, LEARN_FEATURES, TEXT_FEATURES, RESPONSES, BATCHES)
 
 
-class Settings(BaseModel):
-    """Resolved locations; build it with :meth:`Settings.resolve`."""
+class CachePaths(BaseModel):
+    """Resolved locations; build it with :meth:`CachePaths.resolve`."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -32,7 +32,7 @@ class Settings(BaseModel):
     prompts_dir: Path
 
     @classmethod
-    def resolve(cls, cache_dir: Path | str | None = None, writable: bool = False) -> Settings:
+    def resolve(cls, cache_dir: Path | str | None = None, writable: bool = False) -> CachePaths:
         """The cache is `cache_dir`, else `$DESCRIPTOR_GEN_CACHE`, else `~/.cache/descriptor_gen`.
 
         Args:
