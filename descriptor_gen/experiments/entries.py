@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.learn.methods import LEARNED, learned
-from descriptor_gen.score.methods import METHODS, MethodOptions, method
+from descriptor_gen.score.methods import METHODS, MethodOptions, base_name, method
 
 ENTRY_KEYS = ("method", "label", "style", "neighbours", "questions", "generation", "train", "seeds")
 STYLE_OF = {"cupl": "cupl", "comparative": "comparative"}
@@ -98,9 +98,9 @@ class MethodEntry(BaseModel):
         """Where its descriptors come from when the sweep generates them by a style."""
         if self.style is not None:
             return self.style
-        if self.method == "autoclip":
-            return STYLE_OF.get(self.parsed().base)  # type: ignore[attr-defined]
-        return STYLE_OF.get(self.method)
+        if self.learned:
+            return STYLE_OF.get(self.method)
+        return STYLE_OF.get(base_name(self.method, self.parsed()))
 
     @property
     def needs_descriptors(self) -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,9 @@ class TipOptions(FewShotOptions):
 
 @dataclass(frozen=True)
 class Recipe:
-    """A reference's training recipe: optimiser, its settings and the schedule."""
+    """A reference's training recipe: optimiser, its settings and the schedule (names in
+    learn/train.py's OPTIMISERS and SCHEDULES); `drop_last`: a last partial batch is dropped
+    (dassl's train loader)."""
 
     optimiser: Literal["sgd", "adamw", "none"]
     lr: float
@@ -86,6 +89,8 @@ class Recipe:
     epochs: Callable[[int, str], int]
     schedule: Literal["coop", "cosine-steps", "warmup-cosine-steps", "none"]
     source: str
+    weight_decay: float = 5e-4
+    drop_last: bool = False
 
 
 def coop_epochs(shots: int, dataset: str) -> int:
@@ -111,10 +116,28 @@ def tip_epochs(shots: int, dataset: str) -> int:
 
 @dataclass(frozen=True)
 class LearnedDef:
+    """One learned method.
+
+    Attributes:
+        builder: its function in `learn/builders.py` (imported when a run is built: the
+            registry itself imports no torch).
+        tensors: the tensors a finished run must hold beside the learned parameters.
+        pixels: it learns on the images' pixels (a border), so its shots and the evaluated
+            images are encoded through it, not read from the feature caches.
+    """
+
     options: type[FewShotOptions]
     recipe: Recipe
     summary: str
+    builder: str
     needs_descriptors: Callable[[Any], bool] = lambda _: False
+    tensors: tuple[str, ...] = ()
+    pixels: bool = False
+
+    def build(self, inputs: Any) -> Any:
+        """The method's module (a `Learner`) from `builders.BuildInputs`."""
+        builders = importlib.import_module("descriptor_gen.learn.builders")
+        return getattr(builders, self.builder)(inputs)
 
     def parse(self, raw: dict[str, Any]) -> Any:
         try:
@@ -124,31 +147,39 @@ class LearnedDef:
 
 
 _SGD_COOP = "CoOp configs: SGD lr 0.002 (momentum 0.9, weight decay 5e-4), batch 32, cosine, 1 warm-up epoch at 1e-5"
+_TIP_TENSORS = ("keys", "values", "zero_shot")
 LEARNED: dict[str, LearnedDef] = {
-    "coop": LearnedDef(CoOpOptions, Recipe("sgd", 0.002, 32, coop_epochs, "coop", _SGD_COOP),
-                       "CoOp: learned context vectors (Zhou et al., IJCV 2022)"),
+    "coop": LearnedDef(CoOpOptions, Recipe("sgd", 0.002, 32, coop_epochs, "coop", _SGD_COOP,
+                                           drop_last=True),
+                       "CoOp: learned context vectors (Zhou et al., IJCV 2022)", "build_coop"),
     "kgcoop": LearnedDef(KgCoOpOptions, Recipe("sgd", 0.002, 128, lambda k, d: 100, "coop",
-                                               "KgCoOp configs: as CoOp, batch 128, 100 epochs"),
+                                               "KgCoOp configs: as CoOp, batch 128, 100 epochs",
+                                               drop_last=True),
                          "CoOp kept near the descriptor classifier (KgCoOp-style)",
-                         lambda o: o.guide == "descriptors"),
+                         "build_kgcoop", lambda o: o.guide == "descriptors"),
     "cocoop": LearnedDef(CoCoOpOptions, Recipe("sgd", 0.002, 1, lambda k, d: 10, "coop",
-                                               "CoCoOp configs: as CoOp, batch 1, 10 epochs"),
-                         "CoCoOp: context shifted per image (Zhou et al., CVPR 2022)"),
+                                               "CoCoOp configs: as CoOp, batch 1, 10 epochs",
+                                               drop_last=True),
+                         "CoCoOp: context shifted per image (Zhou et al., CVPR 2022)",
+                         "build_cocoop"),
     "padding": LearnedDef(PaddingOptions, Recipe("sgd", 40.0, 256, lambda k, d: 1000,
                                                  "warmup-cosine-steps",
                                                  "visual_prompting main_clip.py: SGD lr 40, momentum 0.9, batch 256,"
-                                                 " 1000 epochs, 1000 warm-up steps, cosine"),
-                          "a learned pixel border (Bahng et al., 2022)",
-                          lambda o: o.classifier == "descriptors"),
+                                                 " 1000 epochs, 1000 warm-up steps, cosine",
+                                                 weight_decay=0.0),
+                          "a learned pixel border (Bahng et al., 2022)", "build_padding",
+                          lambda o: o.classifier == "descriptors", ("classifier",), pixels=True),
     "tip-adapter": LearnedDef(TipOptions, Recipe("none", 0.0, 256, lambda k, d: 0, "none",
                                                  "Tip-Adapter: training-free"),
-                              "Tip-Adapter: a cache model over the shots (Zhang et al., ECCV 2022)"),
+                              "Tip-Adapter: a cache model over the shots (Zhang et al., ECCV 2022)",
+                              "build_tip_adapter", tensors=_TIP_TENSORS),
     "tip-adapter-f": LearnedDef(TipOptions, Recipe("adamw", 0.001, 256, tip_epochs,
                                                    "cosine-steps",
                                                    "Tip-Adapter configs: AdamW lr 0.001 (eps 1e-4),"
                                                    " batch 256, train_epoch (20; EuroSAT 100),"
                                                    " cosine by step"),
-                                "Tip-Adapter-F: the cache keys fine-tuned"),
+                                "Tip-Adapter-F: the cache keys fine-tuned", "build_tip_adapter_f",
+                                tensors=_TIP_TENSORS),
 }
 
 

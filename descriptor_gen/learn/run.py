@@ -25,31 +25,29 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
-from descriptor_gen.paths import LEARN_FEATURES, TEXT_FEATURES
+from descriptor_gen.paths import LEARN_FEATURES
 from descriptor_gen.atomic import replace_atomically, write_atomically, writing
-from descriptor_gen.data.cards import coop_template
 from descriptor_gen.data.images import LabelledImages
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.locks import exclusive, lock_path
 from descriptor_gen.inputs import parse_json, read_text
-from descriptor_gen.learn.learners import CoCoOp, CoOp, Learner, Padding, TipAdapter
-from descriptor_gen.learn.methods import learned, tip_settings
+from descriptor_gen.learn.builders import BuildInputs
+from descriptor_gen.learn.learners import Learner, Padding
+from descriptor_gen.learn.methods import LearnedDef, learned
 from descriptor_gen.learn.shots import Split, check_apart, few_shot
 from descriptor_gen.learn.train import Batches, EpochLog, make_optimiser, optimiser_state, restore_optimiser, train
 from descriptor_gen.score.features import (
     ClipModel,
-    TextFeatureCache,
     ImageFiles,
     image_size,
     autocast_for,
     clip_identity,
     load_clip,
 )
-from descriptor_gen.score.evaluate import Scored
+from descriptor_gen.score.evaluate import ScorerOutput
 
 RUN_FORMAT = "descgen-learned-run/1"
-PADDING_TEMPLATE = "This is a photo of a {}"  # visual_prompting main_clip.py
 
 
 class LearnConfig(BaseModel):
@@ -129,34 +127,6 @@ def _classes_of(split: Split) -> list[str]:
     return split.classes
 
 
-def _descriptor_classifier(clip: ClipModel, classes: list[str], store: Path, cache_dir: Path,
-                           prompts_dir: Path) -> torch.Tensor:
-    """The zero-shot descriptor classifier as a direction per class: the renormalised mean of
-    the class's descriptor texts (DCLIP's form; the class-name text for a class without)."""
-    from descriptor_gen.describe.store import check_against_classes, read_store
-    from descriptor_gen.score.scoring import TextForms, make_recipe
-
-    records = read_store(store)
-    check_against_classes(records, classes, store)
-    recipe = make_recipe(TextForms.load(prompts_dir))
-    own = {r.class_index: r.descriptors for r in records}
-    texts = [[recipe.descriptor(c, d) for d in own.get(i) or []] or [recipe.classname(c)]
-             for i, c in enumerate(classes)]
-    return _mean_directions(clip, texts, cache_dir)
-
-
-def _mean_directions(clip: ClipModel, texts: list[list[str]], cache_dir: Path) -> torch.Tensor:
-    cache = TextFeatureCache(cache_dir / TEXT_FEATURES)
-    flat = [t for group in texts for t in group]
-    feats, _ = cache.features(clip, flat)
-    out, start = [], 0
-    for group in texts:
-        mean = feats[start : start + len(group)].astype(np.float32).mean(axis=0)
-        out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-        start += len(group)
-    return torch.from_numpy(np.stack(out)).to(clip.device)
-
-
 # -- the shots' features, encoded once ------------------------------------------------------------
 
 
@@ -231,56 +201,13 @@ def shot_features(clip: ClipModel, data: LabelledImages, views: int, seed: int, 
 def build_learner(info: RunInfo, clip: ClipModel, cache_dir: Path, prompts_dir: Path,
                   features: np.ndarray | None, labels: list[int] | None,
                   saved: dict[str, torch.Tensor] | None = None) -> Learner:
-    """The method's module for a run's settings. Training: the fixed parts (classifiers,
-    KgCoOp's guide, the Tip-Adapter cache from the shots' `features`) are built here.
-    Scoring (`saved`: the run's tensors): they come from the run, so nothing else (a
-    descriptor store) is needed."""
-    options = learned(info.method).parse(info.options)
-    classes = info.classes
-    seed = options.seed
+    """The method's module for a run's settings (its `LEARNED` entry's builder): for training
+    from the shots' `features`, or for scoring from the run's `saved` tensors."""
+    definition = learned(info.method)
     store = Path(info.descriptors["path"]) if info.descriptors else None
-    if info.method in ("coop", "kgcoop"):
-        guide, weight = None, 0.0
-        if info.method == "kgcoop" and saved is None:
-            weight = options.weight
-            if options.guide == "descriptors":
-                assert store is not None
-                guide = _descriptor_classifier(clip, classes, store, cache_dir, prompts_dir)
-            else:
-                template = coop_template(info.dataset)  # KgCoOp: temp.format(c.replace("_", " "))
-                guide = _mean_directions(clip, [[template.format(c.replace("_", " "))]
-                                                for c in classes], cache_dir)
-        return CoOp(clip, classes, options.n_ctx, options.ctx_init, options.csc, options.position,
-                    seed, guide, weight)
-    if info.method == "cocoop":
-        width = int(clip.model.text_projection.shape[1]) if clip.model.text_projection is not None else int(clip.model.ln_final.weight.shape[0])
-        return CoCoOp(clip, classes, options.n_ctx, options.ctx_init, seed, width)
-    if info.method == "padding":
-        if saved is not None:
-            classifier = saved["classifier"].to(clip.device)
-        elif options.classifier == "descriptors":
-            assert store is not None
-            classifier = _descriptor_classifier(clip, classes, store, cache_dir, prompts_dir)
-        else:
-            classifier = _mean_directions(clip, [[PADDING_TEMPLATE.format(c)] for c in classes], cache_dir)
-        size = image_size(clip.preprocess)
-        if 2 * options.pad >= size:
-            raise DescgenError(f"padding: pad {options.pad} leaves nothing of a {size} px image")
-        return Padding(clip, classifier, size, options.pad, seed)
-    settings = tip_settings(info.dataset, prompts_dir)
-    alpha = options.alpha if options.alpha is not None else float(settings["alpha"])
-    beta = options.beta if options.beta is not None else float(settings["beta"])
-    if saved is not None:
-        zero_shot, keys = saved["zero_shot"], saved["keys"]
-        label_tensor = saved["values"].argmax(dim=1)
-    else:
-        zero_shot = _mean_directions(clip, [[t.format(c) for t in settings["templates"]]
-                                            for c in classes], cache_dir)
-        assert features is not None and labels is not None
-        keys = torch.from_numpy(features.mean(axis=0))
-        label_tensor = torch.tensor(labels, dtype=torch.long)
-    return TipAdapter(keys.to(clip.device), label_tensor.to(clip.device), len(classes),
-                      zero_shot.to(clip.device), alpha, beta, info.method == "tip-adapter-f")
+    return definition.build(BuildInputs(info.method, definition.parse(info.options),
+                                        info.classes, info.dataset, store, clip, cache_dir,
+                                        prompts_dir, features, labels, saved))
 
 
 def learned_tensors(learner: Learner) -> dict[str, torch.Tensor]:
@@ -368,7 +295,7 @@ def _check_out(out: Path) -> None:
                            " choose a new or empty folder")
 
 
-def _learn(cfg: LearnConfig, definition: Any, options: Any, out: Path, cache_dir: Path,
+def _learn(cfg: LearnConfig, definition: LearnedDef, options: Any, out: Path, cache_dir: Path,
            prompts_dir: Path, resume: bool, progress: bool, clip: ClipModel | None,
            log: Callable[[str], None], on_done: Callable[[Learner], None] | None) -> RunInfo:
     started = time.perf_counter()
@@ -397,7 +324,7 @@ def _learn(cfg: LearnConfig, definition: Any, options: Any, out: Path, cache_dir
         log(f"{out}: already trained ({old.method}, {old.epochs_done} epochs)")
         return old
     features = None
-    if cfg.method != "padding":
+    if not definition.pixels:
         features = shot_features(clip, shots, options.views, options.seed, cache_dir,
                                  cfg.encode_batch_size, cfg.workers)
     labels = [s.label for s in split.items]
@@ -413,7 +340,7 @@ def _learn(cfg: LearnConfig, definition: Any, options: Any, out: Path, cache_dir
                           labels, split, out, started, progress, on_done, log)
 
 
-def _train_run(cfg: LearnConfig, definition: Any, options: Any, info: RunInfo,
+def _train_run(cfg: LearnConfig, definition: LearnedDef, options: Any, info: RunInfo,
                old: RunInfo | None, learner: Learner, clip: ClipModel, shots: LabelledImages,
                features: np.ndarray | None, labels: list[int], split: Split, out: Path,
                started: float, progress: bool, on_done: Callable[[Learner], None] | None,
@@ -441,7 +368,7 @@ def _train_run(cfg: LearnConfig, definition: Any, options: Any, info: RunInfo,
 
     if epochs and optimiser is not None and start < epochs:
         batches = _batches(cfg.method, learner, clip, shots, features, labels, cfg)
-        step_loss = learner.image_loss if isinstance(learner, Padding) else None
+        step_loss = learner.image_loss if definition.pixels else None
         train(learner, batches, definition.recipe, float(info.recipe["lr"]), epochs,
               int(info.recipe["batch_size"]), options.seed, start, optimiser, save,
               warmup_steps=getattr(options, "warmup", 0), progress=progress, step_loss=step_loss)
@@ -550,7 +477,7 @@ def _keep_log(path: Path, start: int) -> None:
 def _batches(method: str, learner: Learner, clip: ClipModel, shots: LabelledImages,
              features: np.ndarray | None, labels: list[int], cfg: LearnConfig) -> Batches:
     label_tensor = torch.tensor(labels, dtype=torch.long, device=clip.device)
-    if method == "padding":
+    if learned(method).pixels:
         images = ImageFiles(shots.paths, clip.preprocess, image_size(clip.preprocess), shots.reader)
 
         def load(index: torch.Tensor, _: torch.Tensor, __: int) -> torch.Tensor:
@@ -612,9 +539,7 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
                            f" evaluated data's {len(classes)} (first: {info.classes[:1]} vs {classes[:1]})")
     check_apart(split, data)
     tensors = load_tensors(run / "learned.safetensors")
-    needed = {"padding": ["classifier"], "tip-adapter": ["keys", "values", "zero_shot"],
-              "tip-adapter-f": ["keys", "values", "zero_shot"]}.get(info.method, [])
-    absent = [k for k in needed if k not in tensors]
+    absent = [k for k in learned(info.method).tensors if k not in tensors]
     if absent:
         raise DescgenError(f"{run / 'learned.safetensors'}: no tensor {absent[0]!r} for {info.method}")
     learner = build_learner(info, clip, cache_dir, prompts_dir, None, None, saved=tensors)
@@ -622,7 +547,7 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
     learner.load_state_dict({k: v.to(clip.device) for k, v in tensors.items()}, strict=True)
     learner.eval()
     with torch.no_grad(), autocast_for(clip):
-        if isinstance(learner, Padding):
+        if learned(info.method).pixels:
             return _padded_scores(learner, clip, data, batch_size, workers), info
         feats = torch.from_numpy(np.array(image_features, np.float32)).to(clip.device)
         out = [learner.logits(feats[i : i + 256]).float().cpu().numpy()
@@ -638,10 +563,10 @@ class LearnedScorer:
 
     def __call__(self, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
                  data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
-                 prompts_dir: Path, batch_size: int, workers: int) -> Scored:
+                 prompts_dir: Path, batch_size: int, workers: int) -> ScorerOutput:
         scores, info = learned_scores(self.run, clip, clip_spec, classes, data, image_features,
                                       cache_dir, prompts_dir, batch_size, workers)
-        return Scored(scores, f"learned:{info.method}",
+        return ScorerOutput(scores, f"learned:{info.method}",
                       {**info.options, "run": str(self.run), "recipe": info.recipe})
 
 

@@ -31,21 +31,13 @@ class Schedule:
     steps_per_epoch: int
     warmup_steps: int = 0
 
+    @property
+    def total(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
     def at(self, epoch: int, step: int) -> float:
         """The learning rate of one step (`step` counted within the epoch)."""
-        kind = self.recipe.schedule
-        if kind == "coop":
-            return coop_lr(self.lr, self.epochs, epoch)
-        total = self.epochs * self.steps_per_epoch
-        global_step = epoch * self.steps_per_epoch + step
-        if kind == "cosine-steps":
-            return 0.5 * self.lr * (1 + math.cos(math.pi * global_step / max(total, 1)))
-        if kind == "warmup-cosine-steps":
-            if global_step < self.warmup_steps:
-                return self.lr * (global_step + 1) / self.warmup_steps
-            done = global_step - self.warmup_steps
-            return 0.5 * (1 + math.cos(math.pi * done / max(total - self.warmup_steps, 1))) * self.lr
-        return self.lr
+        return SCHEDULES[self.recipe.schedule](self, epoch, epoch * self.steps_per_epoch + step)
 
 
 def coop_lr(lr: float, epochs: int, epoch: int) -> float:
@@ -57,13 +49,37 @@ def coop_lr(lr: float, epochs: int, epoch: int) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * (epoch - WARMUP_EPOCHS) / epochs))
 
 
+def _cosine_steps(s: Schedule, epoch: int, step: int) -> float:
+    """Tip-Adapter-F's CosineAnnealingLR(T_max = all steps), stepped per batch."""
+    return 0.5 * s.lr * (1 + math.cos(math.pi * step / max(s.total, 1)))
+
+
+def _warmup_cosine_steps(s: Schedule, epoch: int, step: int) -> float:
+    """visual_prompting's cosine_lr: a linear warm-up over its steps, then a cosine by step."""
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    done = step - s.warmup_steps
+    return 0.5 * (1 + math.cos(math.pi * done / max(s.total - s.warmup_steps, 1))) * s.lr
+
+
+SCHEDULES: dict[str, Callable[[Schedule, int, int], float]] = {
+    "coop": lambda s, epoch, step: coop_lr(s.lr, s.epochs, epoch),
+    "cosine-steps": _cosine_steps,
+    "warmup-cosine-steps": _warmup_cosine_steps,
+    "none": lambda s, epoch, step: s.lr,
+}
+"""A recipe's learning rate at (epoch, global step)."""
+
+OPTIMISERS: dict[str, Callable[[list[torch.nn.Parameter], float, Recipe], torch.optim.Optimizer | None]] = {
+    "sgd": lambda params, lr, r: torch.optim.SGD(params, lr=lr, momentum=0.9,
+                                                 weight_decay=r.weight_decay),
+    "adamw": lambda params, lr, r: torch.optim.AdamW(params, lr=lr, eps=1e-4),
+    "none": lambda params, lr, r: None,
+}
+
+
 def make_optimiser(recipe: Recipe, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer | None:
-    if recipe.optimiser == "sgd":
-        decay = 0.0 if recipe.schedule == "warmup-cosine-steps" else 5e-4
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=decay)
-    if recipe.optimiser == "adamw":
-        return torch.optim.AdamW(params, lr=lr, eps=1e-4)
-    return None
+    return OPTIMISERS[recipe.optimiser](params, lr, recipe)
 
 
 def optimiser_state(optimiser: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -127,7 +143,7 @@ def train(learner: Learner, batches: Batches, recipe: Recipe, lr: float, epochs:
           step_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[EpochLog]:
     """Train from `start_epoch` to `epochs`, calling `save` after each epoch."""
     n = len(batches.labels)
-    drop_last = recipe.schedule == "coop"
+    drop_last = recipe.drop_last
     steps = (n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)) or 1
     schedule = Schedule(recipe, lr, epochs, steps, warmup_steps)
     compute = step_loss or learner.loss

@@ -34,6 +34,7 @@ from descriptor_gen.score.features import (
 from descriptor_gen.score.methods import (
     Inputs,
     MethodDef,
+    base_name,
     form_defaults,
     method,
     method_scores,
@@ -106,7 +107,7 @@ class TextOptions(BaseModel):
 
 
 @dataclass
-class Scored:
+class ScorerOutput:
     """What an image scorer gives: (N, C) scores and how the result names the method."""
 
     scores: np.ndarray
@@ -120,7 +121,7 @@ class ImageScorer(Protocol):
 
     def __call__(self, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
                  data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
-                 prompts_dir: Path, batch_size: int, workers: int) -> Scored: ...
+                 prompts_dir: Path, batch_size: int, workers: int) -> ScorerOutput: ...
 
 
 CHECKPOINT_ROWS = 16384
@@ -573,7 +574,7 @@ def _result(cfg: EvalConfig, prep: _Prepared, seen: _Seen, scoring: _Scoring,
 
 
 def _uses_templates(cfg: EvalConfig, options: Any) -> bool:
-    return cfg.method == "autoclip" and "templates" in options.base
+    return "templates" in base_name(cfg.method, options)
 
 
 def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, score: np.ndarray,

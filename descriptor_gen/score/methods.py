@@ -36,6 +36,7 @@ from descriptor_gen.describe.store import DescriptorRecord
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_json, read_text, validation_message
 from descriptor_gen.limits import MAX_REPEATS, MAX_SEED, MAX_SHOTS, MAX_WAFFLE_COUNT
+from descriptor_gen.score.autoclip import autoclip_scores
 from descriptor_gen.score.scoring import (
     ClassTexts,
     Group,
@@ -190,6 +191,10 @@ class MethodDef:
         pooling: the pooling it fixes (CuPL's renormalised mean), else the user's.
         store_style: the kind of store it scores (`cupl`, `comparative`), checked.
         aligned: its texts mean the same for every class (AutoCLIP shares weights then).
+        base: for a method that weights another's texts (AutoCLIP), that method's name from
+            its options; its `auto` text forms and templates are the base's.
+        score: its own scoring of (options, image features, text features, texts); None:
+            the similarity to the pooled class vectors.
     """
 
     build: Callable[[Inputs, Any, int | None], Built]
@@ -201,6 +206,8 @@ class MethodDef:
     pooling: Pooling | None = None
     store_style: str | None = None
     parse_options: Callable[[dict[str, Any]], MethodOptions] | None = None
+    base: Callable[[Any], str] | None = None
+    score: Callable[[Any, np.ndarray, np.ndarray, ClassTexts], np.ndarray] | None = None
 
     def parse(self, raw: dict[str, Any]) -> Any:
         """Validate options; an unknown or bad one is one line naming it."""
@@ -461,9 +468,10 @@ def _autoclip_options(raw: dict[str, Any]) -> AutoClipOptions:
         options = AutoClipOptions.model_validate(own)
     except ValidationError as exc:
         raise DescgenError(f"method option {validation_message(exc)}") from exc
-    if options.base not in METHODS or options.base == "autoclip":
+    weighable = [m for m, d in METHODS.items() if d.base is None]
+    if options.base not in weighable:
         raise DescgenError(f"autoclip: base {options.base!r} is not a method to weight"
-                           f" (choose {', '.join(m for m in METHODS if m != 'autoclip')})")
+                           f" (choose {', '.join(weighable)})")
     base = METHODS[options.base].parse({k: v for k, v in raw.items() if k not in own})
     return options.model_copy(update={"base_options": base.model_dump()})
 
@@ -523,7 +531,8 @@ METHODS: dict[str, MethodDef] = {
                           classname_form="waffle"),
     "autoclip": MethodDef(build_autoclip, "per-image weights over a base method's texts (AutoCLIP)",
                           AutoClipOptions, needs_descriptors=_autoclip_needs,
-                          parse_options=_autoclip_options),
+                          parse_options=_autoclip_options, base=lambda o: o.base,
+                          score=lambda o, i, t, ct: autoclip_scores(i, t, ct, o.beta)),
 }
 
 
@@ -533,10 +542,16 @@ def method(name: str) -> MethodDef:
     return METHODS[name]
 
 
+def base_name(name: str, options: Any) -> str:
+    """The method whose texts a method scores: its base for one that weights another's
+    (AutoCLIP), else itself."""
+    mdef = method(name)
+    return mdef.base(options) if mdef.base is not None else name
+
+
 def form_defaults(name: str, options: Any) -> MethodDef:
     """The method whose `auto` text forms apply: AutoCLIP uses its base's."""
-    mdef = method(name)
-    return METHODS[options.base] if name == "autoclip" else mdef
+    return METHODS[base_name(name, options)]
 
 
 def class_texts(name: str, classes: list[str], descriptors: dict[int, list[str]],
@@ -551,22 +566,11 @@ def class_texts(name: str, classes: list[str], descriptors: dict[int, list[str]]
     return mdef.build(inputs, parsed, seed if seed is not None else parsed.seeds()[0])
 
 
-@dataclass
-class Scored:
-    """One seed's scores, texts and their features."""
-
-    seed: int | None
-    score: np.ndarray
-    texts: ClassTexts
-    text_features: np.ndarray
-    fallback: list[int] = field(default_factory=list)
-
-
 def method_scores(name: str, options: Any, image_features: np.ndarray, text_features: np.ndarray,
                   ct: ClassTexts) -> np.ndarray:
-    """(N, C) scores: AutoCLIP's weighted similarities, else the pooled class vectors'."""
-    if name == "autoclip":
-        from descriptor_gen.score.autoclip import autoclip_scores
-
-        return autoclip_scores(image_features, text_features, ct, options.beta)
+    """(N, C) scores: the method's own (AutoCLIP's weighted similarities), else the pooled
+    class vectors'."""
+    mdef = method(name)
+    if mdef.score is not None:
+        return mdef.score(options, image_features, text_features, ct)
     return scores(image_features, class_vectors(text_features, ct))
