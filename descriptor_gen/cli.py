@@ -21,10 +21,10 @@ from descriptor_gen.atomic import NO_SPACE, no_space
 from descriptor_gen.errors import INTERRUPTED, DescgenError
 from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import future_dir, output_dir, output_file, parse_yaml, read_text, validation_message
-from descriptor_gen.score.engines import EngineName
+from descriptor_gen.score.decode import DECODERS
+from descriptor_gen.score.engine_options import EngineName
 from descriptor_gen.score.methods import METHODS
 from descriptor_gen.learn.methods import LEARNED
-from descriptor_gen.learn.run import LearnConfig, LearnedScorer, learn, run_clip
 from descriptor_gen.score.evaluate import EvalConfig, EvalResult, evaluate
 from descriptor_gen.experiments.plan import (
     SweepIdentity,
@@ -34,9 +34,7 @@ from descriptor_gen.experiments.plan import (
     setting_slug,
 )
 from descriptor_gen.experiments.specs import load_spec, load_yaml_model
-from descriptor_gen.experiments.sweep import run_sweep
 from descriptor_gen.experiments.results import done_cells
-from descriptor_gen.score.features import load_clip
 from descriptor_gen.generation.generate import GenerationJob, generate
 from descriptor_gen.generation.resolve import resolve_params
 from descriptor_gen.describe.parse import PARSERS
@@ -45,22 +43,12 @@ from descriptor_gen.describe.styles import Style, StyleName, make_style
 from descriptor_gen.score.neighbours import clip_neighbours
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.describe.published import import_published
-from descriptor_gen.visual.refer import (
-    ReferSweepSpec,
-    Variant,
-    check_text_template,
-    convert_refcoco,
-    evaluate_refer,
-    read_annotations,
-    run_refer_sweep,
-)
 from descriptor_gen.experiments.report import (
     is_suite,
     write_refer_report,
     write_report,
     write_suite_report,
 )
-from descriptor_gen.experiments.suite import SuiteSpec, run_suite
 from descriptor_gen.paths import RESPONSES, CachePaths
 from descriptor_gen.describe.store import read_store, select_records, summarize_store, write_store
 
@@ -373,6 +361,9 @@ class OnEmptyName(str, Enum):
     error = "error"
 
 
+DecodeFlag = Enum("DecodeFlag", {name: name for name in DECODERS}, type=str)  # type: ignore[misc]
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -401,6 +392,7 @@ def eval_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
+    decode: Annotated[DecodeFlag, typer.Option("--decode", help="pil (open_clip's preprocessing), torch (JPEGs decoded in batches on the eval device, nvJPEG on a GPU) or pil-draft (JPEG draft mode). See the README for their agreement.")] = DecodeFlag.pil,
     learned: Annotated[Optional[Path], typer.Option("--learned", help="Score with a run of descgen learn (CoOp, Tip-Adapter, ...) instead of a method.")] = None,
     engine: Annotated[EngineFlag, typer.Option("--engine", help="Where images are encoded: local, or ray (Ray Data: CPU decoding tasks, a pool of encoder actors; pip install -e '.[ray]'). Same features, same cache.")] = EngineFlag.local,  # type: ignore[attr-defined]
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (else $RAY_ADDRESS, else a local Ray).")] = None,
@@ -420,6 +412,8 @@ def eval_cmd(
                                  "--classname-template": classname_template != "auto",
                                  "--pooling": pooling != PoolingName.auto,
                                  "--on-empty": on_empty != OnEmptyName.classname})
+        from descriptor_gen.learn.run import run_clip  # torch: only for a learned run
+
         model, pretrained = run_clip(learned, model, pretrained)
     try:
         cfg = EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors,
@@ -433,7 +427,8 @@ def eval_cmd(
                          descriptor_template=descriptor_template,
                          classname_template=classname_template, pooling=pooling.value,
                          on_empty=on_empty.value, batch_size=batch_size, device=device,
-                         precision=precision.value, workers=workers, explain=explain)
+                         precision=precision.value, workers=workers, explain=explain,
+                         decode=decode.value)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
     output_file(out, "--out")
@@ -442,10 +437,18 @@ def eval_cmd(
     names = load_classes(classes) if classes is not None else None
     result = evaluate(cfg, names, paths.cache_dir, paths.prompts_dir, predictions=predictions,
                       progress=sys.stderr.isatty() if progress is None else progress,
-                      scorer=LearnedScorer(learned) if learned is not None else None)
+                      scorer=_learned_scorer(learned))
     for line in eval_lines(result):
         typer.echo(line)
     _write_result(out, result)
+
+
+def _learned_scorer(run: Path | None) -> Any:
+    if run is None:
+        return None
+    from descriptor_gen.learn.run import LearnedScorer
+
+    return LearnedScorer(run)
 
 
 def eval_lines(result: EvalResult) -> list[str]:
@@ -508,6 +511,8 @@ def learn_cmd(
 ) -> None:
     """Train a learned prompt or adapter on K labelled shots per class, into a run folder for
     `descgen eval --learned RUN`. Ctrl-C keeps the last finished epoch; --resume continues."""
+    from descriptor_gen.learn.run import LearnConfig, learn
+
     given = {"shots": shots, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "views": views}
     options = {**method_options(option), **{k: v for k, v in given.items() if v is not None}}
@@ -581,6 +586,8 @@ def sweep_cmd(
     cache_dir: CacheDir = None,
 ) -> None:
     """Run an experiment: generate each setting's descriptors and score them with every method."""
+    from descriptor_gen.experiments.sweep import run_sweep
+
     experiment = load_spec(spec, set_)
     paths = CachePaths.resolve(cache_dir, writable=True)
     folder = out or Path("results") / experiment.name
@@ -629,6 +636,8 @@ def suite_cmd(
 ) -> None:
     """Run methods x benchmark datasets (those found under the data root) and write the table
     with the published numbers beside ours."""
+    from descriptor_gen.experiments.suite import SuiteSpec, run_suite
+
     suite = load_yaml_model(spec, SuiteSpec, set_)
     if data_root is not None:
         suite = suite.model_copy(update={"data_root": data_root})
@@ -659,6 +668,9 @@ def refer_cmd(
     cache_dir: CacheDir = None,
 ) -> None:
     """Referring expressions by visual prompting: mark each proposal, pick the best-scoring one."""
+    from descriptor_gen.score.features import load_clip
+    from descriptor_gen.visual.refer import Variant, check_text_template, evaluate_refer, read_annotations
+
     try:
         check_text_template(text_template)
     except ValueError as exc:
@@ -692,6 +704,8 @@ def refer_convert_cmd(
     split: Annotated[Optional[str], typer.Option("--split", help="Keep one split (val, testA, ...).")] = None,
 ) -> None:
     """Convert RefCOCO-family annotations to the JSONL that `descgen refer` reads."""
+    from descriptor_gen.visual.refer import convert_refcoco
+
     output_file(out, "--out")
     anns = convert_refcoco(refs, instances, split)
     out.write_text("".join(a.model_dump_json() + "\n" for a in anns))
@@ -707,6 +721,9 @@ def refer_sweep_cmd(
     wait: Wait = False,
 ) -> None:
     """Shapes x colours x thickness on a referring-expression set: results JSONL and a report."""
+    from descriptor_gen.score.features import load_clip
+    from descriptor_gen.visual.refer import ReferSweepSpec, read_annotations, run_refer_sweep
+
     sweep = load_yaml_model(spec, ReferSweepSpec, set_)
     folder = output_dir(out or Path("results") / sweep.name, "--out")
     cache = CachePaths.resolve(cache_dir, writable=True).cache_dir

@@ -20,7 +20,8 @@ LEARN_FEATURES = "learn_features"  # folder: the shots' features of learned runs
 TEXT_FEATURES = "text_features.sqlite"
 RESPONSES = "responses.sqlite"
 BATCHES = "batches"  # folder: Batch API manifests
-CACHE_PARTS = (IMAGE_FEATURES, LEARN_FEATURES, TEXT_FEATURES, RESPONSES, BATCHES)
+CLIP_IDENTITIES = "clip_identities.sqlite"  # a CLIP's cache identity without loading it
+CACHE_PARTS = (IMAGE_FEATURES, LEARN_FEATURES, TEXT_FEATURES, RESPONSES, BATCHES, CLIP_IDENTITIES)
 
 
 class CachePaths(BaseModel):

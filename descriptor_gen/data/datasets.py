@@ -144,9 +144,6 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
             replaces the names, for texts (e.g. DCLIP's names for ImageNet).
         root: the data root for cards (`--data-root`, else `$DESCRIPTOR_GEN_DATA`).
     """
-    from descriptor_gen.data.wds import load_wds  # imports torch: only for wds: specs
-
-
     cards = load_cards()
     name, _, split = spec.partition(":")
     if name in cards and not spec.startswith(("wds:", "hf:")):
@@ -155,6 +152,8 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
         data = card_images(card, need_root(card, base))
         data.spec = spec
     elif spec.startswith("wds:"):
+        from descriptor_gen.data.wds import load_wds  # imports torch: only for wds: specs
+
         data = load_wds(spec)
     elif spec.startswith("hf:"):
         data = load_hf(spec, classes, cache_dir)

@@ -20,7 +20,6 @@ from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.evaluate import TextOptions
-from descriptor_gen.score.features import check_device
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.inputs import parse_yaml, validation_message
 from descriptor_gen.hashing import sha256_file, sha256_text
@@ -83,6 +82,8 @@ class SweepIdentity:
            ask: bool = True) -> SweepIdentity:
         """Everything a cell's identity shares. `ask`: with `clip.concept: auto`, ask the
         language model for the concept (one request, cached); a dry run does not."""
+        from descriptor_gen.score.features import check_device  # torch: is CUDA there
+
         given = load_classes(spec.classes) if spec.classes is not None else None
         check_device(spec.clip.device, spec.clip.precision)
         forms = TextForms.load(prompts_dir)
@@ -108,6 +109,8 @@ class SweepIdentity:
             "clip": spec.clip.identity(),
             "text": text,
         }
+        if spec.clip.decode != "pil":  # other pixels (pil keeps the identities it always had)
+            evaluation["decode"] = spec.clip.decode
         params = spec.generation.params()
         from descriptor_gen.data.cards import load_cards
 

@@ -11,9 +11,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from descriptor_gen.generation.backends import GenerationParams
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.score.engines import EngineOptions
+from descriptor_gen.score.decode import DecodeName
+from descriptor_gen.score.engine_options import EngineOptions
 from descriptor_gen.score.evaluate import TextOptions
-from descriptor_gen.score.features import clip_identity
 from descriptor_gen.describe.prompts import PerExample
 from descriptor_gen.inputs import parse_yaml, read_yaml, validation_message
 from descriptor_gen.experiments.entries import MethodEntry, expand_shots
@@ -44,6 +44,8 @@ class ClipModelSpec(BaseModel):
     device: str = "auto"
 
     def identity(self) -> dict[str, str]:
+        from descriptor_gen.score.features import clip_identity  # open_clip: names are checked
+
         return clip_identity(self.model, self.pretrained, self.precision)
 
 
@@ -52,6 +54,7 @@ class ClipSpec(ClipModelSpec, TextOptions, EngineOptions):
 
     batch_size: int = Field(default=64, ge=1)
     workers: int = Field(default=2, ge=0)
+    decode: DecodeName = "pil"
 
 
 class ListGrid(BaseModel):

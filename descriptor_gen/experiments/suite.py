@@ -33,7 +33,7 @@ from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.locks import exclusive
 from descriptor_gen.score.engines import EngineOptions
 from descriptor_gen.score.evaluate import EvalConfig, TextOptions, evaluate
-from descriptor_gen.score.features import load_clip
+from descriptor_gen.score.clip_ref import ClipRef
 from descriptor_gen.describe.styles import Style
 from descriptor_gen.generation.backends import GenerationParams
 from descriptor_gen.generation.resolve import preset_style, style_params
@@ -125,7 +125,7 @@ class _SuiteRun:
     def clip(self) -> Any:
         if self._clip is None:
             c = self.spec.clip
-            self._clip = load_clip(c.model, c.pretrained, c.device, c.precision)
+            self._clip = ClipRef(c.model, c.pretrained, c.device, c.precision, self.cache_dir)
         return self._clip
 
     def _style(self, card: Card, method: SuiteMethod) -> tuple[Style, GenerationParams]:

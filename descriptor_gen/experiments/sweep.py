@@ -22,7 +22,7 @@ from descriptor_gen.paths import RESPONSES
 from descriptor_gen.generation.backends import make_backend
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.score.evaluate import EvalConfig, evaluate
-from descriptor_gen.score.features import load_clip
+from descriptor_gen.score.clip_ref import ClipRef
 from descriptor_gen.generation.generate import GenerationJob, GenerationSummary, generate
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
 from descriptor_gen.locks import exclusive
@@ -200,7 +200,8 @@ def _run_cells(spec: ExperimentSpec, points: list[PromptOptions], ident: SweepId
     if not cells:
         log(f"{spec.name}: every cell is already in {results}")
         return []
-    clip = load_clip(spec.clip.model, spec.clip.pretrained, spec.clip.device, spec.clip.precision)
+    clip = ClipRef(spec.clip.model, spec.clip.pretrained, spec.clip.device, spec.clip.precision,
+                   cache_dir)  # built only if a cell encodes something
     backend = make_backend(spec.generation.params()) if spec.generation.backend == "hf" else None
     run = _Sweep(spec, ident, library, out_dir, cache_dir, prompts_dir, log,
                  ResponseCache(cache_dir / RESPONSES), clip, backend)

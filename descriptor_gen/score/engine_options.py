@@ -4,12 +4,15 @@ import this module; it imports none of them."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from descriptor_gen.errors import DescgenError
 
 EngineName = Literal["local", "ray"]
 FAULT_ENV = "DESCRIPTOR_GEN_RAY_FAULT"  # tests: a marker path (one worker dies) or `raise`
@@ -46,6 +49,26 @@ class EngineOptions(BaseModel):
         if value is not None:
             parse_address(value)
         return value
+
+
+# engines beside the local one, imported by name when chosen (Ray is an optional extra);
+# each module has `check_options(options, precision)` and `encode(options, clip, spec, data,
+# batch_size, progress, on_batch)`
+ENGINES: dict[str, str] = {"ray": "descriptor_gen.score.ray_engine"}
+
+
+def engine_module(name: str) -> Any:
+    return importlib.import_module(ENGINES[name])
+
+
+def check_engine(options: EngineOptions, precision: str, decode: str = "pil") -> None:
+    """What the chosen engine needs, checked before the feature cache is looked at, so that a
+    wrong flag is refused whether or not the features are cached."""
+    if options.engine in ENGINES:
+        if decode != "pil":
+            raise DescgenError(f"--decode {decode} runs on the local engine; the {options.engine}"
+                               " engine's workers decode with PIL (--decode pil)")
+        engine_module(options.engine).check_options(options, precision)
 
 
 def parse_address(address: str) -> tuple[str, int] | None:

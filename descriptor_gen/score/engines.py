@@ -6,11 +6,16 @@ the same feature cache under the same key; the engine is not part of any identit
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from descriptor_gen.data.images import LabelledImages
-from descriptor_gen.score.engine_options import FAULT_ENV, EngineName, EngineOptions, fault_hook
+from descriptor_gen.score.engine_options import (
+    ENGINES,
+    FAULT_ENV,
+    EngineName,
+    EngineOptions,
+    check_engine,
+    engine_module,
+    fault_hook,
+)
 from descriptor_gen.score.features import (
     CLIP_VIEW,
     ClipModel,
@@ -24,27 +29,11 @@ from descriptor_gen.score.features import (
 __all__ = ["ENGINES", "EngineName", "EngineOptions", "FAULT_ENV", "check_engine", "encode",
            "fault_hook"]
 
-# engines beside the local one, imported by name when chosen (Ray is an optional extra);
-# each module has `check_options(options, precision)` and `encode(options, clip, spec, data,
-# batch_size, progress, on_batch)`
-ENGINES: dict[str, str] = {"ray": "descriptor_gen.score.ray_engine"}
-
-
-def _engine(name: str) -> Any:
-    return importlib.import_module(ENGINES[name])
-
-
-def check_engine(options: EngineOptions, precision: str) -> None:
-    """What the chosen engine needs, checked before the feature cache is looked at, so that a
-    wrong flag is refused whether or not the features are cached."""
-    if options.engine in ENGINES:
-        _engine(options.engine).check_options(options, precision)
-
 
 def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
            data: LabelledImages, batch_size: int, workers: int, progress: bool = False,
-           on_batch: OnBatch | None = None,
-           view: ImageView = CLIP_VIEW) -> tuple[ImageFeatures, dict[str, float]]:
+           on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW,
+           decode: str = "pil") -> tuple[ImageFeatures, dict[str, float]]:
     """The source's features by the chosen engine, and the engine's own timings (Ray's start-up).
 
     Args:
@@ -57,11 +46,11 @@ def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, s
     if view != CLIP_VIEW:
         options = options.model_copy(update={"engine": "local"})
     if options.engine in ENGINES:
-        return _engine(options.engine).encode(options, clip, spec, data, batch_size, progress,
-                                              on_batch)
+        return engine_module(options.engine).encode(options, clip, spec, data, batch_size,
+                                                     progress, on_batch)
     if data.shards is not None:
         return encode_stream(clip, data.shards, batch_size, workers, progress, view), {}
     return encode_images(clip, data.paths, batch_size, workers, progress, reader=data.reader,
-                         on_batch=on_batch, view=view), {}
+                         on_batch=on_batch, view=view, decode=decode), {}
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -18,19 +18,21 @@ from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
-from descriptor_gen.score.engines import EngineOptions, check_engine, encode
-from descriptor_gen.score.features import (
+from descriptor_gen.score.caches import (
     CLIP_VIEW,
     VIEWS,
-    ClipModel,
-    ImageView,
     ImageFeatureCache,
     ImageFeatures,
+    ImageView,
     PartialFeatures,
     TextFeatureCache,
-    clip_identity,
-    load_clip,
 )
+from descriptor_gen.score.clip_ref import ClipRef, remember
+from descriptor_gen.score.decode import DecodeName
+from descriptor_gen.score.engine_options import EngineOptions, check_engine
+
+if TYPE_CHECKING:
+    from descriptor_gen.score.features import ClipModel
 from descriptor_gen.score.methods import (
     Inputs,
     MethodDef,
@@ -144,6 +146,7 @@ class EvalConfig(TextOptions, EngineOptions):
     precision: str = "fp32"
     workers: int = Field(default=2, ge=0)
     explain: int = Field(default=0, ge=0)
+    decode: DecodeName = "pil"
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(**self.model_dump(include=set(EngineOptions.model_fields)))
@@ -181,6 +184,8 @@ class EvalResult(BaseModel):
     timings: dict[str, float]
     images_per_second: float | None
     zero_shot: dict[str, Any] | None = None
+    model_loaded: bool = True  # False: every feature came from the caches
+    decode: str = "pil"
 
 
 def _store(cfg: EvalConfig, mdef: MethodDef, options: Any) -> tuple[list[DescriptorRecord], str | None]:
@@ -219,13 +224,13 @@ def imagenet_templates(prompts_dir: Path) -> list[str]:
 def source_templates(spec: str, prompts_dir: Path) -> tuple[list[str], str]:
     """The zero-shot templates of a data source: a card's, a webdataset folder's, else CLIP's
     80 ImageNet templates; and where they came from."""
-    from descriptor_gen.data.wds import wds_templates  # imports torch: only for wds: specs
-
     cards = load_cards()
     name = spec.partition(":")[0]
     if name in cards:
         return cards[name].template_list(), f"card {name}"
     if spec.startswith("wds:"):
+        from descriptor_gen.data.wds import wds_templates  # imports torch: only for wds: specs
+
         found = wds_templates(spec)
         if found:
             return found, f"{spec} zeroshot_classification_templates.txt"
@@ -238,18 +243,24 @@ def _count_stats(descriptors: dict[int, list[str]], n_classes: int) -> dict[str,
         "mean": float(np.mean(counts)), "min": int(min(counts)), "max": int(max(counts))}}
 
 
-def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch_size: int,
+def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size: int,
                    workers: int, engine: EngineOptions | None = None,
                    spec: tuple[str, str, str, str] | None = None,
                    timings: dict[str, float] | None = None,
-                   progress: bool = False, view: ImageView = CLIP_VIEW) -> tuple[ImageFeatures, int]:
+                   progress: bool = False, view: ImageView = CLIP_VIEW,
+                   decode: str = "pil") -> tuple[ImageFeatures, int]:
     """The source's image features from the cache, or encoded now (by the local or the Ray
     engine: same features, same cache key, same progress bar) and cached; returns them and how
-    many images were encoded. `timings` gets the engine's own (Ray's start-up)."""
-    check_engine(engine or EngineOptions(), clip.precision)
-    image_cache = ImageFeatureCache(cache_dir / IMAGE_FEATURES)
-    key = image_cache.key(clip, data.identity(), view)
+    many images were encoded. `timings` gets the engine's own (Ray's start-up). `clip` may be
+    a `ClipRef`: it loads only if something is encoded. `decode` applies to file lists seen
+    as CLIP sees them (a stream or another view decodes with PIL, and is keyed so)."""
     stream = data.shards is not None
+    if stream or view != CLIP_VIEW:
+        decode = "pil"
+    check_engine(engine or EngineOptions(), clip.precision, decode)
+    image_cache = ImageFeatureCache(cache_dir / IMAGE_FEATURES)
+    key = image_cache.key(clip, data.identity(), view, decode,
+                          _device_kind(clip) if decode == "torch" else "cpu")
     feats = image_cache.load(key, rows=None if stream else len(data.paths))
     if feats is not None:
         return feats, 0
@@ -257,12 +268,16 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
     spec = spec or ("", "", clip.precision, clip.device)
     parts = None if stream or len(data.paths) <= CHECKPOINT_ROWS else PartialFeatures(
         image_cache.folder, key, CHECKPOINT_ROWS)
+    from descriptor_gen.score.engines import encode  # torch: only when something is encoded
+
+    clip = clip.load() if isinstance(clip, ClipRef) else clip
     if parts is None:
-        feats, spent = encode(options, clip, spec, data, batch_size, workers, progress, view=view)
+        feats, spent = encode(options, clip, spec, data, batch_size, workers, progress, view=view,
+                              decode=decode)
         encoded = len(feats.ok)
     else:
         feats, spent, encoded = _encode_in_chunks(parts, options, clip, spec, data, batch_size,
-                                                  workers, progress, view)
+                                                  workers, progress, view, decode)
     if timings is not None:
         timings.update(spent)
     image_cache.save(key, feats)
@@ -271,18 +286,30 @@ def image_features(clip: ClipModel, data: LabelledImages, cache_dir: Path, batch
     return feats, encoded
 
 
-def _encode_in_chunks(parts: PartialFeatures, options: EngineOptions, clip: ClipModel,
+def _device_kind(clip: Any) -> str:
+    """`cuda` or `cpu`: where a model would run (torch is asked only for `auto`)."""
+    device = getattr(clip, "requested_device", None) or clip.device
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _encode_in_chunks(parts: PartialFeatures, options: EngineOptions, clip: Any,
                       spec: tuple[str, str, str, str], data: LabelledImages, batch_size: int,
-                      workers: int, progress: bool,
-                      view: ImageView = CLIP_VIEW) -> tuple[ImageFeatures, dict[str, float], int]:
+                      workers: int, progress: bool, view: ImageView = CLIP_VIEW,
+                      decode: str = "pil") -> tuple[ImageFeatures, dict[str, float], int]:
     """Encode a long file list, checkpointing whole chunks, after the chunks an interrupted run
     left; returns the features, the engine's timings and how many were encoded."""
     done = parts.load()
     start = 0 if done is None else len(done.ok)
     if done is not None and start == len(data.paths):  # killed between the last chunk and the entry
         return done, {}, 0
+    from descriptor_gen.score.engines import encode
+
     rest, spent = encode(options, clip, spec, data.tail(start), batch_size, workers, progress,
-                         on_batch=parts.add, view=view)
+                         on_batch=parts.add, view=view, decode=decode)
     if done is None:
         return rest, spent, len(rest.ok)
     joined = ImageFeatures(np.concatenate([done.features, rest.features]),
@@ -326,7 +353,8 @@ def _seen_images(cfg: EvalConfig, data: LabelledImages, classes: list[str], clip
     left out, and none readable at all is an error."""
     spent: dict[str, float] = {}
     feats, encoded_images = image_features(clip, data, cache_dir, cfg.batch_size, cfg.workers,
-                                           cfg.engine_options(), cfg.clip_spec(), spent, progress)
+                                           cfg.engine_options(), cfg.clip_spec(), spent, progress,
+                                           decode=cfg.decode)
     names = feats.keys if data.shards is not None else data.paths
     labels_all = feats.labels if data.shards is not None else data.labels
     unreadable = [names[i] for i in sorted(feats.errors)]
@@ -357,12 +385,13 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
     started = time.perf_counter()
     data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
     classes = data.classes or classes or []
-    clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
+    ref = clip or ClipRef(cfg.model, cfg.pretrained, cfg.device, cfg.precision, cache_dir)
     loaded = time.perf_counter()
-    seen = _seen_images(cfg, data, classes, clip, cache_dir, log, progress)
+    seen = _seen_images(cfg, data, classes, ref, cache_dir, log, progress)
     images_done = time.perf_counter()
     feats = np.asarray(seen.feats.features, np.float32)
-    scored = scorer(clip, clip_identity(cfg.model, cfg.pretrained, cfg.precision), classes, data,
+    clip = ref.load() if isinstance(ref, ClipRef) else ref  # a learned run scores on the model
+    scored = scorer(clip, _clip_identity(cfg), classes, data,
                     feats, cache_dir, prompts_dir, cfg.batch_size, cfg.workers)
     score = scored.scores[seen.ok]
     result_metrics = metrics(score, seen.labels)
@@ -384,6 +413,12 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
         images_per_second=(seen.encoded / timings["images"]) if seen.encoded else None,
         zero_shot=zero_shot,
     )
+
+
+def _clip_identity(cfg: EvalConfig) -> dict[str, str]:
+    from descriptor_gen.score.features import clip_identity
+
+    return clip_identity(cfg.model, cfg.pretrained, cfg.precision)
 
 
 def _zero_shot_beside(clip: ClipModel, dataset: str, classes: list[str], image_feats: np.ndarray,
@@ -431,7 +466,9 @@ def _prepare(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     if cfg.descriptors is not None:
         check_against_classes(records, classes, cfg.descriptors)
     templates, templates_from = source_templates(cfg.dataset, prompts_dir)
-    clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, cfg.precision)
+    if clip is not None:
+        remember(clip, cache_dir)
+    clip = clip or ClipRef(cfg.model, cfg.pretrained, cfg.device, cfg.precision, cache_dir)
     return _Prepared(mdef, options, records, digest, recipe, data, classes, templates,
                      templates_from, clip)
 
@@ -559,7 +596,8 @@ def _result(cfg: EvalConfig, prep: _Prepared, seen: _Seen, scoring: _Scoring,
                  if len(scoring.runs) > 1 else []),
         method=cfg.method, options=prep.options.model_dump(), concept=prep.recipe.concept,
         model=cfg.model, pretrained=cfg.pretrained, precision=cfg.precision,
-        device=prep.clip.device, dataset=cfg.dataset,
+        device=getattr(prep.clip, "requested_device", None) or prep.clip.device,
+        model_loaded=getattr(prep.clip, "loaded", True), dataset=cfg.dataset,
         descriptor_file=str(cfg.descriptors) if cfg.descriptors else None,
         descriptor_file_sha256=prep.digest, text=prep.recipe,
         templates=prep.templates_from if uses_templates else None,

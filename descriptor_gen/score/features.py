@@ -1,19 +1,10 @@
-"""CLIP models from open_clip, and image and text features with on-disk caches.
-
-Image features are cached per (model, weights, preprocessing, dataset file list with sizes and
-mtimes, stored precision) as one `.npy` (fp32 for fp32 runs, fp16 otherwise) plus a JSON
-index; text features per (model, weights, text) in SQLite.
-Both are written so that an interrupted run leaves no half-written entry.
-"""
+"""CLIP models from open_clip, and encoding images and texts with them (torch). The caches
+the features go to, and their types, are in `caches.py` (no torch)."""
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import shutil
-import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +16,34 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from descriptor_gen.atomic import write_atomically, writing
-from descriptor_gen.generation.cache import open_sqlite, quarantine
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.score.decode import (
+    Geometry,
+    TorchDecodeFiles,
+    batch_pixels,
+    collate_items,
+    open_draft,
+    pil_from_bytes,
+)
+from descriptor_gen.score.caches import (
+    CLIP_VIEW,
+    VIEWS,
+    ImageFeatureCache,
+    ImageFeatures,
+    ImageView,
+    OnBatch,
+    PartialFeatures,
+    TextFeatureCache,
+    feature_dtype,
+    image_size,
+)
+
+__all__ = ["CLIP_VIEW", "VIEWS", "ClipModel", "ImageFeatureCache", "ImageFeatures", "ImageFiles",
+           "ImageView", "OnBatch", "PartialFeatures", "TextFeatureCache", "autocast_for",
+           "clip_identity", "encode_batch", "encode_images", "encode_stream", "encode_texts",
+           "feature_dtype", "image_size", "load_clip"]  # the caches' names are re-exported
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -44,6 +58,22 @@ class ClipModel:
     device: str
     precision: str
     identity: str
+    loaded: bool = True  # a model was built (see clip_ref.ClipRef for one that may not be)
+    memo_key: str | None = None  # what names it without loading it (clip_ref.memo_key)
+    spec_identity: dict[str, str] | None = None  # clip_identity() of what was loaded
+
+    @property
+    def embed_width(self) -> int | None:
+        """The text embedding's width, when the model says (open_clip: its text projection)."""
+        projection = getattr(self.model, "text_projection", None)
+        if isinstance(projection, torch.nn.Linear):
+            return projection.out_features
+        if isinstance(projection, torch.Tensor):
+            return int(projection.shape[-1])
+        return None
+
+    def encode_texts(self, texts: list[str], batch_size: int = 1024) -> np.ndarray:
+        return encode_texts(self, texts, batch_size)
 
 
 def pick_device(device: str) -> str:
@@ -98,8 +128,11 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
         raise DescgenError(f"{what} ({type(exc).__name__}: {first})") from exc
     clip.eval()
     identity = json.dumps({**ident, "preprocess": repr(preprocess)}, sort_keys=True)
+    from descriptor_gen.score.clip_ref import memo_key
+
     return ClipModel(clip, preprocess, open_clip.get_tokenizer(name), device, precision,
-                     hashlib.sha256(identity.encode()).hexdigest())
+                     hashlib.sha256(identity.encode()).hexdigest(),
+                     memo_key=memo_key(model, pretrained, precision), spec_identity=ident)
 
 
 def clip_identity(model: str, pretrained: str, precision: str) -> dict[str, str]:
@@ -148,11 +181,13 @@ def _weights(pretrained: str) -> tuple[str | None, str]:
 
 class ImageFiles(Dataset):
     """Preprocessed images (files, or by index through `reader`); an unreadable image yields
-    `ok=False` instead of stopping the run."""
+    `ok=False` instead of stopping the run. `draft`: JPEGs decode at a reduced scale first
+    (`--decode pil-draft`), the shorter side staying at least `draft` pixels."""
 
     def __init__(self, paths: list[str], preprocess: Any, size: int,
-                 reader: Callable[[int], Any] | None = None) -> None:
+                 reader: Callable[[int], Any] | None = None, draft: int = 0) -> None:
         self.paths, self.preprocess, self.size, self.reader = paths, preprocess, size, reader
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -162,17 +197,11 @@ class ImageFiles(Dataset):
             if self.reader is not None:
                 return self.preprocess(self.reader(index).convert("RGB")), True, ""
             with Image.open(self.paths[index]) as image:
+                if self.draft:
+                    open_draft(image, self.draft)
                 return self.preprocess(image.convert("RGB")), True, ""
         except Exception as exc:  # noqa: BLE001 - any decoder failure marks the image unreadable
             return torch.zeros(3, self.size, self.size), False, f"{type(exc).__name__}: {exc}"
-
-
-def image_size(preprocess: Any) -> int:
-    for transform in getattr(preprocess, "transforms", []):
-        size = getattr(transform, "size", None)
-        if size is not None:
-            return size if isinstance(size, int) else int(size[0])
-    return 224
 
 
 def autocast_for(clip: ClipModel) -> Any:
@@ -184,95 +213,108 @@ def autocast_for(clip: ClipModel) -> Any:
     return torch.autocast(device, dtype=dtype)
 
 
-def feature_dtype(precision: str) -> type[np.floating[Any]]:
-    """How image features are stored: fp32 runs keep fp32 (fp16 would move scores by up to
-    1e-4 and flip near-ties), fp16 and bf16 runs fp16."""
-    return np.float32 if precision == "fp32" else np.float16
-
-
-@dataclass
-class ImageFeatures:
-    """Features of a source's images; for a stream (a webdataset) also the labels and names
-    that came with them (None otherwise)."""
-
-    features: np.ndarray  # (N, D) feature_dtype, L2-normalised, rows of unreadable images are zero
-    ok: np.ndarray  # (N,) bool
-    errors: dict[int, str]
-    labels: list[int] | None = None
-    keys: list[str] | None = None
-
-
 def encode_batch(clip: ClipModel, images: torch.Tensor, ok: torch.Tensor,
-                  normalise: bool = True) -> np.ndarray:
+                 normalise: bool = True, on_device: bool = False) -> Any:
+    """A batch's features (rows of unreadable images zero) as `feature_dtype`: a NumPy array,
+    or (`on_device`) a tensor left on the device, so that the copy back waits for a chunk."""
     images = images.to(clip.device, non_blocking=True)
     feats = clip.model.encode_image(images).float()
     if normalise:
         feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     feats[~ok.to(clip.device)] = 0
-    return feats.cpu().numpy().astype(feature_dtype(clip.precision))
+    stored = feats.to(torch.float32 if feature_dtype(clip.precision) == np.float32 else torch.float16)
+    return stored if on_device else stored.cpu().numpy()
 
 
-OnBatch = Callable[[int, np.ndarray, np.ndarray, dict[int, str]], None]
-"""Told each encoded batch in input order: (first index, features, ok flags, errors by index)."""
+FLUSH_ROWS = 8192
+"""On a GPU, features stay on the device until this many rows are done: one copy back (and
+one wait) per chunk instead of one per batch."""
 
 
-@dataclass(frozen=True)
-class ImageView:
-    """How images become features: `transform` builds the preprocessing from the CLIP's (None:
-    the CLIP's own), `normalise` L2-normalises the features. A view other than the CLIP's own
-    is part of the feature cache's key."""
+class _Gathered:
+    """Batches' features as they come, copied back to the host a chunk at a time (every batch
+    on a CPU), told to `on_batch` in input order; `flush` at the end or an interruption."""
 
-    name: str
-    transform: Callable[[Any], Any] | None = None
-    normalise: bool = True
+    def __init__(self, on_batch: OnBatch | None, flush_rows: int) -> None:
+        self.on_batch, self.flush_rows = on_batch, flush_rows
+        self.pending: list[tuple[Any, np.ndarray, dict[int, str]]] = []
+        self.chunks: list[np.ndarray] = []
+        self.oks: list[np.ndarray] = []
+        self.errors: dict[int, str] = {}
+        self.start = 0
+
+    def add(self, feats: Any, ok: np.ndarray, why: list[str]) -> None:
+        first = self.start + sum(len(o) for _, o, _ in self.pending)
+        self.pending.append((feats, ok, {first + i: w for i, w in enumerate(why) if w}))
+        if sum(len(o) for _, o, _ in self.pending) >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        parts = [f for f, _, _ in self.pending]
+        host = (torch.cat(parts).cpu().numpy() if isinstance(parts[0], torch.Tensor)
+                else np.concatenate(parts))
+        offset = 0
+        for _, ok, errors in self.pending:
+            block = host[offset : offset + len(ok)]
+            offset += len(ok)
+            self.chunks.append(block)
+            self.oks.append(ok)
+            self.errors.update(errors)
+            if self.on_batch is not None:
+                self.on_batch(self.start, block, ok, errors)
+            self.start += len(ok)
+        self.pending = []
+
+    def result(self, precision: str) -> ImageFeatures:
+        if not self.chunks:
+            return ImageFeatures(np.zeros((0, 0), feature_dtype(precision)), np.zeros(0, bool), {})
+        return ImageFeatures(np.concatenate(self.chunks), np.concatenate(self.oks), self.errors)
 
 
-def _comparative_transform(preprocess: Any) -> Any:
-    """Comparative-CLIP's extract_image_features.py: Resize((S, S)) (a squash, bilinear),
-    Grayscale(num_output_channels=3), ToTensor, CLIP's Normalize."""
-    from torchvision import transforms
-
-    size = image_size(preprocess)
-    normalise = next(t for t in preprocess.transforms if isinstance(t, transforms.Normalize))
-    return transforms.Compose([transforms.Resize((size, size)),
-                               transforms.Grayscale(num_output_channels=3),
-                               transforms.ToTensor(), normalise])
-
-
-CLIP_VIEW = ImageView("clip")
-VIEWS: dict[str, ImageView] = {
-    "clip": CLIP_VIEW,
-    # Comparative-CLIP's shot features for its filter: squashed, grey, features kept as encoded
-    "comparative-released": ImageView("comparative-released", _comparative_transform, False),
-}
+def _image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: int,
+                  reader: Callable[[int], Any] | None, view: ImageView,
+                  decode: str) -> tuple[DataLoader, Callable[[Any], tuple[Any, Any, list[str]]]]:
+    """The DataLoader of a file list and how its batches become (pixels, ok, reasons)."""
+    preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
+    size = image_size(clip.preprocess)
+    on_gpu = clip.device.startswith("cuda")
+    files = ImageFiles(paths, preprocess, size, reader, draft=size if decode == "pil-draft" else 0)
+    if decode != "torch":
+        return (DataLoader(files, batch_size=batch_size, num_workers=workers, pin_memory=on_gpu),
+                lambda batch: (batch[0], batch[1], list(batch[2])))
+    geometry = Geometry.of(preprocess)
+    dataset = TorchDecodeFiles(paths, reader, files, geometry, decode_here=not on_gpu)
+    fallback = pil_from_bytes(preprocess, geometry.crop)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_items)
+    return loader, lambda items: batch_pixels(items, geometry, clip.device, fallback)
 
 
 def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int = 2,
                   progress: bool = False, reader: Callable[[int], Any] | None = None,
-                  on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW) -> ImageFeatures:
+                  on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW,
+                  decode: str = "pil") -> ImageFeatures:
     """Encode images (files, or by index through `reader`) in batches through a DataLoader;
-    features are L2-normalised (unless the view keeps them as encoded)."""
-    preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
-    dataset = ImageFiles(paths, preprocess, image_size(clip.preprocess), reader)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        pin_memory=clip.device.startswith("cuda"),
-                        persistent_workers=False)
-    chunks, oks, errors = [], [], {}
-    start = 0
+    features are L2-normalised (unless the view keeps them as encoded). `decode`: `pil`,
+    `torch` or `pil-draft` (score/decode.py). On a GPU the host-to-device copies overlap the
+    encoder, and features come back a chunk at a time."""
+    loader, pixels_of = _image_loader(clip, paths, batch_size, workers, reader, view, decode)
+    on_gpu = clip.device.startswith("cuda")
+    gathered = _Gathered(on_batch, FLUSH_ROWS if on_gpu else 1)
     bar = tqdm(total=len(paths), disable=not progress, desc="images", unit="img")
     with bar, torch.inference_mode(), autocast_for(clip):
-        for images, ok, why in loader:
-            chunks.append(encode_batch(clip, images, ok, view.normalise))
-            oks.append(ok.numpy())
-            batch_errors = {start + i: w for i, w in enumerate(why) if w}
-            errors.update(batch_errors)
-            if on_batch is not None:
-                on_batch(start, chunks[-1], oks[-1], batch_errors)
-            start += len(ok)
-            bar.update(len(ok))
-    if not chunks:
-        return ImageFeatures(np.zeros((0, 0), feature_dtype(clip.precision)), np.zeros(0, bool), {})
-    return ImageFeatures(np.concatenate(chunks), np.concatenate(oks), errors)
+        try:
+            for batch in loader:
+                images, ok, why = pixels_of(batch)
+                ok_host = np.asarray(ok, bool)
+                gathered.add(encode_batch(clip, images, torch.as_tensor(ok_host), view.normalise,
+                                          on_device=on_gpu), ok_host, why)
+                bar.update(len(ok_host))
+        finally:
+            gathered.flush()
+    return gathered.result(clip.precision)
 
 
 def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, workers: int = 2,
@@ -317,176 +359,3 @@ def encode_texts(clip: ClipModel, texts: list[str], batch_size: int = 1024) -> n
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _embed_width(clip: ClipModel) -> int | None:
-    """The text embedding's width, when the model says (open_clip: its text projection)."""
-    projection = getattr(clip.model, "text_projection", None)
-    if isinstance(projection, torch.nn.Linear):
-        return projection.out_features
-    if isinstance(projection, torch.Tensor):
-        return int(projection.shape[-1])
-    return None
-
-
-class ImageFeatureCache:
-    """`<key>.npy` (features as `feature_dtype`) + `<key>.json` (ok flags, errors), written temp-then-rename."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def key(self, clip: ClipModel, source: str, view: ImageView = CLIP_VIEW) -> str:
-        """The entry of `clip`'s features of a source (its identity: files with sizes and
-        dates, or a fingerprint), stored at the precision the run's features are kept in, seen
-        through `view`."""
-        stored = np.dtype(feature_dtype(clip.precision)).name
-        seen = "" if view == CLIP_VIEW else f"\0view:{view.name}"
-        return hashlib.sha256(f"{clip.identity}\0{source}\0{stored}{seen}".encode()).hexdigest()
-
-    def load(self, key: str, rows: int | None = None) -> ImageFeatures | None:
-        """The cached features, or None: not cached, or a broken entry (moved aside with a
-        warning, to be encoded again). `rows`: how many images the entry must hold."""
-        array, index = self.folder / f"{key}.npy", self.folder / f"{key}.json"
-        if not (array.is_file() and index.is_file()):
-            return None
-        try:
-            meta = json.loads(index.read_text(encoding="utf-8"))
-            feats = ImageFeatures(np.load(array, mmap_mode="r", allow_pickle=False),
-                                  np.array(meta["ok"], bool),
-                                  {int(k): str(v) for k, v in meta["errors"].items()},
-                                  meta.get("labels"), meta.get("keys"))
-            if feats.features.ndim != 2 or len(feats.features) != len(feats.ok) or (
-                    rows is not None and len(feats.ok) != rows):
-                raise ValueError(f"{feats.features.shape} features for {len(feats.ok)} images")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            quarantine(array, f"{type(exc).__name__}: {exc}")
-            quarantine(index, "its features were broken")
-            return None
-        return feats
-
-    def save(self, key: str, feats: ImageFeatures) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.folder / f"{key}.npy", lambda f: np.save(f, feats.features))
-        meta = {"ok": feats.ok.tolist(), "errors": {str(k): v for k, v in feats.errors.items()},
-                "labels": feats.labels, "keys": feats.keys}
-        write_atomically(self.folder / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
-
-
-class PartialFeatures:
-    """The finished chunks of an entry still being encoded, `partial/<key>-<rows>/<i>.npy|.json`
-    with `rows` consecutive images each, so that an interrupted encoding (a crash, Ctrl-C, a
-    lost cluster) resumes after its last whole chunk. Removed once the entry is saved."""
-
-    def __init__(self, folder: Path, key: str, rows: int) -> None:
-        self.folder, self.rows = folder / "partial" / f"{key}-{rows}", rows
-        self.next = 0  # the first image not yet in a chunk file
-        self.base = 0  # the first image not loaded: where this run's batches start
-        self._buffer: list[tuple[np.ndarray, np.ndarray]] = []
-        self._errors: dict[int, str] = {}
-        self._writing = True
-
-    def load(self) -> ImageFeatures | None:
-        """The whole chunks from the start, in order; a broken chunk ends them (it and those
-        after it are encoded again)."""
-        feats, oks, errors = [], [], {}
-        for i in itertools.count():
-            array, meta_file = self.folder / f"{i}.npy", self.folder / f"{i}.json"
-            try:
-                meta = json.loads(meta_file.read_text(encoding="utf-8"))
-                block = np.load(array, allow_pickle=False)
-                ok = np.array(meta["ok"], bool)
-                if block.ndim != 2 or len(block) != self.rows or len(ok) != self.rows:
-                    raise ValueError(f"{block.shape} features, {len(ok)} flags")
-            except FileNotFoundError:
-                break
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                quarantine(array, f"{type(exc).__name__}: {exc}")
-                break
-            feats.append(block)
-            oks.append(ok)
-            errors.update({int(k): str(v) for k, v in meta["errors"].items()})
-        self.next = self.base = len(feats) * self.rows
-        if not feats:
-            return None
-        return ImageFeatures(np.concatenate(feats), np.concatenate(oks), errors)
-
-    def add(self, start: int, features: np.ndarray, ok: np.ndarray, errors: dict[int, str]) -> None:
-        """Take a batch of the images after the loaded chunks (`start` and the error indices
-        count from the first image not loaded); write each chunk once it is whole. A batch out
-        of order stops the writing (nothing wrong is kept)."""
-        done = self.next + sum(len(f) for f, _ in self._buffer)
-        if not self._writing or self.base + start != done:
-            self._writing = False
-            return
-        self._buffer.append((np.asarray(features), np.asarray(ok, bool)))
-        self._errors.update({self.base + k: v for k, v in errors.items()})
-        while sum(len(f) for f, _ in self._buffer) >= self.rows:
-            feats = np.concatenate([f for f, _ in self._buffer])
-            oks = np.concatenate([o for _, o in self._buffer])
-            self._write(feats[:self.rows], oks[:self.rows])
-            self._buffer = [(feats[self.rows:], oks[self.rows:])]
-
-    def _write(self, feats: np.ndarray, ok: np.ndarray) -> None:
-        index = self.next // self.rows
-        end = self.next + self.rows
-        errors = {str(k): v for k, v in self._errors.items() if self.next <= k < end}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.folder / f"{index}.npy", lambda f: np.save(f, feats))
-        write_atomically(self.folder / f"{index}.json",
-                      lambda f: f.write(json.dumps({"ok": ok.tolist(), "errors": errors}).encode()))
-        self._errors = {k: v for k, v in self._errors.items() if k >= end}
-        self.next = end
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class TextFeatureCache:
-    """Text features keyed by (model identity, text), in SQLite (WAL), as fp32 bytes."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._local = threading.local()
-        self._conn()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = open_sqlite(self.path, "CREATE TABLE IF NOT EXISTS text_features"
-                                          " (key TEXT PRIMARY KEY, vec BLOB)")
-            self._local.conn = conn
-        return conn
-
-    @staticmethod
-    def key(clip: ClipModel, text: str) -> str:
-        return hashlib.sha256(f"{clip.identity}\0{text}".encode()).hexdigest()
-
-    def features(self, clip: ClipModel, texts: list[str], batch_size: int = 1024) -> tuple[np.ndarray, int]:
-        """Features of `texts` in order, encoding only the uncached; returns (features, encoded)."""
-        unique = list(dict.fromkeys(texts))
-        keys = {t: self.key(clip, t) for t in unique}
-        found: dict[str, np.ndarray] = {}
-        conn = self._conn()
-        values = list(keys.values())
-        for start in range(0, len(values), 500):
-            chunk = values[start : start + 500]
-            rows = conn.execute(f"SELECT key, vec FROM text_features WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            found.update({k: np.frombuffer(v, np.float32) for k, v in rows
-                          if isinstance(v, bytes) and len(v) % 4 == 0})
-        width = _embed_width(clip)
-        if width is not None:  # a damaged row is encoded again, not stacked into the scores
-            found = {k: v for k, v in found.items() if len(v) == width}
-        missing = [t for t in unique if keys[t] not in found]
-        if missing:
-            encoded = encode_texts(clip, missing, batch_size)
-            with writing(self.path):
-                conn.execute("BEGIN")
-                try:
-                    conn.executemany("INSERT OR REPLACE INTO text_features VALUES (?, ?)",
-                                     [(keys[t], encoded[i].astype(np.float32).tobytes())
-                                      for i, t in enumerate(missing)])
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            found.update({keys[t]: encoded[i] for i, t in enumerate(missing)})
-        return np.stack([found[keys[t]] for t in texts]), len(missing)

@@ -1,0 +1,363 @@
+"""Encoding at the GPU's speed: per model, in one run on one machine,
+
+- the model alone on a resident batch (the GPU's limit),
+- a CLIP_benchmark-style loop (torchvision ImageFolder, DataLoader, autocast, features kept on
+  the GPU),
+- `descgen eval` encoding with `--decode pil` and with `--decode torch`, their agreement
+  (mean cosine of the features, top-1 agreement of the predictions),
+- a fully cached re-evaluation in a fresh process (wall time less the interpreter's start;
+  whether a model was built),
+
+then the start-up of commands that need no model, and `generate --backend hf` batched against
+one prompt at a time on a random-weight Llama-architecture model. Random CLIP weights (speed
+does not depend on them); 500x375 JPEGs made from smooth colour fields with texture and edges.
+
+    python bench/bench_gpu.py                                  # the GPU run (H100-class, 16 cores)
+    python bench/bench_gpu.py --small                          # a CPU check of the whole script
+
+It prints a Markdown table (machine, GPU, date) and writes the numbers to --out as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+N_CLASSES = 100
+
+
+def photo_like(args: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    width, height, seed = args
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 255, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.int16)
+    image = image + rng.integers(-12, 12, image.shape)
+    image[height // 3 : height // 3 + 4, :, :] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_images(root: Path, n: int, workers: int) -> None:
+    """n JPEGs of 500x375 in N_CLASSES class folders, named by class index."""
+    for c in range(N_CLASSES):
+        (root / f"{c:03d}").mkdir(parents=True, exist_ok=True)
+    with multiprocessing.Pool(max(workers, 1)) as pool:
+        for i, data in enumerate(pool.imap(photo_like, [(500, 375, i) for i in range(n)], 64)):
+            (root / f"{i % N_CLASSES:03d}" / f"{i:06d}.jpg").write_bytes(data)
+
+
+def linked_subset(source: Path, target: Path, n: int) -> None:
+    """The first n images of `source` (by number), as hard links."""
+    for path in sorted(source.rglob("*.jpg"), key=lambda p: p.name)[:n]:
+        (target / path.parent.name).mkdir(parents=True, exist_ok=True)
+        os.link(path, target / path.parent.name / path.name)
+
+
+def write_texts(folder: Path) -> tuple[Path, Path]:
+    from descriptor_gen.describe.store import DescriptorRecord, write_store
+
+    classes = [f"object {c}" for c in range(N_CLASSES)]
+    class_file = folder / "classes.txt"
+    class_file.write_text("\n".join(classes) + "\n")
+    store = folder / "descriptors.jsonl"
+    words = ["a red part", "a round shape", "a metal surface", "a long handle", "a striped pattern"]
+    write_store(store, [DescriptorRecord(class_index=i, class_name=c, backend="bench",
+                                         descriptors=[f"{w} {i}" for w in words])
+                        for i, c in enumerate(classes)])
+    return class_file, store
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def model_alone(clip: Any, batch: int, seconds: float = 3.0) -> float:
+    """Images per second of the image tower on a batch already on the device."""
+    import torch
+
+    from descriptor_gen.score.features import autocast_for, image_size
+
+    size = image_size(clip.preprocess)
+    pixels = torch.randn(batch, 3, size, size, device=clip.device)
+    with torch.inference_mode(), autocast_for(clip):
+        for _ in range(3):
+            clip.model.encode_image(pixels)
+        sync(clip.device)
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            clip.model.encode_image(pixels)
+            done += batch
+        sync(clip.device)
+    return done / (time.perf_counter() - started)
+
+
+def clip_benchmark_loop(clip: Any, root: Path, batch: int, workers: int) -> float:
+    """What users run today: ImageFolder + DataLoader + autocast, features kept on the GPU."""
+    import torch
+    from torch.nn import functional as F
+    from torchvision.datasets import ImageFolder
+
+    from descriptor_gen.score.features import autocast_for
+
+    loader = torch.utils.data.DataLoader(ImageFolder(str(root), transform=clip.preprocess),
+                                         batch_size=batch, num_workers=workers, shuffle=False)
+    feats, n = [], 0
+    started = time.perf_counter()
+    with torch.inference_mode(), autocast_for(clip):
+        for images, _ in loader:
+            feats.append(F.normalize(clip.model.encode_image(images.to(clip.device)), dim=-1))
+            n += len(images)
+    sync(clip.device)
+    return n / (time.perf_counter() - started)
+
+
+def descgen_eval(clip: Any, root: Path, texts: tuple[Path, Path], cache: Path, decode: str,
+                 args: argparse.Namespace, model: str, predictions: Path) -> Any:
+    from descriptor_gen.paths import CachePaths
+    from descriptor_gen.score.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(dataset=str(root), descriptors=texts[1], model=model, pretrained="none",
+                     device=clip.device, precision=args.precision, batch_size=args.batch_size,
+                     workers=args.workers, decode=decode)
+    classes = texts[0].read_text().split("\n")[:-1]
+    return evaluate(cfg, classes, cache, CachePaths.resolve().prompts_dir, clip=clip,
+                    predictions=predictions, log=lambda m: None)
+
+
+def agreement(cache: Path, clip: Any, root: Path, preds: tuple[Path, Path]) -> dict[str, float]:
+    """Mean and minimum cosine of `torch`'s features to `pil`'s, and top-1 agreement."""
+    from descriptor_gen.data.datasets import load_image_folder
+    from descriptor_gen.paths import IMAGE_FEATURES
+    from descriptor_gen.score.caches import ImageFeatureCache
+
+    data = load_image_folder(root, [f"object {c}" for c in range(N_CLASSES)])
+    store = ImageFeatureCache(cache / IMAGE_FEATURES)
+    kind = "cuda" if clip.device.startswith("cuda") else "cpu"
+    a = store.load(store.key(clip, data.identity()))
+    b = store.load(store.key(clip, data.identity(), decode="torch", device=kind))
+    assert a is not None and b is not None
+    fa, fb = np.asarray(a.features, np.float32), np.asarray(b.features, np.float32)
+    cos = (fa * fb).sum(1) / np.maximum(np.linalg.norm(fa, axis=1) * np.linalg.norm(fb, axis=1), 1e-12)
+    pa = [json.loads(line)["pred"] for line in preds[0].read_text().splitlines()]
+    pb = [json.loads(line)["pred"] for line in preds[1].read_text().splitlines()]
+    return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+            "top1_agreement": float(np.mean(np.array(pa) == np.array(pb)))}
+
+
+def run_process(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}"})
+    return time.perf_counter() - started, done
+
+
+def cached_rerun(root: Path, texts: tuple[Path, Path], cache: Path, device: str,
+                 args: argparse.Namespace, model: str, out: Path) -> dict[str, Any]:
+    """A fresh `descgen eval` whose features are all cached: wall time, less the start of a
+    bare interpreter, and whether it built a model or imported torch."""
+    interpreter, _ = run_process([sys.executable, "-c", "pass"])
+    argv = ["eval", "--dataset", str(root), "--classes", str(texts[0]), "--descriptors",
+            str(texts[1]), "--model", model, "--pretrained", "none", "--device", device,
+            "--precision", args.precision, "--batch-size", str(args.batch_size), "--workers",
+            str(args.workers), "--cache-dir", str(cache), "--out", str(out)]
+    code = ("import sys; from descriptor_gen.cli import main; code = main(%r); "
+            "print('IMPORTED', 'torch' in sys.modules, 'open_clip' in sys.modules); "
+            "sys.exit(code)" % argv)
+    wall, done = run_process([sys.executable, "-c", code])
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    result = json.loads(out.read_text())
+    imported = done.stdout.strip().splitlines()[-1].split()[1:]
+    return {"wall": wall, "interpreter": interpreter, "model_loaded": result["model_loaded"],
+            "images_encoded": result["images_encoded"], "torch_imported": imported[0] == "True",
+            "open_clip_imported": imported[1] == "True"}
+
+
+def startup() -> dict[str, float]:
+    """Wall seconds of commands that need no model, each in a fresh process."""
+    out = {}
+    for name, argv in [("--help", ["--help"]), ("prompt", ["prompt", "--class", "tench"]),
+                       ("datasets", ["datasets"])]:
+        out[name] = min(run_process([sys.executable, "-m", "descriptor_gen", *argv])[0]
+                        for _ in range(3))
+    out["python -c pass"] = min(run_process([sys.executable, "-c", "pass"])[0] for _ in range(3))
+    return out
+
+
+def hf_generation(folder: Path, classes: int, device: str, small: bool) -> dict[str, Any]:
+    """Answers per second of `generate --backend hf`: the prompts of `classes` classes batched
+    32 together against one at a time, on a random-weight Llama-architecture model."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import build_tiny_lm  # the tokenizer: a byte-level BPE trained here
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
+    from descriptor_gen.generation.backends import GenerationParams
+    from descriptor_gen.generation.cache import ResponseCache
+    from descriptor_gen.generation.generate import GenerationJob, generate
+    from descriptor_gen.paths import CachePaths
+
+    model_dir = build_tiny_lm(folder / "lm")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    size = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+            if small else dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
+                               num_attention_heads=16))
+    import torch
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=size["num_attention_heads"],
+                         max_position_embeddings=2048, bos_token_id=tokenizer.eos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+                         **size)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(model_dir)
+    params = sum(p.numel() for p in model.parameters())
+    names = [f"object {i}" for i in range(classes)]
+    out: dict[str, Any] = {"parameters": params}
+    for label, batch, concurrency in [("one at a time", 1, 1), ("batched 32", 32, 32)]:
+        job = GenerationJob(
+            classes=names, out=folder / f"{batch}.jsonl", options=PromptOptions(),
+            params=GenerationParams(backend="hf", model=str(model_dir), device=device,
+                                    dtype="bf16" if device.startswith("cuda") else "fp32",
+                                    batch_size=batch, max_tokens=64, temperature=0.0),
+            library=PromptLibrary(CachePaths.resolve().prompts_dir),
+            cache=ResponseCache(folder / f"{batch}.sqlite"), concurrency=concurrency,
+            max_attempts=1, progress=False, log=lambda m: None)
+        started = time.perf_counter()
+        summary = generate(job)
+        seconds = time.perf_counter() - started
+        out[label] = {"seconds": seconds, "answers": summary.requests,
+                      "answers_per_second": summary.requests / seconds}
+    return out
+
+
+def machine(device: str) -> dict[str, str]:
+    import open_clip
+    import torch
+    import torchvision
+
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "none"
+    return {"date": datetime.date.today().isoformat(), "machine": platform.machine(),
+            "cpus": str(os.cpu_count()), "python": platform.python_version(), "gpu": gpu,
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "open_clip": open_clip.__version__}
+
+
+def bench_model(model: str, n: int, images: Path, texts: tuple[Path, Path], work: Path,
+                args: argparse.Namespace) -> dict[str, Any]:
+    from descriptor_gen.score.features import load_clip
+
+    root = work / f"images-{model}"
+    linked_subset(images, root, n)
+    clip = load_clip(model, "none", args.device, args.precision)
+    row: dict[str, Any] = {"model": model, "images": n}
+    row["model_alone"] = model_alone(clip, args.batch_size)
+    row["clip_benchmark_loop"] = clip_benchmark_loop(clip, root, args.batch_size, args.workers)
+    cache = work / f"cache-{model}"
+    preds = (work / f"{model}-pil.jsonl", work / f"{model}-torch.jsonl")
+    for decode, pred in zip(("pil", "torch"), preds):
+        result = descgen_eval(clip, root, texts, cache, decode, args, model, pred)
+        row[f"descgen_{decode}"] = result.images_encoded / result.timings["images"]
+    row["agreement"] = agreement(cache, clip, root, preds)
+    row["cached"] = cached_rerun(root, texts, cache, clip.device, args, model,
+                                 work / f"{model}-cached.json")
+    del clip
+    return row
+
+
+def table(info: dict[str, str], rows: list[dict[str, Any]], start: dict[str, float],
+          hf: dict[str, Any] | None) -> str:
+    lines = [f"{info['date']}, {info['gpu']}, {info['cpus']} CPUs ({info['machine']}), Python"
+             f" {info['python']}, torch {info['torch']}, torchvision {info['torchvision']},"
+             f" open_clip {info['open_clip']}; random weights, 500x375 JPEGs.", "",
+             "| model | images | model alone | CLIP_benchmark-style loop | descgen `--decode pil` |"
+             " descgen `--decode torch` | torch / loop | torch / model alone |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['images']:,} | {r['model_alone']:,.0f} img/s |"
+                     f" {r['clip_benchmark_loop']:,.0f} img/s | {r['descgen_pil']:,.0f} img/s |"
+                     f" {r['descgen_torch']:,.0f} img/s |"
+                     f" {r['descgen_torch'] / r['clip_benchmark_loop']:.2f}x |"
+                     f" {r['descgen_torch'] / r['model_alone']:.2f} |")
+    lines += ["", "| model | mean cosine (torch vs pil) | min cosine | top-1 agreement |"
+              " cached re-eval: wall - interpreter | model built | torch imported |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        a, c = r["agreement"], r["cached"]
+        lines.append(f"| {r['model']} | {a['mean_cosine']:.6f} | {a['min_cosine']:.6f} |"
+                     f" {a['top1_agreement']:.4f} | {c['wall'] - c['interpreter']:.2f} s"
+                     f" ({c['wall']:.2f} s - {c['interpreter']:.2f} s) | {c['model_loaded']} |"
+                     f" {c['torch_imported']} |")
+    lines += ["", "| command (fresh process) | wall |", "| --- | --- |"]
+    lines += [f"| `{k}` | {v:.2f} s |" for k, v in start.items()]
+    if hf is not None:
+        one, many = hf["one at a time"], hf["batched 32"]
+        lines += ["", f"`generate --backend hf`, a random Llama ({hf['parameters'] / 1e6:.0f}M"
+                  " parameters), 64 new tokens an answer, greedy:", "",
+                  "| run | answers | seconds | answers/s |", "| --- | --- | --- | --- |",
+                  f"| one at a time | {one['answers']} | {one['seconds']:.1f} | {one['answers_per_second']:.2f} |",
+                  f"| batched 32 | {many['answers']} | {many['seconds']:.1f} | {many['answers_per_second']:.2f} |",
+                  f"| speed-up | | | **{many['answers_per_second'] / one['answers_per_second']:.1f}x** |"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="CPU sizes: check the script")
+    parser.add_argument("--models", default="ViT-B-32:20000,ViT-L-14:8000",
+                        help="MODEL:IMAGES, comma-separated")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--hf-classes", type=int, default=128)
+    parser.add_argument("--out", type=Path, default=Path("bench_gpu.json"))
+    args = parser.parse_args()
+    if args.small:
+        args.models, args.batch_size, args.precision = "ViT-B-32:48", 16, "fp32"
+        args.device, args.hf_classes, args.workers = "cpu", 4, min(args.workers, 2)
+    os.environ.setdefault("DESCRIPTOR_GEN_CACHE", tempfile.mkdtemp(prefix="bench-gpu-cache-"))
+    models = [(m, int(n)) for m, n in (item.split(":") for item in args.models.split(","))]
+    info = machine(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        make_images(work / "images", max(n for _, n in models), args.workers)
+        print(f"images made in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        texts = write_texts(work)
+        rows = []
+        for model, n in models:
+            rows.append(bench_model(model, n, work / "images", texts, work, args))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        start = startup()
+        hf = hf_generation(work, args.hf_classes, args.device, args.small) if args.hf_classes else None
+    report = table(info, rows, start, hf)
+    args.out.write_text(json.dumps({"machine": info, "rows": rows, "startup": start, "hf": hf},
+                                   indent=2) + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""A CLIP named but not yet loaded: its cache identity without building it, the model only
+when something must be encoded. A re-evaluation whose image and text features are all cached
+then loads no model, and imports neither torch nor open_clip.
+
+The identity of a loaded CLIP (`features.ClipModel.identity`: the model, the weights, the
+precision and open_clip's preprocessing) is remembered in the cache (`clip_identities.sqlite`)
+under what names it without loading: the model name (or its config file's hash), the weights
+(a tag, `none`, or a checkpoint file by its path, size and date), the precision and the
+versions of open_clip and torchvision (which build the preprocessing). Not remembered yet, the
+model is loaded to learn it.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.generation.cache import open_sqlite
+from descriptor_gen.hashing import sha256_file, sha256_text
+from descriptor_gen.paths import CLIP_IDENTITIES
+
+DEVICE_FORMS = ("auto", "cpu", "cuda")
+
+
+def check_device_name(device: str) -> None:
+    """The `--device` value's form, checked without torch (whether CUDA is there is checked
+    when a model is loaded)."""
+    if device not in DEVICE_FORMS and not device.startswith("cuda:"):
+        raise DescgenError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _weights_name(pretrained: str) -> str:
+    path = Path(pretrained)
+    if pretrained.lower() != "none" and path.is_file():
+        stat = path.stat()
+        return f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return pretrained
+
+
+def _model_name(model: str) -> str:
+    path = Path(model)
+    if path.suffix == ".json" and path.is_file():
+        return f"config:{sha256_file(path)}"
+    return model
+
+
+def memo_key(model: str, pretrained: str, precision: str) -> str:
+    return sha256_text(json.dumps([_model_name(model), _weights_name(pretrained), precision,
+                                   _version("open_clip_torch"), _version("torchvision")]))
+
+
+class IdentityMemo:
+    """`clip_identities.sqlite`: memo key -> the loaded CLIP's identity, its `clip_identity`
+    and its text embedding width."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.path = cache_dir / CLIP_IDENTITIES
+
+    def _conn(self) -> Any:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return open_sqlite(self.path, "CREATE TABLE IF NOT EXISTS identities"
+                                      " (key TEXT PRIMARY KEY, value TEXT)")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        conn = self._conn()
+        try:
+            row = conn.execute("SELECT value FROM identities WHERE key = ?", (key,)).fetchone()
+        finally:
+            conn.close()
+        try:
+            value = json.loads(row[0]) if row else None
+        except (TypeError, ValueError):
+            return None
+        return value if isinstance(value, dict) and isinstance(value.get("identity"), str) else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        conn = self._conn()
+        try:
+            with conn:
+                conn.execute("INSERT OR REPLACE INTO identities VALUES (?, ?)",
+                             (key, json.dumps(value, sort_keys=True)))
+        finally:
+            conn.close()
+
+
+def remember(clip: Any, cache_dir: Path) -> None:
+    """Put a loaded CLIP's identity in the memo (a CLIP built by `load_clip` knows its key;
+    one made otherwise is not remembered)."""
+    key = getattr(clip, "memo_key", None)
+    if key is None or getattr(clip, "spec_identity", None) is None:
+        return
+    memo = IdentityMemo(cache_dir)
+    if memo.get(key) is None:
+        memo.put(key, {"identity": clip.identity, "embed_width": clip.embed_width,
+                       "clip_identity": clip.spec_identity})
+
+
+class ClipRef:
+    """Quacks like `features.ClipModel`: `identity`, `precision`, `embed_width` and
+    `clip_identity` come from the memo when it knows them; `model`, `preprocess`, `tokenizer`,
+    `device` and encoding load the CLIP (once)."""
+
+    def __init__(self, model: str, pretrained: str, device: str, precision: str,
+                 cache_dir: Path) -> None:
+        check_device_name(device)
+        self.spec = (model, pretrained, device, precision)
+        self.precision = precision
+        self._memo = IdentityMemo(cache_dir)
+        self._key = memo_key(model, pretrained, precision)
+        self._known = self._memo.get(self._key)
+        self._clip: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._clip is not None
+
+    def load(self) -> Any:
+        """The `features.ClipModel`, built now if not yet; the memo learns its identity. An
+        identity that differs from the remembered one (a library changed under the same
+        versions) is refused: features looked up by the old one may already be in use."""
+        if self._clip is None:
+            from descriptor_gen.score.features import load_clip
+
+            model, pretrained, device, precision = self.spec
+            clip = load_clip(model, pretrained, device, precision)
+            value = {"identity": clip.identity, "embed_width": clip.embed_width,
+                     "clip_identity": clip.spec_identity}
+            self._memo.put(self._key, value)
+            if self._known is not None and self._known["identity"] != clip.identity:
+                raise DescgenError(f"CLIP {model} / {pretrained}: its identity changed since it"
+                                   " was remembered; the memo is updated, run again")
+            self._known, self._clip = value, clip
+        return self._clip
+
+    @property
+    def identity(self) -> str:
+        return self._known["identity"] if self._known else self.load().identity
+
+    @property
+    def embed_width(self) -> int | None:
+        return self._known.get("embed_width") if self._known else self.load().embed_width
+
+    def clip_identity(self) -> dict[str, str]:
+        """`features.clip_identity` of this CLIP (what a learned run records)."""
+        if self._known is None:
+            self.load()
+        assert self._known is not None
+        return dict(self._known["clip_identity"])
+
+    @property
+    def device(self) -> str:
+        return self.load().device
+
+    @property
+    def requested_device(self) -> str:
+        """The device as asked (`auto` resolved only by loading)."""
+        return self._clip.device if self._clip is not None else self.spec[2]
+
+    @property
+    def model(self) -> Any:
+        return self.load().model
+
+    @property
+    def preprocess(self) -> Any:
+        return self.load().preprocess
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.load().tokenizer
+
+    def encode_texts(self, texts: list[str], batch_size: int = 1024) -> Any:
+        return self.load().encode_texts(texts, batch_size)

@@ -1,0 +1,238 @@
+"""How image files become the pixels CLIP sees (`descgen eval --decode`).
+
+- `pil`: open_clip's own preprocessing (PIL decode, bicubic resize, centre crop) in the
+  DataLoader's workers. The reference.
+- `torch`: the workers only read the files' bytes; JPEGs are decoded in batches on the eval
+  device (`torchvision.io.decode_jpeg`: nvJPEG on a GPU, libjpeg-turbo on the CPU), then
+  resized, cropped and normalised there with open_clip's geometry (shortest side, bicubic with
+  PIL's antialiasing filter, rounded to 8 bits as PIL does, centre crop). On the CPU the
+  workers decode, so the cores share the work. A file that is not a JPEG, or that the decoder
+  refuses, goes the `pil` way, alone.
+- `pil-draft`: `pil` with JPEG draft mode: the decoder downscales in the DCT domain (by 2, 4
+  or 8) as far as the shortest side stays at least the resize target, then PIL resizes as
+  before. A CPU fast path for large photos; at ImageNet's size (about 500x375) it changes
+  nothing, since halving would go below 224.
+
+Different pixels give (slightly) different features, so the decoder, and for `torch` the
+device kind, are part of the image-feature cache key; `pil` keys are as they always were.
+The agreement with `pil` is measured (README, `bench/bench_gpu.py`, tests on generated JPEGs).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from descriptor_gen.errors import DescgenError
+
+DecodeName = Literal["pil", "torch", "pil-draft"]
+DECODERS: tuple[str, ...] = ("pil", "torch", "pil-draft")
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """open_clip's preprocessing as numbers: resize the shortest side to `size` (`mode`
+    interpolation), centre-crop `crop`, scale to [0, 1], normalise by `mean` and `std`."""
+
+    size: int
+    crop: int
+    mode: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, preprocess: Any) -> Geometry:
+        """Read from a torchvision `Compose` as open_clip builds it; another shape (a squash
+        resize, a resize keeping the ratio with a longest side) is refused in one line."""
+        steps = list(getattr(preprocess, "transforms", []))
+        names = [type(t).__name__ for t in steps]
+        shape = [n for n in names if n in ("Resize", "CenterCrop", "Normalize")]
+        if shape != ["Resize", "CenterCrop", "Normalize"]:
+            raise DescgenError(f"--decode torch reproduces open_clip's Resize + CenterCrop +"
+                               f" Normalize; this model's preprocessing is {' + '.join(names)}:"
+                               " use --decode pil")
+        resize, crop, normalise = (steps[names.index(n)] for n in shape)
+        mode = str(getattr(resize.interpolation, "value", resize.interpolation))
+        if not isinstance(resize.size, int) and len(resize.size) != 1 or resize.max_size or \
+                mode not in ("bicubic", "bilinear"):
+            raise DescgenError(f"--decode torch: unsupported resize ({resize!r}); use --decode pil")
+        size = resize.size if isinstance(resize.size, int) else int(resize.size[0])
+        crop_size = crop.size if isinstance(crop.size, int) else int(crop.size[0])
+        return cls(size, crop_size, mode, tuple(normalise.mean), tuple(normalise.std))
+
+
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """torchvision's Resize(int): the shorter side becomes `size`, the longer is scaled and
+    truncated to an integer."""
+    if width <= height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def to_pixels(image: Any, g: Geometry) -> Any:
+    """A decoded image (3, H, W) uint8, on any device -> (3, crop, crop) float normalised."""
+    import torch
+    from torch.nn import functional as F
+
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    out_h, out_w = resized_shape(height, width, g.size)
+    x = image.unsqueeze(0).float()
+    if (out_h, out_w) != (height, width):
+        x = F.interpolate(x, size=(out_h, out_w), mode=g.mode, antialias=True,
+                          align_corners=False).round_().clamp_(0, 255)
+    if out_h < g.crop or out_w < g.crop:  # torchvision's CenterCrop pads a small image
+        pad_h, pad_w = max(g.crop - out_h, 0), max(g.crop - out_w, 0)
+        x = F.pad(x, (pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2))
+        out_h, out_w = x.shape[-2], x.shape[-1]
+    top = int(round((out_h - g.crop) / 2.0))
+    left = int(round((out_w - g.crop) / 2.0))
+    x = x[0, :, top : top + g.crop, left : left + g.crop] / 255.0
+    mean = torch.tensor(g.mean, device=x.device).view(3, 1, 1)
+    std = torch.tensor(g.std, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def decode_one(data: Any, device: str = "cpu") -> Any:
+    """JPEG bytes (a uint8 tensor) -> (3, H, W) uint8 RGB on `device`."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def decode_many(data: list[Any], device: str) -> list[Any | None]:
+    """Many JPEGs at once (one batched nvJPEG call on a GPU); where the batch is refused, each
+    alone, and None for those the decoder cannot read."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not data:
+        return []
+    try:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    except (RuntimeError, ValueError):
+        pass
+    out: list[Any | None] = []
+    for item in data:
+        try:
+            out.append(decode_one(item, device))
+        except (RuntimeError, ValueError):
+            out.append(None)
+    return out
+
+
+READY, ENCODED = 0, 1  # a worker's item: pixels already made, or JPEG bytes to decode
+
+
+class TorchDecodeFiles:
+    """A Dataset for `--decode torch`: JPEG files as their bytes (`decode_here`: decoded and
+    made into pixels in the worker, for a CPU run), anything else as pixels made the `pil`
+    way. Items: (payload, kind, ok, why)."""
+
+    def __init__(self, paths: list[str], reader: Callable[[int], Any] | None,
+                 fallback: Any, geometry: Geometry, decode_here: bool) -> None:
+        self.paths, self.reader, self.fallback = paths, reader, fallback
+        self.geometry, self.decode_here = geometry, decode_here
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, bool, str]:
+        import torch
+
+        if self.reader is not None:  # not a file: an in-memory image, the pil way
+            return self._pil(index)
+        try:
+            with open(self.paths[index], "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            return self._failed(f"{type(exc).__name__}: {exc}")
+        if not data.startswith(JPEG_MAGIC):
+            return self._pil(index)
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if not self.decode_here:
+            return encoded, ENCODED, True, ""
+        try:
+            return to_pixels(decode_one(encoded), self.geometry), READY, True, ""
+        except (RuntimeError, ValueError):
+            return self._pil(index)
+
+    def _pil(self, index: int) -> tuple[Any, int, bool, str]:
+        pixels, ok, why = self.fallback[index]
+        return pixels, READY, ok, why
+
+    def _failed(self, why: str) -> tuple[Any, int, bool, str]:
+        import torch
+
+        return torch.zeros(3, self.geometry.crop, self.geometry.crop), READY, False, why
+
+
+def collate_items(items: list[tuple[Any, int, bool, str]]) -> list[tuple[Any, int, bool, str]]:
+    """Items stay a list: JPEG byte strings differ in length."""
+    return items
+
+
+def batch_pixels(items: list[tuple[Any, int, bool, str]], geometry: Geometry, device: str,
+                 fallback: Callable[[bytes], Any]) -> tuple[Any, Any, list[str]]:
+    """A worker batch -> (pixels (B, 3, crop, crop) on `device`, ok flags, reasons): the JPEG
+    bytes decoded together on the device, a JPEG the decoder refuses made by `fallback`."""
+    import torch
+
+    encoded = [i for i, (_, kind, _, _) in enumerate(items) if kind == ENCODED]
+    decoded = decode_many([items[i][0] for i in encoded], device)
+    pixels: list[Any] = [None] * len(items)
+    ok = [item[2] for item in items]
+    why = [item[3] for item in items]
+    for i, image in zip(encoded, decoded):
+        if image is not None:
+            pixels[i] = to_pixels(image, geometry)
+            continue
+        made, ok[i], why[i] = fallback(items[i][0].numpy().tobytes())
+        pixels[i] = made.to(device)
+    for i, (payload, kind, _, _) in enumerate(items):
+        if kind == READY:
+            pixels[i] = payload.to(device, non_blocking=True)
+    return torch.stack(pixels), torch.tensor(ok), why
+
+
+def pil_from_bytes(preprocess: Any, crop: int) -> Callable[[bytes], Any]:
+    """The `pil` way for one JPEG the tensor decoder refused: (pixels, ok, why)."""
+    import torch
+    from PIL import Image
+
+    def make(data: bytes) -> tuple[Any, bool, str]:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return preprocess(image.convert("RGB")), True, ""
+        except Exception as exc:  # noqa: BLE001 - any decoder failure marks the image unreadable
+            return torch.zeros(3, crop, crop), False, f"{type(exc).__name__}: {exc}"
+
+    return make
+
+
+def draft_request(width: int, height: int, size: int) -> tuple[int, int]:
+    """The size to ask `Image.draft` for: the image scaled so that its shorter side is `size`
+    (rounded up), so the decoder's downscale never takes it below the resize target."""
+    if width <= height:
+        return size, math.ceil(size * height / width)
+    return math.ceil(size * width / height), size
+
+
+def open_draft(image: Any, size: int) -> Any:
+    """`pil-draft`: let a JPEG decode at a reduced scale (the shorter side still >= `size`)."""
+    if getattr(image, "format", None) == "JPEG":
+        image.draft("RGB", draft_request(image.width, image.height, size))
+    return image
+
+
+def decoder_key(decode: str, device: str) -> str:
+    """What the feature cache key adds for a decoder ('' for `pil`, the reference): the
+    decoder, and for `torch` whether a GPU decoded (nvJPEG's pixels differ from
+    libjpeg-turbo's)."""
+    if decode == "pil":
+        return ""
+    if decode == "torch":
+        return f"\0decode:torch-{'cuda' if device.startswith('cuda') else 'cpu'}"
+    return f"\0decode:{decode}"

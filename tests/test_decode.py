@@ -1,0 +1,276 @@
+"""`--decode torch` against `--decode pil` (open_clip's own preprocessing) on generated JPEGs,
+`pil-draft`, the chunked copy back of features, a fully cached re-evaluation that loads no
+model, and the CLI commands that import no torch."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_classes_and_store
+from descriptor_gen.errors import DescgenError
+from descriptor_gen.paths import CachePaths
+from descriptor_gen.score.decode import (
+    Geometry,
+    decode_one,
+    decoder_key,
+    draft_request,
+    resized_shape,
+    to_pixels,
+)
+from descriptor_gen.score.evaluate import EvalConfig, evaluate
+
+PROMPTS = CachePaths.resolve().prompts_dir
+CLASSES = ["sky", "grass", "brick", "sand"]
+DESCRIPTORS = {0: ["blue above"], 1: ["green blades"], 2: ["red blocks"], 3: ["pale grains"]}
+SIZES = [(500, 375), (375, 500), (224, 224), (160, 120), (1024, 768), (333, 999), (90, 60)]
+
+
+def photo_like(width: int, height: int, seed: int) -> Image.Image:
+    """Smooth colour fields with texture and edges, like a photograph more than like noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 255, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.int16)
+    image = image + rng.integers(-12, 12, image.shape)
+    image[height // 3 : height // 3 + 4, :, :] = 255  # a sharp edge
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def make_jpeg_folder(root: Path, per_class: int = 4) -> Path:
+    for c, name in enumerate(CLASSES):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            width, height = SIZES[(c * per_class + i) % len(SIZES)]
+            (folder / f"{i:03d}.jpg").write_bytes(jpeg_bytes(photo_like(width, height, c * 100 + i)))
+    return root
+
+
+@pytest.fixture
+def world(tmp_path: Path, tiny_clip: tuple[Path, Path]) -> dict:
+    images = make_jpeg_folder(tmp_path / "images")
+    classes, store = write_classes_and_store(tmp_path, CLASSES, DESCRIPTORS)
+    config, checkpoint = tiny_clip
+    return {"images": images, "classes": classes, "store": store, "config": config,
+            "checkpoint": checkpoint, "cache": tmp_path / "cache", "tmp": tmp_path}
+
+
+def _cfg(world: dict, **kw: object) -> EvalConfig:
+    base = {"dataset": str(world["images"]), "descriptors": world["store"],
+            "model": str(world["config"]), "pretrained": str(world["checkpoint"]),
+            "device": "cpu", "workers": 0, "batch_size": 5}
+    return EvalConfig(**{**base, **kw})
+
+
+def _features(world: dict, decode: str) -> np.ndarray:
+    from descriptor_gen.score.caches import ImageFeatureCache
+    from descriptor_gen.score.features import load_clip
+    from descriptor_gen.data.datasets import load_image_folder
+    from descriptor_gen.paths import IMAGE_FEATURES
+
+    clip = load_clip(str(world["config"]), str(world["checkpoint"]), "cpu")
+    data = load_image_folder(world["images"], CLASSES)
+    cache = ImageFeatureCache(world["cache"] / IMAGE_FEATURES)
+    found = cache.load(cache.key(clip, data.identity(), decode=decode, device="cpu"))
+    assert found is not None
+    return np.asarray(found.features, np.float32)
+
+
+def test_torch_pixels_match_open_clips_preprocessing_within_one_level() -> None:
+    """The same JPEG through open_clip's PIL preprocessing and through decode_jpeg + the tensor
+    geometry: at most one 8-bit level apart (PIL rounds its resize to 8 bits; so do we)."""
+    import open_clip
+
+    _, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    geometry = Geometry.of(preprocess)
+    assert (geometry.size, geometry.crop, geometry.mode) == (224, 224, "bicubic")
+    std = torch.tensor(geometry.std).view(3, 1, 1)
+    for seed, (width, height) in enumerate(SIZES):
+        data = jpeg_bytes(photo_like(width, height, seed))
+        theirs = preprocess(Image.open(io.BytesIO(data)).convert("RGB"))
+        ours = to_pixels(decode_one(torch.frombuffer(bytearray(data), dtype=torch.uint8)), geometry)
+        levels = ((theirs - ours) * std * 255).abs()
+        assert ours.shape == theirs.shape == (3, 224, 224)
+        assert float(levels.max()) <= 1.01, (width, height)
+        assert float(levels.mean()) <= 0.3, (width, height)
+
+
+def test_resized_shape_is_torchvisions() -> None:
+    from torchvision.transforms import functional as TF
+
+    for height, width in [(375, 500), (500, 375), (224, 224), (99, 1000), (1000, 99)]:
+        expected = TF.resize(torch.zeros(1, height, width), 224, antialias=True).shape[-2:]
+        assert resized_shape(height, width, 224) == tuple(expected)
+
+
+def test_decode_torch_features_agree_with_pil_and_are_cached_apart(world: dict) -> None:
+    pil = evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS)
+    torch_run = evaluate(_cfg(world, decode="torch"), CLASSES, world["cache"], PROMPTS)
+    assert pil.images_encoded == torch_run.images_encoded == 16  # its own cache entry
+    a, b = _features(world, "pil"), _features(world, "torch")
+    cosines = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosines.mean() > 0.999 and cosines.min() > 0.995
+    again = evaluate(_cfg(world, decode="torch"), CLASSES, world["cache"], PROMPTS)
+    assert again.images_encoded == 0
+
+
+def test_decode_torch_falls_back_per_image(world: dict) -> None:
+    """A PNG goes the PIL way (the same features as `pil` exactly); a JPEG the decoder refuses
+    too; a file that no decoder reads is unreadable, named, as with `pil`."""
+    folder = world["images"] / "sky"
+    photo_like(64, 48, 7).save(folder / "png.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"not a jpeg at all" * 10)
+    pil = evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS)
+    torch_run = evaluate(_cfg(world, decode="torch"), CLASSES, world["cache"], PROMPTS)
+    assert [Path(p).name for p in pil.unreadable_images] == ["broken.jpg"]
+    assert [Path(p).name for p in torch_run.unreadable_images] == ["broken.jpg"]
+    a, b = _features(world, "pil"), _features(world, "torch")
+    from descriptor_gen.data.datasets import load_image_folder
+
+    paths = load_image_folder(world["images"], CLASSES).paths
+    png = [i for i, p in enumerate(paths) if p.endswith("png.png")][0]
+    np.testing.assert_array_equal(a[png], b[png])
+
+
+def test_geometry_refuses_a_preprocessing_it_does_not_reproduce() -> None:
+    from torchvision import transforms
+
+    squash = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
+                                 transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+    with pytest.raises(DescgenError, match="use --decode pil"):
+        Geometry.of(squash)
+
+
+def test_decode_other_than_pil_refused_on_ray(world: dict) -> None:
+    with pytest.raises(DescgenError, match="runs on the local engine"):
+        evaluate(_cfg(world, decode="torch", engine="ray"), CLASSES, world["cache"], PROMPTS)
+
+
+def test_pil_draft_downscales_only_large_jpegs(world: dict) -> None:
+    assert draft_request(500, 375, 224) == (299, 224)  # halving would go below 224: scale 1
+    image = Image.open(io.BytesIO(jpeg_bytes(photo_like(1600, 1200, 1))))
+    from descriptor_gen.score.decode import open_draft
+
+    open_draft(image, 224)
+    assert image.size == (400, 300)  # decoded at 1/4: the shorter side still >= 224
+    small = Image.open(io.BytesIO(jpeg_bytes(photo_like(500, 375, 1))))
+    assert open_draft(small, 224).size == (500, 375)
+    pil = evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS)
+    draft = evaluate(_cfg(world, decode="pil-draft"), CLASSES, world["cache"], PROMPTS)
+    assert draft.images_encoded == 16 and pil.metrics["n_images"] == draft.metrics["n_images"]
+    a, b = _features(world, "pil"), _features(world, "pil-draft")
+    cosines = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosines.mean() > 0.99
+
+
+def test_decoder_keys() -> None:
+    assert decoder_key("pil", "cuda") == ""  # the reference keeps the keys it always had
+    assert decoder_key("torch", "cuda:1") != decoder_key("torch", "cpu")
+
+
+def test_gathered_batches_are_told_in_order_with_their_errors() -> None:
+    from descriptor_gen.score.features import _Gathered
+
+    told: list[tuple[int, int, dict[int, str]]] = []
+    gathered = _Gathered(lambda start, f, ok, errors: told.append((start, len(f), errors)), 10)
+    for batch in range(4):
+        feats = torch.full((4, 2), float(batch))
+        gathered.add(feats, np.ones(4, bool), ["", "bad" if batch == 2 else "", "", ""])
+    assert told == [(0, 4, {}), (4, 4, {}), (8, 4, {9: "bad"})]  # flushed once 10 rows waited
+    gathered.flush()
+    assert told[-1] == (12, 4, {})
+    result = gathered.result("fp32")
+    assert result.features[:, 0].tolist() == [0.0] * 4 + [1.0] * 4 + [2.0] * 4 + [3.0] * 4
+    assert result.errors == {9: "bad"}
+
+
+def test_a_cached_re_evaluation_builds_no_model(world: dict,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    first = evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS)
+    assert first.model_loaded and first.images_encoded == 16
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was built")
+
+    import descriptor_gen.score.features as features
+
+    monkeypatch.setattr(features, "load_clip", no_model)
+    again = evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS)
+    assert not again.model_loaded and again.images_encoded == 0 and again.texts_encoded == 0
+    assert again.metrics == first.metrics and again.device == "cpu"
+    (world["tmp"] / "o").mkdir()
+    _, other = write_classes_and_store(world["tmp"] / "o", CLASSES, {0: ["a new text"]})
+    with pytest.raises(AssertionError, match="a model was built"):  # a new text needs the model
+        evaluate(_cfg(world, descriptors=other), CLASSES, world["cache"], PROMPTS)
+
+
+def test_a_cached_re_evaluation_imports_neither_torch_nor_open_clip(world: dict) -> None:
+    """In a process of its own: `descgen eval` a second time, with the checkpoint's contents
+    gone (its size and date kept: the same file by name), imports no torch or open_clip."""
+    args = ["eval", "--dataset", str(world["images"]), "--classes", str(world["classes"]),
+            "--descriptors", str(world["store"]), "--model", str(world["config"]),
+            "--pretrained", str(world["checkpoint"]), "--device", "cpu", "--workers", "0",
+            "--cache-dir", str(world["cache"]), "--out", str(world["tmp"] / "r.json")]
+    code = f"""
+import sys
+from descriptor_gen.cli import main
+code = main({args!r})
+print(code, 'torch' in sys.modules, 'open_clip' in sys.modules)
+"""
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert first.stdout.split()[-3:] == ["0", "True", "True"], first.stderr
+    checkpoint: Path = world["checkpoint"]
+    saved, stat = checkpoint.read_bytes(), checkpoint.stat()
+    import os
+
+    try:
+        checkpoint.write_bytes(b"\0" * len(saved))  # unreadable as a checkpoint
+        os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        checkpoint.write_bytes(saved)
+        os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert second.stdout.split()[-3:] == ["0", "False", "False"], second.stderr
+    result = json.loads((world["tmp"] / "r.json").read_text())
+    assert result["model_loaded"] is False and result["images_encoded"] == 0
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["prompt", "--class", "tench"],
+                                  ["parse", "--help"], ["show", "--help"], ["datasets"]])
+def test_commands_that_need_no_model_import_no_torch(argv: list[str]) -> None:
+    code = f"""
+import sys
+from descriptor_gen.cli import main
+main({argv!r})
+print('IMPORTED', 'torch' in sys.modules, 'open_clip' in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "IMPORTED False False", done.stderr
+
+
+def test_a_model_passed_in_is_remembered_for_later_runs(world: dict,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep or a suite passes its loaded CLIP; a later `eval` of the same model finds its
+    identity without loading it."""
+    import descriptor_gen.score.features as features
+
+    clip = features.load_clip(str(world["config"]), str(world["checkpoint"]), "cpu")
+    first = evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS, clip=clip)
+    monkeypatch.setattr(features, "load_clip", lambda *a, **k: pytest.fail("a model was built"))
+    again = evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS)
+    assert not again.model_loaded and again.metrics == first.metrics
