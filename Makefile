@@ -107,6 +107,7 @@ bench: install
 	$(PY) bench/bench_comparative.py
 	$(PY) bench/bench_learn.py
 	$(PY) bench/bench_ray.py
+	$(PY) bench/bench_gpu.py --small --out results/bench_gpu_small.json
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

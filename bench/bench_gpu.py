@@ -333,7 +333,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp16")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--hf-classes", type=int, default=128)
-    parser.add_argument("--out", type=Path, default=Path("bench_gpu.json"))
+    parser.add_argument("--out", type=Path, default=Path("results/bench_gpu.json"))
     args = parser.parse_args()
     if args.small:
         args.models, args.batch_size, args.precision = "ViT-B-32:48", 16, "fp32"
@@ -354,6 +354,7 @@ def main() -> None:
         start = startup()
         hf = hf_generation(work, args.hf_classes, args.device, args.small) if args.hf_classes else None
     report = table(info, rows, start, hf)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": info, "rows": rows, "startup": start, "hf": hf},
                                    indent=2) + "\n")
     print(report)

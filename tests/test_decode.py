@@ -274,3 +274,45 @@ def test_a_model_passed_in_is_remembered_for_later_runs(world: dict,
     monkeypatch.setattr(features, "load_clip", lambda *a, **k: pytest.fail("a model was built"))
     again = evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS)
     assert not again.model_loaded and again.metrics == first.metrics
+
+
+def test_the_gpu_batch_path_gives_the_workers_pixels(world: dict) -> None:
+    """`batch_pixels` (the GPU path: bytes decoded together, resized one by one, normalised
+    together) run on the CPU gives what the CPU workers make, with the PIL fallbacks."""
+    import open_clip
+
+    from descriptor_gen.score.decode import (
+        ENCODED,
+        READY,
+        TorchDecodeFiles,
+        batch_pixels,
+        pil_from_bytes,
+    )
+    from descriptor_gen.score.features import ImageFiles
+
+    _, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    geometry = Geometry.of(preprocess)
+    folder = world["tmp"] / "mixed"
+    folder.mkdir()
+    paths = []
+    for i, (width, height) in enumerate(SIZES[:4]):
+        paths.append(str(folder / f"{i}.jpg"))
+        Path(paths[-1]).write_bytes(jpeg_bytes(photo_like(width, height, i)))
+    photo_like(80, 60, 9).save(folder / "p.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 64)
+    paths += [str(folder / "p.png"), str(folder / "broken.jpg")]
+    pil = ImageFiles(paths, preprocess, 224)
+    workers = TorchDecodeFiles(paths, None, pil, geometry, decode_here=True)
+    device_side = TorchDecodeFiles(paths, None, pil, geometry, decode_here=False)
+    items = [device_side[i] for i in range(len(paths))]
+    assert [kind for _, kind, _, _ in items] == [ENCODED] * 4 + [READY, ENCODED]
+    pixels, ok, why = batch_pixels(items, geometry, "cpu", pil_from_bytes(preprocess, 224))
+    std = torch.tensor(geometry.std).view(3, 1, 1)
+    for i in range(len(paths)):
+        expected, expected_ok, _ = workers[i][0], workers[i][2], workers[i][3]
+        assert bool(ok[i]) == expected_ok
+        # the batch resizes by matrix products: the same weights, another order of sums, so
+        # a value on a rounding boundary may land one 8-bit level away
+        levels = ((pixels[i] - expected) * std * 255).abs()
+        assert float(levels.max()) <= 1.01 and float(levels.mean()) < 0.01
+    assert not ok[5] and why[5]

@@ -7,6 +7,7 @@ published reference numbers (with their sources) to print beside ours.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -157,21 +158,45 @@ class Card(BaseModel):
 
 
 def load_cards(folder: Path = CARDS_DIR) -> dict[str, Card]:
-    """Every card in `folder`, by name (the file's stem must be the card's name)."""
+    """Every card in `folder`, by name (the file's stem must be the card's name). Each file is
+    parsed once per process while its size and date stay the same."""
     cards = {}
     for path in sorted(folder.glob("*.yaml")):
-        card = validated(Card, read_yaml(path, "dataset card"), path)
+        stat = path.stat()
+        card = validated(Card, _card_data(str(path), stat.st_size, stat.st_mtime_ns), path)
         if card.name != path.stem:
             raise DescgenError(f"{path}: name {card.name!r} differs from the file name")
         cards[card.name] = card
     return cards
 
 
+def card_names(folder: Path = CARDS_DIR) -> list[str]:
+    """The cards' names (their files' stems), without reading them."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def find_card(name: str, folder: Path = CARDS_DIR) -> Card | None:
+    """One card by name, reading only its file; None when there is none."""
+    path = folder / f"{name}.yaml"
+    if not name or "/" in name or not path.is_file():
+        return None
+    stat = path.stat()
+    card = validated(Card, _card_data(str(path), stat.st_size, stat.st_mtime_ns), path)
+    if card.name != path.stem:
+        raise DescgenError(f"{path}: name {card.name!r} differs from the file name")
+    return card
+
+
+@functools.lru_cache(maxsize=256)
+def _card_data(path: str, size: int, mtime_ns: int) -> Any:
+    return read_yaml(Path(path), "dataset card")
+
+
 def coop_template(dataset: str, zero_shot: bool = False) -> str:
     """KgCoOp's class-name template for a dataset spec (`eurosat:train` -> the eurosat card's),
     or with `zero_shot` CoOp's zero-shot CLIP's (zsclip.py); "a photo of a {}." for sources
     without a card, as their ImageNet entry."""
-    card = load_cards().get(dataset.partition(":")[0])
+    card = find_card(dataset.partition(":")[0])
     if card is None or card.coop is None:
         return "a photo of a {}."
     return (card.coop.zero_shot or card.coop.template) if zero_shot else card.coop.template

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from descriptor_gen.data.cards import data_root, load_cards, need_root
-from descriptor_gen.data.images import IMAGE_SUFFIXES, LabelledImages, label_index
+from descriptor_gen.data.cards import card_names, data_root, find_card, need_root
+from descriptor_gen.data.images import IMAGE_SUFFIXES, LabelledImages, image_files_under, label_index
 from descriptor_gen.data.loaders import card_images
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
@@ -33,10 +33,9 @@ def load_image_folder(root: Path, classes: list[str]) -> LabelledImages:
     paths, labels = [], []
     for folder in folders:
         label = label_index(folder.name, classes, f"{root}: folder {folder.name!r}")
-        for image in sorted(folder.rglob("*")):
-            if image.suffix.lower() in IMAGE_SUFFIXES and image.is_file():
-                paths.append(str(image))
-                labels.append(label)
+        images = image_files_under(folder)
+        paths += images
+        labels += [label] * len(images)
     if not paths:
         raise DescgenError(f"{root}: no image files")
     return LabelledImages(str(root), paths, labels)
@@ -144,11 +143,11 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
             replaces the names, for texts (e.g. DCLIP's names for ImageNet).
         root: the data root for cards (`--data-root`, else `$DESCRIPTOR_GEN_DATA`).
     """
-    cards = load_cards()
     name, _, split = spec.partition(":")
-    if name in cards and not spec.startswith(("wds:", "hf:")):
+    found = None if spec.startswith(("wds:", "hf:")) else find_card(name)
+    if found is not None:
         base = data_root(root)
-        card = cards[name].split(split or "test", base)
+        card = found.split(split or "test", base)
         data = card_images(card, need_root(card, base))
         data.spec = spec
     elif spec.startswith("wds:"):
@@ -166,7 +165,7 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
             return FILE_SOURCES["folder"](path, classes)
         if path.suffix.lower() == ".csv" and path.is_file():
             return FILE_SOURCES["csv"](path, classes)
-        known = ", ".join(cards)
+        known = ", ".join(card_names())
         raise DescgenError(f"{spec}: not a dataset card ({known}), an image folder, a .csv"
                            " manifest, wds:DIR[:SPLIT] or hf:PATH_OR_NAME[:SPLIT]")
     return _with_classes(data, classes)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from descriptor_gen.describe.classes import name_key
@@ -75,3 +77,30 @@ def label_index(label: str, classes: list[str], where: str) -> int:
     if matches:
         raise DescgenError(f"{where}: label {label!r} names classes {matches}; use the index")
     raise DescgenError(f"{where}: label {label!r} is not in the class list")
+
+
+def image_files(folder: Path) -> list[str]:
+    """The image files directly in `folder`, sorted by name (one directory read, no stat per
+    file: 50,000 ImageNet images are listed in a blink)."""
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries
+                       if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
+    base = str(folder)
+    return [os.path.join(base, name) for name in names]
+
+
+def image_files_under(folder: Path) -> list[str]:
+    """The image files anywhere under `folder`, in `sorted(folder.rglob("*"))` order (by path
+    parts; symlinked folders are not entered, symlinked files count)."""
+    found: list[tuple[str, ...]] = []
+    pending: list[tuple[str, ...]] = [()]
+    base = str(folder)
+    while pending:
+        parts = pending.pop()
+        with os.scandir(os.path.join(base, *parts)) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((*parts, entry.name))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                    found.append((*parts, entry.name))
+    return [os.path.join(base, *parts) for parts in sorted(found)]

@@ -8,6 +8,7 @@ its background class (as CLIP_benchmark counts it) have loaders of their own.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from descriptor_gen.data.cards import Card, missing
-from descriptor_gen.data.images import IMAGE_SUFFIXES, LabelledImages
+from descriptor_gen.data.images import LabelledImages, image_files
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
 from descriptor_gen.inputs import parse_json, read_text
@@ -24,14 +25,20 @@ from descriptor_gen.inputs import parse_json, read_text
 
 def imagenet_wnids() -> list[str]:
     """The 1000 ILSVRC-2012 WordNet ids in their canonical (sorted) order: class i is id i.
-    Read from timm, which open_clip depends on."""
-    from timm.data import ImageNetInfo
+    timm's list (`ImageNetInfo().label_names()`; timm comes with open_clip), read from its
+    data file without importing timm (which imports torch)."""
+    spec = importlib.util.find_spec("timm")
+    path = Path(spec.origin).parent / "data" / "_info" / "imagenet_synsets.txt" \
+        if spec is not None and spec.origin else None
+    if path is None or not path.is_file():
+        from timm.data import ImageNetInfo
 
-    return list(ImageNetInfo().label_names())
+        return list(ImageNetInfo().label_names())
+    return [line.strip() for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return [Path(p) for p in image_files(folder)]
 
 
 def _folders(card: Card, root: Path, base: Path) -> list[Path]:

@@ -12,15 +12,11 @@ model is loaded to learn it.
 
 from __future__ import annotations
 
-import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.generation.cache import open_sqlite
-from descriptor_gen.hashing import sha256_file, sha256_text
-from descriptor_gen.paths import CLIP_IDENTITIES
+from descriptor_gen.score.caches import IdentityMemo, memo_key
 
 DEVICE_FORMS = ("auto", "cpu", "cuda")
 
@@ -30,69 +26,6 @@ def check_device_name(device: str) -> None:
     when a model is loaded)."""
     if device not in DEVICE_FORMS and not device.startswith("cuda:"):
         raise DescgenError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
-
-
-def _weights_name(pretrained: str) -> str:
-    path = Path(pretrained)
-    if pretrained.lower() != "none" and path.is_file():
-        stat = path.stat()
-        return f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    return pretrained
-
-
-def _model_name(model: str) -> str:
-    path = Path(model)
-    if path.suffix == ".json" and path.is_file():
-        return f"config:{sha256_file(path)}"
-    return model
-
-
-def memo_key(model: str, pretrained: str, precision: str) -> str:
-    return sha256_text(json.dumps([_model_name(model), _weights_name(pretrained), precision,
-                                   _version("open_clip_torch"), _version("torchvision")]))
-
-
-class IdentityMemo:
-    """`clip_identities.sqlite`: memo key -> the loaded CLIP's identity, its `clip_identity`
-    and its text embedding width."""
-
-    def __init__(self, cache_dir: Path) -> None:
-        self.path = cache_dir / CLIP_IDENTITIES
-
-    def _conn(self) -> Any:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return open_sqlite(self.path, "CREATE TABLE IF NOT EXISTS identities"
-                                      " (key TEXT PRIMARY KEY, value TEXT)")
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        conn = self._conn()
-        try:
-            row = conn.execute("SELECT value FROM identities WHERE key = ?", (key,)).fetchone()
-        finally:
-            conn.close()
-        try:
-            value = json.loads(row[0]) if row else None
-        except (TypeError, ValueError):
-            return None
-        return value if isinstance(value, dict) and isinstance(value.get("identity"), str) else None
-
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        conn = self._conn()
-        try:
-            with conn:
-                conn.execute("INSERT OR REPLACE INTO identities VALUES (?, ?)",
-                             (key, json.dumps(value, sort_keys=True)))
-        finally:
-            conn.close()
 
 
 def remember(clip: Any, cache_dir: Path) -> None:

@@ -20,6 +20,7 @@ The agreement with `pil` is measured (README, `bench/bench_gpu.py`, tests on gen
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable
@@ -73,9 +74,9 @@ def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     return size, int(size * width / height)
 
 
-def to_pixels(image: Any, g: Geometry) -> Any:
-    """A decoded image (3, H, W) uint8, on any device -> (3, crop, crop) float normalised."""
-    import torch
+def to_pixels(image: Any, g: Geometry, normalise: bool = True) -> Any:
+    """A decoded image (3, H, W) uint8, on any device -> (3, crop, crop) float normalised
+    (`normalise=False`: 8-bit values as floats, for `normalise_batch` on a whole batch)."""
     from torch.nn import functional as F
 
     height, width = int(image.shape[-2]), int(image.shape[-1])
@@ -90,10 +91,59 @@ def to_pixels(image: Any, g: Geometry) -> Any:
         out_h, out_w = x.shape[-2], x.shape[-1]
     top = int(round((out_h - g.crop) / 2.0))
     left = int(round((out_w - g.crop) / 2.0))
-    x = x[0, :, top : top + g.crop, left : left + g.crop] / 255.0
-    mean = torch.tensor(g.mean, device=x.device).view(3, 1, 1)
-    std = torch.tensor(g.std, device=x.device).view(3, 1, 1)
-    return (x - mean) / std
+    x = x[0, :, top : top + g.crop, left : left + g.crop]
+    return normalise_batch(x, g) if normalise else x
+
+
+def to_pixels_many(images: list[Any], g: Geometry) -> Any:
+    """Decoded images of one size (3, H, W) uint8 -> (n, 3, crop, crop) 8-bit values as floats,
+    as `to_pixels(..., normalise=False)` gives each: the resize and the crop as two matrix
+    products whose weights are the resize's own (its response to each input pixel), so a
+    batch costs two launches instead of a handful per image."""
+    import torch
+
+    height, width = int(images[0].shape[-2]), int(images[0].shape[-1])
+    out_h, out_w = resized_shape(height, width, g.size)
+    if out_h < g.crop or out_w < g.crop:
+        return torch.stack([to_pixels(i, g, normalise=False) for i in images])
+    top = int(round((out_h - g.crop) / 2.0))
+    left = int(round((out_w - g.crop) / 2.0))
+    x = torch.stack(images).float()
+    if (out_h, out_w) == (height, width):
+        return x[:, :, top : top + g.crop, left : left + g.crop]
+    device = str(x.device)
+    rows = _axis_weights(height, out_h, top, g.crop, g.mode, device)  # (H, crop)
+    cols = _axis_weights(width, out_w, left, g.crop, g.mode, device)  # (W, crop)
+    return torch.matmul(torch.matmul(rows.T, x), cols).round_().clamp_(0, 255)
+
+
+@functools.lru_cache(maxsize=1024)
+def _axis_weights(n_in: int, n_out: int, start: int, crop: int, mode: str, device: str) -> Any:
+    """The antialiased resize of one axis from n_in to n_out samples, as an (n_in, crop)
+    matrix of the kept outputs `start` .. `start + crop`: the interpolation of each basis
+    vector, so the weights are exactly the resize's."""
+    import torch
+    from torch.nn import functional as F
+
+    basis = torch.eye(n_in).view(n_in, 1, 1, n_in)
+    weights = F.interpolate(basis, size=(1, n_out), mode=mode, antialias=True,
+                            align_corners=False).view(n_in, n_out)
+    return weights[:, start : start + crop].contiguous().to(device)
+
+
+def normalise_batch(x: Any, g: Geometry) -> Any:
+    """8-bit values (..., 3, H, W) as floats -> CLIP's normalised pixels."""
+    mean, std = _mean_std(g, str(x.device))
+    return (x / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_std(g: Geometry, device: str) -> tuple[Any, Any]:
+    """Made once per device: a tensor made from numbers on a GPU waits for the copy."""
+    import torch
+
+    return (torch.tensor(g.mean, device=device).view(3, 1, 1),
+            torch.tensor(g.std, device=device).view(3, 1, 1))
 
 
 def decode_one(data: Any, device: str = "cpu") -> Any:
@@ -129,7 +179,7 @@ READY, ENCODED = 0, 1  # a worker's item: pixels already made, or JPEG bytes to 
 class TorchDecodeFiles:
     """A Dataset for `--decode torch`: JPEG files as their bytes (`decode_here`: decoded and
     made into pixels in the worker, for a CPU run), anything else as pixels made the `pil`
-    way. Items: (payload, kind, ok, why)."""
+    way. Items: (payload: bytes or a pixel tensor, kind, ok, why)."""
 
     def __init__(self, paths: list[str], reader: Callable[[int], Any] | None,
                  fallback: Any, geometry: Geometry, decode_here: bool) -> None:
@@ -151,10 +201,10 @@ class TorchDecodeFiles:
             return self._failed(f"{type(exc).__name__}: {exc}")
         if not data.startswith(JPEG_MAGIC):
             return self._pil(index)
-        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        if not self.decode_here:
-            return encoded, ENCODED, True, ""
+        if not self.decode_here:  # bytes travel to the main process cheaper than tensors
+            return data, ENCODED, True, ""
         try:
+            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return to_pixels(decode_one(encoded), self.geometry), READY, True, ""
         except (RuntimeError, ValueError):
             return self._pil(index)
@@ -177,24 +227,31 @@ def collate_items(items: list[tuple[Any, int, bool, str]]) -> list[tuple[Any, in
 def batch_pixels(items: list[tuple[Any, int, bool, str]], geometry: Geometry, device: str,
                  fallback: Callable[[bytes], Any]) -> tuple[Any, Any, list[str]]:
     """A worker batch -> (pixels (B, 3, crop, crop) on `device`, ok flags, reasons): the JPEG
-    bytes decoded together on the device, a JPEG the decoder refuses made by `fallback`."""
+    bytes decoded together on the device, resized one by one there and normalised together;
+    a JPEG the decoder refuses made by `fallback`; the rest as the workers made them."""
     import torch
 
     encoded = [i for i, (_, kind, _, _) in enumerate(items) if kind == ENCODED]
-    decoded = decode_many([items[i][0] for i in encoded], device)
-    pixels: list[Any] = [None] * len(items)
+    decoded = decode_many([torch.frombuffer(bytearray(items[i][0]), dtype=torch.uint8)
+                           for i in encoded], device)
     ok = [item[2] for item in items]
     why = [item[3] for item in items]
-    for i, image in zip(encoded, decoded):
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for position, image in enumerate(decoded):
         if image is not None:
-            pixels[i] = to_pixels(image, geometry)
-            continue
-        made, ok[i], why[i] = fallback(items[i][0].numpy().tobytes())
-        pixels[i] = made.to(device)
-    for i, (payload, kind, _, _) in enumerate(items):
-        if kind == READY:
-            pixels[i] = payload.to(device, non_blocking=True)
-    return torch.stack(pixels), torch.tensor(ok), why
+            by_size.setdefault(tuple(image.shape), []).append(position)
+    out = torch.empty(len(items), 3, geometry.crop, geometry.crop, device=device)
+    for group in by_size.values():
+        pixels = to_pixels_many([decoded[k] for k in group], geometry)
+        out[[encoded[k] for k in group]] = normalise_batch(pixels, geometry)
+    for i, image in zip(encoded, decoded):
+        if image is None:
+            pixels, ok[i], why[i] = fallback(items[i][0])
+            out[i] = pixels.to(device)
+    ready = [i for i, (_, kind, _, _) in enumerate(items) if kind == READY]
+    if ready:
+        out[ready] = torch.stack([items[i][0] for i in ready]).to(device, non_blocking=True)
+    return out, torch.tensor(ok), why
 
 
 def pil_from_bytes(preprocess: Any, crop: int) -> Callable[[bytes], Any]:

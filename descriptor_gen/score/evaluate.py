@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from descriptor_gen.data.cards import coop_template, load_cards
+from descriptor_gen.data.cards import coop_template, find_card
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.errors import DescgenError
@@ -208,7 +208,7 @@ def _store(cfg: EvalConfig, mdef: MethodDef, options: Any) -> tuple[list[Descrip
 
 def card_concept(dataset: str) -> str:
     """A dataset card's published high-level concept (WaffleCLIP's), for `--concept card`."""
-    card = load_cards().get(dataset.partition(":")[0])
+    card = find_card(dataset.partition(":")[0])
     if card is None or card.concept is None:
         raise DescgenError(f"--concept card: {dataset} has no published concept"
                            " (give one, e.g. --concept bird)")
@@ -224,10 +224,10 @@ def imagenet_templates(prompts_dir: Path) -> list[str]:
 def source_templates(spec: str, prompts_dir: Path) -> tuple[list[str], str]:
     """The zero-shot templates of a data source: a card's, a webdataset folder's, else CLIP's
     80 ImageNet templates; and where they came from."""
-    cards = load_cards()
     name = spec.partition(":")[0]
-    if name in cards:
-        return cards[name].template_list(), f"card {name}"
+    card = None if spec.startswith(("wds:", "hf:")) else find_card(name)
+    if card is not None:
+        return card.template_list(), f"card {name}"
     if spec.startswith("wds:"):
         from descriptor_gen.data.wds import wds_templates  # imports torch: only for wds: specs
 

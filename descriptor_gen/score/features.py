@@ -38,6 +38,7 @@ from descriptor_gen.score.caches import (
     TextFeatureCache,
     feature_dtype,
     image_size,
+    memo_key,
 )
 
 __all__ = ["CLIP_VIEW", "VIEWS", "ClipModel", "ImageFeatureCache", "ImageFeatures", "ImageFiles",
@@ -128,8 +129,6 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
         raise DescgenError(f"{what} ({type(exc).__name__}: {first})") from exc
     clip.eval()
     identity = json.dumps({**ident, "preprocess": repr(preprocess)}, sort_keys=True)
-    from descriptor_gen.score.clip_ref import memo_key
-
     return ClipModel(clip, preprocess, open_clip.get_tokenizer(name), device, precision,
                      hashlib.sha256(identity.encode()).hexdigest(),
                      memo_key=memo_key(model, pretrained, precision), spec_identity=ident)

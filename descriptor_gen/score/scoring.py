@@ -204,29 +204,45 @@ class Metrics:
 
 
 def topk(score: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best classes per row, best first; ties go to the lower index."""
+    """Indices of the k best classes per row, best first; ties go to the lower index (the
+    stable full sort's answer). For a small k, k passes of argmax (which takes the first of
+    equal maxima) instead of sorting every row."""
     k = min(k, score.shape[1])
-    order = np.argsort(-score, axis=1, kind="stable")
-    return order[:, :k]
+    if k > 8 or len(score) == 0 or not np.isfinite(score).all():
+        return np.argsort(-score, axis=1, kind="stable")[:, :k]
+    work = np.array(score, copy=True)
+    rows = np.arange(len(score))
+    best = np.empty((len(score), k), np.int64)
+    for j in range(k):
+        best[:, j] = work.argmax(axis=1)
+        work[rows, best[:, j]] = -np.inf
+    return best
 
 
 def rescaled_entropy(score: np.ndarray, low: float = -10.0, high: float = 10.0) -> np.ndarray:
-    """Entropy of softmax over each row's scores, min-max rescaled to [low, high] (Fig. 2)."""
+    """Entropy of softmax over each row's scores, min-max rescaled to [low, high] (Fig. 2).
+    With y = scaled - max(scaled) and S = sum(e^y): H = log S - sum(e^y y) / S (two passes
+    over the scores, no temporaries beyond them)."""
     lo = score.min(axis=1, keepdims=True)
     span = score.max(axis=1, keepdims=True) - lo
-    scaled = low + (high - low) * np.divide(score - lo, span, out=np.zeros_like(score), where=span > 0)
-    scaled = scaled - scaled.max(axis=1, keepdims=True)
-    p = np.exp(scaled)
-    p /= p.sum(axis=1, keepdims=True)
-    return -(p * np.log(np.clip(p, 1e-300, None))).sum(axis=1)
+    spread = span > 0
+    factor = np.where(spread, (high - low) / np.where(spread, span, 1), 0).astype(score.dtype)
+    y = score - lo
+    y *= factor
+    y -= (high - low) * spread.astype(score.dtype)  # the rescaled row's maximum is `high`
+    e = np.exp(y)
+    total = e.sum(axis=1)
+    return np.log(total) - np.einsum("ij,ij->i", e, y) / total
 
 
 def metrics(score: np.ndarray, labels: np.ndarray) -> Metrics:
     best5 = topk(score, 5)
     hit1 = best5[:, 0] == labels
     hit5 = (best5 == labels[:, None]).any(axis=1)
-    present = np.unique(labels)
-    recalls = [hit1[labels == c].mean() for c in present]
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
+    hits = np.bincount(labels, weights=hit1, minlength=len(counts)) if len(labels) else counts
+    present = counts > 0
+    recalls = list(hits[present] / counts[present])
     top5_defined = score.shape[1] >= 5
     return Metrics(
         top1=float(hit1.mean()) if len(labels) else 0.0,
