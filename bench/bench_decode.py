@@ -14,6 +14,7 @@ a DataLoader, for each way of doing it (the choices behind `--decode torch`):
 from __future__ import annotations
 
 import argparse
+import io
 import multiprocessing
 import os
 import sys
@@ -123,6 +124,32 @@ def per_image(paths: list[str], preprocess: Any, geometry: Geometry, device: str
     return out
 
 
+def draft(preprocess: Any, geometry: Geometry, width: int, height: int,
+          n: int = 32) -> dict[str, float]:
+    """`pil-draft` against `pil` on photos of one size: ms an image and pixel differences."""
+    from PIL import Image
+
+    from descriptor_gen.score.decode import open_draft
+
+    blobs = [photo_like((width, height, i)) for i in range(n)]
+    std = torch.tensor(geometry.std).view(3, 1, 1)
+    out: dict[str, float] = {}
+    for name, use_draft in (("pil", False), ("pil-draft", True)):
+        started = time.perf_counter()
+        pixels = []
+        for data in blobs:
+            with Image.open(io.BytesIO(data)) as image:
+                if use_draft:
+                    open_draft(image, geometry.size)
+                pixels.append(preprocess(image.convert("RGB")))
+        out[f"{name} (ms)"] = (time.perf_counter() - started) / n * 1e3
+        out[name] = torch.stack(pixels)  # type: ignore[assignment]
+    levels = ((out.pop("pil") - out.pop("pil-draft")) * std * 255).abs()  # type: ignore[operator]
+    out["max |diff| (8-bit levels)"] = float(levels.max())
+    out["mean |diff| (8-bit levels)"] = float(levels.mean())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=4096)
@@ -140,6 +167,10 @@ def main() -> None:
             for path, data in zip(paths, pool.imap(photo_like, [(500, 375, i) for i in
                                                                  range(args.images)], 64)):
                 Path(path).write_bytes(data)
+        for width, height in ((500, 375), (1600, 1200), (4000, 3000)):
+            found = draft(preprocess, geometry, width, height)
+            print(f"{width}x{height}: " + ", ".join(f"{k} {v:.3f}" for k, v in found.items()),
+                  flush=True)
         for name, value in per_image(paths, preprocess, geometry, args.device).items():
             print(f"{name}: {value:.3f}", flush=True)
         for mode in ("pil", "gpu-decode", "cpu-decode+gpu-resize",
