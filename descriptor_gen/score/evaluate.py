@@ -252,11 +252,12 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
     """The source's image features from the cache, or encoded now (by the local or the Ray
     engine: same features, same cache key, same progress bar) and cached; returns them and how
     many images were encoded. `timings` gets the engine's own (Ray's start-up). `clip` may be
-    a `ClipRef`: it loads only if something is encoded. `decode` applies to file lists seen
-    as CLIP sees them (a stream or another view decodes with PIL, and is keyed so)."""
+    a `ClipRef`: it loads only if something is encoded. `decode` applies to files seen as
+    CLIP sees them (a stream, images read from a dataset object or another view decode with
+    PIL, and are keyed so)."""
     stream = data.shards is not None
-    if stream or view != CLIP_VIEW:
-        decode = "pil"
+    if stream or view != CLIP_VIEW or data.reader is not None:
+        decode = "pil"  # and keyed so: these images never reach a tensor decoder
     check_engine(engine or EngineOptions(), clip.precision, decode)
     image_cache = ImageFeatureCache(cache_dir / IMAGE_FEATURES)
     key = image_cache.key(clip, data.identity(), view, decode,
