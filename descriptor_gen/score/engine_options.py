@@ -85,8 +85,9 @@ def parse_address(address: str) -> tuple[str, int] | None:
 def fault_hook() -> Callable[[], None]:
     """The test hooks of a failing worker: with $DESCRIPTOR_GEN_RAY_FAULT set to a path, the
     first encoder call anywhere creates it and kills its process (later calls run); set to
-    `raise`, every encoder call raises (a bug in the encoder); `sleep:S`, every call takes S
-    seconds more (a slow encoder, to act while it works)."""
+    `raise`, every encoder call raises (a bug in the encoder); `sleep:S[:PATH]`, every call
+    takes S seconds more (a slow encoder, to act while it works) and first touches PATH (so a
+    test knows the encoders have started)."""
     marker = os.environ.get(FAULT_ENV)
 
     def maybe_die() -> None:
@@ -95,7 +96,10 @@ def fault_hook() -> Callable[[], None]:
         if marker == "raise":
             raise RuntimeError("injected encoder failure")
         if marker.startswith("sleep:"):
-            time.sleep(float(marker.split(":", 1)[1]))
+            _, seconds, *started = marker.split(":", 2)
+            if started:
+                open(started[0], "a").close()
+            time.sleep(float(seconds))
             return
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
