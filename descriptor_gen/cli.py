@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from enum import Enum
@@ -40,7 +39,7 @@ from descriptor_gen.generation.resolve import resolve_params
 from descriptor_gen.describe.parse import PARSERS
 from descriptor_gen.describe.presets import Preset, load_preset
 from descriptor_gen.describe.styles import Style, StyleName, make_style
-from descriptor_gen.score.neighbours import clip_neighbours
+from descriptor_gen.score.neighbours import neighbour_finder
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.experiments.report import (
@@ -307,9 +306,8 @@ def generate_cmd(
     names = load_classes(classes)
     chosen_style = style_from_flags(recipe.style, style, questions, article, neighbours,
                                     example_seed)
-    chosen_style, neighbour_lists = chosen_style.prepare(names, functools.partial(
-        clip_neighbours, cache_dir=paths.cache_dir, model=clip_model,
-        pretrained=clip_pretrained, device=clip_device))
+    chosen_style, neighbour_lists = chosen_style.prepare(names, neighbour_finder(
+        paths.cache_dir, clip_model, clip_pretrained, clip_device))
     given = {"backend": backend, "model": model, "base_url": base_url, "api": api,
              "temperature": temperature, "max_tokens": max_tokens, "samples": samples,
              "seed": seed, "parser": parser, "timeout": timeout, "device": device, "dtype": dtype,

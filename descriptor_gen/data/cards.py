@@ -160,14 +160,7 @@ class Card(BaseModel):
 def load_cards(folder: Path = CARDS_DIR) -> dict[str, Card]:
     """Every card in `folder`, by name (the file's stem must be the card's name). Each file is
     parsed once per process while its size and date stay the same."""
-    cards = {}
-    for path in sorted(folder.glob("*.yaml")):
-        stat = path.stat()
-        card = validated(Card, _card_data(str(path), stat.st_size, stat.st_mtime_ns), path)
-        if card.name != path.stem:
-            raise DescgenError(f"{path}: name {card.name!r} differs from the file name")
-        cards[card.name] = card
-    return cards
+    return {path.stem: _read_card(path) for path in sorted(folder.glob("*.yaml"))}
 
 
 def card_names(folder: Path = CARDS_DIR) -> list[str]:
@@ -180,6 +173,11 @@ def find_card(name: str, folder: Path = CARDS_DIR) -> Card | None:
     path = folder / f"{name}.yaml"
     if not name or "/" in name or not path.is_file():
         return None
+    return _read_card(path)
+
+
+def _read_card(path: Path) -> Card:
+    """A card file, checked; its name must be the file's stem."""
     stat = path.stat()
     card = validated(Card, _card_data(str(path), stat.st_size, stat.st_mtime_ns), path)
     if card.name != path.stem:

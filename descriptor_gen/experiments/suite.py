@@ -38,7 +38,7 @@ from descriptor_gen.describe.styles import Style
 from descriptor_gen.generation.backends import GenerationParams
 from descriptor_gen.generation.resolve import preset_style, style_params
 from descriptor_gen.score.methods import METHODS, method as method_def
-from descriptor_gen.score.neighbours import clip_neighbours
+from descriptor_gen.score.neighbours import neighbour_finder
 
 GENERATED_STYLES = {"generated": "dclip", "generated-cupl": "cupl",
                     "generated-comparative": "comparative"}
@@ -137,10 +137,6 @@ class _SuiteRun:
             "neighbours": method.neighbours, "clip": self.spec.clip.identity()})
         return style, params
 
-    def _neighbours(self, classes: list[str], n: int) -> tuple[list[list[int]], dict[str, str]]:
-        return clip_neighbours(classes, n, self.cache_dir, self.spec.clip.model,
-                               self.spec.clip.pretrained, clip=self.clip)
-
     def store(self, card: Card, classes: list[str], method: SuiteMethod,
               identity: dict[str, Any]) -> Path | None:
         """The descriptor store of a cell (made now if needed), or None when it cannot be had."""
@@ -157,7 +153,8 @@ class _SuiteRun:
                             prompt_options=self.options.model_dump(), style=style.model_dump())
             store = self.out / "descriptors" / f"{card.name}-{sha256_text(json.dumps(identity, sort_keys=True, default=str))[:10]}.jsonl"
             try:
-                style, neighbours = style.prepare(classes, self._neighbours)
+                style, neighbours = style.prepare(classes, neighbour_finder(
+                    self.cache_dir, self.spec.clip.model, self.spec.clip.pretrained, clip=self.clip))
                 summary = generate(GenerationJob(
                     classes=classes, out=store, options=self.options,
                     params=params, library=self.library, style=style, neighbours=neighbours,

@@ -29,7 +29,7 @@ from descriptor_gen.locks import exclusive
 from descriptor_gen.experiments.results import append_row, done_cells
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
-from descriptor_gen.score.neighbours import clip_neighbours
+from descriptor_gen.score.neighbours import neighbour_finder
 from descriptor_gen.learn.run import LearnConfig, LearnedScorer, learn
 
 from descriptor_gen.experiments.plan import Cell, SweepIdentity, expand_grid, plan_cells
@@ -129,10 +129,6 @@ class _Sweep:
                              max_attempts=spec.generation.max_attempts, progress=False,
                              log=self.log, **fields)
 
-    def neighbours(self, classes: list[str], n: int) -> tuple[list[list[int]], dict[str, str]]:
-        return clip_neighbours(classes, n, self.cache_dir, self.spec.clip.model,
-                               self.spec.clip.pretrained, clip=self.clip)
-
 
 def _given(run: _Sweep, cell: Cell) -> GenerationSummary | None:
     _given_store(cell, run.ident.classes, run.log)
@@ -141,7 +137,8 @@ def _given(run: _Sweep, cell: Cell) -> GenerationSummary | None:
 
 def _styled(run: _Sweep, cell: Cell) -> GenerationSummary | None:
     assert cell.style is not None
-    style, neighbours = cell.style.prepare(run.ident.classes, run.neighbours)
+    style, neighbours = cell.style.prepare(run.ident.classes, neighbour_finder(
+        run.cache_dir, run.spec.clip.model, run.spec.clip.pretrained, clip=run.clip))
     params = cell.params or run.spec.generation.params()
     backend = run.backend if params == run.spec.generation.params() else None
     return generate(run.job(cell, options=PromptOptions(), params=params, style=style,

@@ -17,16 +17,7 @@ from typing import Any
 
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.caches import IdentityMemo, memo_key
-
-DEVICE_FORMS = ("auto", "cpu", "cuda")
-
-
-def check_device_name(device: str) -> None:
-    """The `--device` value's form, checked without torch (whether CUDA is there is checked
-    when a model is loaded)."""
-    if device not in DEVICE_FORMS and not device.startswith("cuda:"):
-        raise DescgenError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
-
+from descriptor_gen.score.engine_options import check_device_name
 
 def remember(clip: Any, cache_dir: Path) -> None:
     """Put a loaded CLIP's identity in the memo (a CLIP built by `load_clip` knows its key;
@@ -36,8 +27,13 @@ def remember(clip: Any, cache_dir: Path) -> None:
         return
     memo = IdentityMemo(cache_dir)
     if memo.get(key) is None:
-        memo.put(key, {"identity": clip.identity, "embed_width": clip.embed_width,
-                       "clip_identity": clip.spec_identity})
+        memo.put(key, _memo_value(clip))
+
+
+def _memo_value(clip: Any) -> dict[str, Any]:
+    """What the memo keeps of a loaded CLIP."""
+    return {"identity": clip.identity, "embed_width": clip.embed_width,
+            "clip_identity": clip.spec_identity}
 
 
 class ClipRef:
@@ -68,8 +64,7 @@ class ClipRef:
 
             model, pretrained, device, precision = self.spec
             clip = load_clip(model, pretrained, device, precision)
-            value = {"identity": clip.identity, "embed_width": clip.embed_width,
-                     "clip_identity": clip.spec_identity}
+            value = _memo_value(clip)
             self._memo.put(self._key, value)
             if self._known is not None and self._known["identity"] != clip.identity:
                 raise DescgenError(f"CLIP {model} / {pretrained}: its identity changed since it"

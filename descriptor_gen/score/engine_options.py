@@ -51,6 +51,16 @@ class EngineOptions(BaseModel):
         return value
 
 
+DEVICE_FORMS = ("auto", "cpu", "cuda")
+
+
+def check_device_name(device: str) -> None:
+    """The `--device` value's form, checked without torch (whether CUDA is there is checked
+    when a model is loaded)."""
+    if device not in DEVICE_FORMS and not device.startswith("cuda:"):
+        raise DescgenError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+
+
 # engines beside the local one, imported by name when chosen (Ray is an optional extra);
 # each module has `check_options(options, precision)` and `encode(options, clip, spec, data,
 # batch_size, progress, on_batch)`

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.score.engine_options import check_device_name
 from descriptor_gen.score.decode import (
     Geometry,
     TorchDecodeFiles,
@@ -87,8 +88,7 @@ def pick_device(device: str) -> str:
 
 def check_device(device: str, precision: str) -> str:
     """The device to use, refused when it cannot run (CUDA missing, fp16 on a CPU)."""
-    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
-        raise DescgenError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+    check_device_name(device)
     device = pick_device(device)
     if precision == "fp16" and device == "cpu":
         raise DescgenError("--precision fp16 needs a GPU; use fp32 or bf16 on the CPU")

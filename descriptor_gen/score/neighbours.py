@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from descriptor_gen.paths import TEXT_FEATURES
-from descriptor_gen.describe.styles import nearest_classes
+from descriptor_gen.describe.styles import NeighbourFinder, nearest_classes
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.caches import TextFeatureCache
 from descriptor_gen.score.clip_ref import ClipRef
@@ -25,3 +26,10 @@ def clip_neighbours(classes: list[str], n: int, cache_dir: Path, model: str = "V
     clip = clip or ref
     cache = TextFeatureCache(cache_dir / TEXT_FEATURES)
     return nearest_classes(classes, n, lambda texts: cache.features(clip, texts)[0]), identity
+
+
+def neighbour_finder(cache_dir: Path, model: str, pretrained: str, device: str = "auto",
+                     clip: Any = None) -> NeighbourFinder:
+    """`clip_neighbours` with its CLIP fixed: what a comparative style's `prepare` takes."""
+    return functools.partial(clip_neighbours, cache_dir=cache_dir, model=model,
+                             pretrained=pretrained, device=device, clip=clip)
