@@ -993,11 +993,14 @@ def test_a_two_node_cluster_losing_a_node_mid_run(learn_world: dict,
         assert helper.stdout.readline().strip() == "removed"  # type: ignore[union-attr]
         _, err = run.communicate(timeout=180)
         assert "Traceback" not in err, err[-2000:]
+        assert all(line.startswith("descgen: ") for line in err.splitlines() if line.strip()), \
+            f"Ray's own driver logs reached the terminal: {err[-2000:]}"
         last = err.strip().split("\n")[-1]
         assert run.returncode == 0 or (run.returncode == 2 and last.startswith(
             "descgen: error: Ray engine:")), err[-2000:]
         code, err = _run_descgen([*args, "--ray-actors", "1"])  # one node left: one actor fits
         assert code == 0, err[-2000:]
+        assert not err.strip(), err[-2000:]
         again = json.loads((w["tmp"] / "two.json").read_text())
     finally:
         if helper.poll() is None:

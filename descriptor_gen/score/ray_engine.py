@@ -76,7 +76,8 @@ def start(options: EngineOptions) -> tuple[float, EngineOptions]:
         if not address and options.ray_cpus is not None:
             kwargs["num_cpus"] = options.ray_cpus
         try:
-            ray.init(**kwargs)
+            with _quiet(), _driver_logs_quiet(attached=bool(address)):
+                ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise DescgenError(f"Ray: cannot start or reach {address or 'a local Ray'}:"
                                f" {' '.join(str(exc).split())[:160]}") from exc
@@ -89,6 +90,31 @@ def start(options: EngineOptions) -> tuple[float, EngineOptions]:
 
 
 DEFAULT_ACTORS = 2
+BACKEND_LOG_ENV = "RAY_BACKEND_LOG_LEVEL"
+
+
+@contextlib.contextmanager
+def _driver_logs_quiet(attached: bool) -> Iterator[None]:
+    """The driver's core worker copies its error lines to stderr (an actor-restart warning when
+    a node goes); the stall line says what matters. Its level is read once, at `ray.init`, which
+    announces the level it read on stderr: that window goes to /dev/null. Only when attaching:
+    a local Ray's processes start inside `ray.init` and would inherit the level, losing their
+    log files. A level the user set is kept, with its announcement."""
+    if not attached or BACKEND_LOG_ENV in os.environ:
+        yield
+        return
+    os.environ[BACKEND_LOG_ENV] = "fatal"
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+        os.environ.pop(BACKEND_LOG_ENV, None)
 
 
 def _fitted(options: EngineOptions, resources: dict[str, float]) -> EngineOptions:
