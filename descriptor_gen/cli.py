@@ -21,6 +21,7 @@ from descriptor_gen.errors import INTERRUPTED, DescgenError
 from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import future_dir, output_dir, output_file, parse_yaml, read_text, validation_message
 from descriptor_gen.score.decode import DECODERS
+from descriptor_gen.data.subsample import SUBSAMPLES
 from descriptor_gen.score.engine_options import EngineName
 from descriptor_gen.score.methods import METHODS
 from descriptor_gen.learn.methods import LEARNED
@@ -360,6 +361,7 @@ class OnEmptyName(str, Enum):
 
 
 DecodeFlag = Enum("DecodeFlag", {name: name for name in DECODERS}, type=str)  # type: ignore[misc]
+SubsampleFlag = Enum("SubsampleFlag", {name: name for name in SUBSAMPLES}, type=str)  # type: ignore[misc]
 
 
 class Precision(str, Enum):
@@ -392,6 +394,7 @@ def eval_cmd(
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
     decode: Annotated[DecodeFlag, typer.Option("--decode", help="pil (open_clip's preprocessing), torch (JPEGs decoded in batches on the eval device, nvJPEG on a GPU) or pil-draft (JPEG draft mode). See the README for their agreement.")] = DecodeFlag.pil,
     learned: Annotated[Optional[Path], typer.Option("--learned", help="Score with a run of descgen learn (CoOp, Tip-Adapter, ...) instead of a method.")] = None,
+    subsample: Annotated[SubsampleFlag, typer.Option("--subsample", help="Base-to-novel (CoCoOp's protocol): base, the first ceil(n/2) classes by label; new, the rest, relabelled from 0; all.")] = SubsampleFlag.all,
     engine: Annotated[EngineFlag, typer.Option("--engine", help="Where images are encoded: local, or ray (Ray Data: CPU decoding tasks, a pool of encoder actors; pip install -e '.[ray]'). Same features, same cache.")] = EngineFlag.local,  # type: ignore[attr-defined]
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster (else $RAY_ADDRESS, else a local Ray).")] = None,
     ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, help="Encoder actors, each loading the model once (default: on a local Ray, as many as its CPUs hold, at most 2; on a cluster 2).")] = None,
@@ -426,7 +429,7 @@ def eval_cmd(
                          classname_template=classname_template, pooling=pooling.value,
                          on_empty=on_empty.value, batch_size=batch_size, device=device,
                          precision=precision.value, workers=workers, explain=explain,
-                         decode=decode.value)
+                         decode=decode.value, subsample=subsample.value)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
     output_file(out, "--out")
@@ -498,6 +501,7 @@ def learn_cmd(
     views: Annotated[int, typer.Option("--views", min=1, help="Augmented views of each shot, encoded once and cached (1: no augmentation).")] = 1,
     option: Annotated[Optional[list[str]], typer.Option("--option", help="A method option KEY=VALUE, e.g. n_ctx=16, ctx_init='a photo of a', csc=true, position=middle, guide=descriptors, weight=8, pad=30, alpha=1.17, beta=1.")] = None,
     descriptors: Annotated[Optional[Path], typer.Option("--descriptors", help="Descriptor store, for kgcoop's guide or padding's classifier.")] = None,
+    subsample: Annotated[SubsampleFlag, typer.Option("--subsample", help="Train on one half of the classes (CoCoOp's base-to-novel protocol; the shots are drawn over all classes, then kept): base, the first ceil(n/2) classes by label; new, the rest, relabelled from 0; all.")] = SubsampleFlag.all,
     data_root: DataRoot = None,
     model: Annotated[str, typer.Option("--model", help="open_clip model name or model-config JSON.")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, checkpoint file, or none.")] = "openai",
@@ -518,7 +522,8 @@ def learn_cmd(
         cfg = LearnConfig(method=method.value, dataset=dataset, options=options,
                           classes=load_classes(classes) if classes is not None else None,
                           data_root=data_root, descriptors=descriptors, model=model,
-                          pretrained=pretrained, device=device, workers=workers)
+                          pretrained=pretrained, device=device, workers=workers,
+                          subsample=subsample.value)
     except ValidationError as exc:
         raise _flag_error(exc) from exc
     future_dir(out, "--out")  # made once the run starts: a refused run leaves no folder

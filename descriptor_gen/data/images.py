@@ -32,6 +32,8 @@ class LabelledImages:
         shards: a webdataset's tar files, streamed in order.
         by_folders: class i is the i-th class folder in sorted order, so a missing folder
             would shift every class after it (checked against the card's class count).
+        parent, rows: a subset of `parent`'s images (`rows` of it, in order): its features
+            are the parent's rows, so the parent is encoded and cached once for every subset.
     """
 
     spec: str
@@ -42,6 +44,8 @@ class LabelledImages:
     fingerprint: str | None = None
     shards: list[str] | None = None
     by_folders: bool = False
+    parent: LabelledImages | None = None
+    rows: list[int] | None = None
 
     def identity(self) -> str:
         """What the image features depend on: the files with their sizes and dates, or the

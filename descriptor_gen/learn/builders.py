@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from descriptor_gen.data.cards import coop_template
+from descriptor_gen.data.subsample import subsample_records
 from descriptor_gen.describe.store import check_against_classes, read_store
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.learn.learners import CoCoOp, CoOp, Learner, Padding, TipAdapter
@@ -42,13 +43,17 @@ class BuildInputs:
     features: np.ndarray | None = None
     labels: list[int] | None = None
     saved: dict[str, torch.Tensor] | None = None
+    store_half: tuple[str, int] | None = None  # (subsample, class count) of a store over all
 
 
 def descriptor_classifier(clip: ClipModel, classes: list[str], store: Path, cache_dir: Path,
-                          prompts_dir: Path) -> torch.Tensor:
+                          prompts_dir: Path, half: tuple[str, int] | None = None) -> torch.Tensor:
     """The zero-shot descriptor classifier as a direction per class: the renormalised mean of
-    the class's descriptor texts (DCLIP's form; the class-name text for a class without)."""
+    the class's descriptor texts (DCLIP's form; the class-name text for a class without).
+    `half`: the store covers all `class_count` classes; `classes` are one half of them."""
     records = read_store(store)
+    if half is not None:
+        records = subsample_records(records, half[1], half[0])
     check_against_classes(records, classes, store)
     recipe = make_recipe(TextForms.load(prompts_dir))
     own = {r.class_index: r.descriptors for r in records}
@@ -72,7 +77,8 @@ def mean_directions(clip: ClipModel, texts: list[list[str]], cache_dir: Path) ->
 
 def _descriptors(b: BuildInputs) -> torch.Tensor:
     assert b.store is not None  # the entry's needs_descriptors made sure
-    return descriptor_classifier(b.clip, b.classes, b.store, b.cache_dir, b.prompts_dir)
+    return descriptor_classifier(b.clip, b.classes, b.store, b.cache_dir, b.prompts_dir,
+                                 b.store_half)
 
 
 def build_coop(b: BuildInputs) -> Learner:
@@ -105,7 +111,7 @@ def build_cocoop(b: BuildInputs) -> Learner:
 
 def build_padding(b: BuildInputs) -> Learner:
     o = b.options
-    if b.saved is not None:
+    if b.saved is not None and "classifier" in b.saved:
         classifier = b.saved["classifier"].to(b.clip.device)
     elif o.classifier == "descriptors":
         classifier = _descriptors(b)

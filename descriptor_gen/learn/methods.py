@@ -124,6 +124,9 @@ class LearnedDef:
         tensors: the tensors a finished run must hold beside the learned parameters.
         pixels: it learns on the images' pixels (a border), so its shots and the evaluated
             images are encoded through it, not read from the feature caches.
+        transfers: what it learned holds for any class list (CoCoOp's base-to-new protocol):
+            a run scores other classes with its module rebuilt for them.
+        class_tensors: tensors made from the class names, rebuilt for other classes.
     """
 
     options: type[FewShotOptions]
@@ -133,6 +136,8 @@ class LearnedDef:
     needs_descriptors: Callable[[Any], bool] = lambda _: False
     tensors: tuple[str, ...] = ()
     pixels: bool = False
+    transfers: Callable[[Any], bool] = lambda _: True
+    class_tensors: tuple[str, ...] = ()
 
     def build(self, inputs: Any) -> Any:
         """The method's module (a `Learner`) from `builders.BuildInputs`."""
@@ -146,17 +151,23 @@ class LearnedDef:
             raise DescgenError(f"method option {validation_message(exc)}") from exc
 
 
+def _shared_context(options: Any) -> bool:
+    return not options.csc  # class-specific contexts exist only for the trained classes
+
+
 _SGD_COOP = "CoOp configs: SGD lr 0.002 (momentum 0.9, weight decay 5e-4), batch 32, cosine, 1 warm-up epoch at 1e-5"
 _TIP_TENSORS = ("keys", "values", "zero_shot")
 LEARNED: dict[str, LearnedDef] = {
     "coop": LearnedDef(CoOpOptions, Recipe("sgd", 0.002, 32, coop_epochs, "coop", _SGD_COOP,
                                            drop_last=True),
-                       "CoOp: learned context vectors (Zhou et al., IJCV 2022)", "build_coop"),
+                       "CoOp: learned context vectors (Zhou et al., IJCV 2022)", "build_coop",
+                       transfers=_shared_context),
     "kgcoop": LearnedDef(KgCoOpOptions, Recipe("sgd", 0.002, 128, lambda k, d: 100, "coop",
                                                "KgCoOp configs: as CoOp, batch 128, 100 epochs",
                                                drop_last=True),
                          "CoOp kept near the descriptor classifier (KgCoOp-style)",
-                         "build_kgcoop", lambda o: o.guide == "descriptors"),
+                         "build_kgcoop", lambda o: o.guide == "descriptors",
+                         transfers=_shared_context),
     "cocoop": LearnedDef(CoCoOpOptions, Recipe("sgd", 0.002, 1, lambda k, d: 10, "coop",
                                                "CoCoOp configs: as CoOp, batch 1, 10 epochs",
                                                drop_last=True),
@@ -168,18 +179,21 @@ LEARNED: dict[str, LearnedDef] = {
                                                  " 1000 epochs, 1000 warm-up steps, cosine",
                                                  weight_decay=0.0),
                           "a learned pixel border (Bahng et al., 2022)", "build_padding",
-                          lambda o: o.classifier == "descriptors", ("classifier",), pixels=True),
+                          lambda o: o.classifier == "descriptors", ("classifier",), pixels=True,
+                          transfers=lambda o: o.classifier == "classname",
+                          class_tensors=("classifier",)),
     "tip-adapter": LearnedDef(TipOptions, Recipe("none", 0.0, 256, lambda k, d: 0, "none",
                                                  "Tip-Adapter: training-free"),
                               "Tip-Adapter: a cache model over the shots (Zhang et al., ECCV 2022)",
-                              "build_tip_adapter", tensors=_TIP_TENSORS),
+                              "build_tip_adapter", tensors=_TIP_TENSORS,
+                              transfers=lambda _: False),
     "tip-adapter-f": LearnedDef(TipOptions, Recipe("adamw", 0.001, 256, tip_epochs,
                                                    "cosine-steps",
                                                    "Tip-Adapter configs: AdamW lr 0.001 (eps 1e-4),"
                                                    " batch 256, train_epoch (20; EuroSAT 100),"
                                                    " cosine by step"),
                                 "Tip-Adapter-F: the cache keys fine-tuned", "build_tip_adapter_f",
-                                tensors=_TIP_TENSORS),
+                                tensors=_TIP_TENSORS, transfers=lambda _: False),
 }
 
 

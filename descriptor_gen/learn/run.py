@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from descriptor_gen.paths import LEARN_FEATURES
 from descriptor_gen.atomic import replace_atomically, write_atomically, writing
 from descriptor_gen.data.images import LabelledImages
+from descriptor_gen.data.subsample import Subsample
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.locks import exclusive, lock_path
@@ -66,6 +67,7 @@ class LearnConfig(BaseModel):
     device: str = "auto"
     workers: int = Field(default=2, ge=0)
     encode_batch_size: int = Field(default=64, ge=1)
+    subsample: Subsample = "all"
 
 
 class RunInfo(BaseModel):
@@ -88,11 +90,13 @@ class RunInfo(BaseModel):
     epochs_done: int = Field(default=0, ge=0)
     finished: bool = False
     seconds: float = 0.0
+    subsample: Subsample = "all"
 
     def run_key(self) -> dict[str, Any]:
         """What makes two runs the same run (progress aside; the CLIP by its identity, `clip`,
-        not by how it was named)."""
-        return self.model_dump(exclude={"epochs_done", "finished", "seconds", "model", "pretrained"})
+        not by how it was named; the half of the classes is in `split` too)."""
+        return self.model_dump(exclude={"epochs_done", "finished", "seconds", "model", "pretrained",
+                                        "subsample"})
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -205,9 +209,11 @@ def build_learner(info: RunInfo, clip: ClipModel, cache_dir: Path, prompts_dir: 
     from the shots' `features`, or for scoring from the run's `saved` tensors."""
     definition = learned(info.method)
     store = Path(info.descriptors["path"]) if info.descriptors else None
+    half = ((info.descriptors["subsample"], int(info.descriptors["class_count"]))
+            if info.descriptors and "subsample" in info.descriptors else None)
     return definition.build(BuildInputs(info.method, definition.parse(info.options),
                                         info.classes, info.dataset, store, clip, cache_dir,
-                                        prompts_dir, features, labels, saved))
+                                        prompts_dir, features, labels, saved, half))
 
 
 def learned_tensors(learner: Learner) -> dict[str, torch.Tensor]:
@@ -300,7 +306,7 @@ def _learn(cfg: LearnConfig, definition: LearnedDef, options: Any, out: Path, ca
            log: Callable[[str], None], on_done: Callable[[Learner], None] | None) -> RunInfo:
     started = time.perf_counter()
     split, shots = few_shot(cfg.dataset, cfg.classes, options.shots, options.seed, cache_dir,
-                            cfg.data_root)
+                            cfg.data_root, cfg.subsample)
     clip = clip or load_clip(cfg.model, cfg.pretrained, cfg.device, "fp32")
     clip.model.requires_grad_(False)
     descriptors = None
@@ -308,17 +314,19 @@ def _learn(cfg: LearnConfig, definition: LearnedDef, options: Any, out: Path, ca
         from descriptor_gen.describe.store import check_against_classes, read_store
 
         records = read_store(cfg.descriptors)
-        check_against_classes(records, split.classes, cfg.descriptors)
+        check_against_classes(records, split.all_classes or split.classes, cfg.descriptors)
         if not any(r.descriptors for r in records):
             raise DescgenError(f"{cfg.descriptors}: no class has descriptors; {cfg.method} with"
                                " these options is guided by them")
         descriptors = {"path": str(cfg.descriptors.resolve()), "sha256": sha256_file(cfg.descriptors)}
+        if split.all_classes is not None:  # a store over all classes, read for one half
+            descriptors.update(subsample=split.subsample, class_count=len(split.all_classes))
     info = RunInfo(method=cfg.method, options=options.model_dump(),
                    recipe=_recipe(cfg.method, options, cfg.dataset), dataset=cfg.dataset,
                    source_identity=split.source_identity, split=split.identity(),
                    classes=split.classes, clip=clip_identity(cfg.model, cfg.pretrained, "fp32"),
                    model=_as_given(cfg.model), pretrained=_as_given(cfg.pretrained),
-                   descriptors=descriptors)
+                   descriptors=descriptors, subsample=cfg.subsample)
     old = _existing(out, info, resume)
     if old is not None and old.finished:
         log(f"{out}: already trained ({old.method}, {old.epochs_done} epochs)")
@@ -534,15 +542,16 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
         raise DescgenError(f"--learned {run}: trained with {trained}, evaluated with"
                            f" {same['model']} / {same['weights']}; give the run's --model and"
                            " --pretrained")
-    if [c for c in classes] != info.classes:
-        raise DescgenError(f"--learned {run}: its {len(info.classes)} classes differ from the"
-                           f" evaluated data's {len(classes)} (first: {info.classes[:1]} vs {classes[:1]})")
     check_apart(split, data)
     tensors = load_tensors(run / "learned.safetensors")
     absent = [k for k in learned(info.method).tensors if k not in tensors]
     if absent:
         raise DescgenError(f"{run / 'learned.safetensors'}: no tensor {absent[0]!r} for {info.method}")
+    if list(classes) != info.classes:
+        info, tensors = _for_other_classes(run, info, list(classes), tensors)
     learner = build_learner(info, clip, cache_dir, prompts_dir, None, None, saved=tensors)
+    own = learner.state_dict()
+    tensors.update({k: own[k] for k in learned(info.method).class_tensors})
     check_tensors(run / "learned.safetensors", tensors, learner)
     learner.load_state_dict({k: v.to(clip.device) for k, v in tensors.items()}, strict=True)
     learner.eval()
@@ -553,6 +562,21 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
         out = [learner.logits(feats[i : i + 256]).float().cpu().numpy()
                for i in range(0, len(feats), 256)]
     return np.concatenate(out) if out else np.zeros((0, len(classes)), np.float32), info
+
+
+def _for_other_classes(run: Path, info: RunInfo, classes: list[str],
+                       tensors: dict[str, torch.Tensor]) -> tuple[RunInfo, dict[str, torch.Tensor]]:
+    """A run scoring classes it was not trained on (base to new, another dataset): its module
+    is rebuilt for them, the class-made tensors left to be made again; refused for a method
+    whose learned tensors belong to the trained classes."""
+    definition = learned(info.method)
+    if not definition.transfers(definition.parse(info.options)):
+        raise DescgenError(f"--learned {run}: {info.method} with these options learned tensors"
+                           f" of its {len(info.classes)} trained classes and cannot score other"
+                           f" classes (the evaluated data has {len(classes)}: first"
+                           f" {classes[:1]} vs {info.classes[:1]})")
+    kept = {k: v for k, v in tensors.items() if k not in definition.class_tensors}
+    return info.model_copy(update={"classes": classes}), kept
 
 
 @dataclass(frozen=True)

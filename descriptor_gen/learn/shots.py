@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from descriptor_gen.atomic import write_atomically
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
+from descriptor_gen.data.subsample import Subsample, subsample_names, subsample_store_indices
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_text
 from descriptor_gen.inputs import read_text, validated
@@ -39,12 +40,19 @@ class Split(BaseModel):
     seed: int
     classes: list[str]
     items: list[Shot]
+    subsample: Subsample = "all"
+    all_classes: list[str] | None = None  # a half's: the classes it was drawn from
+
+    def _dump(self, indent: int | None = None) -> str:
+        # `all` is left out: a split written before halves existed keeps its identity
+        return self.model_dump_json(indent=indent, exclude={"subsample", "all_classes"}
+                                    if self.subsample == "all" else None)
 
     def identity(self) -> str:
-        return sha256_text(self.model_dump_json())
+        return sha256_text(self._dump())
 
     def save(self, path: Path) -> None:
-        write_atomically(path, lambda f: f.write((self.model_dump_json(indent=1) + "\n").encode()))
+        write_atomically(path, lambda f: f.write((self._dump(indent=1) + "\n").encode()))
 
     @classmethod
     def load(cls, path: Path) -> Split:
@@ -132,26 +140,43 @@ def _wds_images(shards: list[str], wanted: list[str]) -> list[bytes]:
     return [found[n] for n in wanted]
 
 
+def halve(split: Split, chosen: list[int], which: str) -> tuple[Split, list[int]]:
+    """The shots of one half of the classes, relabelled from 0 (drawn over all classes first,
+    as CoCoOp's datasets do, so that a seed's base shots are its all-class shots' first half)."""
+    if which == "all":
+        return split, chosen
+    keep = subsample_store_indices(len(split.classes), which)
+    pairs = [(i, item) for i, item in zip(chosen, split.items) if item.label in keep]
+    items = [Shot(name=item.name, label=keep[item.label]) for _, item in pairs]
+    return (split.model_copy(update={"classes": subsample_names(split.classes, which),
+                                     "items": items, "subsample": which,
+                                     "all_classes": list(split.classes)}),
+            [i for i, _ in pairs])
+
+
 def few_shot(source: str, classes: list[str] | None, shots: int, seed: int, cache_dir: Path,
-             data_root: Path | None) -> tuple[Split, LabelledImages]:
+             data_root: Path | None, subsample: str = "all") -> tuple[Split, LabelledImages]:
     """Draw the shots from a source (a card's `NAME:train`, a folder, a CSV, `wds:DIR:train`,
-    `hf:`) and return the split and the shots as a dataset of their own."""
+    `hf:`), keep those of one half of the classes (`subsample`), and return the split and the
+    shots as a dataset of their own."""
     data = load_dataset(source, classes, cache_dir, data_root)
     names = data.classes or classes or []
     if data.shards is not None:
         samples = _wds_samples(data.shards)
         split, chosen = draw(source, [n for n, _ in samples], [y for _, y in samples], names,
                              shots, seed, data.identity())
+        split, chosen = halve(split, chosen, subsample)
         wanted = [samples[i][0] for i in chosen]
         reader: Any = BytesReader(_wds_images(data.shards, wanted))
         paths = wanted
     else:
         split, chosen = draw(source, data.paths, list(data.labels or []), names, shots, seed,
                              data.identity())
+        split, chosen = halve(split, chosen, subsample)
         paths = [data.paths[i] for i in chosen]
         reader = SubsetReader(data.reader, chosen) if data.reader is not None else None
     shot_data = LabelledImages(f"{source}#shots", paths, [s.label for s in split.items],
-                               classes=list(names), reader=reader,
+                               classes=list(split.classes), reader=reader,
                                fingerprint=f"shots:{split.identity()}")
     return split, shot_data
 

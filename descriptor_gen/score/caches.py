@@ -58,6 +58,12 @@ class ImageFeatures:
     labels: list[int] | None = None
     keys: list[str] | None = None
 
+    def select(self, rows: list[int]) -> ImageFeatures:
+        """The features of some rows, in the order given (a subset of a file list)."""
+        where = {old: new for new, old in enumerate(rows)}
+        return ImageFeatures(np.asarray(self.features)[rows], np.asarray(self.ok, bool)[rows],
+                             {where[i]: e for i, e in self.errors.items() if i in where})
+
 
 OnBatch = Callable[[int, np.ndarray, np.ndarray, dict[int, str]], None]
 """Told each encoded batch in input order: (first index, features, ok flags, errors by index)."""

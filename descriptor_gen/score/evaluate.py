@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from descriptor_gen.data.cards import coop_template, find_card
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
+from descriptor_gen.data.subsample import Subsample, subsample_images, subsample_names, subsample_records
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.score.caches import (
@@ -147,6 +148,7 @@ class EvalConfig(TextOptions, EngineOptions):
     workers: int = Field(default=2, ge=0)
     explain: int = Field(default=0, ge=0)
     decode: DecodeName = "pil"
+    subsample: Subsample = "all"
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(**self.model_dump(include=set(EngineOptions.model_fields)))
@@ -255,6 +257,10 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
     a `ClipRef`: it loads only if something is encoded. `decode` applies to files seen as
     CLIP sees them (a stream, images read from a dataset object or another view decode with
     PIL, and are keyed so)."""
+    if data.parent is not None and data.rows is not None:
+        full, encoded = image_features(clip, data.parent, cache_dir, batch_size, workers, engine,
+                                       spec, timings, progress, view, decode)
+        return full.select(data.rows), encoded
     stream = data.shards is not None
     if stream or view != CLIP_VIEW or data.reader is not None:
         decode = "pil"  # and keyed so: these images never reach a tensor decoder
@@ -385,6 +391,7 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
     ...); the metrics and predictions are the same as every method's."""
     started = time.perf_counter()
     data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
+    data = subsample_images(data, data.classes or classes or [], cfg.subsample)
     classes = data.classes or classes or []
     ref = clip or ClipRef(cfg.model, cfg.pretrained, cfg.device, cfg.precision, cache_dir)
     loaded = time.perf_counter()
@@ -448,6 +455,7 @@ class _Prepared:
     templates: list[str]
     templates_from: str
     clip: ClipModel
+    all_classes: list[str]
 
     @property
     def descriptors(self) -> dict[int, list[str]]:
@@ -463,15 +471,17 @@ def _prepare(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     recipe = cfg.recipe(TextForms.load(prompts_dir), records, form_defaults(cfg.method, options),
                         concept)
     data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
-    classes = data.classes or classes or []
+    full = data.classes or classes or []
     if cfg.descriptors is not None:
-        check_against_classes(records, classes, cfg.descriptors)
+        check_against_classes(records, full, cfg.descriptors)
+    data = subsample_images(data, full, cfg.subsample)
+    records = subsample_records(records, len(full), cfg.subsample)
     templates, templates_from = source_templates(cfg.dataset, prompts_dir)
     if clip is not None:
         remember(clip, cache_dir)
     clip = clip or ClipRef(cfg.model, cfg.pretrained, cfg.device, cfg.precision, cache_dir)
-    return _Prepared(mdef, options, records, digest, recipe, data, classes, templates,
-                     templates_from, clip)
+    return _Prepared(mdef, options, records, digest, recipe, data,
+                     subsample_names(full, cfg.subsample), templates, templates_from, clip, full)
 
 
 class _Encoders:
@@ -489,7 +499,8 @@ class _Encoders:
 
     def shots(self, source: str, view: str = "clip") -> tuple[np.ndarray, np.ndarray]:
         cfg, prep = self.cfg, self.prep
-        shots = load_dataset(source, prep.classes, self.cache_dir, cfg.data_root)
+        shots = load_dataset(source, prep.all_classes, self.cache_dir, cfg.data_root)
+        shots = subsample_images(shots, shots.classes or prep.all_classes, cfg.subsample)
         if shots.identity() == prep.data.identity():
             raise DescgenError(f"filtered: source {source} is the evaluated dataset; the shots"
                                " must come from other images (a train split)")
