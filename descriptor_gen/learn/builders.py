@@ -18,7 +18,7 @@ from descriptor_gen.data.cards import coop_template
 from descriptor_gen.data.subsample import subsample_records
 from descriptor_gen.describe.store import check_against_classes, read_store
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.learn.learners import CoCoOp, CoOp, Learner, Padding, TipAdapter
+from descriptor_gen.learn.learners import CoCoOp, CoOp, Ivlp, Learner, Maple, Padding, TipAdapter, Vpt
 from descriptor_gen.learn.methods import tip_settings
 from descriptor_gen.paths import TEXT_FEATURES
 from descriptor_gen.score.features import ClipModel, TextFeatureCache, image_size
@@ -122,6 +122,30 @@ def build_padding(b: BuildInputs) -> Learner:
     if 2 * o.pad >= size:
         raise DescgenError(f"padding: pad {o.pad} leaves nothing of a {size} px image")
     return Padding(b.clip, classifier, size, o.pad, o.seed)
+
+
+VPT_TEMPLATE = "a photo of a {}."  # multimodal-prompt-learning trainers/vpt.py FixedEmbeddings
+
+
+def build_vpt(b: BuildInputs) -> Learner:
+    """VPT against their fixed classifier: "a photo of a {c}." with `_` as a space."""
+    if b.saved is not None and "classifier" in b.saved:
+        classifier = b.saved["classifier"].to(b.clip.device)
+    else:
+        classifier = mean_directions(b.clip, [[VPT_TEMPLATE.format(c.replace("_", " "))]
+                                              for c in b.classes], b.cache_dir)
+    return Vpt(b.clip, classifier, b.options.n_ctx, b.options.depth, b.options.seed)
+
+
+def build_ivlp(b: BuildInputs) -> Learner:
+    o = b.options
+    return Ivlp(b.clip, b.classes, o.n_ctx_text, o.n_ctx_vision, o.depth_text, o.depth_vision,
+                o.ctx_init, o.seed)
+
+
+def build_maple(b: BuildInputs) -> Learner:
+    o = b.options
+    return Maple(b.clip, b.classes, o.n_ctx, o.depth, o.ctx_init, o.seed)
 
 
 def _tip(b: BuildInputs, fine_tune: bool) -> Learner:

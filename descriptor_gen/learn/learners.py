@@ -9,17 +9,31 @@
   input image, against a fixed text classifier.
 - `tip-adapter`: Tip-Adapter (Zhang et al., ECCV 2022), the training-free cache model over the
   K-shot features; `tip-adapter-f` fine-tunes the cache keys.
+- `vpt`, `ivlp`, `maple`: prompts inside the image tower (VPT, Jia et al. ECCV 2022), inside
+  both towers independently (IVLP) or coupled through projections (MaPLe, Khattak et al. CVPR
+  2023), as the multimodal-prompt-learning repository builds them.
 
-Every learner except `padding` scores from image features, so training runs on the cached
+Every learner except `padding`, `vpt`, `ivlp` and `maple` scores from image features, so training runs on the cached
 features of the shots (the frozen image encoder never runs twice on an image).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from descriptor_gen.learn.deep import (
+    as_layers,
+    check_depth,
+    encode_image_prompted,
+    encode_text_prompted,
+    prompt_list,
+    text_layers,
+    vision_layers,
+)
 from descriptor_gen.learn.prompts import MetaNet, PromptLearner, encode_embedded, text_tower
 from descriptor_gen.score.features import ClipModel
 
@@ -149,3 +163,132 @@ class Padding(Learner):
     def image_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(self.encode(images))
         return F.cross_entropy(logits, labels), logits
+
+
+class ImageLearner(Learner):
+    """A learner that runs the image tower itself (its prompts are inside it): trained and
+    scored on pixels, never on cached features."""
+
+    uses_images = True
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(self.encode(images))
+        return F.cross_entropy(logits, labels), logits
+
+
+class Vpt(ImageLearner):
+    """VPT as the multimodal-prompt-learning repository trains it (trainers/vpt.py): prompt
+    tokens in the image tower (`depth` 1: shallow, at the input only; more: deep, one set per
+    layer up to `depth`), against the fixed "a photo of a {c}." classifier."""
+
+    def __init__(self, clip: ClipModel, classifier: torch.Tensor, n_ctx: int, depth: int,
+                 seed: int) -> None:
+        super().__init__()
+        self.model = [clip.model]
+        layers, width = vision_layers(clip.model)
+        check_depth(depth, layers, "image")
+        generator = torch.Generator().manual_seed(seed)
+        self.vision = prompt_list(depth, n_ctx, width, generator).to(classifier.device)
+        self.register_buffer("classifier", classifier.float())
+        self.scale = logit_scale(clip)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        deep = as_layers(self.vision[0], list(self.vision[1:]))
+        return _normalise(encode_image_prompted(self.model[0], images, self.vision[0], deep).float())
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scale * features @ self.classifier.t()
+
+
+class _TextPrompted(ImageLearner):
+    """Learned text prompts whose features are made once per scoring pass (not per batch)."""
+
+    _memo: torch.Tensor | None = None
+
+    def make_text(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def text_features(self) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            self._memo = None
+            return self.make_text()
+        if self._memo is None:
+            self._memo = self.make_text()
+        return self._memo
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scale * features @ self.text_features().t()
+
+
+class Ivlp(_TextPrompted):
+    """Independent vision-language prompting (trainers/independentVL.py): CoOp's context with
+    MaPLe's initialisation and a learned prompt per text layer up to `depth_text`, and VPT's
+    prompts in the image tower up to `depth_vision`; neither branch sees the other's."""
+
+    def __init__(self, clip: ClipModel, classes: list[str], n_ctx_text: int, n_ctx_vision: int,
+                 depth_text: int, depth_vision: int, ctx_init: str | None, seed: int) -> None:
+        super().__init__()
+        self.model = [text_tower(clip)]
+        t_layers, t_width = text_layers(clip.model)
+        v_layers, v_width = vision_layers(clip.model)
+        check_depth(depth_text, t_layers, "text")
+        check_depth(depth_vision, v_layers, "image")
+        self.prompt = PromptLearner(clip, classes, n_ctx_text, ctx_init, False, "end", seed,
+                                    first_tokens=True)
+        device = self.prompt.ctx.device
+        generator = torch.Generator().manual_seed(seed + 1)
+        self.text_deep = prompt_list(depth_text - 1, self.prompt.n_ctx, t_width, generator).to(device)
+        self.vision = prompt_list(depth_vision, n_ctx_vision, v_width, generator).to(device)
+        self.scale = logit_scale(clip)
+
+    def make_text(self) -> torch.Tensor:
+        deep = as_layers(self.prompt.ctx, list(self.text_deep))
+        return _normalise(encode_text_prompted(self.model[0], self.prompt(), self.prompt.tokens,
+                                               deep).float())
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        first = self.vision[0] if len(self.vision) else None
+        deep = as_layers(first, list(self.vision[1:]))
+        return _normalise(encode_image_prompted(self.model[0], images, first, deep).float())
+
+
+class Maple(_TextPrompted):
+    """MaPLe (trainers/maple.py): the text context and one learned text prompt per layer up to
+    `depth` (its compound prompts); the image tower's prompts are linear projections of them
+    (`proj` for the first layer's, one projection per later layer, all cloned from one initial
+    layer as their `_get_clones`), so both branches learn from shared parameters."""
+
+    def __init__(self, clip: ClipModel, classes: list[str], n_ctx: int, depth: int,
+                 ctx_init: str | None, seed: int) -> None:
+        super().__init__()
+        self.model = [text_tower(clip)]
+        t_layers, t_width = text_layers(clip.model)
+        v_layers, v_width = vision_layers(clip.model)
+        check_depth(depth, min(t_layers, v_layers), "shallower")
+        self.prompt = PromptLearner(clip, classes, n_ctx, ctx_init, False, "end", seed,
+                                    first_tokens=True)
+        device = self.prompt.ctx.device
+        torch.manual_seed(seed)  # nn.Linear's own initialisation draws from the global generator
+        self.proj = nn.Linear(t_width, v_width).to(device)
+        generator = torch.Generator().manual_seed(seed + 1)
+        self.compound = prompt_list(depth - 1, self.prompt.n_ctx, t_width, generator).to(device)
+        single = nn.Linear(t_width, v_width)
+        self.compound_proj = nn.ModuleList([copy.deepcopy(single) for _ in range(depth - 1)]).to(device)
+        self.scale = logit_scale(clip)
+
+    def make_text(self) -> torch.Tensor:
+        deep = as_layers(self.prompt.ctx, list(self.compound))
+        return _normalise(encode_text_prompted(self.model[0], self.prompt(), self.prompt.tokens,
+                                               deep).float())
+
+    def vision_prompts(self) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        first = self.proj(self.prompt.ctx)
+        later = [layer(p) for layer, p in zip(self.compound_proj, self.compound)]
+        return first, as_layers(first, later)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        first, deep = self.vision_prompts()
+        return _normalise(encode_image_prompted(self.model[0], images, first, deep).float())

@@ -70,6 +70,38 @@ class PaddingOptions(FewShotOptions):
     warmup: int = Field(default=1000, ge=0, le=MAX_EPOCHS * 1000)
 
 
+MAX_DEPTH = 48  # prompt depths beyond the model's layers are refused when it is built
+MAX_VISION_CTX = 256
+
+
+class VptOptions(FewShotOptions):
+    """`n_ctx`: prompt tokens per layer; `depth`: layers that get their own (1: VPT-shallow,
+    the input only; 12: VPT-deep on ViT-B). Defaults: their vit_b16_c2_ep5_batch4_4 config."""
+
+    n_ctx: int = Field(default=8, ge=1, le=MAX_VISION_CTX)
+    depth: int = Field(default=12, ge=1, le=MAX_DEPTH)
+
+
+class IvlpOptions(FewShotOptions):
+    """Their vit_b16_c2_ep5_batch4_2+2ctx config: 2 text and 2 vision tokens, depth 12 in both
+    (`depth_vision` 0: language prompts only, their 4ctx_language_only config)."""
+
+    n_ctx_text: int = Field(default=2, ge=1, le=MAX_CTX)
+    n_ctx_vision: int = Field(default=2, ge=1, le=MAX_VISION_CTX)
+    depth_text: int = Field(default=12, ge=1, le=MAX_DEPTH)
+    depth_vision: int = Field(default=12, ge=0, le=MAX_DEPTH)
+    ctx_init: str | None = "a photo of a"
+
+
+class MapleOptions(FewShotOptions):
+    """Their vit_b16_c2_ep5_batch4_2ctx config: 2 context tokens, prompts in the first 9
+    layers of both towers."""
+
+    n_ctx: int = Field(default=2, ge=1, le=MAX_CTX)
+    depth: int = Field(default=9, ge=1, le=MAX_DEPTH)
+    ctx_init: str | None = "a photo of a"
+
+
 class TipOptions(FewShotOptions):
     """α and β of the cache model (None: Tip-Adapter's configs for the dataset)."""
 
@@ -91,6 +123,7 @@ class Recipe:
     source: str
     weight_decay: float = 5e-4
     drop_last: bool = False
+    augment: Literal["none", "dassl"] = "none"
 
 
 def coop_epochs(shots: int, dataset: str) -> int:
@@ -156,6 +189,11 @@ def _shared_context(options: Any) -> bool:
 
 
 _SGD_COOP = "CoOp configs: SGD lr 0.002 (momentum 0.9, weight decay 5e-4), batch 32, cosine, 1 warm-up epoch at 1e-5"
+_MPL = ("multimodal-prompt-learning {}: SGD lr {} (momentum 0.9, weight decay 5e-4), batch 4,"
+        " 5 epochs, cosine, 1 warm-up epoch at 1e-5; random resized crop and flip")
+_MPL_VPT = _MPL.format("VPT/vit_b16_c2_ep5_batch4_4", 0.0025)
+_MPL_IVLP = _MPL.format("IVLP/vit_b16_c2_ep5_batch4_2+2ctx", 0.0035)
+_MPL_MAPLE = _MPL.format("MaPLe/vit_b16_c2_ep5_batch4_2ctx", 0.0035)
 _TIP_TENSORS = ("keys", "values", "zero_shot")
 LEARNED: dict[str, LearnedDef] = {
     "coop": LearnedDef(CoOpOptions, Recipe("sgd", 0.002, 32, coop_epochs, "coop", _SGD_COOP,
@@ -182,6 +220,19 @@ LEARNED: dict[str, LearnedDef] = {
                           lambda o: o.classifier == "descriptors", ("classifier",), pixels=True,
                           transfers=lambda o: o.classifier == "classname",
                           class_tensors=("classifier",)),
+    "vpt": LearnedDef(VptOptions, Recipe("sgd", 0.0025, 4, lambda k, d: 5, "coop", _MPL_VPT,
+                                         drop_last=True, augment="dassl"),
+                      "VPT: prompt tokens in the image tower (Jia et al., ECCV 2022)",
+                      "build_vpt", tensors=("classifier",), pixels=True,
+                      class_tensors=("classifier",)),
+    "ivlp": LearnedDef(IvlpOptions, Recipe("sgd", 0.0035, 4, lambda k, d: 5, "coop", _MPL_IVLP,
+                                           drop_last=True, augment="dassl"),
+                       "IVLP: independent prompts in both towers (decoupled)", "build_ivlp",
+                       pixels=True),
+    "maple": LearnedDef(MapleOptions, Recipe("sgd", 0.0035, 4, lambda k, d: 5, "coop", _MPL_MAPLE,
+                                             drop_last=True, augment="dassl"),
+                        "MaPLe: vision prompts projected from language prompts (Khattak et al.,"
+                        " CVPR 2023)", "build_maple", pixels=True),
     "tip-adapter": LearnedDef(TipOptions, Recipe("none", 0.0, 256, lambda k, d: 0, "none",
                                                  "Tip-Adapter: training-free"),
                               "Tip-Adapter: a cache model over the shots (Zhang et al., ECCV 2022)",

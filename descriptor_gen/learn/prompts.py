@@ -42,28 +42,40 @@ def encode_embedded(model: nn.Module, embeddings: torch.Tensor, tokens: torch.Te
     return x
 
 
+MAPLE_INIT_MAX = 4  # MaPLe and IVLP initialise from ctx_init only for n_ctx <= 4
+
+
 class PromptLearner(nn.Module):
     """Context vectors and the frozen token embeddings around them, per class.
 
     Args:
-        n_ctx: context tokens (ignored when `ctx_init` gives the words).
+        n_ctx: context tokens (ignored when `ctx_init` gives the words, unless `first_tokens`).
         ctx_init: words that initialise the context ("a photo of a"), else N(0, 0.02²).
+        first_tokens: MaPLe's and IVLP's form: the prompt holds all of `ctx_init`'s words and
+            only its first `n_ctx` tokens are learned (their `VLPromptLearner`); with more than
+            4 context tokens the context is random, as theirs.
         csc: class-specific contexts (one set per class).
         position: where the class name goes: `end`, `middle` or `front`.
     """
 
     def __init__(self, clip: ClipModel, classes: list[str], n_ctx: int = 16,
                  ctx_init: str | None = None, csc: bool = False, position: str = "end",
-                 seed: int = 0) -> None:
+                 seed: int = 0, first_tokens: bool = False) -> None:
         super().__init__()
         model = text_tower(clip)
         tokenizer = clip.tokenizer
         width = model.ln_final.weight.shape[0]
         device = next(model.parameters()).device
+        if first_tokens and ctx_init and n_ctx > MAPLE_INIT_MAX:
+            ctx_init = None  # theirs: `if ctx_init and n_ctx <= 4`, else a random context
         with torch.no_grad():
             if ctx_init:
                 words = " ".join(ctx_init.replace("_", " ").split())
-                n_ctx = len(words.split(" "))
+                n_words = int((tokenizer([words])[0] != 0).sum()) - 2
+                if first_tokens and n_ctx > n_words:
+                    raise DescgenError(f"n_ctx {n_ctx}: ctx_init {words!r} has {n_words} tokens"
+                                       " to initialise the context from")
+                n_ctx = n_ctx if first_tokens else len(words.split(" "))
                 init = model.token_embedding(tokenizer([words]).to(device))[0, 1 : 1 + n_ctx].float()
                 ctx = init.unsqueeze(0).repeat(len(classes), 1, 1) if csc else init
                 prefix = words

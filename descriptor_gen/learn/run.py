@@ -34,7 +34,7 @@ from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.locks import exclusive, lock_path
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.learn.builders import BuildInputs
-from descriptor_gen.learn.learners import Learner, Padding
+from descriptor_gen.learn.learners import Learner
 from descriptor_gen.learn.methods import LearnedDef, learned
 from descriptor_gen.learn.shots import Split, check_apart, few_shot
 from descriptor_gen.learn.train import Batches, EpochLog, make_optimiser, optimiser_state, restore_optimiser, train
@@ -134,20 +134,29 @@ def _classes_of(split: Split) -> list[str]:
 # -- the shots' features, encoded once ------------------------------------------------------------
 
 
+def crop_and_flip(clip: ClipModel, smallest: float) -> Any:
+    """A random resized crop (area `smallest`-1, bicubic) at the CLIP's size, a horizontal
+    flip, and the CLIP's normalisation (Tip-Adapter's cache views: 0.5; dassl's train
+    transform: 0.08)."""
+    from torchvision import transforms
+
+    normalise = next(t for t in clip.preprocess.transforms if isinstance(t, transforms.Normalize))
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size(clip.preprocess), scale=(smallest, 1.0),
+                                     interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalise])
+
+
+DASSL_CROP = 0.08  # dassl's INPUT.RRCROP_SCALE (0.08, 1.0)
+
+
 class _Views(torch.utils.data.Dataset):
     """Augmented view `view` of each image (random resized crop 0.5-1 and flip, as
     Tip-Adapter's cache), the same for a given (seed, view, image) in any worker."""
 
     def __init__(self, data: LabelledImages, clip: ClipModel, view: int, seed: int) -> None:
-        from torchvision import transforms
-
-        normalise = next(t for t in clip.preprocess.transforms if isinstance(t, transforms.Normalize))
-        size = image_size(clip.preprocess)
-        augment = transforms.Compose([
-            transforms.RandomResizedCrop(size, scale=(0.5, 1.0),
-                                         interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalise])
-        self.images = ImageFiles(data.paths, augment, size, data.reader)  # read as every image is
+        self.images = ImageFiles(data.paths, crop_and_flip(clip, 0.5), image_size(clip.preprocess),
+                                 data.reader)  # read as every image is
         self.view, self.seed = view, seed
 
     def __len__(self) -> int:
@@ -485,11 +494,22 @@ def _keep_log(path: Path, start: int) -> None:
 def _batches(method: str, learner: Learner, clip: ClipModel, shots: LabelledImages,
              features: np.ndarray | None, labels: list[int], cfg: LearnConfig) -> Batches:
     label_tensor = torch.tensor(labels, dtype=torch.long, device=clip.device)
-    if learned(method).pixels:
-        images = ImageFiles(shots.paths, clip.preprocess, image_size(clip.preprocess), shots.reader)
+    definition = learned(method)
+    if definition.pixels:
+        augment = definition.recipe.augment == "dassl"
+        transform = crop_and_flip(clip, DASSL_CROP) if augment else clip.preprocess
+        images = ImageFiles(shots.paths, transform, image_size(clip.preprocess), shots.reader)
+        seed = definition.parse(cfg.options).seed
 
-        def load(index: torch.Tensor, _: torch.Tensor, __: int) -> torch.Tensor:
-            return torch.stack([images[int(i)][0] for i in index]).to(clip.device)
+        def load(index: torch.Tensor, _: torch.Tensor, epoch: int) -> torch.Tensor:
+            if not augment:
+                return torch.stack([images[int(i)][0] for i in index]).to(clip.device)
+            out = []
+            with torch.random.fork_rng(devices=[]):  # each image's crop: a function of (seed, epoch, image)
+                for i in index:
+                    torch.manual_seed(seed * 1_000_003 + epoch * 10_007 + int(i))
+                    out.append(images[int(i)][0])
+            return torch.stack(out).to(clip.device)
 
         return Batches(load, label_tensor, 1)
     assert features is not None
@@ -594,11 +614,11 @@ class LearnedScorer:
                       {**info.options, "run": str(self.run), "recipe": info.recipe})
 
 
-def _padded_scores(learner: Padding, clip: ClipModel, data: LabelledImages, batch_size: int,
+def _padded_scores(learner: Any, clip: ClipModel, data: LabelledImages, batch_size: int,
                    workers: int) -> np.ndarray:
     if data.shards is not None:
-        raise DescgenError(f"{data.spec}: a padding run encodes the images again with its"
-                           " border; webdataset sources are not supported for it")
+        raise DescgenError(f"{data.spec}: a {type(learner).__name__.lower()} run encodes the images"
+                           " again through its prompts; webdataset sources are not supported for it")
     dataset = ImageFiles(data.paths, clip.preprocess, image_size(clip.preprocess), data.reader)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     out = []
