@@ -655,8 +655,8 @@ def suite_cmd(
 def refer_cmd(
     annotations: Annotated[Path, typer.Option("--annotations", help="JSONL: image, expression, proposals, target (boxes [x, y, w, h]).")],
     images: Annotated[Path, typer.Option("--images", help="Folder the annotation image paths are relative to.")],
-    marker: Annotated[str, typer.Option("--marker", help="circle, arrow, box, cross, crop, blur_outside, grayscale_outside.")] = "circle",
-    color: Annotated[str, typer.Option("--color", help="Marker colour, by name or #rrggbb.")] = "red",
+    marker: Annotated[str, typer.Option("--marker", help="circle, arrow, box, cross, color_block (CPT's semi-transparent block; --color cpt-red for theirs), crop, blur_outside, grayscale_outside.")] = "circle",
+    color: Annotated[str, typer.Option("--color", help="Marker colour, by name or #rrggbb; cpt-red, cpt-blue, cpt-yellow, cpt-purple, cpt-green: CPT's palette.")] = "red",
     thickness: Annotated[float, typer.Option("--thickness", help="Line width as a fraction of the shorter image side.")] = 0.01,
     ensemble: Annotated[Optional[str], typer.Option("--ensemble", help="Comma-separated markers whose scores are averaged, e.g. circle,blur_outside,grayscale_outside.")] = None,
     subtract: Annotated[int, typer.Option("--subtract", help="Subtract each candidate's mean score over Q other expressions (0: off).")] = 0,

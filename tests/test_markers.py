@@ -137,3 +137,42 @@ def test_unknown_marker_and_colour() -> None:
         mark(scene(), [1, 1, 10, 10], "star")
     with pytest.raises(DescgenError, match="unknown colour 'reddish'"):
         mark(scene(), [1, 1, 10, 10], "circle", color="reddish")
+
+
+def reference_draw_rectangles(img: Image.Image, box_xywh: list[float], color: tuple) -> None:
+    """CPT's refcocodataset.py: the det box to x2 = x + w - 1, y2 = y + h - 1 (as a float
+    BoxList), then `draw_rectangles` verbatim but for the mask branch."""
+    dets = np.asarray([box_xywh], dtype=np.float64)
+    dets[:, 2] = dets[:, 0] + dets[:, 2] - 1
+    dets[:, 3] = dets[:, 1] + dets[:, 3] - 1
+    box = dets[0]
+    x1, y1, x2, y2 = int(box[0]), int(box[1]), int(box[2]), int(box[3])
+    foreground = Image.new('RGBA', (x2-x1, y2-y1), color=color)
+    img.paste(foreground, (x1, y1), foreground)
+
+
+@pytest.mark.parametrize("box", [[30, 20, 50, 40], [10.7, 5.2, 33.9, 21.5], [0, 0, 120, 90]])
+@pytest.mark.parametrize("colour", ["cpt-red", "cpt-blue", "cpt-yellow"])
+def test_the_colour_block_is_cpts_pixel_for_pixel(box: list[float], colour: str) -> None:
+    from descriptor_gen.visual.markers import CPT_COLOURS, color_block
+
+    image = scene()
+    expected = image.copy()
+    reference_draw_rectangles(expected, box, (*CPT_COLOURS[colour], 127))
+    ours = mark(image, box, "color_block", colour)
+    assert np.array_equal(np.asarray(ours), np.asarray(expected))
+    assert np.array_equal(np.asarray(color_block(image, box)), np.asarray(
+        mark(image, box, "color_block", "cpt-red")))  # CPT's red is the block's own default
+    inside = changed(image, ours)
+    assert inside[int(box[1]) + 1, int(box[0]) + 1] and not inside[int(box[1] + box[3]) - 1 :, :].any()
+
+
+def test_the_colour_block_blends_rather_than_covers() -> None:
+    image = Image.new("RGB", (40, 40), (0, 200, 0))
+    out = np.asarray(mark(image, [5, 5, 20, 20], "color_block", "cpt-red"))[10, 10]
+    assert 100 < out[0] < 140 and 80 < out[1] < 120  # about half red, half green
+
+
+def test_a_box_too_small_for_the_block_is_one_line() -> None:
+    with pytest.raises(DescgenError, match="too small for a colour block"):
+        mark(scene(), [10, 10, 1, 1], "color_block", "cpt-red")

@@ -1,8 +1,10 @@
 """Visual prompts drawn on images (Shtedritski, Rupprecht & Vedaldi, ICCV 2023): pure
 functions of a PIL image and a box `[x, y, w, h]` in pixels, each returning a new image.
 
-Shapes: `circle` (an ellipse fitted to the box), `arrow`, `box`, `cross`; image-side variants:
-`crop`, `blur_outside` (Gaussian blur outside the ellipse), `grayscale_outside`.
+Shapes: `circle` (an ellipse fitted to the box), `arrow`, `box`, `cross`; `color_block`, CPT's
+semi-transparent colour block over the region (Yao et al., "CPT: Colorful Prompt Tuning",
+2021); image-side variants: `crop`, `blur_outside` (Gaussian blur outside the ellipse),
+`grayscale_outside`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ def clip_box(image: Image.Image, box: Box) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
+CPT_COLOURS = {  # thunlp/CPT prompt_feat/.../gqadataset.py all_colors (RGB; alpha 127)
+    "cpt-red": (240, 0, 30), "cpt-blue": (0, 10, 255), "cpt-yellow": (255, 255, 25),
+    "cpt-purple": (155, 50, 210), "cpt-green": (0, 255, 0),
+}
+CPT_ALPHA = 127
+
+
 def rgb(color: Color) -> tuple[int, int, int]:
+    if isinstance(color, str) and color in CPT_COLOURS:
+        return CPT_COLOURS[color]
     if isinstance(color, str):
         try:
             return ImageColor.getrgb(color)[:3]
@@ -89,6 +100,24 @@ def arrow(image: Image.Image, box: Box, color: Color = "red", thickness: float =
     return out
 
 
+def color_block(image: Image.Image, box: Box, color: Color = "cpt-red", **_: object) -> Image.Image:
+    """CPT's marker (its refcocodataset.py `draw_rectangles`): an RGBA block of the colour at
+    alpha 127 pasted over the region through its own alpha. Its corners are theirs: the box
+    [x, y, w, h] becomes x2 = x + w - 1, y2 = y + h - 1, each truncated by int(), so the block
+    is (x2 - x1) x (y2 - y1), one pixel short of the box on the right and bottom."""
+    out = image.convert("RGB")
+    clip_box(out, box)  # the same refusals as every marker
+    x, y, w, h = (float(v) for v in box)
+    x1, y1 = max(0, int(x)), max(0, int(y))
+    x2, y2 = min(out.width, int(x + w - 1)), min(out.height, int(y + h - 1))
+    if x2 <= x1 or y2 <= y1:
+        raise DescgenError(f"box {list(box)}: too small for a colour block (CPT's block is the"
+                           " box less one pixel)")
+    block = Image.new("RGBA", (x2 - x1, y2 - y1), color=(*rgb(color), CPT_ALPHA))
+    out.paste(block, (x1, y1), block)
+    return out
+
+
 def ellipse_mask(size: tuple[int, int], corners: tuple[int, int, int, int]) -> Image.Image:
     mask = Image.new("L", size, 0)
     x0, y0, x1, y1 = corners
@@ -115,16 +144,19 @@ def grayscale_outside(image: Image.Image, box: Box, **_: object) -> Image.Image:
 
 MARKERS: dict[str, Callable[..., Image.Image]] = {
     "circle": circle, "arrow": arrow, "box": rectangle, "cross": cross,
-    "crop": crop, "blur_outside": blur_outside, "grayscale_outside": grayscale_outside,
+    "color_block": color_block, "crop": crop, "blur_outside": blur_outside, "grayscale_outside": grayscale_outside,
 }
 SHAPES = ("circle", "arrow", "box", "cross")
 
 
 def mark(image: Image.Image, box: Box, marker: str = "circle", color: Color = "red",
          thickness: float = 0.01, blur: float = 0.05) -> Image.Image:
-    """Apply a marker by name; colour and thickness apply to shapes, blur to `blur_outside`."""
+    """Apply a marker by name; colour applies to shapes and the colour block (`cpt-red` and
+    the other `CPT_COLOURS` are CPT's), thickness to shapes, blur to `blur_outside`."""
     if marker not in MARKERS:
         raise DescgenError(f"unknown marker {marker!r} (choose {', '.join(MARKERS)})")
+    if marker == "color_block":
+        return color_block(image, box, color=color)
     if marker in SHAPES:
         return MARKERS[marker](image, box, color=color, thickness=thickness)
     if marker == "blur_outside":
