@@ -651,6 +651,28 @@ def suite_cmd(
         typer.echo(str(path))
 
 
+@app.command("base2novel")
+def base2novel_cmd(
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Base-to-novel spec (YAML): datasets x columns (learned methods trained on the base half per seed, zero-shot methods).")],
+    out: OutFolder = None,
+    set_: SetKeys = None,
+    data_root: DataRoot = None,
+    cache_dir: CacheDir = None,
+    wait: Wait = False,
+) -> None:
+    """CoCoOp's base-to-novel protocol: train on the base half of each dataset's classes,
+    score the base and the new halves, and report base, new and their harmonic mean."""
+    from descriptor_gen.experiments.base2novel import B2NSpec, run_base2novel, write_base2novel_report
+
+    protocol = load_yaml_model(spec, B2NSpec, set_)
+    if data_root is not None:
+        protocol = protocol.model_copy(update={"data_root": data_root})
+    paths = CachePaths.resolve(cache_dir, writable=True)
+    folder = output_dir(out or Path("results") / protocol.name, "--out")
+    run_base2novel(protocol, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
+    typer.echo(str(write_base2novel_report(folder, protocol)))
+
+
 @app.command("refer")
 def refer_cmd(
     annotations: Annotated[Path, typer.Option("--annotations", help="JSONL: image, expression, proposals, target (boxes [x, y, w, h]).")],

@@ -210,3 +210,81 @@ def test_one_class_data_cannot_be_halved(world: dict, capsys: pytest.CaptureFixt
                  "--device", "cpu", "--workers", "0", "--cache-dir", str(world["cache"])])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "at least 2 classes" in err[0]
+
+
+# -- the protocol as an experiment -----------------------------------------------------------
+
+
+def _spec(world: dict, **extra: object) -> object:
+    from descriptor_gen.experiments.base2novel import B2NSpec
+
+    return B2NSpec.model_validate({
+        "name": "b2n-test",
+        "datasets": [{"name": "fish", "train": str(world["train"]), "test": str(world["test"]),
+                      "classes": str(world["classes"]), "descriptors": str(world["store"])}],
+        "clip": {"model": str(world["config"]), "pretrained": str(world["checkpoint"]),
+                 "device": "cpu", "workers": 0, "batch_size": 4},
+        "shots": 2, "seeds": [1, 2],
+        "columns": {"clip": {"method": "classname"}, "descriptors": {"method": "descriptors"},
+                    "coop": {"learned": "coop", "options": {"epochs": 1, "n_ctx": 2}},
+                    "coop+descriptors": {"learned": "kgcoop", "beside": "coop",
+                                         "options": {"epochs": 1, "guide": "descriptors"}},
+                    "maple": {"learned": "maple", "options": {"epochs": 1, "depth": 2}}},
+        **extra})
+
+
+def test_the_protocol_runs_resumes_and_reports(world: dict) -> None:
+    from descriptor_gen.experiments.base2novel import harmonic, run_base2novel, write_base2novel_report
+
+    out = world["tmp"] / "b2n"
+    lines: list[str] = []
+    rows = run_base2novel(_spec(world), out, world["cache"], PROMPTS, log=lines.append)
+    # 2 zero-shot columns x 2 halves + 3 learned columns x 2 seeds x 2 halves
+    assert len(rows) == 4 + 12
+    assert {(r["column"], r["half"]) for r in rows if r["seed"] is None} == {
+        (c, h) for c in ("clip", "descriptors") for h in ("base", "new")}
+    assert all(r["classes"] == (3 if r["half"] == "base" else 2) for r in rows)
+    assert run_base2novel(_spec(world), out, world["cache"], PROMPTS, log=lines.append) == []
+    report = write_base2novel_report(out, _spec(world)).read_text()
+    coop = [r for r in rows if r["column"] == "coop"]
+    base = 100 * np.mean([r["metrics"]["top1"] for r in coop if r["half"] == "base"])
+    new = 100 * np.mean([r["metrics"]["top1"] for r in coop if r["half"] == "new"])
+    line = next(x for x in report.splitlines() if x.startswith("| coop |"))
+    assert f"| {harmonic(base, new):.2f} |" in line and f"{base:.2f} ±" in line
+    for section in ("## fish", "## Average over datasets (1)", "82.28 | 75.14 | 78.55",
+                    "## Do descriptors help on new classes?", "| coop+descriptors | coop |"):
+        assert section in report, section
+    # a changed store: the columns that read it run again (a new run folder), the others not
+    world["store"].write_text(world["store"].read_text().replace("scales", "gills"))
+    again = run_base2novel(_spec(world), out, world["cache"], PROMPTS, log=lines.append)
+    assert sorted({r["column"] for r in again}) == ["coop+descriptors", "descriptors"]
+    assert len(again) == 2 + 4
+
+
+def test_a_spec_with_a_bad_column_is_refused_at_load(world: dict) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="n_ctx"):
+        _spec(world, columns={"coop": {"learned": "coop", "options": {"n_ctx": 0}}})
+    with pytest.raises(ValidationError, match="either learned"):
+        _spec(world, columns={"x": {"learned": "coop", "method": "classname"}})
+    with pytest.raises(ValidationError, match="no column 'coop'"):
+        _spec(world, columns={"g": {"learned": "kgcoop", "beside": "coop"}})
+
+
+@pytest.mark.parametrize("spec", ["data/experiments/base2novel.yaml",
+                                  "data/experiments/base2novel_demo.yaml"])
+def test_the_shipped_specs_load(spec: str) -> None:
+    from descriptor_gen.experiments.base2novel import B2NSpec
+    from descriptor_gen.experiments.specs import load_yaml_model
+
+    loaded = load_yaml_model(Path(__file__).parent.parent / spec, B2NSpec)
+    assert loaded.columns
+
+
+def test_the_anchors_are_internally_consistent() -> None:
+    """Each published HM is the harmonic mean of its base and new (to the table's rounding)."""
+    from descriptor_gen.experiments.base2novel import ANCHORS, harmonic
+
+    for name, (base, new, hm) in ANCHORS.items():
+        assert harmonic(base, new) == pytest.approx(hm, abs=0.011), name

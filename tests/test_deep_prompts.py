@@ -367,3 +367,35 @@ def test_scores_are_finite_for_every_method(world: dict) -> None:
         _learn(world, method, world["tmp"] / f"f-{method}", epochs=1, depth=2)
         scores = _eval(world, world["tmp"] / f"f-{method}")
         assert np.isfinite(scores.metrics["top1"])
+
+
+def test_descriptor_guided_maple_keeps_its_text_near_the_descriptor_classifier(world: dict) -> None:
+    """MaPLe + KgCoOp's term: with a large weight the learned class texts end nearer the
+    descriptor classifier than MaPLe's own do, from the same start and shots."""
+    from descriptor_gen.learn.builders import descriptor_classifier
+
+    store = world["tmp"] / "d.jsonl"
+    store.write_text("".join(json.dumps({"class_index": i, "class_name": n, "descriptors":
+                                         [f"the fins of a {n}", "silver scales"], "backend": "t"}) + "\n"
+                             for i, n in enumerate(NAMES)))
+    guide = descriptor_classifier(world["clip"], NAMES, store, world["cache"], PROMPTS)
+    near = {}
+    for weight in (0.0, 50.0):
+        cfg = LearnConfig(method="maple", dataset=str(world["train"]),
+                          options={"shots": 2, "epochs": 3, "lr": 0.5, "depth": 2,
+                                   "guide": "descriptors", "weight": weight},
+                          classes=NAMES, descriptors=store, model=str(world["config"]),
+                          pretrained=str(world["checkpoint"]), device="cpu", workers=0)
+        kept: list = []
+        learn(cfg, world["tmp"] / f"guided-{weight}", world["cache"], PROMPTS, progress=False,
+              clip=world["clip"], log=lambda m: None, on_done=kept.append)
+        with torch.no_grad():
+            text = kept[0].make_text()
+        near[weight] = float(torch.nn.functional.cosine_similarity(text, guide, dim=1).mean())
+    assert near[50.0] > near[0.0]
+    with pytest.raises(DescgenError, match="needs --descriptors"):
+        learn(LearnConfig(method="maple", dataset=str(world["train"]),
+                          options={"guide": "descriptors"}, classes=NAMES,
+                          model=str(world["config"]), pretrained=str(world["checkpoint"]),
+                          device="cpu", workers=0), world["tmp"] / "x", world["cache"], PROMPTS,
+              clip=world["clip"])

@@ -130,5 +130,32 @@ def main(out_dir: str = "results/demo", spec_file: str = str(SPEC)) -> int:
     return 0
 
 
+def base2novel(out_dir: str = "results/base2novel-demo",
+               spec_file: str = "data/experiments/base2novel_demo.yaml") -> int:
+    """The base-to-novel protocol on the demo's shapes (images made here) and print its report."""
+    from descriptor_gen.experiments.base2novel import B2NSpec, run_base2novel, write_base2novel_report
+    from descriptor_gen.experiments.specs import load_yaml_model
+
+    out = Path(out_dir)
+    try:
+        spec = load_yaml_model(Path(spec_file), B2NSpec, [])
+        for dataset in spec.datasets:
+            classes = Path(str(dataset.classes)).read_text().split("\n")[:-1]
+            make_images(classes, Path(dataset.test_spec))
+            make_images(classes, Path(dataset.train_spec), per_class=16, seed=1)
+        weights = clip_weights(spec.clip.model, spec.clip.pretrained)
+        spec = spec.model_copy(update={"clip": spec.clip.model_copy(update={"pretrained": weights})})
+        paths = CachePaths.resolve()
+        run_base2novel(spec, out, paths.cache_dir, paths.prompts_dir)
+        report = write_base2novel_report(out, spec)
+    except DescgenError as exc:
+        print(f"descgen: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.read_text(), flush=True)
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["base2novel"]:
+        sys.exit(base2novel(*sys.argv[2:]))
     sys.exit(main(*sys.argv[1:]))

@@ -105,6 +105,36 @@ class SuiteSpec(BaseModel):
         return self
 
 
+def published_store(card: Card, kind: str, descriptor_dir: Path | None, out: Path,
+                    classes: list[str], identity: dict[str, Any],
+                    log: Callable[[str], None]) -> Path | None:
+    """The card's published descriptor file of a format (`dclip`, `cupl`) imported into a store
+    under `out/descriptors` (once per file), its hash added to `identity`; None, said in a
+    line, when the card has none or the file is not in `descriptor_dir`."""
+    entry = card.descriptors.get(kind)
+    if entry is None:
+        log(f"{card.name}: no published {kind} descriptors for this dataset")
+        return None
+    if descriptor_dir is None:
+        log(f"{card.name}: {kind} descriptors skipped: give descriptor_dir (a folder holding"
+            f" {entry.file})")
+        return None
+    source = descriptor_dir / entry.file
+    if not source.is_file():
+        log(f"{card.name}: {kind} descriptors skipped: no {source}")
+        return None
+    digest = sha256_file(source)
+    identity.update(store={"file": entry.file, "sha256": digest, "match": entry.match})
+    store = out / "descriptors" / f"{card.name}-{kind}-{digest[:10]}.jsonl"
+    if not store.exists():
+        records, report = import_published(source, "cupl" if kind == "cupl" else "dclip",
+                                           classes, entry.match)
+        write_store(store, records)
+        for line in report.lines():
+            log(f"{card.name}: {entry.file}: {line}")
+    return store
+
+
 def _published(card: Card, model_key: str | None, key: str | None) -> float | None:
     entry = card.published.get(model_key or "", {}).get(key or "")
     return entry.top1 / 100 if entry else None
@@ -166,28 +196,8 @@ class _SuiteRun:
                 return None
             identity["llm_requests"] = summary.requests
             return store
-        entry = card.descriptors.get(method.descriptors or "")
-        if entry is None:
-            self.log(f"{card.name}: no published {method.descriptors} descriptors for this dataset")
-            return None
-        if self.spec.descriptor_dir is None:
-            self.log(f"{card.name}: {method.descriptors} descriptors skipped: give descriptor_dir"
-                     f" (a folder holding {entry.file})")
-            return None
-        source = self.spec.descriptor_dir / entry.file
-        if not source.is_file():
-            self.log(f"{card.name}: {method.descriptors} descriptors skipped: no {source}")
-            return None
-        digest = sha256_file(source)
-        identity.update(store={"file": entry.file, "sha256": digest, "match": entry.match})
-        store = self.out / "descriptors" / f"{card.name}-{method.descriptors}-{digest[:10]}.jsonl"
-        if not store.exists():
-            records, report = import_published(source, "cupl" if method.descriptors == "cupl" else "dclip",
-                                               classes, entry.match)
-            write_store(store, records)
-            for line in report.lines():
-                self.log(f"{card.name}: {entry.file}: {line}")
-        return store
+        return published_store(card, str(method.descriptors), self.spec.descriptor_dir,
+                               self.out, classes, identity, self.log)
 
     def run(self) -> list[dict[str, Any]]:
         cards = load_cards()

@@ -86,19 +86,22 @@ def build_coop(b: BuildInputs) -> Learner:
     return CoOp(b.clip, b.classes, o.n_ctx, o.ctx_init, o.csc, o.position, o.seed, None, 0.0)
 
 
+def _guide(b: BuildInputs, kind: str) -> torch.Tensor:
+    """A fixed classifier to keep learned text near: the descriptor classifier, or KgCoOp's
+    own `temp.format(c.replace("_", " "))` with the dataset's CUSTOM_TEMPLATES entry."""
+    if kind == "descriptors":
+        return _descriptors(b)
+    template = coop_template(b.dataset)
+    return mean_directions(b.clip, [[template.format(c.replace("_", " "))] for c in b.classes],
+                           b.cache_dir)
+
+
 def build_kgcoop(b: BuildInputs) -> Learner:
-    """CoOp kept near a fixed guide: the descriptor classifier, or KgCoOp's own
-    `temp.format(c.replace("_", " "))` with the dataset's CUSTOM_TEMPLATES entry."""
+    """CoOp kept near a fixed guide (`_guide`)."""
     o = b.options
     guide, weight = None, 0.0
     if b.saved is None:
-        weight = o.weight
-        if o.guide == "descriptors":
-            guide = _descriptors(b)
-        else:
-            template = coop_template(b.dataset)
-            guide = mean_directions(b.clip, [[template.format(c.replace("_", " "))]
-                                             for c in b.classes], b.cache_dir)
+        guide, weight = _guide(b, o.guide), o.weight
     return CoOp(b.clip, b.classes, o.n_ctx, o.ctx_init, o.csc, o.position, o.seed, guide, weight)
 
 
@@ -145,7 +148,10 @@ def build_ivlp(b: BuildInputs) -> Learner:
 
 def build_maple(b: BuildInputs) -> Learner:
     o = b.options
-    return Maple(b.clip, b.classes, o.n_ctx, o.depth, o.ctx_init, o.seed)
+    learner = Maple(b.clip, b.classes, o.n_ctx, o.depth, o.ctx_init, o.seed)
+    if b.saved is None and o.guide != "none":
+        learner.guide_with(_guide(b, o.guide), o.weight)
+    return learner
 
 
 def _tip(b: BuildInputs, fine_tune: bool) -> Learner:

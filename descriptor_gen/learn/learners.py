@@ -222,6 +222,20 @@ class _TextPrompted(ImageLearner):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * features @ self.text_features().t()
 
+    def guide_with(self, guide: torch.Tensor | None, weight: float) -> None:
+        """KgCoOp's term on the text features: loss + w·(1 − mean cos(text, guide))."""
+        self.register_buffer("guide", guide if guide is not None else torch.zeros(0), persistent=False)
+        self.weight = weight
+
+    def image_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        text = self.text_features()
+        logits = self.scale * self.encode(images) @ text.t()
+        loss = F.cross_entropy(logits, labels)
+        guide = getattr(self, "guide", None)
+        if guide is not None and len(guide) and self.weight:
+            loss = loss + self.weight * (1.0 - F.cosine_similarity(text, guide, dim=1).mean())
+        return loss, logits
+
 
 class Ivlp(_TextPrompted):
     """Independent vision-language prompting (trainers/independentVL.py): CoOp's context with

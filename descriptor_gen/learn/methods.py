@@ -100,6 +100,8 @@ class MapleOptions(FewShotOptions):
     n_ctx: int = Field(default=2, ge=1, le=MAX_CTX)
     depth: int = Field(default=9, ge=1, le=MAX_DEPTH)
     ctx_init: str | None = "a photo of a"
+    guide: Literal["none", "descriptors", "classname"] = "none"
+    weight: float = Field(default=8.0, ge=0)
 
 
 class TipOptions(FewShotOptions):
@@ -232,7 +234,8 @@ LEARNED: dict[str, LearnedDef] = {
     "maple": LearnedDef(MapleOptions, Recipe("sgd", 0.0035, 4, lambda k, d: 5, "coop", _MPL_MAPLE,
                                              drop_last=True, augment="dassl"),
                         "MaPLe: vision prompts projected from language prompts (Khattak et al.,"
-                        " CVPR 2023)", "build_maple", pixels=True),
+                        " CVPR 2023)", "build_maple", lambda o: o.guide == "descriptors",
+                        pixels=True),
     "tip-adapter": LearnedDef(TipOptions, Recipe("none", 0.0, 256, lambda k, d: 0, "none",
                                                  "Tip-Adapter: training-free"),
                               "Tip-Adapter: a cache model over the shots (Zhang et al., ECCV 2022)",
