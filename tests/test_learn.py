@@ -283,7 +283,7 @@ def test_a_sweep_compares_learned_and_zero_shot_methods(world: dict,
 def test_training_from_cached_features_equals_reencoding(world: dict) -> None:
     """One view, no augmentation: the cache changes the cost, not the loss curve."""
     from descriptor_gen.learn.methods import learned
-    from descriptor_gen.learn.run import RunInfo, _batches, build_learner, reencoding_batches, shot_features
+    from descriptor_gen.learn.run import RunInfo, build_learner, reencoding_batches, shot_features, training_batches
     from descriptor_gen.learn.train import make_optimiser, train
 
     _, data = few_shot(str(world["train"]), NAMES, 4, 1, world["cache"], None)
@@ -296,7 +296,7 @@ def test_training_from_cached_features_equals_reencoding(world: dict) -> None:
         features = shot_features(world["clip"], data, 1, 1, world["cache"], 4, 0)
         learner = build_learner(info, world["clip"], world["cache"], PROMPTS, features, labels)
         optimiser = make_optimiser(learned("coop").recipe, [learner.prompt.ctx], 0.5)
-        batches = (_batches("coop", learner, world["clip"], data, features, labels, None) if cached
+        batches = (training_batches("coop", world["clip"], data, features, labels, 1) if cached
                    else reencoding_batches(world["clip"], data, labels))
         logs = train(learner, batches, learned("coop").recipe, 0.5, 4, 5, 1, 0, optimiser,
                      lambda done, logs: None, progress=False)

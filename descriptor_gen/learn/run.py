@@ -384,7 +384,7 @@ def _train_run(cfg: LearnConfig, definition: LearnedDef, options: Any, info: Run
         _write_json(out / "run.json", info.model_copy(update={"epochs_done": done}).model_dump())
 
     if epochs and optimiser is not None and start < epochs:
-        batches = _batches(cfg.method, learner, clip, shots, features, labels, cfg)
+        batches = training_batches(cfg.method, clip, shots, features, labels, options.seed)
         step_loss = learner.image_loss if definition.pixels else None
         train(learner, batches, definition.recipe, float(info.recipe["lr"]), epochs,
               int(info.recipe["batch_size"]), options.seed, start, optimiser, save,
@@ -491,15 +491,17 @@ def _keep_log(path: Path, start: int) -> None:
     path.write_text("".join(f"{line}\n" for line in kept))
 
 
-def _batches(method: str, learner: Learner, clip: ClipModel, shots: LabelledImages,
-             features: np.ndarray | None, labels: list[int], cfg: LearnConfig) -> Batches:
+def training_batches(method: str, clip: ClipModel, shots: LabelledImages,
+                     features: np.ndarray | None, labels: list[int], seed: int) -> Batches:
+    """A method's training batches: the shots' cached features, or (a method that learns on
+    pixels) the images, augmented as its recipe says, each crop a function of (seed, epoch,
+    image)."""
     label_tensor = torch.tensor(labels, dtype=torch.long, device=clip.device)
     definition = learned(method)
     if definition.pixels:
         augment = definition.recipe.augment == "dassl"
         transform = crop_and_flip(clip, DASSL_CROP) if augment else clip.preprocess
         images = ImageFiles(shots.paths, transform, image_size(clip.preprocess), shots.reader)
-        seed = definition.parse(cfg.options).seed
 
         def load(index: torch.Tensor, _: torch.Tensor, epoch: int) -> torch.Tensor:
             if not augment:
