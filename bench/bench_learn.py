@@ -59,6 +59,7 @@ OPTIONS = {  # each method on the tiny CLIP (2-layer towers): its own prompts ke
     "kgcoop": {"lr": 0.5, "guide": "classname"},
     "cocoop": {"lr": 0.1, "batch_size": 32},
     "tip-adapter-f": {"lr": 0.001},
+    "plot": {"lr": 0.5, "n_ctx": 4, "batch_size": 32},
     "padding": {"lr": 1.0, "pad": 4, "warmup": 0, "batch_size": 32},
     "vpt": {"lr": 0.5, "depth": 2, "n_ctx": 8, "batch_size": 32},
     "ivlp": {"lr": 0.5, "depth_text": 2, "depth_vision": 2, "batch_size": 32},
@@ -76,7 +77,7 @@ def run(method: str, clip, names: list[str], data, cache: Path, prompts: Path, e
     labels = list(data.labels)
     features = None
     if not definition.pixels:
-        features = shot_features(clip, data, 1, options.seed, cache, 64, 0)
+        features = shot_features(clip, data, 1, options.seed, cache, 64, 0, definition.local)
     learner = build_learner(info, clip, cache, prompts, features, labels)
     lr = options.lr or definition.recipe.lr
     optimiser = make_optimiser(definition.recipe, [p for p in learner.parameters() if p.requires_grad], lr)

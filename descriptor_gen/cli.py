@@ -489,17 +489,17 @@ LearnedName = Enum("LearnedName", {name: name for name in LEARNED}, type=str)  #
 
 @app.command("learn")
 def learn_cmd(
-    method: Annotated[LearnedName, typer.Argument(help="coop, kgcoop (CoOp kept near the descriptor classifier), cocoop, padding, tip-adapter, tip-adapter-f.")],  # type: ignore[valid-type]
+    method: Annotated[LearnedName, typer.Argument(help="; ".join(f"{n}: {m.summary}" for n, m in LEARNED.items()) + ".")],  # type: ignore[valid-type]
     dataset: Annotated[str, typer.Option("--dataset", help="The training images: a card's train split (food101:train), an image folder, a CSV, wds:DIR:train or hf:...; never the evaluation split.")],
     out: Annotated[Path, typer.Option("--out", help="The run folder to write (or --resume).")],
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Class list (needed for folders and CSVs).")] = None,
     shots: Annotated[int, typer.Option("--shots", min=1, help="Labelled images per class (K).")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the shots and of the training.")] = 1,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=0, help="Default: the reference's (CoOp: 50/100/200 by K; CoCoOp 10; Tip-Adapter-F 20; padding 1000).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=0, help="Default: the reference's (CoOp: 50/100/200 by K; CoCoOp 10; PLOT 50; VPT/IVLP/MaPLe 5; Tip-Adapter-F 20; padding 1000).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Default: the reference's.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Default: the reference's.")] = None,
     views: Annotated[int, typer.Option("--views", min=1, help="Augmented views of each shot, encoded once and cached (1: no augmentation).")] = 1,
-    option: Annotated[Optional[list[str]], typer.Option("--option", help="A method option KEY=VALUE, e.g. n_ctx=16, ctx_init='a photo of a', csc=true, position=middle, guide=descriptors, weight=8, pad=30, alpha=1.17, beta=1.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="A method option KEY=VALUE, e.g. n_ctx=16, ctx_init='a photo of a', csc=true, position=middle, guide=descriptors, weight=8, pad=30, alpha=1.17, beta=1, depth=9 (VPT/MaPLe), depth_text=12, n_prompts=4 (PLOT).")] = None,
     descriptors: Annotated[Optional[Path], typer.Option("--descriptors", help="Descriptor store, for kgcoop's guide or padding's classifier.")] = None,
     subsample: Annotated[SubsampleFlag, typer.Option("--subsample", help="Train on one half of the classes (CoCoOp's base-to-novel protocol; the shots are drawn over all classes, then kept): base, the first ceil(n/2) classes by label; new, the rest, relabelled from 0; all.")] = SubsampleFlag.all,
     data_root: DataRoot = None,

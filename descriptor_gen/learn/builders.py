@@ -18,7 +18,7 @@ from descriptor_gen.data.cards import coop_template
 from descriptor_gen.data.subsample import subsample_records
 from descriptor_gen.describe.store import check_against_classes, read_store
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.learn.learners import CoCoOp, CoOp, Ivlp, Learner, Maple, Padding, TipAdapter, Vpt
+from descriptor_gen.learn.learners import CoCoOp, CoOp, Ivlp, Learner, Maple, Padding, Plot, TipAdapter, Vpt
 from descriptor_gen.learn.methods import tip_settings
 from descriptor_gen.paths import TEXT_FEATURES
 from descriptor_gen.score.features import ClipModel, TextFeatureCache, image_size
@@ -152,6 +152,15 @@ def build_maple(b: BuildInputs) -> Learner:
     if b.saved is None and o.guide != "none":
         learner.guide_with(_guide(b, o.guide), o.weight)
     return learner
+
+
+def build_plot(b: BuildInputs) -> Learner:
+    """PLOT; the global score added on ImageNet only unless `global_logits` says (theirs:
+    `if self.dataset == "ImageNet"`)."""
+    o = b.options
+    on_imagenet = b.dataset.partition(":")[0] == "imagenet1k"
+    return Plot(b.clip, b.classes, o.n_prompts, o.n_ctx, o.seed,
+                on_imagenet if o.global_logits is None else o.global_logits)
 
 
 def _tip(b: BuildInputs, fine_tune: bool) -> Learner:

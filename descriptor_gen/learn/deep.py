@@ -74,11 +74,9 @@ def text_layers(model: nn.Module) -> tuple[int, int]:
     return len(model.transformer.resblocks), int(model.ln_final.weight.shape[0])
 
 
-def encode_image_prompted(model: nn.Module, images: torch.Tensor, first: torch.Tensor | None,
-                          deep: list[torch.Tensor | None]) -> torch.Tensor:
-    """open_clip's `encode_image` with `first` (n, width) appended to the input tokens and
-    `deep` prompts put into the later layers (unnormalised features)."""
-    visual = vision_tower(model)
+def _vit_tokens(visual: nn.Module, images: torch.Tensor, first: torch.Tensor | None,
+                deep: list[torch.Tensor | None]) -> torch.Tensor:
+    """The ViT's token sequence after its blocks (class token first), prompts put in."""
     x = visual.conv1(images.to(visual.conv1.weight.dtype))
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
     cls = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
@@ -86,9 +84,52 @@ def encode_image_prompted(model: nn.Module, images: torch.Tensor, first: torch.T
     if first is not None:
         x = torch.cat([x, first.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
     x = visual.ln_pre(x)
-    x = run_blocks(visual.transformer, x, deep, put_last)
-    pooled, _ = visual._pool(x)
+    return run_blocks(visual.transformer, x, deep, put_last)
+
+
+def encode_image_prompted(model: nn.Module, images: torch.Tensor, first: torch.Tensor | None,
+                          deep: list[torch.Tensor | None]) -> torch.Tensor:
+    """open_clip's `encode_image` with `first` (n, width) appended to the input tokens and
+    `deep` prompts put into the later layers (unnormalised features)."""
+    visual = vision_tower(model)
+    pooled, _ = visual._pool(_vit_tokens(visual, images, first, deep))
     return pooled @ visual.proj if visual.proj is not None else pooled
+
+
+def encode_image_local(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(B, 1 + M, D): the pooled feature and M local features in the embedding space.
+
+    A ResNet: its attention pool run for every query, not only the mean token's (PLOT's
+    modified `AttentionPool2d`, which returns all HW + 1 outputs); a ViT (class-token pooled):
+    every token through `ln_post` and the projection (PLOT releases the ResNet form only)."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    visual = getattr(model, "visual", None)
+    if isinstance(visual, ModifiedResNet):
+        x = visual.stem(images.to(visual.conv1.weight.dtype))
+        x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
+        return _attention_pool_all(visual.attnpool, x).permute(1, 0, 2)
+    visual = vision_tower(model)
+    x = visual.ln_post(_vit_tokens(visual, images, None, []))
+    return x @ visual.proj if visual.proj is not None else x
+
+
+def _attention_pool_all(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """open_clip's `AttentionPool2d.forward` without its final `[0]`: (HW + 1, B, D)."""
+    from torch.nn import functional as F
+
+    x = x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]).permute(2, 0, 1)
+    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+    x = x + pool.positional_embedding[:, None, :].to(x.dtype)
+    out, _ = F.multi_head_attention_forward(
+        query=x, key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
+        v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+        in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+        out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
+        use_separate_proj_weight=True, training=False, need_weights=False)
+    return out
 
 
 def encode_text_prompted(model: nn.Module, embeddings: torch.Tensor, tokens: torch.Tensor,

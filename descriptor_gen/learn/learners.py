@@ -9,6 +9,8 @@
   input image, against a fixed text classifier.
 - `tip-adapter`: Tip-Adapter (Zhang et al., ECCV 2022), the training-free cache model over the
   K-shot features; `tip-adapter-f` fine-tunes the cache keys.
+- `plot`: PLOT (Chen et al., ICLR 2023), a group of CoOp contexts matched to an image's local
+  features by optimal transport (the survey's group-specific soft prompt).
 - `vpt`, `ivlp`, `maple`: prompts inside the image tower (VPT, Jia et al. ECCV 2022), inside
   both towers independently (IVLP) or coupled through projections (MaPLe, Khattak et al. CVPR
   2023), as the multimodal-prompt-learning repository builds them.
@@ -28,6 +30,7 @@ from torch.nn import functional as F
 from descriptor_gen.learn.deep import (
     as_layers,
     check_depth,
+    encode_image_local,
     encode_image_prompted,
     encode_text_prompted,
     prompt_list,
@@ -35,6 +38,7 @@ from descriptor_gen.learn.deep import (
     vision_layers,
 )
 from descriptor_gen.learn.prompts import MetaNet, PromptLearner, encode_embedded, text_tower
+from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.features import ClipModel
 
 
@@ -306,3 +310,74 @@ class Maple(_TextPrompted):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         first, deep = self.vision_prompts()
         return _normalise(encode_image_prompted(self.model[0], images, first, deep).float())
+
+
+class Plot(Learner):
+    """PLOT (Chen et al., ICLR 2023; CHENGY12/PLOT plot-coop/trainers/plot.py): a group of
+    `n_prompts` CoOp contexts learned together; a class's score is the optimal-transport
+    similarity between the image's local features and the class's prompt features (Sinkhorn,
+    eps 0.1, uniform marginals), the plan computed without gradient; on ImageNet the global
+    score (pooled image feature against the mean prompt feature) is added, as theirs."""
+
+    def __init__(self, clip: ClipModel, classes: list[str], n_prompts: int, n_ctx: int,
+                 seed: int, global_logits: bool) -> None:
+        super().__init__()
+        self.model = [text_tower(clip)]
+        self.prompt = PromptLearner(clip, classes, n_ctx, None, False, "end", seed)
+        width = self.prompt.ctx.shape[-1]
+        generator = torch.Generator().manual_seed(seed)
+        self.prompt.ctx = nn.Parameter(torch.empty(n_prompts, n_ctx, width).normal_(
+            0, 0.02, generator=generator).to(self.prompt.ctx.device))
+        self.n_prompts, self.global_logits = n_prompts, global_logits
+        self.scale = logit_scale(clip)
+
+    def text_features(self) -> torch.Tensor:
+        """(N, C, D) unnormalised: every prompt of the group for every class, encoded at once
+        (the global score pools them before normalising, as theirs)."""
+        classes = self.prompt.tokens.shape[0]
+        prompts = torch.cat([self.prompt.assemble(ctx.unsqueeze(0).expand(classes, -1, -1))
+                             for ctx in self.prompt.ctx])
+        tokens = self.prompt.tokens.repeat(self.n_prompts, 1)
+        text = encode_embedded(self.model[0], prompts, tokens).float()
+        return text.view(self.n_prompts, classes, -1)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return encode_image_local(self.model[0], images).float()
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """`features`: (B, 1 + M, D), the pooled feature first, then the local ones."""
+        pool = _normalise(features[:, 0])
+        local = _normalise(features[:, 1:]).permute(1, 0, 2)  # (M, B, D)
+        raw = self.text_features()
+        text = _normalise(raw)
+        m, b, c = local.shape[0], local.shape[1], text.shape[1]
+        sim = torch.einsum("mbd,ncd->mnbc", local, text).contiguous()
+        sim = sim.view(m, self.n_prompts, b * c).permute(2, 0, 1)
+        with torch.no_grad():
+            plan = sinkhorn(torch.exp(-(1.0 - sim) / PLOT_EPS),
+                            torch.full((b * c, m), 1.0 / m, device=sim.device, dtype=sim.dtype),
+                            torch.full((b * c, self.n_prompts), 1.0 / self.n_prompts,
+                                       device=sim.device, dtype=sim.dtype))
+        if torch.isnan(plan).any():
+            raise DescgenError("PLOT: the transport plan has NaN values (their trainer skips"
+                               " such a batch); lower the learning rate")
+        logits = self.scale * torch.sum(plan * sim, dim=(1, 2)).view(b, c)
+        if self.global_logits:
+            logits = logits + self.scale * pool @ _normalise(raw.mean(dim=0)).t()
+        return logits
+
+
+PLOT_EPS, PLOT_ITERATIONS, PLOT_THRESHOLD = 0.1, 100, 1e-2
+
+
+def sinkhorn(kernel: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """PLOT's `Sinkhorn`: at most 100 rounds, stopping when the mean change of the row scaling
+    over the whole batch is below 1e-2 (so a plan depends slightly on its batch, as theirs)."""
+    r, c = torch.ones_like(u), torch.ones_like(v)
+    for _ in range(PLOT_ITERATIONS):
+        r0 = r
+        r = u / torch.matmul(kernel, c.unsqueeze(-1)).squeeze(-1)
+        c = v / torch.matmul(kernel.permute(0, 2, 1).contiguous(), r.unsqueeze(-1)).squeeze(-1)
+        if (r - r0).abs().mean().item() < PLOT_THRESHOLD:
+            break
+    return torch.matmul(r.unsqueeze(-1), c.unsqueeze(-2)) * kernel

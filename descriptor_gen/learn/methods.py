@@ -70,6 +70,16 @@ class PaddingOptions(FewShotOptions):
     warmup: int = Field(default=1000, ge=0, le=MAX_EPOCHS * 1000)
 
 
+class PlotOptions(FewShotOptions):
+    """PLOT's defaults (its train.py and scripts/main.sh): `n_prompts` N = 4 prompts of
+    `n_ctx` 16 random context tokens; `global_logits`: add the pooled image-to-mean-prompt
+    score (None: theirs, on ImageNet only)."""
+
+    n_prompts: int = Field(default=4, ge=1, le=64)
+    n_ctx: int = Field(default=16, ge=1, le=MAX_CTX)
+    global_logits: bool | None = None
+
+
 MAX_DEPTH = 48  # prompt depths beyond the model's layers are refused when it is built
 MAX_VISION_CTX = 256
 
@@ -162,6 +172,8 @@ class LearnedDef:
         transfers: what it learned holds for any class list (CoCoOp's base-to-new protocol):
             a run scores other classes with its module rebuilt for them.
         class_tensors: tensors made from the class names, rebuilt for other classes.
+        local: it scores the images' local features (every token, not only the pooled one):
+            its shots' local features are cached, the evaluated images encoded through it.
     """
 
     options: type[FewShotOptions]
@@ -173,6 +185,7 @@ class LearnedDef:
     pixels: bool = False
     transfers: Callable[[Any], bool] = lambda _: True
     class_tensors: tuple[str, ...] = ()
+    local: bool = False
 
     def build(self, inputs: Any) -> Any:
         """The method's module (a `Learner`) from `builders.BuildInputs`."""
@@ -222,6 +235,12 @@ LEARNED: dict[str, LearnedDef] = {
                           lambda o: o.classifier == "descriptors", ("classifier",), pixels=True,
                           transfers=lambda o: o.classifier == "classname",
                           class_tensors=("classifier",)),
+    "plot": LearnedDef(PlotOptions, Recipe("sgd", 0.002, 128, lambda k, d: 50, "coop",
+                                           "PLOT configs/trainers/PLOT/rn50.yaml: SGD lr 0.002,"
+                                           " batch 128, 50 epochs, cosine, 1 warm-up epoch at 1e-5",
+                                           drop_last=True),
+                       "PLOT: a group of prompts matched to local features by optimal transport"
+                       " (Chen et al., ICLR 2023)", "build_plot", local=True),
     "vpt": LearnedDef(VptOptions, Recipe("sgd", 0.0025, 4, lambda k, d: 5, "coop", _MPL_VPT,
                                          drop_last=True, augment="dassl"),
                       "VPT: prompt tokens in the image tower (Jia et al., ECCV 2022)",

@@ -105,10 +105,11 @@ class PromptLearner(nn.Module):
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.token_prefix.shape[0], -1, -1)
         if shift is None:
-            return self._assemble(ctx)
-        return torch.stack([self._assemble(ctx + s.view(1, 1, -1)) for s in shift])
+            return self.assemble(ctx)
+        return torch.stack([self.assemble(ctx + s.view(1, 1, -1)) for s in shift])
 
-    def _assemble(self, ctx: torch.Tensor) -> torch.Tensor:
+    def assemble(self, ctx: torch.Tensor) -> torch.Tensor:
+        """(C, L, D) prompts around a (C, n_ctx, D) context."""
         prefix, suffix = self.token_prefix, self.token_suffix
         if self.position == "end":
             return torch.cat([prefix, ctx, suffix], dim=1)

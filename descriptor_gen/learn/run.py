@@ -168,22 +168,28 @@ class _Views(torch.utils.data.Dataset):
 
 
 def _encode(clip: ClipModel, dataset: torch.utils.data.Dataset, batch_size: int,
-            workers: int) -> tuple[np.ndarray, list[str]]:
+            workers: int, local: bool = False) -> tuple[np.ndarray, list[str]]:
+    from descriptor_gen.learn.deep import encode_image_local
+
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     chunks, errors = [], []
     with torch.inference_mode():
         for images, ok, why in loader:
-            feats = clip.model.encode_image(images.to(clip.device)).float()
+            images = images.to(clip.device)
+            feats = (encode_image_local(clip.model, images) if local
+                     else clip.model.encode_image(images)).float()
             chunks.append(F.normalize(feats, dim=-1).cpu().numpy())
             errors += [w for w in why if w]
     return np.concatenate(chunks), errors
 
 
 def shot_features(clip: ClipModel, data: LabelledImages, views: int, seed: int, cache_dir: Path,
-                  batch_size: int, workers: int) -> np.ndarray:
-    """(views, N, D) fp32 features of the shots: view 0 the plain image when views is 1, else
-    each view augmented; cached under the CLIP, the shots and the views."""
-    key = sha256_text(json.dumps([clip.identity, data.identity(), views, seed, "rrc0.5-flip"]))
+                  batch_size: int, workers: int, local: bool = False) -> np.ndarray:
+    """(views, N, D) fp32 features of the shots ((views, N, 1 + M, D) with `local`: every
+    token's): view 0 the plain image when views is 1, else each view augmented; cached under
+    the CLIP, the shots, the views and the kind."""
+    kind = ["local"] if local else []  # pooled features keep their old keys
+    key = sha256_text(json.dumps([clip.identity, data.identity(), views, seed, "rrc0.5-flip", *kind]))
     path = cache_dir / LEARN_FEATURES / f"{key}.npy"
     if path.is_file():
         try:
@@ -197,7 +203,7 @@ def shot_features(clip: ClipModel, data: LabelledImages, views: int, seed: int, 
         dataset: torch.utils.data.Dataset = (
             ImageFiles(data.paths, clip.preprocess, image_size(clip.preprocess), data.reader)
             if views == 1 else _Views(data, clip, view, seed))
-        feats, errors = _encode(clip, dataset, batch_size, workers)
+        feats, errors = _encode(clip, dataset, batch_size, workers, local)
         if errors:
             raise DescgenError(f"{data.spec}: {len(errors)} training images could not be read"
                                f" (first: {errors[0]})")
@@ -343,7 +349,7 @@ def _learn(cfg: LearnConfig, definition: LearnedDef, options: Any, out: Path, ca
     features = None
     if not definition.pixels:
         features = shot_features(clip, shots, options.views, options.seed, cache_dir,
-                                 cfg.encode_batch_size, cfg.workers)
+                                 cfg.encode_batch_size, cfg.workers, definition.local)
     labels = [s.label for s in split.items]
     learner = build_learner(info, clip, cache_dir, prompts_dir, features, labels)
     out.mkdir(parents=True, exist_ok=True)
@@ -578,8 +584,8 @@ def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classe
     learner.load_state_dict({k: v.to(clip.device) for k, v in tensors.items()}, strict=True)
     learner.eval()
     with torch.no_grad(), autocast_for(clip):
-        if learned(info.method).pixels:
-            return _padded_scores(learner, clip, data, batch_size, workers), info
+        if learned(info.method).pixels or learned(info.method).local:
+            return _image_scores(learner, clip, data, batch_size, workers), info
         feats = torch.from_numpy(np.array(image_features, np.float32)).to(clip.device)
         out = [learner.logits(feats[i : i + 256]).float().cpu().numpy()
                for i in range(0, len(feats), 256)]
@@ -616,7 +622,7 @@ class LearnedScorer:
                       {**info.options, "run": str(self.run), "recipe": info.recipe})
 
 
-def _padded_scores(learner: Any, clip: ClipModel, data: LabelledImages, batch_size: int,
+def _image_scores(learner: Any, clip: ClipModel, data: LabelledImages, batch_size: int,
                    workers: int) -> np.ndarray:
     if data.shards is not None:
         raise DescgenError(f"{data.spec}: a {type(learner).__name__.lower()} run encodes the images"
