@@ -144,6 +144,35 @@ def _learn_args(method: str, *extra: str) -> Args:
     return build
 
 
+def _one_class(w: World) -> Path:
+    folder = w.root / "one-class"
+    if not folder.exists():
+        make_image_folder(folder, {"tench": 2})
+    return folder
+
+
+def _wds(w: World) -> Path:
+    folder = w.root / "wds"
+    if not folder.exists():
+        import dataset_layouts
+
+        dataset_layouts.webdataset_folder(folder, [[("a", 0), ("b", 1)]], ["tench", "goldfish"])
+    return folder
+
+
+def _b2n(**over: object) -> Args:
+    """`descgen base2novel` on a spec over the world's images, with keys replaced."""
+    def build(w: World) -> list[str]:
+        spec = {"name": "b2n-bad", "datasets": [{"name": "fish", "train": str(w.images),
+                                                 "test": str(w.images), "classes": str(w.classes)}],
+                "clip": {"model": str(w.config), "pretrained": str(w.checkpoint), "device": "cpu"},
+                "shots": 1, "seeds": [1], "columns": {"clip": {"method": "classname"}}, **over}
+        path = w.root / "b2n-spec.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return ["base2novel", str(path), "--out", str(w.root / "b2n-out"), "--cache-dir", str(w.cache)]
+    return build
+
+
 def _show(*extra: str) -> Args:
     return lambda w: ["show", *[e.format(w=w) for e in extra]]
 
@@ -608,6 +637,29 @@ CASES: dict[str, Args] = {
     "waffle with a repeated seed": _eval("--method", "waffle", "--option", "seed=[1, 1]"),
     "waffle with repeats beside a seed list": _eval("--method", "waffle", "--option", "seed=[1, 2]", "--option", "repeats=3"),
     "filtered with unknown inputs": _eval("--method", "filtered", "--option", "source={w.folder}", "--option", "inputs=raw"),
+    # learned prompts of issue 22, base to new
+    "learn maple deeper than the model": _learn_args("maple", "--option", "depth=9"),
+    "learn vpt deeper than the model": _learn_args("vpt", "--option", "depth=3"),
+    "learn ivlp text deeper than the model": _learn_args("ivlp", "--option", "depth_text=3", "--option", "depth_vision=1"),
+    "learn maple context past its init words": _learn_args("maple", "--option", "depth=1", "--option", "n_ctx=4", "--option", "ctx_init=a photo"),
+    "learn maple context past the text tower": _learn_args("maple", "--option", "n_ctx=80"),
+    "learn maple guided without descriptors": _learn_args("maple", "--option", "depth=1", "--option", "guide=descriptors"),
+    "learn vpt no prompt tokens": _learn_args("vpt", "--option", "n_ctx=0"),
+    "learn plot no prompts": _learn_args("plot", "--option", "n_prompts=0"),
+    "learn plot weight unknown": _learn_args("plot", "--option", "weight=2"),
+    "learn unknown subsample": _learn_args("coop", "--subsample", "novel"),
+    "learn subsample of one class": lambda w: _learn_args("coop", "--subsample", "new", "--classes", str(_text(w.root / "one.txt", "tench\n")), "--dataset", str(_one_class(w)))(w),
+    "eval unknown subsample": _eval("--subsample", "novel"),
+    "eval subsample of one class": lambda w: ["eval", "--subsample", "base", "--method", "classname", "--classes", str(_text(w.root / "one.txt", "tench\n")), "--dataset", str(_one_class(w)), "--model", str(w.config), "--pretrained", str(w.checkpoint), "--device", "cpu", "--workers", "0", "--cache-dir", str(w.cache)],
+    "eval subsample of a stream": lambda w: ["eval", "--subsample", "base", "--method", "classname", "--dataset", f"wds:{_wds(w)}", "--model", str(w.config), "--pretrained", str(w.checkpoint), "--device", "cpu", "--workers", "0", "--cache-dir", str(w.cache)],
+    **{f"base2novel spec {k}": (lambda v: lambda w: ["base2novel", v.format(w=w), "--cache-dir", str(w.cache)])(v) for k, v in FILE_KINDS.items()},
+    "base2novel unknown key": _b2n(shotz=3),
+    "base2novel column of both kinds": _b2n(columns={"x": {"learned": "coop", "method": "classname"}}),
+    "base2novel unknown learned method": _b2n(columns={"x": {"learned": "best"}}),
+    "base2novel bad column option": _b2n(columns={"x": {"learned": "maple", "options": {"depth": 0}}}),
+    "base2novel beside an unknown column": _b2n(columns={"x": {"learned": "kgcoop", "beside": "coop"}}),
+    "base2novel no seeds": _b2n(seeds=[]),
+    "base2novel no dataset readable": _b2n(datasets=[{"name": "food101"}]),
     # concept
     "concept without classes": lambda w: ["concept"],
     "concept classes and dataset": lambda w: ["concept", "--classes", str(w.classes), "--dataset", "cub"],

@@ -155,13 +155,15 @@ class _Run:
 
     def run(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
+        found, skipped = 0, []
         for dataset in self.spec.datasets:
             classes = _classes(dataset)
             try:
                 test = load_dataset(dataset.test_spec, classes, self.cache_dir, self.root)
             except DescgenError as exc:
-                self.log(f"{dataset.name}: skipped: {exc}")
+                skipped.append(f"{dataset.name}: skipped: {exc}")
                 continue
+            found += 1
             base = {"experiment": self.spec.name, "dataset": dataset.name,
                     "test": {"files": test.identity(), "labels": sha256_text(",".join(map(str, test.labels or [])))},
                     "classes": sha256_text("\n".join(test.classes or classes or [])),
@@ -180,6 +182,11 @@ class _Run:
                 seeds: list[int | None] = list(self.spec.seeds) if column.learned else [None]
                 for seed in seeds:
                     rows += self._cells(dataset, classes, name, column, store, identity, seed)
+        if not found:
+            raise DescgenError(f"{self.spec.name}: none of its {len(skipped)} datasets could be"
+                               f" read (first: {skipped[0]})")
+        for line in skipped:
+            self.log(line)
         return rows
 
     def _store(self, dataset: B2NDataset, classes: list[str]) -> Path | None:
