@@ -467,7 +467,9 @@ def eval_lines(result: EvalResult) -> list[str]:
     repeats = f"  (mean ± std over {len(result.repeats)} seeds)" if result.repeats else ""
     lines = [f"{result.method}: top-1 {shown('top1')}  top-5 {shown('top5')}  mean per-class"
              f" recall {shown('mean_per_class_recall')}  entropy {shown('mean_entropy')}"
-             f"  images {m['n_images']}{repeats}"]
+             f"  images {m['n_images']}{repeats}"
+             + (f"  ({result.subsample} classes: {result.counts.get('classes')})"
+                if result.subsample != "all" else "")]
     if result.zero_shot is not None:
         z = result.zero_shot
         lines.append(f"zero-shot CLIP ({z['text']!r}, same classes and model): top-1"

@@ -137,6 +137,7 @@ def test_a_base_run_scores_new_classes_with_its_context(world: dict) -> None:
     base = _eval(world, "base", run)
     new = _eval(world, "new", run)
     assert base.metrics["n_images"] == 6 and new.metrics["n_images"] == 4
+    assert (base.subsample, new.subsample) == ("base", "new")
     ctx = load_tensors(run / "learned.safetensors")["prompt.ctx"]
     model, tokens = world["clip"].model, world["clip"].tokenizer([f"X X {n}." for n in NAMES[3:]])
     with torch.no_grad():
@@ -194,7 +195,7 @@ def test_the_flags_on_the_command_line(world: dict, capsys: pytest.CaptureFixtur
                  "--learned", str(run), "--subsample", "new", *common])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "images 4" in out
+    assert "images 4" in out and "(new classes: 2)" in out
     code = main(["eval", "--dataset", str(world["test"]), "--classes", str(world["classes"]),
                  "--subsample", "novel", *common])
     assert code == 2

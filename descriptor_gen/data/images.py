@@ -58,7 +58,8 @@ class LabelledImages:
             raise ValueError("a stream has no tail")
         reader = functools.partial(_shifted, self.reader, start) if self.reader else None
         return dataclasses.replace(self, paths=self.paths[start:], reader=reader,
-                                   labels=None if self.labels is None else self.labels[start:])
+                                   labels=None if self.labels is None else self.labels[start:],
+                                   parent=None, rows=None)  # a tail is encoded as it is
 
 
 def _shifted(reader: Callable[[int], Any], start: int, index: int) -> Any:

@@ -188,6 +188,7 @@ class EvalResult(BaseModel):
     zero_shot: dict[str, Any] | None = None
     model_loaded: bool = True  # False: every feature came from the caches
     decode: str = "pil"
+    subsample: str = "all"  # the half of the classes scored (base-to-novel)
 
 
 def _store(cfg: EvalConfig, mdef: MethodDef, options: Any) -> tuple[list[DescriptorRecord], str | None]:
@@ -419,7 +420,7 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
         fallback_classes=[], images_encoded=seen.encoded, texts_encoded=0,
         seconds=finished - started, timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(seen.encoded / timings["images"]) if seen.encoded else None,
-        zero_shot=zero_shot,
+        zero_shot=zero_shot, subsample=cfg.subsample,
     )
 
 
@@ -620,6 +621,7 @@ def _result(cfg: EvalConfig, prep: _Prepared, seen: _Seen, scoring: _Scoring,
         seconds=clock["finished"] - clock["started"],
         timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(encoded_images / timings["images"]) if encoded_images else None,
+        subsample=cfg.subsample,
     )
 
 
