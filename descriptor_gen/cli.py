@@ -643,14 +643,21 @@ def suite_cmd(
     with the published numbers beside ours."""
     from descriptor_gen.experiments.suite import SuiteSpec, run_suite
 
-    suite = load_yaml_model(spec, SuiteSpec, set_)
-    if data_root is not None:
-        suite = suite.model_copy(update={"data_root": data_root})
-    paths = CachePaths.resolve(cache_dir, writable=True)
-    folder = output_dir(out or Path("results") / suite.name, "--out")
+    suite, folder, paths = _benchmark_spec(spec, SuiteSpec, set_, data_root, cache_dir, out)
     run_suite(suite, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
     for path in write_suite_report(folder):
         typer.echo(str(path))
+
+
+def _benchmark_spec(spec: Path, model: type[Any], set_: list[str] | None, data_root: Path | None,
+                    cache_dir: Path | None, out: Path | None) -> tuple[Any, Path, CachePaths]:
+    """A suite-like spec read with its `--set` keys and `--data-root`, the writable caches,
+    and its output folder (`results/NAME` unless `--out`)."""
+    loaded = load_yaml_model(spec, model, set_)
+    if data_root is not None:
+        loaded = loaded.model_copy(update={"data_root": data_root})
+    paths = CachePaths.resolve(cache_dir, writable=True)
+    return loaded, output_dir(out or Path("results") / loaded.name, "--out"), paths
 
 
 @app.command("base2novel")
@@ -666,11 +673,7 @@ def base2novel_cmd(
     score the base and the new halves, and report base, new and their harmonic mean."""
     from descriptor_gen.experiments.base2novel import B2NSpec, run_base2novel, write_base2novel_report
 
-    protocol = load_yaml_model(spec, B2NSpec, set_)
-    if data_root is not None:
-        protocol = protocol.model_copy(update={"data_root": data_root})
-    paths = CachePaths.resolve(cache_dir, writable=True)
-    folder = output_dir(out or Path("results") / protocol.name, "--out")
+    protocol, folder, paths = _benchmark_spec(spec, B2NSpec, set_, data_root, cache_dir, out)
     run_base2novel(protocol, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
     typer.echo(str(write_base2novel_report(folder, protocol)))
 

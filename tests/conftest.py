@@ -65,23 +65,28 @@ TINY_CLIP_CONFIG = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny open_clip config and a random checkpoint for it: (config JSON, checkpoint)."""
+def make_clip_checkpoint(folder: Path, name: str, config: dict, seed: int = 0) -> tuple[Path, Path]:
+    """An open_clip model config registered as `name` and a random checkpoint for it, in
+    `folder`: (config JSON, checkpoint)."""
     import json
 
     import open_clip
     import torch
 
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    config = folder / "tiny-clip-test.json"
-    config.write_text(json.dumps(TINY_CLIP_CONFIG))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-clip-test", pretrained=None)
-    checkpoint = folder / "tiny.pt"
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(config))
+    open_clip.add_model_config(path)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None)
+    checkpoint = folder / f"{name}.pt"
     torch.save({"state_dict": model.state_dict()}, checkpoint)
-    return config, checkpoint
+    return path, checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny open_clip config and a random checkpoint for it: (config JSON, checkpoint)."""
+    return make_clip_checkpoint(tmp_path_factory.mktemp("tiny-clip"), "tiny-clip-test", TINY_CLIP_CONFIG)
 
 
 def make_image_folder(root: Path, classes: dict[str, int], seed: int = 0) -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_image_folder
+from conftest import make_clip_checkpoint, make_image_folder
 from descriptor_gen.cli import main
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.learn.learners import Ivlp, Maple, Vpt
@@ -34,17 +34,7 @@ DEEP_CLIP = {  # deeper than the session's tiny CLIP, so that "which layers" can
 
 @pytest.fixture(scope="module")
 def deep_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("deep-clip")
-    config = folder / "deep-clip-test.json"
-    config.write_text(json.dumps(DEEP_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(1)
-    model = open_clip.create_model("deep-clip-test", pretrained=None)
-    checkpoint = folder / "deep.pt"
-    torch.save({"state_dict": model.state_dict()}, checkpoint)
-    return config, checkpoint
+    return make_clip_checkpoint(tmp_path_factory.mktemp("deep-clip"), "deep-clip-test", DEEP_CLIP, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_image_folder
+from conftest import make_clip_checkpoint, make_image_folder
 from descriptor_gen.learn.deep import encode_image_local
 from descriptor_gen.learn.learners import Plot
 from descriptor_gen.learn.methods import LEARNED
@@ -29,16 +29,8 @@ TINY_RN = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1,
 
 @pytest.fixture(scope="module")
 def rn_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("rn-clip")
-    config = folder / "tiny-rn-test.json"
-    config.write_text(json.dumps(TINY_RN))
-    open_clip.add_model_config(config)
-    torch.manual_seed(2)
-    model = open_clip.create_model("tiny-rn-test", pretrained=None)
-    checkpoint = folder / "rn.pt"
-    torch.save({"state_dict": model.state_dict()}, checkpoint)
+    config, checkpoint = make_clip_checkpoint(tmp_path_factory.mktemp("rn-clip"), "tiny-rn-test",
+                                              TINY_RN, seed=2)
     return config, checkpoint, load_clip(str(config), str(checkpoint), "cpu")
 
 
