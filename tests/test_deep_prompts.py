@@ -389,3 +389,33 @@ def test_descriptor_guided_maple_keeps_its_text_near_the_descriptor_classifier(w
                           model=str(world["config"]), pretrained=str(world["checkpoint"]),
                           device="cpu", workers=0), world["tmp"] / "x", world["cache"], PROMPTS,
               clip=world["clip"])
+
+
+def test_a_sweep_trains_and_reports_the_new_methods(world: dict,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The harness is shared: MaPLe and PLOT sit in a sweep beside a zero-shot method, one cell
+    per K, resumable, reported."""
+    import yaml
+
+    spec = world["tmp"] / "spec.yaml"
+    train = str(world["train"])
+    spec.write_text(yaml.safe_dump({
+        "name": "deep", "classes": str(_classes(world)), "dataset": str(world["test"]),
+        "generation": {"backend": "openai", "model": "dev", "base_url": "http://127.0.0.1:9/v1"},
+        "clip": {"model": str(world["config"]), "pretrained": str(world["checkpoint"]),
+                 "device": "cpu", "workers": 0},
+        "methods": ["classname",
+                    {"method": "maple", "shots": [1, 2], "epochs": 1, "depth": 2, "train": train},
+                    {"method": "plot", "shots": 1, "epochs": 1, "n_ctx": 2, "train": train},
+                    {"method": "vpt", "shots": 1, "epochs": 1, "depth": 1, "train": train}]}))
+    out = world["tmp"] / "results"
+    args = ["sweep", str(spec), "--out", str(out), "--cache-dir", str(world["cache"])]
+    assert main(args) == 0, capsys.readouterr().err
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in rows) == sorted([
+        "classname", "maple (depth=2, epochs=1, shots=1)", "maple (depth=2, epochs=1, shots=2)",
+        "plot (epochs=1, n_ctx=2, shots=1)", "vpt (depth=1, epochs=1, shots=1)"])
+    assert main(args) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 5
+    assert main(["report", str(out)]) == 0
+    assert "maple (depth=2, epochs=1, shots=2)" in (out / "report.md").read_text()
