@@ -289,3 +289,27 @@ def test_the_anchors_are_internally_consistent() -> None:
 
     for name, (base, new, hm) in ANCHORS.items():
         assert harmonic(base, new) == pytest.approx(hm, abs=0.011), name
+
+
+def test_the_command_runs_a_spec_and_prints_its_report(world: dict,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    spec = world["tmp"] / "b2n.yaml"
+    spec.write_text(yaml.safe_dump(_spec(world, columns={
+        "clip": {"method": "classname"},
+        "coop": {"learned": "coop", "options": {"epochs": 1, "n_ctx": 2}}}).model_dump(mode="json")))
+    out = world["tmp"] / "b2n-cli"
+    code = main(["base2novel", str(spec), "--out", str(out), "--cache-dir", str(world["cache"])])
+    printed = capsys.readouterr().out.strip()
+    assert code == 0 and printed == str(out / "report.md")
+    assert "| coop |" in (out / "report.md").read_text()
+
+
+def test_make_runs_the_shipped_spec() -> None:
+    """`make exp-base2novel` is the command on the shipped spec (what the tests above run on
+    fixtures), and its demo variant the demo's runner."""
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    target = makefile[makefile.index("exp-base2novel: install"):].split("\n\n")[0]
+    assert "$(DESCGEN) base2novel data/experiments/base2novel.yaml" in target
+    assert "descriptor_gen.experiments.demo base2novel" in makefile
