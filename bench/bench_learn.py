@@ -36,11 +36,10 @@ from descriptor_gen.learn.run import (
 )
 from descriptor_gen.learn.train import make_optimiser, train
 from descriptor_gen.score.features import load_clip
+from descriptor_gen.score.tiny import TINY_CLIP_CONFIG
 from descriptor_gen.paths import CachePaths
 
-TINY = {"embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+TINY = TINY_CLIP_CONFIG
 
 
 def make_images(root: Path, classes: int, per_class: int, size: int) -> list[str]:

@@ -17,6 +17,7 @@ from descriptor_gen.generation.concept import ask_concept
 from descriptor_gen.data.catalog import card_table, dataset_classes
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.atomic import NO_SPACE, no_space
+from descriptor_gen import __version__
 from descriptor_gen.errors import INTERRUPTED, DescgenError
 from descriptor_gen.secrets import redact
 from descriptor_gen.inputs import future_dir, output_dir, output_file, parse_yaml, read_text, validation_message
@@ -65,6 +66,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _show_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib import metadata
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    typer.echo(f"descgen {__version__} (open_clip {installed('open_clip_torch')}, torch"
+               f" {installed('torch')}, openai {installed('openai')}, python {sys.version.split()[0]})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                help="Print the versions and exit.")] = False) -> None:
+    """Describe classes with a language model, then classify images with CLIP by those descriptions."""
 
 
 class ImportFormat(str, Enum):
@@ -676,6 +699,39 @@ def base2novel_cmd(
     protocol, folder, paths = _benchmark_spec(spec, B2NSpec, set_, data_root, cache_dir, out)
     run_base2novel(protocol, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
     typer.echo(str(write_base2novel_report(folder, protocol)))
+
+
+@app.command("serve")
+def serve_cmd(
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (default loopback only).")] = "127.0.0.1",
+    latency: Annotated[float, typer.Option("--latency", min=0, max=600, help="Seconds each answer waits (to see progress and concurrency).")] = 0.0,
+    answers: Annotated[Optional[Path], typer.Option("--answers", help="Answer these classes with these descriptors: a descriptor store (.jsonl) or a DCLIP-format JSON.")] = None,
+) -> None:
+    """Run the OpenAI-compatible dev server (canned descriptor answers, no model, no network),
+    so that the whole pipeline runs offline: point --base-url at it."""
+    from descriptor_gen.generation.devserver import load_answers, serve
+
+    given = load_answers(answers) if answers is not None else {}
+    try:
+        serve(port, host, latency, given, log=lambda m: typer.echo(m, err=True))
+    except OSError as exc:
+        raise DescgenError(f"--port {port} on {host}: cannot listen ({exc.strerror or exc});"
+                           " choose another --port (0: any free one)") from exc
+
+
+@app.command("tiny-clip")
+def tiny_clip_cmd(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to write the model config and weights into.")],
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**31 - 1, help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a tiny random CLIP (a model-config JSON and weights) for a first smoke run of any
+    command in seconds, offline; its numbers mean nothing. Prints the flags that use it."""
+    from descriptor_gen.score.tiny import TINY_CLIP_CONFIG, write_clip_checkpoint
+
+    output_dir(folder, "DIR")
+    config, checkpoint = write_clip_checkpoint(folder, "tiny-clip", TINY_CLIP_CONFIG, seed)
+    typer.echo(f"--model {config} --pretrained {checkpoint}")
 
 
 @app.command("refer")

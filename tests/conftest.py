@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from descriptor_gen.score.tiny import TINY_CLIP_CONFIG  # noqa: F401 - the tests' tiny CLIP
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -58,29 +59,12 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
-TINY_CLIP_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
-
-
 def make_clip_checkpoint(folder: Path, name: str, config: dict, seed: int = 0) -> tuple[Path, Path]:
     """An open_clip model config registered as `name` and a random checkpoint for it, in
-    `folder`: (config JSON, checkpoint)."""
-    import json
+    `folder`: (config JSON, checkpoint); `descgen tiny-clip` writes its model the same way."""
+    from descriptor_gen.score.tiny import write_clip_checkpoint
 
-    import open_clip
-    import torch
-
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(config))
-    open_clip.add_model_config(path)
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None)
-    checkpoint = folder / f"{name}.pt"
-    torch.save({"state_dict": model.state_dict()}, checkpoint)
-    return path, checkpoint
+    return write_clip_checkpoint(folder, name, config, seed)
 
 
 @pytest.fixture(scope="session")

@@ -660,6 +660,14 @@ CASES: dict[str, Args] = {
     "base2novel beside an unknown column": _b2n(columns={"x": {"learned": "kgcoop", "beside": "coop"}}),
     "base2novel no seeds": _b2n(seeds=[]),
     "base2novel no dataset readable": _b2n(datasets=[{"name": "food101"}]),
+    # serve, tiny-clip
+    **{f"serve answers {k}": (lambda v: lambda w: ["serve", "--answers", v.format(w=w)])(v) for k, v in FILE_KINDS.items()},
+    "serve answers a list": lambda w: ["serve", "--answers", str(_text(w.root / "answers.json", '["tench"]'))],
+    "serve answers of strings": lambda w: ["serve", "--answers", str(_text(w.root / "answers2.json", '{"tench": "fins"}'))],
+    "serve port out of range": lambda w: ["serve", "--port", "70000"],
+    "serve latency negative": lambda w: ["serve", "--latency", "-1"],
+    "tiny-clip into a file": lambda w: ["tiny-clip", str(w.plain)],
+    "tiny-clip seed negative": lambda w: ["tiny-clip", str(w.root / "tiny-out"), "--seed", "-1"],
     # concept
     "concept without classes": lambda w: ["concept"],
     "concept classes and dataset": lambda w: ["concept", "--classes", str(w.classes), "--dataset", "cub"],

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import email.policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 _TARGET = re.compile(r"distinguishing an? (.+?) in a photo\?")
@@ -52,6 +53,7 @@ class ServerConfig:
     batch_expire_classes: set[str] = field(default_factory=set)
     batch_polls_before_done: int = 1
     batch_id: str | None = None  # the id the next batch gets (a hostile server's, in tests)
+    answers: dict[str, list[str]] = field(default_factory=dict)  # class name -> its bullets
 
 
 def _prompt_of(body: dict[str, Any]) -> str | None:
@@ -69,8 +71,10 @@ def _target_of(body: dict[str, Any]) -> str | None:
     return found[-1] if found else "thing"
 
 
-def reply_text(prompt: str, sample: int, chat: bool) -> str:
-    """The answer to any prompt: by the kind of question it ends with."""
+def reply_text(prompt: str, sample: int, chat: bool,
+               answers: dict[str, list[str]] | None = None) -> str:
+    """The answer to any prompt: by the kind of question it ends with; a class in `answers`
+    gets its own bullets."""
     pairs = _PAIR.findall(prompt)
     if pairs:
         target, other = pairs[-1]
@@ -82,15 +86,16 @@ def reply_text(prompt: str, sample: int, chat: bool) -> str:
         return "shapes."
     found = _TARGET.findall(prompt)
     if found:
-        return answer_for(found[-1], sample, chat)
+        return answer_for(found[-1], sample, chat, (answers or {}).get(found[-1]))
     subject = prompt.strip().rstrip("?:").strip()
     extra = f" and detail number {sample}" if sample else ""
     return f" {subject} shows its typical shape and colour{extra}. It is often seen"
 
 
-def answer_for(class_name: str, sample: int, chat: bool) -> str:
-    """The bullet answer the server gives; sample > 0 (choice index + seed) adds one line."""
-    lines = [f.format(c=class_name) for f in _FEATURES]
+def answer_for(class_name: str, sample: int, chat: bool, own: list[str] | None = None) -> str:
+    """The bullet answer the server gives (`own` bullets where given); sample > 0 (choice
+    index + seed) adds one line."""
+    lines = list(own) if own else [f.format(c=class_name) for f in _FEATURES]
     if sample:
         lines.append(f"detail number {sample} of {class_name}")
     body = "\n- ".join(lines)
@@ -100,13 +105,14 @@ def answer_for(class_name: str, sample: int, chat: bool) -> str:
 class DevServer:
     """Run with `with DevServer(config) as server:`; `server.base_url` ends in `/v1`."""
 
-    def __init__(self, config: ServerConfig | None = None, port: int = 0) -> None:
+    def __init__(self, config: ServerConfig | None = None, port: int = 0,
+                 host: str = "127.0.0.1") -> None:
         self.config = config or ServerConfig()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -162,7 +168,7 @@ class DevServer:
         n = int(body.get("n") or 1) if self.config.supports_n else 1
         first = int(body.get("seed") or 0)
         texts = [("%% ## ::" if target in self.config.noise_classes
-                  else reply_text(prompt, first + i, chat)) for i in range(n)]
+                  else reply_text(prompt, first + i, chat, self.config.answers)) for i in range(n)]
         stops = [] if chat else _as_list(body.get("stop"))
         cut = [_limit(t, stops, body.get("max_tokens")) for t in texts]
         return 200, {}, _completion_body(cut, chat, body["model"])
@@ -315,3 +321,42 @@ def _handler(server: DevServer) -> type[BaseHTTPRequestHandler]:
 
     return Handler
 
+
+def load_answers(path: Path) -> dict[str, list[str]]:
+    """The bullets to answer with, by class: a descriptor store (JSONL) or a DCLIP-format JSON
+    object (`{"class": ["descriptor", ...]}`)."""
+    from descriptor_gen.describe.store import read_store
+    from descriptor_gen.errors import DescgenError
+    from descriptor_gen.inputs import parse_json, read_text
+
+    if path.suffix == ".jsonl":
+        return {r.class_name: list(r.descriptors) for r in read_store(path) if r.descriptors}
+    data = parse_json(read_text(path, "answers file"), path)
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for k, v in data.items()):
+        raise DescgenError(f"{path}: expected a JSON object of class name -> list of descriptor"
+                           " strings (DCLIP's format), or a descriptor store (.jsonl)")
+    return data
+
+
+def serve(port: int, host: str, latency: float, answers: dict[str, list[str]],
+          log: Any = print, stop: threading.Event | None = None) -> None:
+    """Serve until Ctrl-C (or `stop` is set), saying where and how to use it."""
+    with DevServer(ServerConfig(latency=latency, answers=answers), port=port, host=host) as server:
+        log(f"an OpenAI-compatible dev server at {server.base_url} (canned answers"
+            f"{f', {len(answers)} classes from the answers file' if answers else ''}); Ctrl-C stops it")
+        log(f"  descgen generate --classes CLASSES.txt --base-url {server.base_url} --model dev --out d.jsonl")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log(f"  listening on {host}: anyone who reaches this address can use it")
+        try:
+            (stop or threading.Event()).wait()
+        except KeyboardInterrupt:
+            pass
+    log("dev server stopped")
+
+
+if __name__ == "__main__":  # `python -m descriptor_gen.generation.devserver [PORT]`; see `descgen serve`
+    import sys
+
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 8000, "127.0.0.1", 0.0, {})

@@ -1,0 +1,105 @@
+"""A researcher's first hour (issue 23): the versions, a tiny CLIP for a smoke run, and the dev
+server as a command, run as a user runs them (the installed `descgen`, in subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image_folder
+
+DESCGEN = str(Path(sys.executable).parent / "descgen")
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DESCGEN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_version_names_the_package_and_its_stack() -> None:
+    done = _run("--version")
+    assert done.returncode == 0 and done.stdout.startswith("descgen 0.1.0 (open_clip ")
+    assert "torch" in done.stdout and not done.stderr
+
+
+def test_tiny_clip_writes_a_model_every_command_takes(tmp_path: Path) -> None:
+    done = _run("tiny-clip", str(tmp_path / "tiny"))
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    flags = done.stdout.split()
+    assert flags[0] == "--model" and flags[2] == "--pretrained"
+    assert json.loads(Path(flags[1]).read_text())["embed_dim"] == 32
+    images = make_image_folder(tmp_path / "images", {"tench": 2, "goldfish": 2})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("tench\ngoldfish\n")
+    scored = _run("eval", "--dataset", str(images), "--classes", str(classes), "--method",
+                  "classname", *flags, "--device", "cpu", "--cache-dir", str(tmp_path / "cache"))
+    assert scored.returncode == 0, scored.stderr
+    assert scored.stdout.startswith("classname: top-1 ")
+
+
+def test_serve_then_generate_then_eval_offline(tmp_path: Path) -> None:
+    """The README's offline tour: a dev server, descriptors from it (its answers file's for one
+    class), a tiny CLIP, and an evaluation; Ctrl-C stops the server cleanly."""
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"tench": ["an olive-green body", "a thick tail"]}))
+    server = subprocess.Popen([DESCGEN, "serve", "--port", "0", "--answers", str(answers)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        first = server.stderr.readline()  # type: ignore[union-attr]
+        assert "an OpenAI-compatible dev server at http://127.0.0.1:" in first, first
+        url = first.split(" at ")[1].split()[0]
+        assert server.stderr.readline().strip().startswith("descgen generate")  # type: ignore[union-attr]
+        classes = tmp_path / "classes.txt"
+        classes.write_text("tench\ngoldfish\n")
+        store = tmp_path / "d.jsonl"
+        made = _run("generate", "--classes", str(classes), "--base-url", url, "--model", "dev",
+                    "--out", str(store), "--cache-dir", str(tmp_path / "cache"), "--no-progress")
+        assert made.returncode == 0, made.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, rest = server.communicate(timeout=30)
+    assert server.returncode == 0 and rest.strip().endswith("dev server stopped"), rest
+    records = [json.loads(x) for x in store.read_text().splitlines()]
+    assert records[0]["descriptors"] == ["an olive-green body", "a thick tail"]
+    assert records[1]["descriptors"] and "goldfish" in records[1]["descriptors"][0]
+    flags = _run("tiny-clip", str(tmp_path / "tiny")).stdout.split()
+    images = make_image_folder(tmp_path / "images", {"tench": 2, "goldfish": 2})
+    scored = _run("eval", "--dataset", str(images), "--classes", str(classes), "--descriptors",
+                  str(store), *flags, "--device", "cpu", "--cache-dir", str(tmp_path / "cache"))
+    assert scored.returncode == 0 and scored.stdout.startswith("descriptors: top-1"), scored.stderr
+
+
+def test_the_module_form_of_the_server_runs_too() -> None:
+    server = subprocess.Popen([sys.executable, "-m", "descriptor_gen.generation.devserver", "0"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert "dev server at http://127.0.0.1:" in server.stdout.readline()  # type: ignore[union-attr]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
+
+
+def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = _run("serve", "--port", str(taken.getsockname()[1]), timeout=30)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "cannot listen" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("content", ['["tench"]', '{"tench": "fins"}', "not json"])
+def test_an_answers_file_of_another_shape_is_one_line(tmp_path: Path, content: str) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text(content)
+    done = _run("serve", "--answers", str(answers), timeout=30)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("descgen: error: ")
