@@ -103,3 +103,46 @@ def test_an_answers_file_of_another_shape_is_one_line(tmp_path: Path, content: s
     done = _run("serve", "--answers", str(answers), timeout=30)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("descgen: error: ")
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """No weights cached (an empty Hugging Face home) and the hub declared offline."""
+    return {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+
+def test_weights_that_are_not_here_are_one_line_in_seconds(tmp_path: Path) -> None:
+    import time
+
+    images = make_image_folder(tmp_path / "images", {"tench": 2, "goldfish": 2})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("tench\ngoldfish\n")
+    common = ["--classes", str(classes), "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    commands = {
+        "eval": ["eval", "--dataset", str(images), "--method", "classname", *common],
+        "learn": ["learn", "coop", "--dataset", str(images), "--shots", "1", "--out",
+                  str(tmp_path / "run"), "--no-progress", *common],
+    }
+    for name, args in commands.items():
+        started = time.monotonic()
+        done = subprocess.run([DESCGEN, *args], capture_output=True, text=True, timeout=120,
+                              env=_offline_env(tmp_path))
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, (name, done.stderr[-2000:])
+        assert "CLIP weights ViT-B-32 / openai are not on this machine" in lines[0]
+        assert "--pretrained FILE" in lines[0] and lines[0].endswith("a cache that holds them")
+        assert time.monotonic() - started < 60, name
+    assert not (tmp_path / "run").exists()
+
+
+def test_cached_weights_pass_the_check(tmp_path: Path) -> None:
+    """A Hugging Face cache holding the file (the hub's own layout) is enough; a tag open_clip
+    does not know is left to open_clip's own error."""
+    from descriptor_gen.score.weights import check_weights
+
+    repo = tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"x")
+    check_weights("ViT-B-32", "openai", hub_cache=str(tmp_path / "hub"))
+    check_weights("ViT-B-32", "no-such-tag", hub_cache=str(tmp_path / "hub"))

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.score.weights import check_weights
 from descriptor_gen.score.engine_options import check_device_name
 from descriptor_gen.score.decode import (
     Geometry,
@@ -112,6 +113,8 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
     name, weights, ident = _resolve(model, pretrained, precision)
     if weights is None:
         torch.manual_seed(0)  # random weights, but the same ones every run
+    elif not ident["weights"].startswith("file:"):
+        check_weights(name, weights)
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=weights, precision=precision, device=device, weights_only=True
