@@ -204,7 +204,7 @@ def import_cmd(
     """Import a published descriptor file (DCLIP, WaffleCLIP or CuPL) into a descriptor store."""
     output_file(out, "--out")
     names = load_classes(classes)
-    records, report = import_published(src, fmt.value, names, match.value)
+    records, report = import_published(src, fmt.value, names, match.value, classes)
     write_store(out, records)
     for line in report.lines():
         typer.echo(line, err=True)

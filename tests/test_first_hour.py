@@ -146,3 +146,43 @@ def test_cached_weights_pass_the_check(tmp_path: Path) -> None:
     (repo / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"x")
     check_weights("ViT-B-32", "openai", hub_cache=str(tmp_path / "hub"))
     check_weights("ViT-B-32", "no-such-tag", hub_cache=str(tmp_path / "hub"))
+
+
+def test_a_store_says_which_class_list_it_was_made_with(tmp_path: Path) -> None:
+    """The README's tour: a published file imported with one wording of the class names, then
+    scored on data named another way, says which --classes to add, and that works."""
+    published = tmp_path / "descriptors.json"
+    published.write_text(json.dumps({"tinca tinca": ["olive-green body"], "goldfish": ["orange"]}))
+    theirs, ours = tmp_path / "theirs.txt", tmp_path / "ours.txt"
+    theirs.write_text("tinca tinca\ngoldfish\n")
+    ours.write_text("tench\ngoldfish\n")
+    store = tmp_path / "store.jsonl"
+    assert _run("import", str(published), "--format", "dclip", "--classes", str(theirs),
+                "--out", str(store)).returncode == 0
+    flags = _run("tiny-clip", str(tmp_path / "tiny")).stdout.split()
+    images = make_image_folder(tmp_path / "images", {"tench": 2, "goldfish": 2})
+    manifest = tmp_path / "test.csv"  # labels by index, as a card's are
+    manifest.write_text("".join(f"{p},{int(p.parent.name == 'goldfish')}\n"
+                                for p in sorted(images.rglob("*.png"))))
+    args = ["eval", "--dataset", str(manifest), "--descriptors", str(store), *flags, "--device",
+            "cpu", "--cache-dir", str(tmp_path / "cache")]
+    refused = _run(*args, "--classes", str(ours))
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert f"the store was made with --classes {theirs}: give that --classes" in lines[0]
+    assert "(1 of 2 names differ)" in lines[0]
+    assert _run(*args, "--classes", str(theirs)).returncode == 0
+
+
+def test_the_default_method_without_a_store_names_the_ways_forward(tmp_path: Path) -> None:
+    """CLIP_benchmark's first command: no store, the default method."""
+    flags = _run("tiny-clip", str(tmp_path / "tiny")).stdout.split()
+    images = make_image_folder(tmp_path / "images", {"tench": 2, "goldfish": 2})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("tench\ngoldfish\n")
+    done = _run("eval", "--dataset", str(images), "--classes", str(classes), *flags, "--device",
+                "cpu", "--cache-dir", str(tmp_path / "cache"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1
+    for words in ("descgen generate", "descgen import", "--method classname", "templates"):
+        assert words in lines[0], words

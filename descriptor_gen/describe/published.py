@@ -83,7 +83,8 @@ def _match_by_order(
 
 
 def import_published(
-    path: Path | str, fmt: str, classes: list[str], match: MatchBy = "name"
+    path: Path | str, fmt: str, classes: list[str], match: MatchBy = "name",
+    classes_file: Path | str | None = None,
 ) -> tuple[list[DescriptorRecord], ImportReport]:
     """Turn a published file into one record per class of `classes`.
 
@@ -103,6 +104,7 @@ def import_published(
         "format": fmt,
         "source": str(path),
         "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **({"classes_file": str(classes_file)} if classes_file is not None else {}),
     }
     if match not in MATCHES:
         raise DescgenError(f"unknown match {match!r} (choose {', '.join(MATCHES)})")

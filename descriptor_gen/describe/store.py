@@ -152,8 +152,20 @@ def check_against_classes(
         if " ".join(record.class_name.split()) != expected:
             raise DescgenError(
                 f"{path}: class index {record.class_index} is {record.class_name!r} in the store"
-                f" but {expected!r} in the class list"
+                f" but {expected!r} in the class list" + _names_hint(records, classes)
             )
+
+
+def _names_hint(records: list[DescriptorRecord], classes: list[str]) -> str:
+    """How to score with the store's own names, when it says where they came from."""
+    differ = sum(1 for r in records if r.class_index < len(classes)
+                 and " ".join(r.class_name.split()) != classes[r.class_index])
+    files = {str((r.params or {}).get("classes_file")) for r in records
+             if (r.params or {}).get("classes_file")}
+    if len(files) == 1:
+        return (f" ({differ} of {len(records)} names differ); the store was made with --classes"
+                f" {files.pop()}: give that --classes to score with its names")
+    return f" ({differ} of {len(records)} names differ); give --classes with the store's names"
 
 
 def select_records(records: list[DescriptorRecord], which: str) -> list[DescriptorRecord]:

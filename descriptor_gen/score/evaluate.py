@@ -35,6 +35,7 @@ from descriptor_gen.score.engine_options import EngineOptions, check_engine
 if TYPE_CHECKING:
     from descriptor_gen.score.features import ClipModel
 from descriptor_gen.score.methods import (
+    METHODS,
     Inputs,
     MethodDef,
     base_name,
@@ -191,11 +192,27 @@ class EvalResult(BaseModel):
     subsample: str = "all"  # the half of the classes scored (base-to-novel)
 
 
+def _methods_without_a_store() -> list[str]:
+    """The methods that run on their defaults without a descriptor store."""
+    names = []
+    for name, mdef in METHODS.items():
+        try:
+            if not mdef.needs_descriptors(mdef.parse({})):
+                names.append(name)
+        except DescgenError:  # it needs options before it runs at all
+            continue
+    return names
+
+
 def _store(cfg: EvalConfig, mdef: MethodDef, options: Any) -> tuple[list[DescriptorRecord], str | None]:
     """The store's records and the file's hash (checked against the classes once known)."""
     if cfg.descriptors is None:
         if mdef.needs_descriptors(options):
-            raise DescgenError(f"--method {cfg.method} needs --descriptors FILE.jsonl")
+            without = _methods_without_a_store()
+            raise DescgenError(f"--method {cfg.method} needs --descriptors FILE.jsonl (descgen"
+                               " generate makes one with a language model, descgen import reads a"
+                               " published file); without a store: --method"
+                               f" {' | '.join(without)} (classname is CLIP's baseline)")
         return [], None
     records = read_store(cfg.descriptors)
     if mdef.store_style is not None:
