@@ -344,6 +344,17 @@ def test_coop_split_files_give_train_val_and_test(tmp_path: Path) -> None:
         load_dataset("eurosat:train", None, tmp_path, root)
 
 
+def test_an_empty_train_list_says_so_where_the_dataset_is_found(tmp_path: Path) -> None:
+    """Issue 23: a root whose test split is there but whose train list is empty: not "not
+    found", but which split has no images."""
+    root = tmp_path / "root"
+    split = _coop_eurosat(root)
+    (root / "eurosat" / "split_zhou_EuroSAT.json").write_text(json.dumps({**split, "train": []}))
+    with pytest.raises(DescgenError, match=r"eurosat:train: its train split lists no images under"):
+        load_dataset("eurosat:train", None, tmp_path, root)
+    assert load_dataset("eurosat:test-coop", None, tmp_path, root).paths
+
+
 def test_food101_train_prefers_coops_split_file(tmp_path: Path) -> None:
     root = tmp_path / "root"
     layouts.LAYOUTS["food101"](root)

@@ -148,7 +148,7 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
     if found is not None:
         base = data_root(root)
         card = found.split(split or "test", base)
-        data = card_images(card, need_root(card, base))
+        data = card_images(card, need_root(card, base), split or "test")
         data.spec = spec
     elif spec.startswith("wds:"):
         from descriptor_gen.data.wds import load_wds  # imports torch: only for wds: specs

@@ -256,11 +256,15 @@ RULES: dict[str, Callable[[str], str]] = {
 }
 
 
-def card_images(card: Card, root: Path) -> LabelledImages:
-    """The card's dataset under `root`, with its class names in label order."""
+def card_images(card: Card, root: Path, split: str = "test") -> LabelledImages:
+    """The card's dataset (its `split`) under `root`, with its class names in label order."""
     if card.loader not in CARD_LOADERS:
         raise DescgenError(f"{card.name}: unknown loader {card.loader!r}")
     data = CARD_LOADERS[card.loader](card, root)
+    if not data.paths and split != "test":
+        raise DescgenError(f"{card.name}:{split}: its {split} split lists no images under {root}"
+                           f" (the test split may be there: descgen datasets {card.name}); expected"
+                           f" {card.layout}")
     listed = card.class_file_names()
     if listed is not None and data.by_folders and len(data.classes or []) != len(listed):
         raise missing(card, root, f"{len(data.classes)} classes where the card has {len(listed)};"
