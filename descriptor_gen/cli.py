@@ -533,7 +533,7 @@ def learn_cmd(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = 2,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished epoch.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="A bar over the epochs (default: when stderr is a terminal; otherwise a line per epoch).")] = None,
     cache_dir: CacheDir = None,
 ) -> None:
     """Train a learned prompt or adapter on K labelled shots per class, into a run folder for
@@ -553,7 +553,9 @@ def learn_cmd(
         raise _flag_error(exc) from exc
     future_dir(out, "--out")  # made once the run starts: a refused run leaves no folder
     paths = CachePaths.resolve(cache_dir, writable=True)
-    info = learn(cfg, out, paths.cache_dir, paths.prompts_dir, resume=resume, progress=progress)
+    bar = sys.stderr.isatty() if progress is None else progress
+    info = learn(cfg, out, paths.cache_dir, paths.prompts_dir, resume=resume, progress=bar,
+                 epoch_lines=progress is None and not bar)
     typer.echo(f"{info.method}: {info.epochs_done} epochs on {len(info.classes)} classes x"
                f" {info.options['shots']} shots in {info.seconds:.1f} s; run: {out}", err=True)
 
@@ -640,6 +642,8 @@ def sweep_cmd(
     output_dir(folder, "--out")
     run_sweep(experiment, folder, paths.cache_dir, paths.prompts_dir, only, wait=wait)
     typer.echo(f"results: {folder / 'results.jsonl'}")
+    for path in write_report(folder):  # the report of every sweep, not a step to remember
+        typer.echo(str(path))
 
 
 @app.command("report")

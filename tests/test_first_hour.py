@@ -186,3 +186,33 @@ def test_the_default_method_without_a_store_names_the_ways_forward(tmp_path: Pat
     assert done.returncode == 2 and len(lines) == 1
     for words in ("descgen generate", "descgen import", "--method classname", "templates"):
         assert words in lines[0], words
+
+
+def test_long_work_shows_itself_in_a_piped_log(tmp_path: Path) -> None:
+    """A sweep prints a line per finished cell (k/N, top-1 in percent, elapsed, time left) and
+    ends with its report; `learn` piped draws no bar but a line per epoch."""
+    import re
+
+    import yaml
+
+    flags = _run("tiny-clip", str(tmp_path / "tiny")).stdout.split()
+    images = make_image_folder(tmp_path / "images", {"tench": 2, "goldfish": 2})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("tench\ngoldfish\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "night", "classes": str(classes), "dataset": str(images),
+        "generation": {"backend": "openai", "model": "dev", "base_url": "http://127.0.0.1:9/v1"},
+        "clip": {"model": flags[1], "pretrained": flags[3], "device": "cpu", "workers": 0},
+        "methods": ["classname", "templates"]}))
+    done = _run("sweep", str(spec), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    cells = [x for x in done.stderr.splitlines() if x.startswith("[")]
+    assert len(cells) == 2 and re.match(r"\[1/2\] night: .* top-1 \d+\.\d\d%  \(\d+ s elapsed, about \d+ s left\)$", cells[0]), cells
+    assert re.match(r"\[2/2\] .*\(\d+ s elapsed\)$", cells[1]), cells
+    assert str(tmp_path / "out" / "report.md") in done.stdout.splitlines()
+    learned = _run("learn", "coop", "--dataset", str(images), "--classes", str(classes), "--shots",
+                   "1", "--epochs", "2", "--out", str(tmp_path / "run"), *flags, "--device", "cpu",
+                   "--cache-dir", str(tmp_path / "cache"))
+    assert learned.returncode == 0 and "\r" not in learned.stderr, learned.stderr
+    assert [x.split(":")[0] for x in learned.stderr.splitlines()[:2]] == ["epoch 1/2", "epoch 2/2"]

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from descriptor_gen.data.cards import data_root, find_card
 from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.results import append_row, cell_id, done_cells
+from descriptor_gen.experiments.results import CellClock, append_row, cell_id, done_cells
 from descriptor_gen.experiments.specs import SpecName
 from descriptor_gen.experiments.suite import SuiteClip, published_store
 from descriptor_gen.hashing import sha256_file, sha256_text
@@ -156,12 +156,16 @@ class _Run:
     def run(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         found, skipped = 0, []
+        per_dataset = sum(2 * (len(self.spec.seeds) if c.learned else 1)
+                          for c in self.spec.columns.values())
+        self.clock = CellClock(len(self.spec.datasets) * per_dataset)
         for dataset in self.spec.datasets:
             classes = _classes(dataset)
             try:
                 test = load_dataset(dataset.test_spec, classes, self.cache_dir, self.root)
             except DescgenError as exc:
                 skipped.append(f"{dataset.name}: skipped: {exc}")
+                self.clock.total -= per_dataset
                 continue
             found += 1
             base = {"experiment": self.spec.name, "dataset": dataset.name,
@@ -175,6 +179,7 @@ class _Run:
                     self.log(f"{dataset.name}: {name} skipped: it uses descriptors; give the"
                              " dataset's descriptors (a store over all its classes) or"
                              " descriptor_dir")
+                    self.clock.total -= 2 * (len(self.spec.seeds) if column.learned else 1)
                     continue
                 store = found if column.uses_descriptors() else None
                 identity = {**base, "column": name, "column_spec": column.model_dump(),
@@ -210,6 +215,7 @@ class _Run:
         for half in HALVES:
             key = cell_id({**identity, "half": half})
             if key in self.done:
+                self.clock.skip()
                 continue
             rows.append(self._score(dataset, classes, name, column, store, run, seed, half, key, identity))
             append_row(self.results, rows[-1])
@@ -254,9 +260,9 @@ class _Run:
                          subsample=half, **c.model_dump(include=set(EngineOptions.model_fields)))
         result = evaluate(cfg, classes, self.cache_dir, self.prompts_dir, clip=self.clip,
                           log=self.log, scorer=scorer)
-        self.log(f"{self.spec.name}: {dataset.name} {name}"
-                 + (f" seed {seed}" if seed is not None else "")
-                 + f" {half}: top-1 {result.metrics['top1']:.4f}")
+        self.log(self.clock.line(f"{self.spec.name}: {dataset.name} {name}"
+                                 + (f" seed {seed}" if seed is not None else "")
+                                 + f" {half}: top-1 {100 * result.metrics['top1']:.2f}%"))
         return {"experiment": self.spec.name, "cell": key, "dataset": dataset.name,
                 "column": name, "seed": seed, "half": half, "metrics": result.metrics,
                 "classes": result.counts.get("classes"), "identity": identity,

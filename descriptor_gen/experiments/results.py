@@ -9,6 +9,7 @@ instead of reporting a stale number.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,31 @@ def done_cells(results: Path, repair: bool = False) -> set[str]:
 def append_row(results: Path, row: dict[str, Any]) -> None:
     with writing(results), open(results, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class CellClock:
+    """A long run's line per finished cell: `[k/N] what  (elapsed, ETA)`, printed whether or
+    not stderr is a terminal (a night's log shows how far it got and how long is left)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+
+    def skip(self) -> None:
+        """A planned cell that will not run (already done, or skipped with its reason)."""
+        self.total -= 1
+
+    def line(self, text: str) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / self.done * max(self.total - self.done, 0)
+        return (f"[{self.done}/{self.total}] {text}  ({duration(elapsed)} elapsed"
+                + (f", about {duration(left)} left)" if self.done < self.total else ")"))
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"

@@ -24,7 +24,7 @@ from descriptor_gen.describe.prompts import PromptLibrary, build_prompt
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.results import append_row, cell_id, done_cells
+from descriptor_gen.experiments.results import CellClock, append_row, cell_id, done_cells
 from descriptor_gen.experiments.specs import ClipModelSpec, GenerationSpec, SpecName
 from descriptor_gen.generation.backends import generation_identity
 from descriptor_gen.generation.cache import ResponseCache
@@ -205,12 +205,15 @@ class _SuiteRun:
         done = done_cells(results, repair=True)
         rows = []
         found = 0
+        self.clock = CellClock(len(self.spec.datasets) * len(self.spec.methods))
         for name in self.spec.datasets:
             card = cards[name]
             try:
                 data = load_dataset(name, None, self.cache_dir, self.root)
             except DescgenError as exc:
                 self.log(f"{name}: skipped: {exc}")
+                for _ in self.spec.methods:
+                    self.clock.skip()
                 continue
             found += 1
             classes = data.classes or []
@@ -227,10 +230,12 @@ class _SuiteRun:
                 if method.descriptors is not None:
                     store = self.store(card, classes, method, identity)
                     if store is None:
+                        self.clock.skip()
                         continue
                 requests = identity.pop("llm_requests", 0)
                 key = cell_id(identity)
                 if key in done:
+                    self.clock.skip()
                     continue
                 rows.append(self._cell(card, method, column, identity, key, store, requests))
                 append_row(results, rows[-1])
@@ -251,8 +256,9 @@ class _SuiteRun:
                          **c.model_dump(include=set(EngineOptions.model_fields)))
         result = evaluate(cfg, None, self.cache_dir, self.prompts_dir, clip=self.clip, log=self.log)
         published = _published(card, self.spec.model_key, method.published)
-        self.log(f"{self.spec.name}: {card.name} {column}: top-1 {result.metrics['top1']:.4f}"
-                 + (f" (published {published:.4f})" if published is not None else ""))
+        self.log(self.clock.line(
+            f"{self.spec.name}: {card.name} {column}: top-1 {100 * result.metrics['top1']:.2f}%"
+            + (f" (published {100 * published:.2f}%)" if published is not None else "")))
         return {"experiment": self.spec.name, "cell": key, "dataset": card.name, "setting": {"dataset": card.name},
                 "column": column, "method": method.method, "options": result.options,
                 "metrics": result.metrics, "metrics_std": result.metrics_std,

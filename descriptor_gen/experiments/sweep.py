@@ -26,7 +26,7 @@ from descriptor_gen.score.clip_ref import ClipRef
 from descriptor_gen.generation.generate import GenerationJob, GenerationSummary, generate
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
 from descriptor_gen.locks import exclusive
-from descriptor_gen.experiments.results import append_row, done_cells
+from descriptor_gen.experiments.results import CellClock, append_row, done_cells
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
 from descriptor_gen.score.neighbours import neighbour_finder
@@ -203,13 +203,14 @@ def _run_cells(spec: ExperimentSpec, points: list[PromptOptions], ident: SweepId
     run = _Sweep(spec, ident, library, out_dir, cache_dir, prompts_dir, log,
                  ResponseCache(cache_dir / RESPONSES), clip, backend)
     rows = []
+    clock = CellClock(len(cells))
     try:
         for cell in cells:
             row = run_cell(run, cell).model_dump()
             append_row(results, row)
             rows.append(row)
-            log(f"{spec.name}: {cell.describe()} {cell.method}:"
-                f" top-1 {row['metrics']['top1']:.4f}")
+            log(clock.line(f"{spec.name}: {cell.describe()} {cell.method}:"
+                           f" top-1 {100 * row['metrics']['top1']:.2f}%"))
     finally:
         if backend is not None:
             asyncio.run(backend.aclose())

@@ -290,16 +290,17 @@ def _existing(out: Path, info: RunInfo, resume: bool) -> RunInfo | None:
 def learn(cfg: LearnConfig, out: Path, cache_dir: Path, prompts_dir: Path, resume: bool = False,
           progress: bool = True, clip: ClipModel | None = None,
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-          on_done: Callable[[Learner], None] | None = None) -> RunInfo:
+          on_done: Callable[[Learner], None] | None = None, epoch_lines: bool = False) -> RunInfo:
     """Train (or finish training) a run in `out`; returns its `run.json`. `on_done` sees the
-    trained module before it is saved (tests, benchmarks)."""
+    trained module before it is saved (tests, benchmarks); `epoch_lines`: a line per epoch to
+    `log` (where no bar is drawn: a piped log)."""
     definition = learned(cfg.method)
     options = definition.parse(cfg.options)
     if definition.needs_descriptors(options) and cfg.descriptors is None:
         raise DescgenError(f"{cfg.method} with these options needs --descriptors FILE.jsonl")
     _check_out(out)
     return _learn(cfg, definition, options, out, cache_dir, prompts_dir, resume, progress,
-                  clip, log, on_done)
+                  clip, log, on_done, epoch_lines)
 
 
 RUN_LOCK = "run.json"  # the run folder's lock is run.json.lock, inside it
@@ -316,9 +317,15 @@ def _check_out(out: Path) -> None:
                            " choose a new or empty folder")
 
 
+def _epoch_line(log: Callable[[str], None], epochs: int) -> Callable[[EpochLog], None]:
+    return lambda e: log(f"epoch {e.epoch + 1}/{epochs}: loss {e.loss:.4f}, train accuracy"
+                         f" {100 * e.accuracy:.1f}%, lr {e.lr:.3g}, {e.seconds:.1f} s")
+
+
 def _learn(cfg: LearnConfig, definition: LearnedDef, options: Any, out: Path, cache_dir: Path,
            prompts_dir: Path, resume: bool, progress: bool, clip: ClipModel | None,
-           log: Callable[[str], None], on_done: Callable[[Learner], None] | None) -> RunInfo:
+           log: Callable[[str], None], on_done: Callable[[Learner], None] | None,
+           epoch_lines: bool = False) -> RunInfo:
     started = time.perf_counter()
     split, shots = few_shot(cfg.dataset, cfg.classes, options.shots, options.seed, cache_dir,
                             cfg.data_root, cfg.subsample)
@@ -360,15 +367,16 @@ def _learn(cfg: LearnConfig, definition: LearnedDef, options: Any, out: Path, ca
             log(f"{out}: already trained ({old.method}, {old.epochs_done} epochs)")
             return old
         return _train_run(cfg, definition, options, info, old, learner, clip, shots, features,
-                          labels, split, out, started, progress, on_done, log)
+                          labels, split, out, started, progress, on_done, log, epoch_lines)
 
 
 def _train_run(cfg: LearnConfig, definition: LearnedDef, options: Any, info: RunInfo,
                old: RunInfo | None, learner: Learner, clip: ClipModel, shots: LabelledImages,
                features: np.ndarray | None, labels: list[int], split: Split, out: Path,
                started: float, progress: bool, on_done: Callable[[Learner], None] | None,
-               log: Callable[[str], None]) -> RunInfo:
+               log: Callable[[str], None], epoch_lines: bool = False) -> RunInfo:
     epochs = int(info.recipe["epochs"])
+    on_epoch = _epoch_line(log, epochs) if epoch_lines else None
     params = [p for p in learner.parameters() if p.requires_grad]
     optimiser = make_optimiser(definition.recipe, params, float(info.recipe["lr"]))
     split.save(out / "split.json")
@@ -394,7 +402,8 @@ def _train_run(cfg: LearnConfig, definition: LearnedDef, options: Any, info: Run
         step_loss = learner.image_loss if definition.pixels else None
         train(learner, batches, definition.recipe, float(info.recipe["lr"]), epochs,
               int(info.recipe["batch_size"]), options.seed, start, optimiser, save,
-              warmup_steps=getattr(options, "warmup", 0), progress=progress, step_loss=step_loss)
+              warmup_steps=getattr(options, "warmup", 0), progress=progress, step_loss=step_loss,
+              on_epoch=on_epoch)
     if on_done is not None:
         on_done(learner)
     save_tensors(out / "learned.safetensors", learned_tensors(learner))

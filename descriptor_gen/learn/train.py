@@ -140,8 +140,9 @@ def train(learner: Learner, batches: Batches, recipe: Recipe, lr: float, epochs:
           batch_size: int, seed: int, start_epoch: int,
           optimiser: torch.optim.Optimizer | None, save: Callable[[int, list[EpochLog]], None],
           warmup_steps: int = 0, progress: bool = True,
-          step_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[EpochLog]:
-    """Train from `start_epoch` to `epochs`, calling `save` after each epoch."""
+          step_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+          on_epoch: Callable[[EpochLog], None] | None = None) -> list[EpochLog]:
+    """Train from `start_epoch` to `epochs`, calling `save` (then `on_epoch`) after each epoch."""
     n = len(batches.labels)
     drop_last = recipe.drop_last
     steps = (n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)) or 1
@@ -171,5 +172,7 @@ def train(learner: Learner, batches: Batches, recipe: Recipe, lr: float, epochs:
                              current, time.perf_counter() - started))
         bar.set_postfix(loss=f"{logs[-1].loss:.4f}", acc=f"{logs[-1].accuracy:.3f}", refresh=False)
         save(epoch + 1, logs)
+        if on_epoch is not None:
+            on_epoch(logs[-1])
     learner.eval()
     return logs
