@@ -476,8 +476,8 @@ def _learned_scorer(run: Path | None) -> Any:
 
 
 def eval_lines(result: EvalResult) -> list[str]:
-    """What `descgen eval` prints: the metrics (mean ± std over seeds), and zero-shot CLIP
-    beside a learned run."""
+    """What `descgen eval` prints: the metrics in percent (entropy in its own unit; the result
+    JSON keeps fractions) as mean ± std over seeds, and zero-shot CLIP beside a learned run."""
     m, sd = result.metrics, result.metrics_std or {}
 
     def shown(key: str) -> str:
@@ -485,7 +485,9 @@ def eval_lines(result: EvalResult) -> list[str]:
         if value is None:
             return "n/a (< 5 classes)"
         spread = sd.get(key)
-        return f"{value:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
+        if key == "mean_entropy":
+            return f"{value:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
+        return f"{100 * value:.2f}%" + (f" ± {100 * spread:.2f}" if spread is not None else "")
 
     repeats = f"  (mean ± std over {len(result.repeats)} seeds)" if result.repeats else ""
     lines = [f"{result.method}: top-1 {shown('top1')}  top-5 {shown('top5')}  mean per-class"
@@ -496,8 +498,8 @@ def eval_lines(result: EvalResult) -> list[str]:
     if result.zero_shot is not None:
         z = result.zero_shot
         lines.append(f"zero-shot CLIP ({z['text']!r}, same classes and model): top-1"
-                     f" {z['top1']:.4f}  top-5 " + (f"{z['top5']:.4f}" if z["top5"] is not None
-                                                    else "n/a (< 5 classes)"))
+                     f" {100 * z['top1']:.2f}%  top-5 " + (f"{100 * z['top5']:.2f}%" if z["top5"] is not None
+                                                          else "n/a (< 5 classes)"))
     return lines
 
 

@@ -474,11 +474,13 @@ def write_suite_report(folder: Path) -> list[Path]:
     written: list[Path] = []
     for name, group in by_suite.items():
         datasets, columns, cells = suite_table(group)
-        head = ["dataset"] + [f"{c} {part}" for c in columns for part in ("ours", "published", "Δ")]
-        lines += [f"## {name}", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        head = ["dataset (images)"] + [f"{c}: {part}" for c in columns for part in ("ours", "published", "Δ")]
+        lines += [f"## {name}", "", *_suite_context(group), "",
+                  "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        images = {r["dataset"]: r["metrics"].get("n_images") for r in group}
         for dataset in datasets:
             values = [v for c in columns for v in _cell_text(cells.get((dataset, c)))]
-            lines.append(f"| {dataset} | " + " | ".join(values) + " |")
+            lines.append(f"| {dataset} ({images.get(dataset)}) | " + " | ".join(values) + " |")
         values = [v for c in columns for v in _average(datasets, c, cells)]
         lines.append(f"| **average ({len(datasets)})** | " + " | ".join(values) + " |")
         if _mixed(datasets, columns, cells):
@@ -488,12 +490,22 @@ def write_suite_report(folder: Path) -> list[Path]:
         lines += ["", *(f"- published: {s}" for s in sources), ""]
         slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
         chart = folder / f"{slug}_suite.png"
-        _plot_suite(datasets, columns, cells, chart, name)
+        _plot_suite(datasets, columns, cells, chart, f"{name}: " + _suite_context(group)[0].removeprefix("CLIP: ").rstrip("."))
         written.append(chart)
         lines += [f"![{name}]({chart.name})", ""]
     report = folder / "report.md"
     report.write_text("\n".join(lines))
     return [report, *written]
+
+
+def _suite_context(group: list[dict[str, Any]]) -> list[str]:
+    """The CLIP the numbers are of, and why published numbers are missing where withheld."""
+    clips = sorted({f"{r['clip']['model']} / {r['clip']['pretrained']} ({r['clip']['precision']})"
+                    for r in group if r.get("clip")})
+    lines = [f"CLIP: {', '.join(clips) or 'not recorded (rows from before it was)'}."]
+    withheld = sorted({r["published_withheld"] for r in group if r.get("published_withheld")})
+    lines += [f"**{w[0].upper() + w[1:]}.**" for w in withheld]
+    return lines
 
 
 def _plot_suite(datasets: list[str], columns: list[str], cells: dict[tuple[str, str], dict[str, Any]],

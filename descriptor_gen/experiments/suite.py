@@ -135,6 +135,15 @@ def published_store(card: Card, kind: str, descriptor_dir: Path | None, out: Pat
     return store
 
 
+def _withheld(spec: SuiteSpec) -> str | None:
+    """Why the published numbers must not stand beside ours: they are another model's."""
+    if spec.model_key is not None and spec.model_key != spec.clip.model:
+        return (f"published numbers withheld: they are {spec.model_key}'s (model_key) and this"
+                f" run scores {spec.clip.model} (clip.model); set both to the same model to"
+                " compare")
+    return None
+
+
 def _published(card: Card, model_key: str | None, key: str | None) -> float | None:
     entry = card.published.get(model_key or "", {}).get(key or "")
     return entry.top1 / 100 if entry else None
@@ -206,6 +215,9 @@ class _SuiteRun:
         rows = []
         found = 0
         self.clock = CellClock(len(self.spec.datasets) * len(self.spec.methods))
+        self.withheld = _withheld(self.spec)
+        if self.withheld:
+            self.log(f"{self.spec.name}: {self.withheld}")
         for name in self.spec.datasets:
             card = cards[name]
             try:
@@ -255,7 +267,7 @@ class _SuiteRun:
                          workers=c.workers, **method.model_dump(include=set(TextOptions.model_fields)),
                          **c.model_dump(include=set(EngineOptions.model_fields)))
         result = evaluate(cfg, None, self.cache_dir, self.prompts_dir, clip=self.clip, log=self.log)
-        published = _published(card, self.spec.model_key, method.published)
+        published = None if self.withheld else _published(card, self.spec.model_key, method.published)
         self.log(self.clock.line(
             f"{self.spec.name}: {card.name} {column}: top-1 {100 * result.metrics['top1']:.2f}%"
             + (f" (published {100 * published:.2f}%)" if published is not None else "")))
@@ -267,6 +279,8 @@ class _SuiteRun:
                                                               if published is not None else None),
                 "identity": identity, "text": result.text.model_dump() if result.text else None,
                 "descriptor_file": str(store) if store else None, "llm_requests": requests,
+                "clip": {"model": c.model, "pretrained": c.pretrained, "precision": c.precision},
+                "published_withheld": self.withheld,
                 "images_encoded": result.images_encoded, "device": result.device,
                 "seconds": round(time.perf_counter() - started, 3)}
 
