@@ -304,6 +304,8 @@ def test_suite_end_to_end(tmp_path: Path, tiny_clip, capsys: pytest.CaptureFixtu
     assert f"| {ours:.2f} | - | - |" in line
     assert f"CLIP: {config} / {checkpoint} (fp32)." in report
     assert "**Published numbers withheld: they are ViT-B-32's (model_key)" in report
+    assert "- not run: dtd / dclip: dclip descriptors skipped: no " in report  # kept, with why
+    assert "- not run: cub / every column: cub: " in report
     assert "**average (3)**" in report and (out / "reproduce-dclip_suite.png").exists()
     assert main(args) == 0  # everything done: nothing new
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)

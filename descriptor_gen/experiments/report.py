@@ -487,7 +487,7 @@ def write_suite_report(folder: Path) -> list[Path]:
             values = [v for c in columns for v in _average(datasets, c, cells, published_only=True)]
             lines.append("| **average where published** | " + " | ".join(values) + " |")
         sources = sorted({r["published_source"] for r in group if r.get("published_source")})
-        lines += ["", *(f"- published: {s}" for s in sources), ""]
+        lines += ["", *(f"- published: {s}" for s in sources), *_not_run(folder, name), ""]
         slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
         chart = folder / f"{slug}_suite.png"
         _plot_suite(datasets, columns, cells, chart, f"{name}: " + _suite_context(group)[0].removeprefix("CLIP: ").rstrip("."))
@@ -496,6 +496,19 @@ def write_suite_report(folder: Path) -> list[Path]:
     report = folder / "report.md"
     report.write_text("\n".join(lines))
     return [report, *written]
+
+
+def _not_run(folder: Path, suite: str) -> list[str]:
+    """The cells the last run could not run, each with why (`skipped.json`)."""
+    path = folder / "skipped.json"
+    if not path.is_file():
+        return []
+    try:
+        skipped = json.loads(path.read_text()).get(suite, [])
+    except (ValueError, AttributeError):
+        return []
+    return [f"- not run: {s['dataset']} / {s['column']}: {s['reason']}" for s in skipped
+            if isinstance(s, dict) and {"dataset", "column", "reason"} <= set(s)]
 
 
 def _suite_context(group: list[dict[str, Any]]) -> list[str]:

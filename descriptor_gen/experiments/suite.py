@@ -23,6 +23,7 @@ from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.describe.prompts import PromptLibrary, build_prompt
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
+from descriptor_gen.atomic import write_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments.results import CellClock, append_row, cell_id, done_cells
 from descriptor_gen.experiments.specs import ClipModelSpec, GenerationSpec, SpecName
@@ -40,6 +41,7 @@ from descriptor_gen.generation.resolve import preset_style, style_params
 from descriptor_gen.score.methods import METHODS, method as method_def
 from descriptor_gen.score.neighbours import neighbour_finder
 
+SKIPPED = "skipped.json"  # the cells of the last run that did not run, and why (for the report)
 GENERATED_STYLES = {"generated": "dclip", "generated-cupl": "cupl",
                     "generated-comparative": "comparative"}
 
@@ -152,7 +154,14 @@ def _published(card: Card, model_key: str | None, key: str | None) -> float | No
 class _SuiteRun:
     def __init__(self, spec: SuiteSpec, out: Path, cache_dir: Path, prompts_dir: Path,
                  log: Callable[[str], None]) -> None:
-        self.spec, self.out, self.cache_dir, self.prompts_dir, self.log = spec, out, cache_dir, prompts_dir, log
+        self.spec, self.out, self.cache_dir, self.prompts_dir = spec, out, cache_dir, prompts_dir
+        self.said, self.skipped = "", []  # the last line said; cells not run, with why
+
+        def say(message: str) -> None:
+            self.said = message
+            log(message)
+
+        self.log = say
         self.root = data_root(spec.data_root)
         if self.root is not None and not self.root.is_dir():
             raise DescgenError(f"data root {self.root}: no such folder")
@@ -224,6 +233,7 @@ class _SuiteRun:
                 data = load_dataset(name, None, self.cache_dir, self.root)
             except DescgenError as exc:
                 self.log(f"{name}: skipped: {exc}")
+                self.skipped.append({"dataset": name, "column": "every column", "reason": str(exc)})
                 for _ in self.spec.methods:
                     self.clock.skip()
                 continue
@@ -242,6 +252,8 @@ class _SuiteRun:
                 if method.descriptors is not None:
                     store = self.store(card, classes, method, identity)
                     if store is None:
+                        self.skipped.append({"dataset": name, "column": column,
+                                             "reason": self.said.partition(": ")[2]})
                         self.clock.skip()
                         continue
                 requests = identity.pop("llm_requests", 0)
@@ -251,6 +263,8 @@ class _SuiteRun:
                     continue
                 rows.append(self._cell(card, method, column, identity, key, store, requests))
                 append_row(results, rows[-1])
+        write_atomically(self.out / SKIPPED, lambda f: f.write(
+            (json.dumps({self.spec.name: self.skipped}, indent=1) + "\n").encode()))
         if not found:
             raise DescgenError(f"{self.spec.name}: none of its datasets is under the data root"
                                f" ({self.root or 'none given: --data-root or $DESCRIPTOR_GEN_DATA'})")

@@ -224,7 +224,8 @@ class OpenAIBackend:
         if not key and base_url is None:
             raise DescgenError(
                 "OPENAI_API_KEY is not set (needed for the OpenAI API; for a local server give"
-                " --base-url)"
+                " --base-url URL, in a sweep or suite spec --set generation.base_url=URL; descgen"
+                " serve runs an offline one)"
             )
         if base_url is not None and params.base_url is None:
             try:
