@@ -216,3 +216,34 @@ def test_long_work_shows_itself_in_a_piped_log(tmp_path: Path) -> None:
                    "--cache-dir", str(tmp_path / "cache"))
     assert learned.returncode == 0 and "\r" not in learned.stderr, learned.stderr
     assert [x.split(":")[0] for x in learned.stderr.splitlines()[:2]] == ["epoch 1/2", "epoch 2/2"]
+
+
+def _row(method: str, top1: float, setting: dict | None = None) -> dict:
+    return {"method": method, "setting": setting or {}, "metrics": {"top1": top1, "n_images": 50,
+                                                                    "mean_entropy": 0.5},
+            "identity": {"clip": {"model": "ViT-B-32", "weights": "openai", "precision": "fp32"}}}
+
+
+def test_the_dc_figure_draws_baselines_and_distinct_series() -> None:
+    """Read the figure as a reader would: its series, their styles, the baselines' labels
+    (equal baselines share one line), and the CLIP and image count in the title."""
+    import matplotlib.pyplot as plt
+
+    from descriptor_gen.experiments.report import lines_figure
+
+    rows = [_row("classname", 0.60), _row("templates", 0.60), _row("waffle", 0.62)]
+    for detailed in (False, True):
+        for k, top1 in ((1, 0.61), (4, 0.63), (7, 0.64 + 0.01 * detailed)):
+            rows.append(_row("descriptors", top1, {"per_example": k, "detailed": detailed}))
+    fig = lines_figure(rows, "top1", "top-1 (%)")
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"descriptors, short phrases", "descriptors, detailed",
+                          "classname = templates (baseline)", "waffle (baseline)"}
+    series = [lines["descriptors, short phrases"], lines["descriptors, detailed"]]
+    assert list(series[0].get_xdata()) == [1, 4, 7] and list(series[1].get_ydata()) == pytest.approx([61, 63, 65])
+    assert series[0].get_color() != series[1].get_color() and series[0].get_marker() != series[1].get_marker()
+    assert list(lines["classname = templates (baseline)"].get_ydata()) == pytest.approx([60, 60])
+    assert ax.get_xlabel().startswith("|D(c)|") and ax.get_ylabel() == "top-1 (%)"
+    assert ax.get_title() == "CLIP ViT-B-32 / openai; 50 images"
+    plt.close(fig)

@@ -259,22 +259,64 @@ def _plot_shots(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def baseline_values(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
+    """The baselines of a |D(c)| figure: rows scored without descriptors (class name,
+    templates), by method, top-1 in percent; baselines of one value share a line and a label
+    (`classname = templates`), so that none hides another."""
+    by_value: dict[float, list[str]] = defaultdict(list)
+    for r in rows:
+        if not r["setting"] and r["metrics"].get(metric) is not None:
+            by_value[round(r["metrics"][metric] * (100 if metric == "top1" else 1), 9)].append(r["method"])
+    return {" = ".join(methods): value for value, methods in by_value.items()}
+
+
+def figure_caption(rows: list[dict[str, Any]]) -> str:
+    """What every figure names: the CLIP (model / weights) and the images it scored."""
+    clips = sorted({f"{c['model']} / {c['weights']}" for r in rows
+                    if isinstance(c := (r.get("identity") or {}).get("clip"), dict)
+                    and {"model", "weights"} <= set(c)})
+    images = sorted({r["metrics"].get("n_images") for r in rows if r["metrics"].get("n_images")})
+    shown = [Path(c).name if "/" in c.split(" / ")[0] else c for c in clips]
+    return (f"CLIP {', '.join(shown) or 'unrecorded'}; "
+            f"{'/'.join(map(str, images)) or '?'} images")
+
+
+SERIES_STYLES = [("tab:blue", "o", "-"), ("tab:orange", "s", "-"), ("tab:green", "^", "-"),
+                 ("tab:red", "D", "-"), ("tab:purple", "v", "-"), ("tab:brown", "P", "-")]
+BASELINE_STYLES = [("black", ":"), ("dimgray", "--"), ("gray", "-.")]
+
+
 def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = lines_figure(rows, metric, ylabel)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def lines_figure(rows: list[dict[str, Any]], metric: str, ylabel: str) -> Any:
+    """The study's |D(c)| figure: a line per detailedness (each its own colour and marker),
+    the baselines as labelled reference lines, the CLIP and image count in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, points in line_series(rows, metric).items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for (label, points), (colour, marker, style) in zip(line_series(rows, metric).items(),
+                                                        SERIES_STYLES * 4):
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, color=colour,
+                linestyle=style, label=f"descriptors, {label}")
+    for (method, value), (colour, style) in zip(baseline_values(rows, metric).items(),
+                                                BASELINE_STYLES * 4):
+        ax.axhline(value, color=colour, linestyle=style, linewidth=1.2, label=f"{method} (baseline)")
     ax.set_xlabel("|D(c)| (descriptors per example)")
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.set_title(figure_caption(rows), fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def _plot_bars(rows: list[dict[str, Any]], keys: list[str], path: Path, title: str,
@@ -346,7 +388,9 @@ def write_report(folder: Path) -> list[Path]:
     lines = ["# Results", ""]
     written: list[Path] = []
     for name, rows_of_experiment in by_experiment.items():
-        lines += [f"## {name}", ""]
+        lines += [f"## {name}", "", f"{figure_caption(rows_of_experiment)}. Top-1, top-5 and mean"
+                  " per-class recall in percent; entropy: of the softmax over scores rescaled to"
+                  " [-10, 10], in nats (the study's Fig. 2).", ""]
         runs = _runs(rows_of_experiment)
         titles = _titles([identity for identity, _ in runs])
         for number, ((_, group), title) in enumerate(zip(runs, titles), start=1):
