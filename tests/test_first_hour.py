@@ -247,3 +247,28 @@ def test_the_dc_figure_draws_baselines_and_distinct_series() -> None:
     assert ax.get_xlabel().startswith("|D(c)|") and ax.get_ylabel() == "top-1 (%)"
     assert ax.get_title() == "CLIP ViT-B-32 / openai; 50 images"
     plt.close(fig)
+
+
+def test_the_per_class_gain_figure_names_the_best_and_worst_classes() -> None:
+    import matplotlib.pyplot as plt
+
+    from descriptor_gen.experiments.report import class_gains, gains_figure
+
+    names = [f"class {i}" for i in range(8)]
+    base = {**_row("classname", 0.5), "per_class_recall": [[n, 0.5] for n in names]}
+    weak = {**_row("descriptors", 0.4, {"per_example": 1, "detailed": False}),
+            "per_class_recall": [[n, 0.4] for n in names]}
+    strong = {**_row("descriptors", 0.55, {"per_example": 7, "detailed": False}),
+              "per_class_recall": [[n, 0.5 + 0.1 * (i - 3)] for i, n in enumerate(names[:-1])] + [[names[-1], None]]}
+    best, gains = class_gains([base, weak, strong])
+    assert best is strong and [n for n, _ in gains] == names[:-1]  # sorted; a class without images left out
+    assert gains[0][1] == pytest.approx(-30) and gains[-1][1] == pytest.approx(30)
+    fig = gains_figure([base, weak, strong], ["per_example"])
+    ax = fig.axes[0]
+    bars = ax.patches
+    assert len(bars) == 7 and [b.get_height() for b in bars] == pytest.approx([-30, -20, -10, 0, 10, 20, 30])
+    assert bars[0].get_facecolor() != bars[-1].get_facecolor()
+    assert {t.get_text() for t in ax.texts} == {"class 0", "class 1", "class 2", "class 4", "class 5", "class 6"}
+    assert ax.get_title() == "per_example=7 descriptors − class name; CLIP ViT-B-32 / openai; 50 images"
+    plt.close(fig)
+    assert class_gains([weak, strong]) is None  # no class-name baseline: no figure

@@ -207,3 +207,11 @@ def test_top5_is_undefined_below_five_classes(n_classes: int, defined: bool) -> 
     assert (m.top5 is not None) == defined and m.top1 == 1.0
     if defined:
         assert m.top5 == 1.0
+
+
+def test_per_class_recall_is_each_classes_top1_recall() -> None:
+    from descriptor_gen.score.scoring import per_class_recall
+
+    score = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.1, 0.7, 0.2]])
+    assert per_class_recall(score, np.array([0, 0, 1]), 3) == [0.5, 1.0, None]
+    assert per_class_recall(score[:0], np.array([], dtype=int), 2) == [None, None]

@@ -319,6 +319,57 @@ def lines_figure(rows: list[dict[str, Any]], metric: str, ylabel: str) -> Any:
     return fig
 
 
+def class_gains(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[tuple[str, float]]] | None:
+    """The figure every descriptor paper shows: per class, the best descriptor row's top-1
+    recall minus the class-name baseline's (percentage points), sorted; None without both."""
+    base = next((r for r in rows if not r["setting"] and r["method"] == "classname"
+                 and r.get("per_class_recall")), None)
+    described = [r for r in rows if r["setting"] and r["method"] == "descriptors"
+                 and r.get("per_class_recall")]
+    if base is None or not described:
+        return None
+    best = max(described, key=lambda r: r["metrics"]["top1"])
+    gains = [(name, 100 * (ours - theirs)) for (name, ours), (_, theirs)
+             in zip(best["per_class_recall"], base["per_class_recall"])
+             if ours is not None and theirs is not None]
+    return best, sorted(gains, key=lambda g: g[1])
+
+
+def _named(gains: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{name} ({gain:+.1f})" for name, gain in gains)
+
+
+def gains_figure(rows: list[dict[str, Any]], keys: list[str], named: int = 3) -> Any:
+    """Bars of the sorted per-class gains, zero drawn, the `named` worst and best classes
+    written beside their bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = class_gains(rows)
+    assert found is not None
+    best, gains = found
+    values = [g for _, g in gains]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.bar(range(len(values)), values, width=1.0,
+           color=["tab:green" if v > 0 else "tab:red" if v < 0 else "gray" for v in values])
+    ax.axhline(0, color="black", linewidth=0.8)
+    shown = sorted({*range(min(named, len(gains))), *range(max(0, len(gains) - named), len(gains))})
+    span = max(max(values, default=0.0), 0.0) - min(min(values, default=0.0), 0.0) or 1.0
+    for i in shown:  # each name on the other side of zero from its bar: never on a bar or the title
+        ax.annotate(gains[i][0], (i, 0.0), xytext=(0, 3 if values[i] <= 0 else -3),
+                    textcoords="offset points", fontsize=7, rotation=90, ha="center",
+                    va="bottom" if values[i] <= 0 else "top")
+    ax.set_ylim(min(min(values), 0.0) - 0.35 * span, max(max(values), 0.0) + 0.35 * span)
+    ax.set_xticks([])
+    ax.set_xlabel(f"classes ({len(gains)}), sorted by gain; the {named} worst and best named")
+    ax.set_ylabel("top-1 recall gain (pp)")
+    ax.set_title(f"{_label(best, keys)} descriptors − class name; {figure_caption(rows)}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _plot_bars(rows: list[dict[str, Any]], keys: list[str], path: Path, title: str,
                metric: str = "top1", ylabel: str = "top-1 (%)") -> None:
     import matplotlib
@@ -428,6 +479,20 @@ def _figures(group: list[dict[str, Any]], folder: Path, slug: str, title: str,
         _plot_bars(group, keys, path, title)
         written.append(path)
         lines += [f"![{title}]({path.name})", ""]
+    found = class_gains(group)
+    if found is not None:
+        import matplotlib.pyplot as plt
+
+        path = folder / f"{slug}_class_gain.png"
+        fig = gains_figure(group, keys)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+        best, gains = found
+        part = max(1, min(5, len(gains) // 2))
+        lines += [f"![per-class gain]({path.name})", "",
+                  f"Per-class top-1 recall, {_label(best, keys)} descriptors minus the class name"
+                  f" (pp): best {_named(gains[::-1][:part])}; worst {_named(gains[:part])}.", ""]
     return lines
 
 

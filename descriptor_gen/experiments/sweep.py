@@ -105,6 +105,7 @@ class SweepRow(BaseModel):
     images_encoded: int
     device: str
     seconds: float
+    per_class_recall: list[tuple[str, float | None]] = []
 
 
 @dataclass
@@ -185,7 +186,7 @@ def run_cell(run: _Sweep, cell: Cell) -> SweepRow:
         llm_requests=gen.requests if gen else 0, cache_hits=gen.cache_hits if gen else 0,
         classes_without_descriptors=len(gen.failed) if gen else 0,
         images_encoded=result.images_encoded, device=result.device,
-        seconds=round(time.perf_counter() - started, 3))
+        seconds=round(time.perf_counter() - started, 3), per_class_recall=result.per_class_recall)
 
 
 def _run_cells(spec: ExperimentSpec, points: list[PromptOptions], ident: SweepIdentity,

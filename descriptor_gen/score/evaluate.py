@@ -56,6 +56,7 @@ from descriptor_gen.score.scoring import (
     is_form_name,
     make_recipe,
     metrics,
+    per_class_recall,
     topk,
 )
 from descriptor_gen.describe.store import (
@@ -190,6 +191,7 @@ class EvalResult(BaseModel):
     model_loaded: bool = True  # False: every feature came from the caches
     decode: str = "pil"
     subsample: str = "all"  # the half of the classes scored (base-to-novel)
+    per_class_recall: list[tuple[str, float | None]] = []  # (class, top-1 recall), first seed's
 
 
 def _methods_without_a_store() -> list[str]:
@@ -438,6 +440,7 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
         seconds=finished - started, timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(seen.encoded / timings["images"]) if seen.encoded else None,
         zero_shot=zero_shot, subsample=cfg.subsample,
+        per_class_recall=list(zip(classes, per_class_recall(score, seen.labels, len(classes)))),
     )
 
 
@@ -639,6 +642,8 @@ def _result(cfg: EvalConfig, prep: _Prepared, seen: _Seen, scoring: _Scoring,
         timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(encoded_images / timings["images"]) if encoded_images else None,
         subsample=cfg.subsample,
+        per_class_recall=list(zip(prep.classes, per_class_recall(scoring.score, seen.labels,
+                                                                  len(prep.classes)))),
     )
 
 

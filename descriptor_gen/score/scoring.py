@@ -253,6 +253,16 @@ def metrics(score: np.ndarray, labels: np.ndarray) -> Metrics:
     )
 
 
+def per_class_recall(score: np.ndarray, labels: np.ndarray, n_classes: int) -> list[float | None]:
+    """Each class's top-1 recall (None for a class without images), in class order."""
+    if not len(labels):
+        return [None] * n_classes
+    hit = topk(score, 1)[:, 0] == labels
+    counts = np.bincount(labels, minlength=n_classes)
+    hits = np.bincount(labels, weights=hit, minlength=n_classes)
+    return [float(h / c) if c else None for h, c in zip(hits, counts)]
+
+
 def explain(image_feature: np.ndarray, class_index: int, ct: ClassTexts,
             text_features: np.ndarray, offsets: np.ndarray, k: int) -> list[dict[str, object]]:
     """The k texts of a class most similar to the image, with their cosine similarities."""
