@@ -273,3 +273,49 @@ def test_the_per_class_gain_figure_names_the_best_and_worst_classes() -> None:
     assert ax.get_title() == "per_example=7 descriptors − class name; CLIP ViT-B-32 / openai; 50 images"
     plt.close(fig)
     assert class_gains([weak, strong]) is None  # no class-name baseline: no figure
+
+
+def test_on_a_terminal_a_sweep_draws_bars_and_piped_it_does_not(tmp_path: Path) -> None:
+    """The same sweep on a pseudo-terminal (a bar over the images encoded) and piped (only the
+    per-cell lines)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    import yaml
+
+    flags = _run("tiny-clip", str(tmp_path / "tiny")).stdout.split()
+    images = make_image_folder(tmp_path / "images", {"tench": 2, "goldfish": 2})
+    classes = tmp_path / "classes.txt"
+    classes.write_text("tench\ngoldfish\n")
+
+    def sweep(name: str) -> list[str]:
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(yaml.safe_dump({
+            "name": name, "classes": str(classes), "dataset": str(images),
+            "generation": {"backend": "openai", "model": "dev", "base_url": "http://127.0.0.1:9/v1"},
+            "clip": {"model": flags[1], "pretrained": flags[3], "device": "cpu", "workers": 0},
+            "methods": ["classname"]}))
+        return ["sweep", str(spec), "--out", str(tmp_path / name), "--cache-dir", str(tmp_path / name / "cache")]
+
+    piped = _run(*sweep("piped"))
+    assert piped.returncode == 0 and "\r" not in piped.stderr, piped.stderr
+    main_fd, other = pty.openpty()
+    fcntl.ioctl(other, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size
+    process = subprocess.Popen([DESCGEN, *sweep("tty")], stdout=subprocess.PIPE, stderr=other)
+    os.close(other)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main_fd)
+    assert process.wait(timeout=120) == 0
+    text = seen.decode(errors="replace")
+    assert "images: 100%" in text and "4/4" in text and "[1/1] tty:" in text, text[-2000:]
+    assert "images:" not in piped.stderr

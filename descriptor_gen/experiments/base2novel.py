@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from descriptor_gen.data.cards import data_root, find_card
 from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.results import CellClock, append_row, cell_id, done_cells
+from descriptor_gen.experiments.results import CellClock, append_row, bars, cell_id, done_cells
 from descriptor_gen.experiments.specs import SpecName
 from descriptor_gen.experiments.suite import SuiteClip, published_store
 from descriptor_gen.hashing import sha256_file, sha256_text
@@ -239,7 +239,7 @@ class _Run:
                           pretrained=c.pretrained, device=c.device, workers=c.workers,
                           subsample="base")
         trained = self.clip.load() if c.precision == "fp32" else None  # training runs in fp32
-        learn(cfg, run, self.cache_dir, self.prompts_dir, progress=False, clip=trained, log=self.log)
+        learn(cfg, run, self.cache_dir, self.prompts_dir, progress=bars(), clip=trained, log=self.log)
         return run
 
     def _score(self, dataset: B2NDataset, classes: list[str] | None, name: str,
@@ -259,6 +259,7 @@ class _Run:
                          device=c.device, batch_size=c.batch_size, workers=c.workers,
                          subsample=half, **c.model_dump(include=set(EngineOptions.model_fields)))
         result = evaluate(cfg, classes, self.cache_dir, self.prompts_dir, clip=self.clip,
+                          progress=bars(),
                           log=self.log, scorer=scorer)
         self.log(self.clock.line(f"{self.spec.name}: {dataset.name} {name}"
                                  + (f" seed {seed}" if seed is not None else "")

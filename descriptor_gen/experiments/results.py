@@ -89,3 +89,11 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+def bars() -> bool:
+    """Progress bars inside a long run (generation, encoding, training): on a terminal only;
+    a piped log gets the per-cell lines alone."""
+    import sys
+
+    return sys.stderr.isatty()

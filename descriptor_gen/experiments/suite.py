@@ -25,7 +25,7 @@ from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
 from descriptor_gen.atomic import write_atomically
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.results import CellClock, append_row, cell_id, done_cells
+from descriptor_gen.experiments.results import CellClock, append_row, bars, cell_id, done_cells
 from descriptor_gen.experiments.specs import ClipModelSpec, GenerationSpec, SpecName
 from descriptor_gen.generation.backends import generation_identity
 from descriptor_gen.generation.cache import ResponseCache
@@ -208,7 +208,7 @@ class _SuiteRun:
                     params=params, library=self.library, style=style, neighbours=neighbours,
                     cache=ResponseCache(self.cache_dir / RESPONSES),
                     concurrency=self.spec.generation.concurrency,
-                    max_attempts=self.spec.generation.max_attempts, progress=False, log=self.log))
+                    max_attempts=self.spec.generation.max_attempts, progress=bars(), log=self.log))
             except DescgenError as exc:
                 self.log(f"{card.name}: generated descriptors skipped: {exc}")
                 return None
@@ -280,7 +280,8 @@ class _SuiteRun:
                          precision=c.precision, device=c.device, batch_size=c.batch_size,
                          workers=c.workers, **method.model_dump(include=set(TextOptions.model_fields)),
                          **c.model_dump(include=set(EngineOptions.model_fields)))
-        result = evaluate(cfg, None, self.cache_dir, self.prompts_dir, clip=self.clip, log=self.log)
+        result = evaluate(cfg, None, self.cache_dir, self.prompts_dir, clip=self.clip, log=self.log,
+                          progress=bars())
         published = None if self.withheld else _published(card, self.spec.model_key, method.published)
         self.log(self.clock.line(
             f"{self.spec.name}: {card.name} {column}: top-1 {100 * result.metrics['top1']:.2f}%"

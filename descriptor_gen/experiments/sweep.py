@@ -26,7 +26,7 @@ from descriptor_gen.score.clip_ref import ClipRef
 from descriptor_gen.generation.generate import GenerationJob, GenerationSummary, generate
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions
 from descriptor_gen.locks import exclusive
-from descriptor_gen.experiments.results import CellClock, append_row, done_cells
+from descriptor_gen.experiments.results import CellClock, append_row, bars, done_cells
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
 from descriptor_gen.score.neighbours import neighbour_finder
@@ -50,7 +50,7 @@ def _learned_run(spec: ExperimentSpec, cell: Cell, ident: SweepIdentity, out_dir
                       device=spec.clip.device, workers=spec.clip.workers)
     trainer = clip if spec.clip.precision == "fp32" else None
     learn(cfg, folder, cache_dir, prompts_dir, resume=(folder / "run.json").exists(),
-          progress=False, clip=trainer, log=log)
+          progress=bars(), clip=trainer, log=log)
     return folder
 
 
@@ -127,7 +127,7 @@ class _Sweep:
         spec = self.spec
         return GenerationJob(classes=self.ident.classes, out=cell.store, library=self.library,
                              cache=self.cache, concurrency=spec.generation.concurrency,
-                             max_attempts=spec.generation.max_attempts, progress=False,
+                             max_attempts=spec.generation.max_attempts, progress=bars(),
                              log=self.log, **fields)
 
 
@@ -174,6 +174,7 @@ def run_cell(run: _Sweep, cell: Cell) -> SweepRow:
                      options={} if learned else cell.entry.options, learned=learned,
                      **clip_options)
     result = evaluate(cfg, run.ident.classes, run.cache_dir, run.prompts_dir, clip=run.clip,
+                      progress=bars(),
                       log=run.log, scorer=LearnedScorer(learned) if learned else None)
     return SweepRow(
         experiment=spec.name, cell=cell.id, setting=cell.identity["setting"],
