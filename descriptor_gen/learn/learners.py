@@ -147,9 +147,21 @@ class PadPrompter(nn.Module):
         return images + prompt
 
 
-class Padding(Learner):
+class ImageLearner(Learner):
+    """A learner that runs the image tower itself (a border on its pixels, prompts inside
+    it): trained and scored on pixels, never on cached features."""
+
     uses_images = True
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(self.encode(images))
+        return F.cross_entropy(logits, labels), logits
+
+
+class Padding(ImageLearner):
     def __init__(self, clip: ClipModel, classifier: torch.Tensor, size: int, pad: int,
                  seed: int) -> None:
         super().__init__()
@@ -163,24 +175,6 @@ class Padding(Learner):
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * features @ self.classifier.t()
-
-    def image_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.logits(self.encode(images))
-        return F.cross_entropy(logits, labels), logits
-
-
-class ImageLearner(Learner):
-    """A learner that runs the image tower itself (its prompts are inside it): trained and
-    scored on pixels, never on cached features."""
-
-    uses_images = True
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def image_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.logits(self.encode(images))
-        return F.cross_entropy(logits, labels), logits
 
 
 class Vpt(ImageLearner):
