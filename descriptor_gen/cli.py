@@ -415,6 +415,8 @@ def eval_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
+    explain_figure: Annotated[Optional[Path], typer.Option("--explain-figure", help="With --predictions: draw DCLIP's explanation figure here (.png, .pdf, .svg): each image, its predicted and true (or runner-up) class, their scores and the K descriptors most like it (K: --explain, default 5).")] = None,
+    explain_images: Annotated[int, typer.Option("--explain-images", min=1, max=50, help="Images in --explain-figure, half right and half wrong when there are both.")] = 6,
     decode: Annotated[DecodeFlag, typer.Option("--decode", help="pil (open_clip's preprocessing), torch (JPEGs decoded in batches on the eval device, nvJPEG on a GPU) or pil-draft (JPEG draft mode). See the README for their agreement.")] = DecodeFlag.pil,
     learned: Annotated[Optional[Path], typer.Option("--learned", help="Score with a run of descgen learn (CoOp, Tip-Adapter, ...) instead of a method.")] = None,
     subsample: Annotated[SubsampleFlag, typer.Option("--subsample", help="Base-to-novel (CoCoOp's protocol): base, the first ceil(n/2) classes by label; new, the rest, relabelled from 0; all.")] = SubsampleFlag.all,
@@ -432,6 +434,7 @@ def eval_cmd(
     if learned is not None:
         _nothing_beside_learned({"--method": method, "--option": option, "--descriptors": descriptors,
                                  "--concept": concept, "--explain": explain,
+                                 "--explain-figure": explain_figure,
                                  "--descriptor-template": descriptor_template != "auto",
                                  "--classname-template": classname_template != "auto",
                                  "--pooling": pooling != PoolingName.auto,
@@ -457,6 +460,9 @@ def eval_cmd(
         raise _flag_error(exc) from exc
     output_file(out, "--out")
     output_file(predictions, "--predictions")
+    _check_explain_figure(explain_figure, predictions)
+    if explain_figure is not None and not explain:
+        cfg = cfg.model_copy(update={"explain": DEFAULT_EXPLAIN})
     paths = CachePaths.resolve(cache_dir, writable=True)
     names = load_classes(classes) if classes is not None else None
     result = evaluate(cfg, names, paths.cache_dir, paths.prompts_dir, predictions=predictions,
@@ -465,6 +471,37 @@ def eval_cmd(
     for line in eval_lines(result):
         typer.echo(line)
     _write_result(out, result)
+    if explain_figure is not None and predictions is not None:
+        _draw_explanations(result, cfg.explain, predictions, explain_figure, explain_images)
+
+
+DEFAULT_EXPLAIN = 5
+
+
+def _check_explain_figure(figure: Path | None, predictions: Path | None) -> None:
+    """Before any work: the figure is drawn from the predictions file, in a format by suffix."""
+    if figure is None:
+        return
+    from descriptor_gen.experiments.explanations import FIGURE_FORMATS
+
+    if predictions is None:
+        raise DescgenError("--explain-figure is drawn from the predictions: add --predictions"
+                           " FILE.jsonl")
+    if figure.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise DescgenError(f"--explain-figure {figure}: the suffix says the format, one of"
+                           f" {', '.join('.' + f for f in FIGURE_FORMATS)}")
+    output_file(figure, "--explain-figure")
+
+
+def _draw_explanations(result: EvalResult, k: int, predictions: Path, figure: Path,
+                       images: int) -> None:
+    from descriptor_gen.experiments.explanations import write_explanation_figure
+
+    model = Path(result.model).stem if result.model.endswith(".json") else result.model
+    caption = (f"{result.method} on {Path(result.dataset).name or result.dataset}; CLIP {model} ({Path(result.pretrained).name});"
+               f" per class, its score and the {k} descriptors most like the image (100 x cosine)")
+    drawn = write_explanation_figure(predictions, figure, caption, images)
+    typer.echo(f"explanations of {drawn} images: {figure}")
 
 
 def _learned_scorer(run: Path | None) -> Any:

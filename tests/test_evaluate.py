@@ -294,3 +294,54 @@ def test_random_weights_and_unknown_model(setup: dict) -> None:
     with pytest.raises(DescgenError, match="unknown open_clip model"):
         load_clip("ViT-Nope", "none", "cpu")
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_cli_eval_draws_dclips_explanation_figure(setup: dict, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`--explain-figure`: per image, the prediction's panel and the true class's (the runner-up's
+    when right), each its class score then its K descriptors in 100 x cosine, read back from the
+    drawn axes; the predictions carry names and scores; a bad figure path fails before the work."""
+    from descriptor_gen.experiments.explanations import choose, explanation_figure, read_predictions
+
+    preds, figure = tmp_path / "preds.jsonl", tmp_path / "why.png"
+    args = ["eval", "--dataset", str(setup["images"]), "--classes", str(setup["classes"]),
+            "--descriptors", str(setup["store"]), "--model", str(setup["config"]),
+            "--pretrained", str(setup["checkpoint"]), "--device", "cpu", "--workers", "0",
+            "--predictions", str(preds), "--explain-figure", str(figure), "--explain-images", "4",
+            "--cache-dir", str(setup["cache"])]
+    assert main(args) == 0
+    assert f"explanations of 4 images: {figure}" in capsys.readouterr().out
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    for row in rows:
+        assert row["pred_name"] == CLASSES[row["pred"]] and row["label_name"] == CLASSES[row["label"]]
+        other = "label" if row["pred"] != row["label"] else "runner_up"
+        assert len(row["explain_pred"]) == min(5, len(DESCRIPTORS[row["pred"]]))
+        assert f"explain_{other}" in row and f"score_{other}" in row
+        # the class score is the mean over all of the class's descriptors (s(c,x))
+        assert row["score_pred"] >= min(b["similarity"] for b in row["explain_pred"]) - 1e-6
+    lines = read_predictions(preds)
+    chosen = choose(lines, 4)
+    assert len(chosen) == 4 and [c.path for c in chosen] == [r.path for r in lines if r in chosen]
+    right = sum(c.pred == c.label for c in chosen)
+    wrong = sum(c.pred != c.label for c in lines)
+    assert right == min(sum(c.pred == c.label for c in lines), max(4 - wrong, 2))
+    fig = explanation_figure(chosen, "caption")
+    axes = np.array(fig.axes).reshape(4, 3)
+    for line, (image_ax, first, second) in zip(chosen, axes):
+        assert len(image_ax.images) == 1
+        assert first.get_title(loc="left").startswith(f"prediction: {line.pred_name} (")
+        want = "true class" if line.pred != line.label else "runner-up"
+        assert second.get_title(loc="left").startswith(f"{want}: ")
+        for ax, (_, _, score, because) in zip((first, second), line.panels()):
+            assert [t.get_text() for t in ax.get_yticklabels()] == \
+                ["class score", *[b.descriptor for b in because]]
+            ends = [p.get_x() + p.get_width() for p in ax.patches]
+            assert ends == pytest.approx([100 * score, *[100 * b.similarity for b in because]],
+                                         abs=1e-4)
+        assert first.get_xlim() == second.get_xlim()
+    code = main([*args[:-4], "--explain-figure", str(tmp_path / "why.jpg"),
+                 "--cache-dir", str(setup["cache"])])
+    assert code == 2 and "one of .png, .pdf, .svg" in capsys.readouterr().err
+    no_preds = [a for a in args if a not in ("--predictions", str(preds))]
+    assert main(no_preds) == 2 and "add --predictions" in capsys.readouterr().err

@@ -427,7 +427,7 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
                                   cache_dir)
     if predictions is not None:
         _write_predictions(predictions, [p for p, good in zip(seen.names, seen.ok) if good],
-                           seen.labels, score, None, None, None, 0)
+                           seen.labels, score, classes, None, None, None, 0)
     finished = time.perf_counter()
     timings = {"data_and_model": loaded - started, "images": images_done - loaded,
                "texts": 0.0, "scoring": finished - images_done, **seen.engine_timings}
@@ -607,8 +607,8 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     _warn_fallback(scoring.fallback, prep.classes, prep.recipe, log)
     if predictions is not None:
         kept = [p for p, good in zip(seen.names, seen.ok) if good]
-        _write_predictions(predictions, kept, seen.labels, scoring.score, image_feats,
-                           scoring.texts, scoring.text_feats, cfg.explain)
+        _write_predictions(predictions, kept, seen.labels, scoring.score, prep.classes,
+                           image_feats, scoring.texts, scoring.text_feats, cfg.explain)
     clock["finished"] = time.perf_counter()
     return _result(cfg, prep, seen, scoring, encoders, clock)
 
@@ -652,21 +652,28 @@ def _uses_templates(cfg: EvalConfig, options: Any) -> bool:
 
 
 def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, score: np.ndarray,
-                       image_feats: np.ndarray | None, ct: ClassTexts | None,
+                       classes: list[str], image_feats: np.ndarray | None, ct: ClassTexts | None,
                        text_feats: np.ndarray | None, k: int) -> None:
-    """A JSON line per image; with `k`, the k texts of the predicted (and true) class most
-    similar to the image."""
-    best = topk(score, 5)
+    """A JSON line per image (class indices and names); with `k`, for the predicted class and
+    for the true class when it differs (else the runner-up), its score and the k texts most
+    similar to the image: what DCLIP's explanation figure shows."""
+    best = topk(score, min(5, score.shape[1]))
     offsets = ct.offsets() if ct is not None else None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         for row, (image, label) in enumerate(zip(paths, labels)):
             pred = int(best[row, 0])
             line: dict[str, Any] = {"path": image, "label": int(label), "pred": pred,
-                                    "top5": [int(c) for c in best[row]]}
+                                    "top5": [int(c) for c in best[row]],
+                                    "label_name": classes[int(label)], "pred_name": classes[pred]}
             if k and ct is not None and image_feats is not None and text_feats is not None:
-                line["explain_pred"] = explain(image_feats[row], pred, ct, text_feats, offsets, k)
-                if pred != label:
-                    line["explain_label"] = explain(image_feats[row], int(label), ct, text_feats,
-                                                    offsets, k)
+                other = ("label", int(label)) if pred != label else ("runner_up", int(best[row, 1])
+                                                                      if best.shape[1] > 1 else -1)
+                for role, c in (("pred", pred), other):
+                    if c < 0:
+                        continue
+                    if role == "runner_up":
+                        line.update(runner_up=c, runner_up_name=classes[c])
+                    line[f"score_{role}"] = round(float(score[row, c]), 6)
+                    line[f"explain_{role}"] = explain(image_feats[row], c, ct, text_feats, offsets, k)
             handle.write(json.dumps(line) + "\n")
