@@ -16,8 +16,10 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,26 +97,59 @@ BACKEND_LOG_ENV = "RAY_BACKEND_LOG_LEVEL"
 
 @contextlib.contextmanager
 def _driver_logs_quiet(attached: bool) -> Iterator[None]:
-    """The driver's core worker copies its error lines to stderr (an actor-restart warning when
-    a node goes); the stall line says what matters. Its level is read once, at `ray.init`, which
-    announces the level it read on stderr: that window goes to /dev/null. Only when attaching:
-    a local Ray's processes start inside `ray.init` and would inherit the level, losing their
-    log files. A level the user set is kept, with its announcement."""
+    """When attached, the driver's core worker keeps writing to stderr after `encode_ray` returns
+    (when a node goes, at exit); its level is read once, at `ray.init`. Only when attaching: a
+    local Ray's processes start inside `ray.init` and would inherit the level, losing their log
+    files. A level the user set is kept."""
     if not attached or BACKEND_LOG_ENV in os.environ:
         yield
         return
     os.environ[BACKEND_LOG_ENV] = "fatal"
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(null, 2)
         yield
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
         os.environ.pop(BACKEND_LOG_ENV, None)
+
+
+def driver_log() -> Path:
+    """Where the driver's native lines go during a Ray run (removed when none came)."""
+    return Path(tempfile.gettempdir()) / f"descgen-ray-driver-{os.getpid()}.log"
+
+
+@contextlib.contextmanager
+def _native_stderr_to(log: Path) -> Iterator[None]:
+    """Ray's C++ core worker writes its warnings (an actor-restart notice, the level it read) to
+    file descriptor 2, not through Python: for the run, fd 2 goes to `log`, and Python's
+    `sys.stderr`, when it wrote to fd 2, to a copy of the terminal, so descgen's lines and bars
+    stay where they were."""
+    sys.stderr.flush()
+    python_stream = sys.stderr
+    terminal = os.dup(2)
+    on_fd2 = _fileno(python_stream) == 2
+    if on_fd2:
+        sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1,
+                               encoding=python_stream.encoding, errors=python_stream.errors)
+    with open(log, "ab") as sink:
+        os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        if on_fd2:
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = python_stream
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        with contextlib.suppress(OSError):
+            if log.stat().st_size == 0:
+                log.unlink()
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _fitted(options: EngineOptions, resources: dict[str, float]) -> EngineOptions:
@@ -224,7 +259,15 @@ class _Encoder:
 def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
                data: LabelledImages, batch_size: int, progress: bool = False,
                on_batch: OnBatch | None = None) -> tuple[ImageFeatures, dict[str, float]]:
-    """Features of every image of `data` in input order, computed on Ray."""
+    """Features of every image of `data` in input order, computed on Ray; Ray's native driver
+    lines go to `driver_log()`, not the terminal."""
+    with _native_stderr_to(driver_log()):
+        return _encode_ray(options, clip, spec, data, batch_size, progress, on_batch)
+
+
+def _encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
+                data: LabelledImages, batch_size: int, progress: bool,
+                on_batch: OnBatch | None) -> tuple[ImageFeatures, dict[str, float]]:
     model, pretrained, precision, _ = spec
     # Ray shows an actor only its own GPUs, as cuda:0 (and up)
     actor_device = "cuda" if options.ray_gpus > 0 else "cpu"
@@ -271,7 +314,7 @@ def encode_ray(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, st
         raise
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker failures in its own errors
         raise DescgenError(f"Ray engine: encoding failed ({_root_cause(exc)}); nothing was cached"
-                           " (Ray's own logs: /tmp/ray/session_latest/logs)") from exc
+                           f" (Ray's own logs: /tmp/ray/session_latest/logs and {driver_log()})") from exc
     return _gather(rows, data), {"ray_startup": round(startup, 4)}
 
 
@@ -298,8 +341,7 @@ def _watched(batches: Iterator[Any], options: EngineOptions, ray: Any) -> Iterat
             kind, item = inbox.get(timeout=options.ray_stall_seconds)
         except queue.Empty:
             why = _resources(ray, options)
-            with _quiet(), contextlib.suppress(Exception):
-                ray.shutdown()  # stop the stalled execution here, not in a thread at exit
+            _stop(ray)
             raise DescgenError(f"Ray engine: no batch finished for {options.ray_stall_seconds:g} s"
                                f" ({why}): a node may have been lost or the pool cannot be"
                                " scheduled; finished chunks are kept, run again"
@@ -309,6 +351,18 @@ def _watched(batches: Iterator[Any], options: EngineOptions, ray: Any) -> Iterat
         if kind == "error":
             raise item
         yield item
+
+
+def _stop(ray: Any) -> None:
+    """Stop the stalled execution here, not in a thread at exit. The thread still pulling
+    batches would, on its next Ray call, start a local Ray of its own (Ray's auto-init): that is
+    turned off first, for this process."""
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._private import auto_init_hook
+
+        auto_init_hook.enable_auto_connect = False
+    with _quiet(), contextlib.suppress(Exception):
+        ray.shutdown()
 
 
 def _resources(ray: Any, options: EngineOptions) -> str:
