@@ -27,6 +27,8 @@ from descriptor_gen.score.engine_options import EngineName
 from descriptor_gen.score.methods import METHODS
 from descriptor_gen.learn.methods import LEARNED
 from descriptor_gen.score.evaluate import EvalConfig, EvalResult, evaluate
+from descriptor_gen.score.model_list import model_pairs
+from descriptor_gen.score.result_file import result_name, write_result_file
 from descriptor_gen.experiments.plan import (
     SweepIdentity,
     expand_grid,
@@ -50,7 +52,7 @@ from descriptor_gen.experiments.report import (
     write_report,
     write_suite_report,
 )
-from descriptor_gen.paths import RESPONSES, CachePaths
+from descriptor_gen.paths import RESPONSES, CachePaths, results_root
 from descriptor_gen.describe.store import read_store, select_records, summarize_store, write_store
 
 try:  # typer >= 0.22 vendors its own copy of click
@@ -399,8 +401,9 @@ def eval_cmd(
     classes: Annotated[Optional[Path], typer.Option("--classes", help="Class list, one name a line (default: the dataset's own names; needed for folders and CSVs).")] = None,
     data_root: DataRoot = None,
     descriptors: Annotated[Optional[Path], typer.Option("--descriptors", help="Descriptor store (JSONL).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="open_clip model name, or a model-config JSON path (default: ViT-B-32; with --learned, the run's).")] = None,
-    pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="open_clip tag, a checkpoint file, or none (default: openai; with --learned, the run's).")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="open_clip model name, or a model-config JSON path (default: ViT-B-32; with --learned, the run's). Repeat for several CLIPs, each with its --pretrained in order.")] = None,
+    pretrained: Annotated[Optional[list[str]], typer.Option("--pretrained", help="open_clip tag, a checkpoint file, or none (default: openai; with --learned, the run's). One for all models, or one per --model.")] = None,
+    models: Annotated[Optional[list[str]], typer.Option("--models", help="More CLIPs (CLIP_benchmark's --pretrained_model): MODEL,PRETRAINED, a file of such lines, or a collection (openai, openclip_base, openclip_multilingual, openclip_all); repeatable.")] = None,
     method: Annotated[Optional[MethodName], typer.Option("--method", help="How class vectors are made (default: descriptors): " + "; ".join(f"{n}: {m.summary}" for n, m in METHODS.items()) + ".")] = None,  # type: ignore[valid-type]
     option: Annotated[Optional[list[str]], typer.Option("--option", help="A method option KEY=VALUE (repeatable), e.g. repeats=7, count=15, base=waffle, beta=0.85, source=DIR, shots=8.")] = None,
     concept: Annotated[Optional[str], typer.Option("--concept", help="Name classes as 'A photo of a CONCEPT: a {c}' (WaffleCLIP); card: the dataset card's concept.")] = None,
@@ -412,7 +415,7 @@ def eval_cmd(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[Precision, typer.Option("--precision", help="Model precision.")] = Precision.fp32,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 2,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result JSON here.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="The result JSON (CLIP_benchmark's fields and descgen's; default results/eval/DATASET_MODEL_PRETRAINED_METHOD[_STORE].json); with several CLIPs, a folder for one file each.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,
     explain_figure: Annotated[Optional[Path], typer.Option("--explain-figure", help="With --predictions: draw DCLIP's explanation figure here (.png, .pdf, .svg): each image, its predicted and true (or runner-up) class, their scores and the K descriptors most like it (K: --explain, default 5).")] = None,
@@ -430,49 +433,78 @@ def eval_cmd(
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="A bar over the images encoded (default: when stderr is a terminal).")] = None,
     cache_dir: CacheDir = None,
 ) -> None:
-    """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy."""
+    """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy;
+    one result file per CLIP."""
     if learned is not None:
         _nothing_beside_learned({"--method": method, "--option": option, "--descriptors": descriptors,
                                  "--concept": concept, "--explain": explain,
-                                 "--explain-figure": explain_figure,
+                                 "--explain-figure": explain_figure, "--models": models,
                                  "--descriptor-template": descriptor_template != "auto",
                                  "--classname-template": classname_template != "auto",
                                  "--pooling": pooling != PoolingName.auto,
                                  "--on-empty": on_empty != OnEmptyName.classname})
         from descriptor_gen.learn.run import run_clip  # torch: only for a learned run
 
-        model, pretrained = run_clip(learned, model, pretrained)
+        if len(model or []) > 1 or len(pretrained or []) > 1:
+            raise DescgenError("--learned: a run is scored with its own CLIP (one --model)")
+        pairs = [run_clip(learned, (model or [None])[0], (pretrained or [None])[0])]
+    else:
+        pairs = model_pairs(model, pretrained, models)
     try:
-        cfg = EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors,
-                         model=model or "ViT-B-32",
-                         learned=learned, engine=engine.value, ray_address=ray_address,
-                         ray_actors=ray_actors, ray_gpus=ray_gpus, ray_cpus=ray_cpus,
-                         ray_stall_seconds=ray_stall_seconds,
-                         ray_actor_cpus=ray_actor_cpus,
-                         pretrained=pretrained or "openai", options=method_options(option),
-                         concept=concept, method=method.value if method else "descriptors",
-                         descriptor_template=descriptor_template,
-                         classname_template=classname_template, pooling=pooling.value,
-                         on_empty=on_empty.value, batch_size=batch_size, device=device,
-                         precision=precision.value, workers=workers, explain=explain,
-                         decode=decode.value, subsample=subsample.value)
+        configs = [EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors,
+                              model=name, pretrained=weights,
+                              learned=learned, engine=engine.value, ray_address=ray_address,
+                              ray_actors=ray_actors, ray_gpus=ray_gpus, ray_cpus=ray_cpus,
+                              ray_stall_seconds=ray_stall_seconds,
+                              ray_actor_cpus=ray_actor_cpus, options=method_options(option),
+                              concept=concept, method=method.value if method else "descriptors",
+                              descriptor_template=descriptor_template,
+                              classname_template=classname_template, pooling=pooling.value,
+                              on_empty=on_empty.value, batch_size=batch_size, device=device,
+                              precision=precision.value, workers=workers,
+                              explain=explain or (DEFAULT_EXPLAIN if explain_figure else 0),
+                              decode=decode.value, subsample=subsample.value)
+                   for name, weights in pairs]
     except ValidationError as exc:
         raise _flag_error(exc) from exc
-    output_file(out, "--out")
-    output_file(predictions, "--predictions")
+    folder = _result_place(out, predictions, explain_figure, len(configs))
     _check_explain_figure(explain_figure, predictions)
-    if explain_figure is not None and not explain:
-        cfg = cfg.model_copy(update={"explain": DEFAULT_EXPLAIN})
     paths = CachePaths.resolve(cache_dir, writable=True)
     names = load_classes(classes) if classes is not None else None
-    result = evaluate(cfg, names, paths.cache_dir, paths.prompts_dir, predictions=predictions,
-                      progress=sys.stderr.isatty() if progress is None else progress,
-                      scorer=_learned_scorer(learned))
-    for line in eval_lines(result):
-        typer.echo(line)
-    _write_result(out, result)
-    if explain_figure is not None and predictions is not None:
-        _draw_explanations(result, cfg.explain, predictions, explain_figure, explain_images)
+    for cfg in configs:
+        if len(configs) > 1:
+            typer.echo(f"{cfg.model} / {cfg.pretrained}:")
+        result = evaluate(cfg, names, paths.cache_dir, paths.prompts_dir, predictions=predictions,
+                          progress=sys.stderr.isatty() if progress is None else progress,
+                          scorer=_learned_scorer(learned))
+        for line in eval_lines(result):
+            typer.echo(line)
+        target = out if folder is None else folder / result_name(result)
+        assert target is not None
+        write_result_file(target, result, learned=learned is not None)
+        typer.echo(f"result: {target}")
+        if explain_figure is not None and predictions is not None:
+            _draw_explanations(result, cfg.explain, predictions, explain_figure, explain_images)
+
+
+def _result_place(out: Path | None, predictions: Path | None, figure: Path | None,
+                  count: int) -> Path | None:
+    """The folder that receives one result file per CLIP (None: `out` is the file), checked
+    before any work."""
+    if count > 1:
+        for value, flag in ((predictions, "--predictions"), (figure, "--explain-figure")):
+            if value is not None:
+                raise DescgenError(f"{flag} takes one CLIP; {count} were given (--model,"
+                                   " --models): run that one alone")
+        if out is not None and out.suffix == ".json":
+            raise DescgenError(f"--out {out}: with {count} CLIPs, --out names a folder that"
+                               " receives one result file per CLIP")
+        return output_dir(out or results_root() / "eval", "--out")
+    output_file(predictions, "--predictions")
+    if out is not None:
+        output_file(out, "--out")
+        return None
+    return output_dir(results_root() / "eval", "results folder")
 
 
 DEFAULT_EXPLAIN = 5
@@ -659,7 +691,7 @@ def sweep_cmd(
 
     experiment = load_spec(spec, set_)
     paths = CachePaths.resolve(cache_dir, writable=True)
-    folder = out or Path("results") / experiment.name
+    folder = out or results_root() / experiment.name
     if folder.exists() and not folder.is_dir():
         raise DescgenError(f"--out {folder}: is a file, expected a results folder")
     if dry_run:
@@ -681,7 +713,7 @@ def sweep_cmd(
     output_dir(folder, "--out")
     run_sweep(experiment, folder, paths.cache_dir, paths.prompts_dir, only, wait=wait)
     typer.echo(f"results: {folder / 'results.jsonl'}")
-    for path in write_report(folder):  # the report of every sweep, not a step to remember
+    for path in _with_table(write_report(folder), folder):  # every sweep's, not a step to remember
         typer.echo(str(path))
 
 
@@ -692,8 +724,55 @@ def report_cmd(
     """Write DIR/report.md (a table per experiment, best row marked) and the study's figures;
     for a suite, ours beside the published numbers."""
     write = write_suite_report if is_suite(folder) else write_report
-    for path in write(folder):
+    for path in _with_table(write(folder), folder):
         typer.echo(str(path))
+
+
+def _with_table(written: list[Path], folder: Path) -> list[Path]:
+    """The report's files and the folder's long CSV (`descgen build`'s columns)."""
+    from descriptor_gen.experiments.table import write_folder_table
+
+    table = write_folder_table(folder)
+    return [*written, table] if table is not None else written
+
+
+@app.command("build")
+def build_cmd(
+    results: Annotated[list[Path], typer.Argument(metavar="RESULT...", help="Result files of descgen eval or CLIP_benchmark, folders of them, or results folders (results.jsonl) of sweeps, suites and base2novel.")],
+    output: Annotated[Path, typer.Option("--output", help="The CSV to write.")] = Path("benchmark.csv"),
+) -> None:
+    """One long CSV of evaluations (dataset, model, pretrained, method, setting, seed, n_images,
+    acc1, acc5, mean_per_class_recall), as CLIP_benchmark's build makes it."""
+    from descriptor_gen.experiments.table import table_rows, write_table
+
+    output_file(output, "--output")
+    rows = table_rows(results)
+    typer.echo(f"{len(rows)} rows: {write_table(rows, output)}")
+
+
+@app.command("models")
+def models_cmd(
+    name: Annotated[Optional[str], typer.Argument(metavar="[FILTER]", help="Only pairs whose model or pretrained tag holds this (any case).")] = None,
+    here: Annotated[bool, typer.Option("--here", help="Only pairs whose weights are already on this machine.")] = False,
+    collections: Annotated[bool, typer.Option("--collections", help="List CLIP_benchmark's collection names and their pairs instead.")] = False,
+) -> None:
+    """open_clip's MODEL,PRETRAINED pairs (what --model/--pretrained and --models take), the
+    ones whose weights are on this machine marked with *."""
+    from descriptor_gen.score.model_list import COLLECTIONS, ALL, pretrained_table
+
+    if collections:
+        for key, pairs in COLLECTIONS.items():
+            typer.echo(f"{key}: {' '.join(f'{m},{p}' for m, p in pairs)}")
+        typer.echo(f"{ALL}: every pair below (descgen models)")
+        return
+    rows = pretrained_table(name, cached_only=here)
+    if not rows:
+        raise DescgenError(f"no open_clip pair matches {name!r}" if name else
+                           "no open_clip weights are on this machine (descgen models lists all)")
+    for model, tag, on_disk in rows:
+        typer.echo(f"{'*' if on_disk else ' '} {model},{tag}")
+    if sys.stdout.isatty():
+        typer.echo(f"{len(rows)} pairs; * = weights on this machine", err=True)
 
 
 @app.command("suite")
@@ -711,7 +790,7 @@ def suite_cmd(
 
     suite, folder, paths = _benchmark_spec(spec, SuiteSpec, set_, data_root, cache_dir, out)
     run_suite(suite, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
-    for path in write_suite_report(folder):
+    for path in _with_table(write_suite_report(folder), folder):
         typer.echo(str(path))
 
 
@@ -723,7 +802,7 @@ def _benchmark_spec(spec: Path, model: type[Any], set_: list[str] | None, data_r
     if data_root is not None:
         loaded = loaded.model_copy(update={"data_root": data_root})
     paths = CachePaths.resolve(cache_dir, writable=True)
-    return loaded, output_dir(out or Path("results") / loaded.name, "--out"), paths
+    return loaded, output_dir(out or results_root() / loaded.name, "--out"), paths
 
 
 @app.command("base2novel")
@@ -741,7 +820,8 @@ def base2novel_cmd(
 
     protocol, folder, paths = _benchmark_spec(spec, B2NSpec, set_, data_root, cache_dir, out)
     run_base2novel(protocol, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
-    typer.echo(str(write_base2novel_report(folder, protocol)))
+    for path in _with_table([write_base2novel_report(folder, protocol)], folder):
+        typer.echo(str(path))
 
 
 @app.command("serve")
@@ -854,7 +934,7 @@ def refer_sweep_cmd(
     from descriptor_gen.visual.refer import ReferSweepSpec, read_annotations, run_refer_sweep
 
     sweep = load_yaml_model(spec, ReferSweepSpec, set_)
-    folder = output_dir(out or Path("results") / sweep.name, "--out")
+    folder = output_dir(out or results_root() / sweep.name, "--out")
     cache = CachePaths.resolve(cache_dir, writable=True).cache_dir
     read_annotations(sweep.annotations, sweep.images)
     clip = load_clip(sweep.clip.model, sweep.clip.pretrained, sweep.clip.device, sweep.clip.precision)

@@ -12,6 +12,7 @@ from descriptor_gen.inputs import output_dir
 
 CACHE_ENV = "DESCRIPTOR_GEN_CACHE"
 PROMPTS_ENV = "DESCRIPTOR_GEN_PROMPTS"
+RESULTS_ENV = "DESCRIPTOR_GEN_RESULTS"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # What the cache folder holds, each named once.
@@ -22,6 +23,11 @@ RESPONSES = "responses.sqlite"
 BATCHES = "batches"  # folder: Batch API manifests
 CLIP_IDENTITIES = "clip_identities.sqlite"  # a CLIP's cache identity without loading it
 CACHE_PARTS = (IMAGE_FEATURES, LEARN_FEATURES, TEXT_FEATURES, RESPONSES, BATCHES, CLIP_IDENTITIES)
+
+
+def results_root() -> Path:
+    """Where results go unless `--out` says: `$DESCRIPTOR_GEN_RESULTS`, else `results/` here."""
+    return Path(os.environ.get(RESULTS_ENV) or "results").expanduser()
 
 
 class CachePaths(BaseModel):

@@ -253,16 +253,22 @@ def test_cli_eval_end_to_end(setup: dict, tmp_path: Path, capsys: pytest.Capture
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("descriptors: top-1 ") and "top-5 n/a (< 5 classes)" in printed
+    assert printed.rstrip().endswith(f"result: {out}")
     result = json.loads(out.read_text())
-    assert result["metrics"]["top5"] is None
+    # CLIP_benchmark's fields first, in its names; descgen's provenance beside them
+    assert list(result)[:6] == ["dataset", "model", "pretrained", "task", "metrics", "language"]
+    assert result["task"] == "zeroshot_classification" and result["language"] == "en"
+    assert result["model"] == str(setup["config"]) and result["dataset"] == str(setup["images"])
+    assert list(result["metrics"])[:3] == ["acc1", "acc5", "mean_per_class_recall"]
+    assert result["metrics"]["acc5"] is None
     assert result["text"] == {"descriptor_template": "dclip", "descriptor_text": "{c}, {which} {d}",
                               "classname_template": "clip", "classname_text": "a photo of a {c}.",
                               "pooling": "mean", "on_empty": "classname", "concept": None}
-    assert set(result["metrics"]) == {"top1", "top5", "mean_per_class_recall", "n_images", "mean_entropy"}
+    assert set(result["metrics"]) == {"acc1", "acc5", "mean_per_class_recall", "n_images", "mean_entropy"}
     assert result["counts"]["descriptors_per_class"] == {"mean": 2.5, "min": 2, "max": 3}
     assert len(result["descriptor_file_sha256"]) == 64
     assert len(preds.read_text().splitlines()) == 8
-    code = main([*args[:-2], "--cache-dir", str(setup["cache"]), "--pretrained", "/no/such.pt"])
+    code = main([a if a != str(setup["checkpoint"]) else "/no/such.pt" for a in args])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no such checkpoint file" in err
 

@@ -268,6 +268,7 @@ class _Run:
                 "column": name, "seed": seed, "half": half, "metrics": result.metrics,
                 "classes": result.counts.get("classes"), "identity": identity,
                 "run": str(run) if run else None, "device": result.device,
+                "clip": {"model": c.model, "pretrained": c.pretrained, "precision": c.precision},
                 "seconds": round(time.perf_counter() - started, 3)}
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.inputs import read_text, validation_message
+from descriptor_gen.experiments.results import read_rows
+from descriptor_gen.inputs import validation_message
 
 OPTION_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
 
@@ -41,19 +42,7 @@ def read_results(folder: Path, needed: tuple[str, ...] = SWEEP_METRICS) -> list[
     path = folder / "results.jsonl"
     if not path.is_file():
         raise DescgenError(f"{path}: no results (run `descgen sweep` first)")
-    text = read_text(path, "results file")
-    lines = text.split("\n")
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines) and not text.endswith("\n"):
-                continue  # torn last line of a killed sweep
-            raise DescgenError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        rows.append(_checked(data, needed, f"{path}:{number}"))
+    rows = [_checked(data, needed, f"{path}:{number}") for number, data in read_rows(path)]
     if not rows:
         raise DescgenError(f"{path}: no results")
     return rows

@@ -58,6 +58,28 @@ def done_cells(results: Path, repair: bool = False) -> set[str]:
     return done
 
 
+def read_rows(results: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) of every row of a results file; a torn last line (a killed run's) is
+    skipped, any other line that is not a JSON object is an error naming it."""
+    text = read_text(results, "results file")
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if number == len(lines) and not text.endswith("\n"):
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue
+        row = parse_json(line, results, number)
+        if not isinstance(row, dict):
+            raise DescgenError(f"{results}:{number}: expected a JSON object, got"
+                               f" {type(row).__name__}")
+        rows.append((number, row))
+    return rows
+
+
 def append_row(results: Path, row: dict[str, Any]) -> None:
     with writing(results), open(results, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -106,6 +106,7 @@ class SweepRow(BaseModel):
     device: str
     seconds: float
     per_class_recall: list[tuple[str, float | None]] = []
+    clip: dict[str, str] | None = None  # as named (the identity holds a config by its hash)
 
 
 @dataclass
@@ -187,7 +188,8 @@ def run_cell(run: _Sweep, cell: Cell) -> SweepRow:
         llm_requests=gen.requests if gen else 0, cache_hits=gen.cache_hits if gen else 0,
         classes_without_descriptors=len(gen.failed) if gen else 0,
         images_encoded=result.images_encoded, device=result.device,
-        seconds=round(time.perf_counter() - started, 3), per_class_recall=result.per_class_recall)
+        seconds=round(time.perf_counter() - started, 3), per_class_recall=result.per_class_recall,
+        clip={"model": result.model, "pretrained": result.pretrained, "precision": result.precision})
 
 
 def _run_cells(spec: ExperimentSpec, points: list[PromptOptions], ident: SweepIdentity,

@@ -21,7 +21,7 @@ def check_weights(model: str, tag: str, seconds: float = 3.0, hub_cache: str | N
     import open_clip
 
     cfg = open_clip.get_pretrained_cfg(model, tag)
-    if not cfg or "file" in cfg or _cached(cfg, hub_cache):
+    if not cfg or "file" in cfg or cached(cfg, hub_cache):
         return
     host = "huggingface.co" if cfg.get("hf_hub") else urlparse(cfg.get("url", "")).hostname
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in OFFLINE_VALUES
@@ -35,7 +35,8 @@ def check_weights(model: str, tag: str, seconds: float = 3.0, hub_cache: str | N
         " at a cache that holds them")
 
 
-def _cached(cfg: dict[str, Any], hub_cache: str | None) -> bool:
+def cached(cfg: dict[str, Any], hub_cache: str | None = None) -> bool:
+    """Whether the weights of a pretrained config are in open_clip's caches on this machine."""
     hub = cfg.get("hf_hub", "")
     if hub:
         from huggingface_hub import try_to_load_from_cache
