@@ -16,7 +16,8 @@ from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.generation.concept import ask_concept
 from descriptor_gen.data.catalog import card_table, dataset_classes
 from descriptor_gen.describe.classes import load_classes
-from descriptor_gen.atomic import NO_SPACE, no_space
+from descriptor_gen.atomic import NO_SPACE, no_space, write_atomically
+from descriptor_gen.describe.export import EXPORT_FORMATS
 from descriptor_gen import __version__
 from descriptor_gen.errors import INTERRUPTED, DescgenError
 from descriptor_gen.secrets import redact
@@ -97,6 +98,12 @@ class ImportFormat(str, Enum):
     cupl = "cupl"
 
 
+class OnEmptyName(str, Enum):
+    classname = "classname"
+    blank = "blank"
+    error = "error"
+
+
 class MatchBy(str, Enum):
     name = "name"
     order = "order"
@@ -113,6 +120,14 @@ SetKeys = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a spec key, e.g. clip.model=ViT-L-14 (repeatable).")]
 Wait = Annotated[bool, typer.Option(
     "--wait", help="If another run is writing the same output, wait for it instead of stopping.")]
+SpecModels = Annotated[Optional[list[str]], typer.Option(
+    "--model", help="Run the spec with this CLIP instead of its clip.model; repeat for several"
+    " (each its own cells and table, in one results folder), paired in order with --pretrained.")]
+SpecWeights = Annotated[Optional[list[str]], typer.Option(
+    "--pretrained", help="The weights of each --model (one for all), else the spec's.")]
+SpecModelEntries = Annotated[Optional[list[str]], typer.Option(
+    "--models", help="More CLIPs: MODEL,PRETRAINED, a file of such lines, or a CLIP_benchmark"
+    " collection (openai, openclip_base, ...); repeatable.")]
 DataRoot = Annotated[Optional[Path], typer.Option(
     "--data-root", help="Folder holding the datasets as their downloads unpack (else $DESCRIPTOR_GEN_DATA).")]
 
@@ -211,6 +226,51 @@ def import_cmd(
     for line in report.lines():
         typer.echo(line, err=True)
     typer.echo(f"wrote {len(records)} records to {out}", err=True)
+
+
+ExportFormat = Enum("ExportFormat", {n: n for n in EXPORT_FORMATS}, type=str)  # type: ignore[misc]
+
+
+@app.command("export")
+def export_cmd(
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="A descriptor store (JSONL).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="dclip ({class: [descriptors]}), cupl ({class: [sentences]}) or clip_benchmark (its --custom_template_file: {dataset: {class: [sentences]}}).")],  # type: ignore[valid-type]
+    out: Annotated[Path, typer.Option("--out", help="The JSON file to write.")],
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="Key the classes by these names (one a line, in class order), e.g. CLIP_benchmark's own class names.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="clip_benchmark: the dataset name its templates file is keyed by (e.g. imagenet1k).")] = None,
+    descriptor_template: Annotated[str, typer.Option("--descriptor-template", help="cupl, clip_benchmark: the text of each descriptor, as eval's flag (auto: the store's, DCLIP's '{c}, which (is/has) {d}').")] = "auto",
+    concept: Annotated[Optional[str], typer.Option("--concept", help="cupl, clip_benchmark: name classes as 'CONCEPT: a {c}' (WaffleCLIP).")] = None,
+    on_empty: Annotated[OnEmptyName, typer.Option("--on-empty", help="cupl, clip_benchmark: a class without descriptors gets its class-name text, a blank descriptor, or is an error.")] = OnEmptyName.classname,
+) -> None:
+    """Write a store in a format other tools read; sentences are the texts eval encodes."""
+    from descriptor_gen.describe.export import export_store
+    from descriptor_gen.score.evaluate import TextOptions
+    from descriptor_gen.score.scoring import TextForms
+
+    output_file(out, "--out")
+    if fmt.value != "clip_benchmark" and dataset is not None:
+        raise DescgenError(f"--dataset is for --format clip_benchmark, not {fmt.value}")
+    records = read_store(store)
+    try:
+        options = TextOptions(descriptor_template=descriptor_template, concept=concept,
+                              on_empty=on_empty.value)
+    except ValidationError as exc:
+        raise _flag_error(exc) from exc
+    recipe = options.recipe(TextForms.load(CachePaths.resolve().prompts_dir), records)
+    data = export_store(records, fmt.value, load_classes(classes) if classes else None,
+                        recipe.descriptor, _empty_texts(recipe), dataset)
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    write_atomically(out, lambda handle: handle.write(text.encode("utf-8")))
+    typer.echo(f"wrote {len(records)} classes ({fmt.value}) to {out}", err=True)
+
+
+def _empty_texts(recipe: Any) -> Any:
+    """What eval scores a class without descriptors with, by the `--on-empty` policy."""
+    def texts(name: str) -> list[str]:
+        if recipe.on_empty == "error":
+            raise DescgenError(f"class {name!r} has no descriptors (--on-empty error)")
+        return [recipe.descriptor(name, "")] if recipe.on_empty == "blank" else [recipe.classname(name)]
+    return texts
 
 
 @app.command("show")
@@ -377,12 +437,6 @@ class PoolingName(str, Enum):
     auto = "auto"
     mean = "mean"
     renormalised = "renormalised"
-
-
-class OnEmptyName(str, Enum):
-    classname = "classname"
-    blank = "blank"
-    error = "error"
 
 
 DecodeFlag = Enum("DecodeFlag", {name: name for name in DECODERS}, type=str)  # type: ignore[misc]
@@ -684,37 +738,59 @@ def sweep_cmd(
     set_: SetKeys = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and the LLM requests it would send.")] = False,
     wait: Wait = False,
+    model: SpecModels = None,
+    pretrained: SpecWeights = None,
+    models: SpecModelEntries = None,
     cache_dir: CacheDir = None,
 ) -> None:
     """Run an experiment: generate each setting's descriptors and score them with every method."""
     from descriptor_gen.experiments.sweep import run_sweep
 
-    experiment = load_spec(spec, set_)
+    variants = with_clips(load_spec(spec, set_), model, pretrained, models)
     paths = CachePaths.resolve(cache_dir, writable=True)
-    folder = out or results_root() / experiment.name
+    folder = out or results_root() / variants[0].name
     if folder.exists() and not folder.is_dir():
         raise DescgenError(f"--out {folder}: is a file, expected a results folder")
     if dry_run:
-        library = PromptLibrary(paths.prompts_dir)
-        grid = expand_grid(experiment, library, only)
-        for options in grid:
-            typer.echo(setting_slug(options))
-        ident = SweepIdentity.of(experiment, paths.cache_dir, paths.prompts_dir, ask=False)
-        cells = plan_cells(experiment, grid, folder, library, ident)
-        done = done_cells(folder / "results.jsonl")
-        cache = ResponseCache(paths.cache_dir / RESPONSES)
-        needed = requests_needed(experiment, grid, folder, cache, library, ident)
-        for entry in experiment.methods:
-            typer.echo(f"method: {entry.name}")
-        typer.echo(f"{len(grid)} settings x {len(experiment.methods)} methods: {len(cells)} cells,"
-                   f" {sum(c.id in done for c in cells)} already done;"
-                   f" LLM requests to send: {needed}")
+        for experiment in variants:
+            if len(variants) > 1:
+                typer.echo(f"CLIP {experiment.clip.model} / {experiment.clip.pretrained}:")
+            _dry_run(experiment, folder, paths, only)
         return
     output_dir(folder, "--out")
-    run_sweep(experiment, folder, paths.cache_dir, paths.prompts_dir, only, wait=wait)
+    for experiment in variants:  # each CLIP loads once; its cells resume as any sweep's
+        run_sweep(experiment, folder, paths.cache_dir, paths.prompts_dir, only, wait=wait)
     typer.echo(f"results: {folder / 'results.jsonl'}")
     for path in _with_table(write_report(folder), folder):  # every sweep's, not a step to remember
         typer.echo(str(path))
+
+
+def with_clips(spec: Any, model: list[str] | None, pretrained: list[str] | None,
+               entries: list[str] | None) -> list[Any]:
+    """The spec once per CLIP asked for (`--model`/`--pretrained`/`--models`), else as it is."""
+    if not (model or pretrained or entries):
+        return [spec]
+    pairs = model_pairs(model, pretrained, entries, default=(spec.clip.model, spec.clip.pretrained))
+    return [spec.model_copy(update={"clip": spec.clip.model_copy(update={"model": m, "pretrained": p})})
+            for m, p in pairs]
+
+
+def _dry_run(experiment: Any, folder: Path, paths: CachePaths, only: list[str] | None) -> None:
+    """The grid, the cells already done and the requests a sweep would send."""
+    library = PromptLibrary(paths.prompts_dir)
+    grid = expand_grid(experiment, library, only)
+    for options in grid:
+        typer.echo(setting_slug(options))
+    ident = SweepIdentity.of(experiment, paths.cache_dir, paths.prompts_dir, ask=False)
+    cells = plan_cells(experiment, grid, folder, library, ident)
+    done = done_cells(folder / "results.jsonl")
+    cache = ResponseCache(paths.cache_dir / RESPONSES)
+    needed = requests_needed(experiment, grid, folder, cache, library, ident)
+    for entry in experiment.methods:
+        typer.echo(f"method: {entry.name}")
+    typer.echo(f"{len(grid)} settings x {len(experiment.methods)} methods: {len(cells)} cells,"
+               f" {sum(c.id in done for c in cells)} already done;"
+               f" LLM requests to send: {needed}")
 
 
 @app.command("report")
@@ -783,13 +859,17 @@ def suite_cmd(
     data_root: DataRoot = None,
     cache_dir: CacheDir = None,
     wait: Wait = False,
+    model: SpecModels = None,
+    pretrained: SpecWeights = None,
+    models: SpecModelEntries = None,
 ) -> None:
     """Run methods x benchmark datasets (those found under the data root) and write the table
-    with the published numbers beside ours."""
+    with the published numbers beside ours (a table per CLIP)."""
     from descriptor_gen.experiments.suite import SuiteSpec, run_suite
 
     suite, folder, paths = _benchmark_spec(spec, SuiteSpec, set_, data_root, cache_dir, out)
-    run_suite(suite, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
+    for variant in with_clips(suite, model, pretrained, models):
+        run_suite(variant, folder, paths.cache_dir, paths.prompts_dir, wait=wait)
     for path in _with_table(write_suite_report(folder), folder):
         typer.echo(str(path))
 

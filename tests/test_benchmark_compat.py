@@ -158,3 +158,152 @@ def test_models_lists_open_clips_pairs_and_marks_those_on_this_machine(tmp_path:
     assert "openclip_base: ViT-B-32-quickgelu,laion400m_e32" in run("--collections").stdout
     none = run("no-such-model")
     assert none.returncode == 2 and none.stderr.startswith("descgen: error: no open_clip pair")
+
+
+def _second_clip(w: dict) -> Path:
+    """The tiny CLIP's config with other random weights (seed 7)."""
+    from descriptor_gen.score.tiny import TINY_CLIP_CONFIG, write_clip_checkpoint
+
+    _, other = write_clip_checkpoint(w["tmp"] / "other", "tiny-clip-test", TINY_CLIP_CONFIG, seed=7)
+    return other.rename(other.with_name("seed7.pt"))
+
+
+def test_a_suite_of_two_clips_a_table_each_and_one_csv(world: dict,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`suite --model M --pretrained A --pretrained B`: each CLIP's cells in one results
+    folder, a table and chart each in report.md, results.csv with both; a re-run adds nothing."""
+    import yaml
+
+    import dataset_layouts as layouts
+
+    w = world
+    root = w["tmp"] / "root"
+    layouts.LAYOUTS["food101"](root)
+    other = _second_clip(w)
+    suite = yaml.safe_load((Path(__file__).parent.parent / "data" / "experiments"
+                            / "suite_dclip.yaml").read_text())
+    suite["methods"] = {k: v for k, v in suite["methods"].items() if k in ("clip", "templates")}
+    suite.update(datasets=["food101"], clip={"model": "ViT-B-32", "pretrained": "openai",
+                                             "device": "cpu", "workers": 0})
+    spec = w["tmp"] / "suite.yaml"
+    spec.write_text(yaml.safe_dump(suite))
+    out = w["tmp"] / "suite-out"
+    args = ["suite", str(spec), "--data-root", str(root), "--out", str(out), "--cache-dir",
+            str(w["cache"]), "--model", str(w["config"]), "--pretrained", str(w["checkpoint"]),
+            "--pretrained", str(other)]
+    assert main(args) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["clip"]["pretrained"], r["column"]) for r in rows) == sorted(
+        (str(p), c) for p in (w["checkpoint"], other) for c in ("clip", "templates"))
+    report = (out / "report.md").read_text()
+    assert f"CLIP: {w['config']} / {w['checkpoint']} (fp32)." in report
+    assert f"CLIP: {w['config']} / {other} (fp32)." in report
+    assert report.count("| food101 (3) |") == 2
+    assert (out / "reproduce-dclip_clip1_suite.png").exists()
+    assert (out / "reproduce-dclip_clip2_suite.png").exists()
+    table = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted((r["pretrained"], r["method"]) for r in table) == sorted(
+        (str(p), c) for p in (w["checkpoint"], other) for c in ("clip", "templates"))
+    assert all(r["dataset"] == "food101" and r["acc1"] != "" for r in table)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_sweep_of_two_clips(world: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sweep --models M,A --models M,B` with baseline methods: a run per CLIP in one folder,
+    a table each (told apart by their weights), the CSV with both."""
+    import yaml
+
+    w = world
+    other = _second_clip(w)
+    spec = w["tmp"] / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "two-clips", "classes": str(w["classes"]), "dataset": str(w["images"]),
+        "generation": {"backend": "openai", "model": "dev", "base_url": "http://127.0.0.1:9/v1"},
+        "clip": {"model": "ViT-B-32", "pretrained": "openai", "device": "cpu", "workers": 0},
+        "grid": {"per_example": [1]}, "methods": ["classname", "templates"]}))
+    out = w["tmp"] / "sweep-out"
+    assert main(["sweep", str(spec), "--out", str(out), "--cache-dir", str(w["cache"]),
+                 "--models", f"{w['config']},{w['checkpoint']}",
+                 "--models", f"{w['config']},{other}"]) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["clip"]["pretrained"], r["method"]) for r in rows) == sorted(
+        (str(p), m) for p in (w["checkpoint"], other) for m in ("classname", "templates"))
+    assert "### run 1" in (out / "report.md").read_text()
+    table = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["pretrained"] for r in table} == {str(w["checkpoint"]), str(other)}
+    assert all(r["model"] == str(w["config"]) for r in table)
+
+
+def _store_view(path: Path) -> list[tuple[int, str, list[str]]]:
+    from descriptor_gen.describe.store import read_store
+
+    return [(r.class_index, r.class_name, r.descriptors) for r in read_store(path)]
+
+
+def test_export_round_trips_and_writes_what_others_read(world: dict,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """dclip: `import` of the export is the same store; cupl: each descriptor as the sentence
+    eval encodes; clip_benchmark: keyed by dataset, then by class, as its classifier reads it
+    (`templates[classname]`), under CLIP_benchmark's own class names."""
+    w = world
+    exported, again = w["tmp"] / "dclip.json", w["tmp"] / "again.jsonl"
+    assert main(["export", str(w["store"]), "--format", "dclip", "--out", str(exported)]) == 0
+    assert json.loads(exported.read_text()) == {CLASSES[i]: d for i, d in DESCRIPTORS.items()}
+    assert main(["import", str(exported), "--format", "dclip", "--classes", str(w["classes"]),
+                 "--out", str(again)]) == 0
+    assert _store_view(again) == _store_view(w["store"])
+
+    cupl = w["tmp"] / "cupl.json"
+    assert main(["export", str(w["store"]), "--format", "cupl", "--out", str(cupl)]) == 0
+    assert json.loads(cupl.read_text())["tench"] == ["tench, which has olive-green body",
+                                                     "tench, which is a thick tail"]
+    back = w["tmp"] / "cupl.jsonl"  # a CuPL store exported as cupl is the same sentences
+    assert main(["import", str(cupl), "--format", "cupl", "--classes", str(w["classes"]),
+                 "--out", str(back)]) == 0
+    cupl2 = w["tmp"] / "cupl2.json"
+    assert main(["export", str(back), "--format", "cupl", "--out", str(cupl2)]) == 0
+    assert json.loads(cupl2.read_text()) == json.loads(cupl.read_text())
+
+    theirs = w["tmp"] / "cb_names.txt"
+    theirs.write_text("tench\ngoldfish\nmissile (weapon)\n")
+    template_file = w["tmp"] / "custom_templates.json"
+    assert main(["export", str(w["store"]), "--format", "clip_benchmark", "--dataset",
+                 "imagenet1k", "--classes", str(theirs), "--descriptor-template",
+                 "A photo of a {c}, {which} {d}.", "--out", str(template_file)]) == 0
+    templates = json.loads(template_file.read_text())["imagenet1k"]
+    assert [templates[c] for c in theirs.read_text().split("\n") if c] == [
+        ["A photo of a tench, which has olive-green body.", "A photo of a tench, which is a thick tail."],
+        ["A photo of a goldfish, which has bright orange scales."],
+        ["A photo of a missile (weapon), which is a long, cylindrical body.",
+         "A photo of a missile (weapon), which has tail fins."]]
+    assert main(["export", str(w["store"]), "--format", "clip_benchmark", "--out",
+                 str(w["tmp"] / "x.json")]) == 2
+    assert "needs --dataset NAME" in capsys.readouterr().err
+
+
+def test_export_of_a_published_dclip_file_gives_the_file_back(shared_data: Path, tmp_path: Path) -> None:
+    """DCLIP's ImageNet file imported (by order, under DCLIP's class list) and exported again
+    is the published file, key for key and list for list."""
+    repo = Path(__file__).resolve().parent.parent
+    published = shared_data / "dclip" / "descriptors_imagenet.json"
+    store, out = tmp_path / "imagenet.jsonl", tmp_path / "export.json"
+    assert main(["import", str(published), "--format", "dclip", "--classes",
+                 str(repo / "data" / "classes" / "imagenet_dclip.txt"), "--out", str(store)]) == 0
+    assert main(["export", str(store), "--format", "dclip", "--out", str(out)]) == 0
+    original = json.loads(published.read_text())
+    assert list(json.loads(out.read_text()).items()) == [
+        (k, [t for t in v if t.strip()]) for k, v in original.items()]
+
+
+def test_export_refuses_one_name_with_two_lists(world: dict, tmp_path: Path) -> None:
+    from descriptor_gen.describe.export import export_store
+    from descriptor_gen.describe.store import DescriptorRecord
+
+    records = [DescriptorRecord(class_index=i, class_name="missile", descriptors=[d], backend="x")
+               for i, d in enumerate(["a warhead", "a launcher"])]
+    with pytest.raises(DescgenError, match="'missile' is classes 0 and 1 with different"):
+        export_store(records, "dclip")
+    same = [r.model_copy(update={"descriptors": ["a warhead"]}) for r in records]
+    assert export_store(same, "dclip") == {"missile": ["a warhead"]}  # CuPL's way: one key

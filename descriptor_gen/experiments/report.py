@@ -565,12 +565,16 @@ def write_suite_report(folder: Path) -> list[Path]:
     """`report.md`: a table per suite of top-1 (%) per dataset and method, ours beside the
     published number and the difference, with the average; and a bar chart."""
     rows = read_results(folder, ("top1",))
-    by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_suite[row["experiment"]].append(row)
+    by_suite: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:  # a table per suite and CLIP (`suite --model A --model B`)
+        by_suite[(row["experiment"], json.dumps(row.get("clip"), sort_keys=True))].append(row)
     lines = ["# Benchmark suite", "", "Top-1 (%): ours, published, ours - published.", ""]
     written: list[Path] = []
-    for name, group in by_suite.items():
+    names = [name for name, _ in by_suite]
+    for (name, clip), group in by_suite.items():
+        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+        if names.count(name) > 1:
+            slug += f"_clip{[k for k in by_suite if k[0] == name].index((name, clip)) + 1}"
         datasets, columns, cells = suite_table(group)
         head = ["dataset (images)"] + [f"{c}: {part}" for c in columns for part in ("ours", "published", "Δ")]
         lines += [f"## {name}", "", *_suite_context(group), "",
@@ -586,7 +590,6 @@ def write_suite_report(folder: Path) -> list[Path]:
             lines.append("| **average where published** | " + " | ".join(values) + " |")
         sources = sorted({r["published_source"] for r in group if r.get("published_source")})
         lines += ["", *(f"- published: {s}" for s in sources), *_not_run(folder, name), ""]
-        slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
         chart = folder / f"{slug}_suite.png"
         _plot_suite(datasets, columns, cells, chart, f"{name}: " + _suite_context(group)[0].removeprefix("CLIP: ").rstrip("."))
         written.append(chart)
