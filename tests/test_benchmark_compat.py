@@ -307,3 +307,29 @@ def test_export_refuses_one_name_with_two_lists(world: dict, tmp_path: Path) -> 
         export_store(records, "dclip")
     same = [r.model_copy(update={"descriptors": ["a warhead"]}) for r in records]
     assert export_store(same, "dclip") == {"missile": ["a warhead"]}  # CuPL's way: one key
+
+
+def test_clip_benchmarks_wds_names_under_the_data_root(tmp_path: Path, tiny_clip,  # noqa: ANN001
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`--dataset wds/vtab/cifar10 --data-root ROOT` finds ROOT/wds_vtab-cifar10 (the Hugging
+    Face repository's name), as does a CLIP_benchmark template root; same images as `wds:DIR`."""
+    import dataset_layouts as layouts
+
+    root = tmp_path / "root"
+    folder = root / "wds_vtab-cifar10"
+    layouts.webdataset_folder(folder, [[("s0", 1), ("s1", 0)], [("s2", 1)]], ["cat", "dog"])
+    assert main(["datasets", "wds/vtab/cifar10", "--data-root", str(root)]) == 0
+    assert capsys.readouterr().out == "cat\ndog\n"
+    config, checkpoint = tiny_clip
+    base = ["eval", "--method", "classname", "--model", str(config), "--pretrained", str(checkpoint),
+            "--device", "cpu", "--workers", "0", "--cache-dir", str(tmp_path / "cache")]
+    ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
+    assert main([*base, "--dataset", f"wds:{folder}", "--out", str(ours)]) == 0
+    assert main([*base, "--dataset", "wds/vtab/cifar10", "--data-root",
+                 str(tmp_path / "root" / "wds_{dataset_cleaned}"), "--out", str(theirs)]) == 0
+    a, b = json.loads(ours.read_text()), json.loads(theirs.read_text())
+    assert b["dataset"] == "wds/vtab/cifar10" and b["images_encoded"] == 0  # the same features
+    assert a["metrics"] == b["metrics"]
+    assert main([*base, "--dataset", "wds/cars", "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"no webdataset (classnames.txt) at {root / 'wds_cars'} or" in err

@@ -144,16 +144,17 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
         root: the data root for cards (`--data-root`, else `$DESCRIPTOR_GEN_DATA`).
     """
     name, _, split = spec.partition(":")
-    found = None if spec.startswith(("wds:", "hf:")) else find_card(name)
+    found = None if spec.startswith(("wds:", "wds/", "hf:")) else find_card(name)
     if found is not None:
         base = data_root(root)
         card = found.split(split or "test", base)
         data = card_images(card, need_root(card, base), split or "test")
         data.spec = spec
-    elif spec.startswith("wds:"):
+    elif spec.startswith(("wds:", "wds/")):
         from descriptor_gen.data.wds import load_wds  # imports torch: only for wds: specs
 
-        data = load_wds(spec)
+        data = load_wds(spec if spec.startswith("wds:") else benchmark_wds(spec, root))
+        data.spec = spec
     elif spec.startswith("hf:"):
         data = load_hf(spec, classes, cache_dir)
     else:
@@ -169,6 +170,34 @@ def load_dataset(spec: str, classes: list[str] | None, cache_dir: Path,
         raise DescgenError(f"{spec}: not a dataset card ({known}), an image folder, a .csv"
                            " manifest, wds:DIR[:SPLIT] or hf:PATH_OR_NAME[:SPLIT]")
     return _with_classes(data, classes)
+
+
+def benchmark_wds(spec: str, root: Path | str | None) -> str:
+    """CLIP_benchmark's `wds/NAME[:SPLIT]` as `wds:FOLDER[:SPLIT]`. The data root is its
+    `--dataset_root`: a template with `{dataset}` or `{dataset_cleaned}` (NAME with `/` as
+    `-`), or a folder holding the webdataset as `wds_CLEANED` (its Hugging Face repository's
+    name, clip-benchmark/wds_CLEANED), `wds/NAME` or `NAME`."""
+    name, _, split = spec[len("wds/"):].partition(":")
+    cleaned = name.replace("/", "-")
+    given = data_root(root)
+    if not name or not given:
+        raise DescgenError(f"{spec}: CLIP_benchmark's wds/NAME needs --data-root (its"
+                           " --dataset_root: the folder holding wds_NAME, or a template with"
+                           " {dataset_cleaned})" if name else f"{spec}: no dataset name after wds/")
+    text = str(given)
+    if "{dataset" in text:
+        try:
+            candidates = [Path(text.format(dataset=name, dataset_cleaned=cleaned))]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise DescgenError(f"--data-root {text}: a template takes {{dataset}} and"
+                               f" {{dataset_cleaned}} only ({exc})") from exc
+    else:
+        base = Path(text)
+        candidates = [base / f"wds_{cleaned}", base / "wds" / name, base / name, base / cleaned]
+    for folder in dict.fromkeys(candidates):
+        if (folder / "classnames.txt").is_file():
+            return f"wds:{folder}" + (f":{split}" if split else "")
+    raise DescgenError(f"{spec}: no webdataset (classnames.txt) at {' or '.join(map(str, dict.fromkeys(candidates)))}")
 
 
 def _with_classes(data: LabelledImages, classes: list[str] | None) -> LabelledImages:

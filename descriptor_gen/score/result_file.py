@@ -58,7 +58,10 @@ def _slug(text: str) -> str:
 
 
 def dataset_slug(spec: str) -> str:
-    """A card's name as it is; `wds:DIR` by its folder; a folder or CSV by its name."""
+    """A card's name as it is; `wds/NAME` by NAME; `wds:DIR` by its folder; a folder or CSV by
+    its name."""
+    if spec.startswith("wds/"):  # CLIP_benchmark's name, as its own result files slug it
+        return _slug(spec[len("wds/"):].partition(":")[0].replace("/", "-"))
     if spec.startswith(("wds:", "hf:")):
         kind, _, rest = spec.partition(":")
         return _slug(f"{kind}-{Path(rest.split(':')[0].rstrip('/')).name or rest}")
