@@ -39,7 +39,7 @@ SWEEP_FLAGS = --out $(RESULTS) --set dataset=$(DATASET) --set classes=$(CLASSES)
 	--set clip.model=$(CLIP_MODEL) --set clip.pretrained=$(CLIP_PRETRAINED) \
 	--set clip.precision=$(PRECISION)
 
-.PHONY: install test demo refer-demo bench clean report exp-base2novel exp-base2novel-demo exp-count exp-instruction exp-examples exp-baselines exp-dclip_imagenet exp-methods exp-fewshot reproduce-dclip reproduce-waffle reproduce-comparative
+.PHONY: install test demo refer-demo bench clean report exp-base2novel exp-base2novel-demo exp-count exp-instruction exp-examples exp-baselines exp-dclip_imagenet exp-methods exp-fewshot reproduce-dclip reproduce-waffle reproduce-comparative reproduce-robustness
 
 install: $(STAMP)
 
@@ -104,7 +104,7 @@ exp-base2novel-demo: install
 	$(PY) -m descriptor_gen.experiments.demo base2novel
 
 # The benchmark suites: methods x datasets with the published numbers beside ours.
-reproduce-dclip reproduce-waffle reproduce-comparative: reproduce-%: install
+reproduce-dclip reproduce-waffle reproduce-comparative reproduce-robustness: reproduce-%: install
 	$(DESCGEN) suite data/experiments/suite_$*.yaml $(SUITE_FLAGS)
 
 refer-demo: install

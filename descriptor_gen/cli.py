@@ -489,21 +489,12 @@ def eval_cmd(
 ) -> None:
     """Classify a dataset with CLIP and report top-1, top-5, mean per-class recall and entropy;
     one result file per CLIP."""
-    if learned is not None:
-        _nothing_beside_learned({"--method": method, "--option": option, "--descriptors": descriptors,
-                                 "--concept": concept, "--explain": explain,
-                                 "--explain-figure": explain_figure, "--models": models,
-                                 "--descriptor-template": descriptor_template != "auto",
-                                 "--classname-template": classname_template != "auto",
-                                 "--pooling": pooling != PoolingName.auto,
-                                 "--on-empty": on_empty != OnEmptyName.classname})
-        from descriptor_gen.learn.run import run_clip  # torch: only for a learned run
-
-        if len(model or []) > 1 or len(pretrained or []) > 1:
-            raise DescgenError("--learned: a run is scored with its own CLIP (one --model)")
-        pairs = [run_clip(learned, (model or [None])[0], (pretrained or [None])[0])]
-    else:
-        pairs = model_pairs(model, pretrained, models)
+    pairs = _eval_clips(learned, model, pretrained, models, {
+        "--method": method, "--option": option, "--descriptors": descriptors, "--concept": concept,
+        "--explain": explain, "--explain-figure": explain_figure, "--models": models,
+        "--descriptor-template": descriptor_template != "auto",
+        "--classname-template": classname_template != "auto",
+        "--pooling": pooling != PoolingName.auto, "--on-empty": on_empty != OnEmptyName.classname})
     try:
         configs = [EvalConfig(dataset=dataset, data_root=data_root, descriptors=descriptors,
                               model=name, pretrained=weights,
@@ -539,6 +530,19 @@ def eval_cmd(
         typer.echo(f"result: {target}")
         if explain_figure is not None and predictions is not None:
             _draw_explanations(result, cfg.explain, predictions, explain_figure, explain_images)
+
+
+def _eval_clips(learned: Path | None, model: list[str] | None, pretrained: list[str] | None,
+                models: list[str] | None, beside_learned: dict[str, Any]) -> list[tuple[str, str]]:
+    """The CLIPs of one eval: those asked for, or a learned run's own (nothing beside it)."""
+    if learned is None:
+        return model_pairs(model, pretrained, models)
+    _nothing_beside_learned(beside_learned)
+    from descriptor_gen.learn.run import run_clip  # torch: only for a learned run
+
+    if len(model or []) > 1 or len(pretrained or []) > 1:
+        raise DescgenError("--learned: a run is scored with its own CLIP (one --model)")
+    return [run_clip(learned, (model or [None])[0], (pretrained or [None])[0])]
 
 
 def _result_place(out: Path | None, predictions: Path | None, figure: Path | None,

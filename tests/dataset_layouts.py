@@ -26,7 +26,7 @@ def image(path: Path, seed: int, fmt: str = "JPEG") -> Path:
 
 def imagenet1k(root: Path) -> Built:
     """Three of the 1000 WordNet-id folders, scattered over the canonical order."""
-    from descriptor_gen.data.loaders import imagenet_wnids
+    from descriptor_gen.data.wordnet import imagenet_wnids
 
     wnids = imagenet_wnids()
     out = []
@@ -227,7 +227,65 @@ def caltech101(root: Path) -> Built:
     return out
 
 
+def _subset(root: Path, folder: str, wnid_file: str) -> Built:
+    """Three of a 200-class subset's WordNet-id folders: labels are positions in the subset."""
+    from descriptor_gen.data.wordnet import imagenet_wnids
+
+    repo = Path(__file__).resolve().parent.parent
+    ids = [x for x in (repo / "data" / "classes" / wnid_file).read_text().split("\n")
+           if x.strip() and not x.startswith("#")]
+    ids = sorted(ids, key=imagenet_wnids().index)
+    out = []
+    for position in (0, 57, 199):
+        name = f"{position}.jpg"
+        image(root / folder / ids[position] / name, position)
+        out.append((name, position))
+    return out
+
+
+def imagenet_a(root: Path) -> Built:
+    return _subset(root, "imagenet-a", "imagenet_a_wnids.txt")
+
+
+def imagenet_r(root: Path) -> Built:
+    return _subset(root, "imagenet-r", "imagenet_r_wnids.txt")
+
+
+def imagenet_sketch(root: Path) -> Built:
+    from descriptor_gen.data.wordnet import imagenet_wnids
+
+    wnids = imagenet_wnids()
+    out = []
+    for index in (0, 409, 999):
+        image(root / "sketch" / wnids[index] / f"sketch_{index}.JPEG", index)
+        out.append((f"sketch_{index}.JPEG", index))
+    return out
+
+
+OBJECTNET_FOLDERS = {"air_freshener": "Air freshener", "alarm_clock": "Alarm clock",
+                     "backpack": "Backpack", "bench": "Bench"}
+
+
+def objectnet(root: Path) -> Built:
+    """Four ObjectNet folders, three of them covered by ImageNet (the mappings as shipped)."""
+    base = root / "objectnet-1.0"
+    (base / "mappings").mkdir(parents=True)
+    (base / "mappings" / "folder_to_objectnet_label.json").write_text(json.dumps(OBJECTNET_FOLDERS))
+    (base / "mappings" / "objectnet_to_imagenet_1k.json").write_text(json.dumps(
+        {"Backpack": "backpack, back pack, knapsack, packsack, rucksack, haversack",
+         "Alarm clock": "analog clock; digital clock", "Bench": "park bench"}))
+    out = []
+    for folder in OBJECTNET_FOLDERS:
+        name = f"{folder}_1.png"
+        image(base / "images" / folder / name, len(out), "PNG")
+        if folder != "air_freshener":  # not an ImageNet class: left out, as CLIP_benchmark does
+            out.append((name, ["alarm_clock", "backpack", "bench"].index(folder)))
+    return out
+
+
 LAYOUTS: dict[str, Callable[[Path], Built]] = {
+    "imagenet-a": imagenet_a, "imagenet-r": imagenet_r, "imagenet_sketch": imagenet_sketch,
+    "objectnet": objectnet,
     "imagenet1k": imagenet1k, "imagenetv2": imagenetv2, "cub": cub, "food101": food101,
     "pets": pets, "dtd": dtd, "eurosat": eurosat, "places365": places365, "cars": cars,
     "fgvc_aircraft": fgvc_aircraft, "fgvc_aircraft_family": fgvc_aircraft_family,

@@ -333,3 +333,106 @@ def test_clip_benchmarks_wds_names_under_the_data_root(tmp_path: Path, tiny_clip
     assert main([*base, "--dataset", "wds/cars", "--data-root", str(root)]) == 2
     err = capsys.readouterr().err
     assert f"no webdataset (classnames.txt) at {root / 'wds_cars'} or" in err
+
+
+def test_an_imagenet_store_scores_imagenet_a_unchanged(tmp_path: Path, tiny_clip,  # noqa: ANN001
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """ImageNet-A's 200 classes are ImageNet's, in ImageNet's order: a 1000-class ImageNet store
+    scores it (its 200 records chosen), the same numbers as a store of just those 200, and so
+    does a store under DCLIP's ImageNet names with `--classes` of those names."""
+    import dataset_layouts as layouts
+
+    from descriptor_gen.data.cards import load_cards
+    from descriptor_gen.describe.store import DescriptorRecord, write_store
+
+    repo = Path(__file__).resolve().parent.parent
+    layouts.imagenet_a(tmp_path / "root")
+    card = load_cards()["imagenet-a"]
+    subset = card.subset_indices()
+    imagenet = [x for x in (repo / "data" / "classes" / "imagenet.txt").read_text().split("\n") if x.strip()]
+    assert len(subset) == 200 and card.class_file_names() == [imagenet[i] for i in subset]
+    assert imagenet[subset[0]] == "stingray"  # n01498041, ImageNet class 6, is A's first
+
+    def store(path: Path, names: list[str], indices: list[int]) -> Path:
+        write_store(path, [DescriptorRecord(class_index=k, class_name=names[i],
+                                            descriptors=[f"feature {i % 7}", f"shape {i % 5}"],
+                                            backend="test") for k, i in enumerate(indices)])
+        return path
+
+    config, checkpoint = tiny_clip
+    base = ["eval", "--dataset", "imagenet-a", "--data-root", str(tmp_path / "root"), "--model",
+            str(config), "--pretrained", str(checkpoint), "--device", "cpu", "--workers", "0",
+            "--cache-dir", str(tmp_path / "cache")]
+    whole = store(tmp_path / "imagenet.jsonl", imagenet, list(range(1000)))
+    part = store(tmp_path / "part.jsonl", imagenet, subset)
+    results = []
+    for extra in (["--descriptors", str(whole)], ["--descriptors", str(part)]):
+        out = tmp_path / f"r{len(results)}.json"
+        assert main([*base, *extra, "--out", str(out)]) == 0, capsys.readouterr().err
+        results.append(json.loads(out.read_text()))
+    assert results[0]["metrics"] == results[1]["metrics"] and results[0]["metrics"]["n_images"] == 3
+    dclip_names = [x for x in (repo / "data" / "classes" / "imagenet_dclip.txt").read_text().split("\n")
+                   if x.strip()]
+    renamed = store(tmp_path / "dclip.jsonl", dclip_names, list(range(1000)))
+    out = tmp_path / "dclip.json"
+    assert main([*base, "--descriptors", str(renamed), "--classes",
+                 str(repo / "data" / "classes" / "imagenet_dclip.txt"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["metrics"]["n_images"] == 3
+    wrong = store(tmp_path / "wrong.jsonl", dclip_names, list(range(1000)))
+    assert main([*base, "--descriptors", str(wrong)]) == 2
+    assert "in the store but" in capsys.readouterr().err
+
+
+def test_objectnet_keeps_the_classes_imagenet_covers(tmp_path: Path) -> None:
+    import dataset_layouts as layouts
+
+    from descriptor_gen.data.datasets import load_dataset
+
+    layouts.objectnet(tmp_path)
+    data = load_dataset("objectnet", None, tmp_path / "c", tmp_path)
+    assert data.classes == ["alarm clock", "backpack", "bench"] and len(data.paths) == 3
+
+
+def test_the_robustness_suite_scores_the_shifts_with_imagenets_descriptors(
+        tmp_path: Path, tiny_clip, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    """The shipped robustness suite over the four layouts: DCLIP's ImageNet file (here a
+    stand-in of 1000 keys in index order) scores ImageNet-A and -R on their 200 classes and
+    ImageNet-Sketch on all 1000; ObjectNet has no published file (kept in the report, with why);
+    the published CLIP_benchmark numbers are named beside ViT-B-32 only."""
+    import yaml
+
+    import dataset_layouts as layouts
+
+    repo = Path(__file__).resolve().parent.parent
+    root = tmp_path / "root"
+    for name in ("imagenet-a", "imagenet-r", "imagenet_sketch", "objectnet"):
+        layouts.LAYOUTS[name](root)
+    descriptors = tmp_path / "descriptors"
+    descriptors.mkdir()
+    names = [x for x in (repo / "data" / "classes" / "imagenet_dclip.txt").read_text().split("\n") if x.strip()]
+    (descriptors / "descriptors_imagenet.json").write_text(json.dumps(
+        {n: [f"look {i % 3}"] for i, n in enumerate(dict.fromkeys(names))}))
+    suite = yaml.safe_load((repo / "data" / "experiments" / "suite_robustness.yaml").read_text())
+    suite.update(datasets=["imagenet_sketch", "imagenet-a", "imagenet-r", "objectnet"],
+                 descriptor_dir=str(descriptors))
+    config, checkpoint = tiny_clip
+    suite["clip"] = {"model": str(config), "pretrained": str(checkpoint), "device": "cpu",
+                     "workers": 0}
+    spec, out = tmp_path / "robust.yaml", tmp_path / "out"
+    spec.write_text(yaml.safe_dump(suite))
+    assert main(["suite", str(spec), "--data-root", str(root), "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    cells = {(r["dataset"], r["column"]): r for r in rows}
+    assert set(cells) == {(d, c) for d in ("imagenet_sketch", "imagenet-a", "imagenet-r", "objectnet")
+                          for c in ("clip", "templates")} | {
+        ("imagenet_sketch", "dclip"), ("imagenet-a", "dclip"), ("imagenet-r", "dclip")}
+    assert cells[("imagenet-a", "dclip")]["metrics"]["n_images"] == 3
+    report = (out / "report.md").read_text()
+    assert "- not run: objectnet / dclip:" in report
+    from descriptor_gen.data.cards import load_cards
+    from descriptor_gen.experiments.suite import _published
+
+    cards = load_cards()
+    assert _published(cards["imagenet-a"], "ViT-B-32", "templates") == pytest.approx(0.3137)
+    assert _published(cards["objectnet"], "ViT-B-32", "templates") == pytest.approx(0.4417)

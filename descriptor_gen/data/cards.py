@@ -76,6 +76,21 @@ class CoopInfo(BaseModel):
     images: str | None = None
 
 
+class ClassSubset(BaseModel):
+    """A dataset over some of another card's classes (ImageNet-A's and ImageNet-R's 200 of
+    ImageNet's 1000), named by WordNet id in a file, one a line (`#` comments): its classes
+    are the parent's, in the parent's order, and a store of the parent's classes scores it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    of: str
+    wnids: str
+
+    def ids(self) -> list[str]:
+        return [x.strip() for x in lines_of(read_text(PROJECT_ROOT / self.wnids, "WordNet id list"))
+                if x.strip() and not x.lstrip().startswith("#")]
+
+
 COOP_PARTS = {"train": "train", "val": "val", "test-coop": "test"}
 """Card splits read from CoOp's split file, and the file's list each reads."""
 
@@ -115,6 +130,7 @@ class Card(BaseModel):
     descriptors: dict[str, DescriptorFile] = {}
     published: dict[str, dict[str, Published]] = {}
     coop: CoopInfo | None = None
+    subset: ClassSubset | None = None
 
     def split(self, name: str, root: Path | None = None) -> Card:
         """The card for one of its splits: itself for `test`; for `train`, CoOp's split file
@@ -144,11 +160,32 @@ class Card(BaseModel):
                       f" its images under ROOT/{self.coop.images or ''}"})
 
     def class_file_names(self) -> list[str] | None:
-        """The class names the card holds as data, or None when they come from the dataset."""
+        """The class names the card holds as data, or None when they come from the dataset;
+        a subset card's are its classes' names in its parent's list."""
+        names = self.parent_names() if self.subset is not None else self._listed()
+        return None if names is None else [names[i] for i in self.subset_indices()] \
+            if self.subset is not None else names
+
+    def _listed(self) -> list[str] | None:
         if self.classes is None:
             return None
         return [" ".join(x.split()) for x in lines_of(read_text(PROJECT_ROOT / self.classes,
                                                                  "class list")) if x.strip()]
+
+    def parent_names(self) -> list[str] | None:
+        """A subset card's whole class list (its parent's names); None for other cards."""
+        return self._listed() if self.subset is not None else None
+
+    def subset_indices(self) -> list[int]:
+        """A subset card's classes as indices into its parent's (ImageNet's canonical order)."""
+        from descriptor_gen.data.wordnet import imagenet_wnids
+
+        assert self.subset is not None
+        order = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+        unknown = [w for w in self.subset.ids() if w not in order]
+        if unknown:
+            raise DescgenError(f"{self.subset.wnids}: {unknown[0]} is not an ImageNet WordNet id")
+        return sorted(order[w] for w in self.subset.ids())
 
     def template_list(self) -> list[str]:
         if isinstance(self.templates, list):

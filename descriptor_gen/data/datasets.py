@@ -203,6 +203,11 @@ def benchmark_wds(spec: str, root: Path | str | None) -> str:
 def _with_classes(data: LabelledImages, classes: list[str] | None) -> LabelledImages:
     if classes is None:
         return data
+    if data.class_subset is not None and data.parent_classes is not None \
+            and len(classes) == len(data.parent_classes):  # the parent's names (DCLIP's ImageNet)
+        data.parent_classes = list(classes)
+        data.classes = [classes[i] for i in data.class_subset]
+        return data
     if data.classes is not None and len(classes) != len(data.classes):
         raise DescgenError(f"{data.spec}: the class list has {len(classes)} classes but the"
                            f" dataset has {len(data.classes)}")

@@ -34,6 +34,9 @@ class LabelledImages:
             would shift every class after it (checked against the card's class count).
         parent, rows: a subset of `parent`'s images (`rows` of it, in order): its features
             are the parent's rows, so the parent is encoded and cached once for every subset.
+        class_subset, parent_classes: classes that are some of another dataset's (ImageNet-A's
+            200 of ImageNet's): class j is `parent_classes[class_subset[j]]`, so a descriptor
+            store of the parent's classes scores it.
     """
 
     spec: str
@@ -46,6 +49,8 @@ class LabelledImages:
     by_folders: bool = False
     parent: LabelledImages | None = None
     rows: list[int] | None = None
+    class_subset: list[int] | None = None
+    parent_classes: list[str] | None = None
 
     def identity(self) -> str:
         """What the image features depend on: the files with their sizes and dates, or the

@@ -3,12 +3,12 @@ the data root, and returns its images with class indices in the card's label ord
 
 torchvision's dataset classes are used where torchvision has the dataset (always
 `download=False`); ImageNet's WordNet-id folders, ImageNetV2, CUB-200-2011 and Caltech-101 with
-its background class (as CLIP_benchmark counts it) have loaders of their own.
+its background class (as CLIP_benchmark counts it), ImageNet-A and -R (200 of ImageNet's classes)
+and ObjectNet have loaders of their own.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,23 +18,10 @@ from PIL import Image
 
 from descriptor_gen.data.cards import Card, missing
 from descriptor_gen.data.images import LabelledImages, image_files
+from descriptor_gen.data.wordnet import imagenet_wnids
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
 from descriptor_gen.inputs import parse_json, read_text
-
-
-def imagenet_wnids() -> list[str]:
-    """The 1000 ILSVRC-2012 WordNet ids in their canonical (sorted) order: class i is id i.
-    timm's list (`ImageNetInfo().label_names()`; timm comes with open_clip), read from its
-    data file without importing timm (which imports torch)."""
-    spec = importlib.util.find_spec("timm")
-    path = Path(spec.origin).parent / "data" / "_info" / "imagenet_synsets.txt" \
-        if spec is not None and spec.origin else None
-    if path is None or not path.is_file():
-        from timm.data import ImageNetInfo
-
-        return list(ImageNetInfo().label_names())
-    return [line.strip() for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -65,6 +52,54 @@ def load_imagenet_val(card: Card, root: Path) -> LabelledImages:
         paths += [str(p) for p in images]
         labels += [index[folder.name]] * len(images)
     return LabelledImages(card.name, paths, labels)
+
+
+def load_imagenet_subset(card: Card, root: Path) -> LabelledImages:
+    """ImageNet-A's and ImageNet-R's WordNet-id folders (`ROOT/imagenet-a/<id>/`): label j is
+    the subset's j-th class in ImageNet's order, as CLIP_benchmark's mask leaves them."""
+    assert card.subset is not None
+    order = {wnid: j for j, wnid in enumerate(sorted(card.subset.ids(), key=imagenet_wnids().index))}
+    paths, labels = [], []
+    base = root / str(card.options["folder"])
+    for folder in _folders(card, root, base):
+        if folder.name not in order:
+            raise DescgenError(f"{folder}: not one of {card.name}'s {len(order)} WordNet ids"
+                               f" ({card.subset.wnids})")
+        images = _images_in(folder)
+        paths += [str(p) for p in images]
+        labels += [order[folder.name]] * len(images)
+    return LabelledImages(card.name, paths, labels)
+
+
+OBJECTNET_MAPPINGS = ("folder_to_objectnet_label.json", "objectnet_to_imagenet_1k.json")
+
+
+def load_objectnet(card: Card, root: Path) -> LabelledImages:
+    """ObjectNet 1.0 as its zip unpacks (`objectnet-1.0/images/<folder>/`, `.../mappings/`):
+    as CLIP_benchmark (after wise-ft), the 113 classes that ImageNet-1k covers, their folders
+    in sorted order, each named by its ObjectNet label in lower case; other folders are left
+    out."""
+    base = root / "objectnet-1.0"
+    maps = [base / "mappings" / name for name in OBJECTNET_MAPPINGS]
+    for path in maps:
+        if not path.is_file():
+            raise missing(card, root, f"no {path}")
+    folder_to_label = parse_json(read_text(maps[0], "ObjectNet mapping"), maps[0])
+    covered = parse_json(read_text(maps[1], "ObjectNet mapping"), maps[1])
+    if not isinstance(folder_to_label, dict) or not isinstance(covered, dict):
+        raise DescgenError(f"{base / 'mappings'}: expected JSON objects in {', '.join(OBJECTNET_MAPPINGS)}")
+    by_label = {label: folder for folder, label in folder_to_label.items()}
+    absent = [label for label in covered if label not in by_label]
+    if absent:
+        raise DescgenError(f"{maps[1]}: {absent[0]!r} is not in {OBJECTNET_MAPPINGS[0]}")
+    folders = sorted(by_label[label] for label in covered)
+    paths, labels = [], []
+    for index, name in enumerate(folders):
+        images = _images_in(base / "images" / name) if (base / "images" / name).is_dir() else []
+        paths += [str(p) for p in images]
+        labels += [index] * len(images)
+    return LabelledImages(card.name, paths, labels,
+                          classes=[str(folder_to_label[f]).lower() for f in folders])
 
 
 def load_imagenetv2(card: Card, root: Path) -> LabelledImages:
@@ -237,6 +272,7 @@ def _untold(message: str) -> str:
 
 CARD_LOADERS: dict[str, Callable[[Card, Path], LabelledImages]] = {
     "imagenet_val": load_imagenet_val, "imagenetv2": load_imagenetv2, "cub": load_cub,
+    "imagenet_subset": load_imagenet_subset, "objectnet": load_objectnet,
     "caltech101": load_caltech101, "torchvision": load_torchvision, "coop_split": load_coop_split,
 }
 
@@ -271,6 +307,8 @@ def card_images(card: Card, root: Path, split: str = "test") -> LabelledImages:
                       " a class folder is missing or extra")
     if listed is not None:
         data.classes = listed
+    if card.subset is not None:
+        data.class_subset, data.parent_classes = card.subset_indices(), card.parent_names()
     elif card.rule is not None:
         data.classes = [RULES[card.rule](n) for n in data.classes or []]
     if not data.classes:

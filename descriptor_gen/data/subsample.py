@@ -67,6 +67,10 @@ def subsample_store_indices(n_classes: int, which: str) -> dict[int, int]:
 def subsample_records(records: list[Any], n_classes: int, which: str) -> list[Any]:
     """A descriptor store over all classes, restricted to one half and re-indexed (records are
     `DescriptorRecord`s; those of the other half are left out)."""
-    keep = subsample_store_indices(n_classes, which)
+    return select_records(records, subsample_store_indices(n_classes, which))
+
+
+def select_records(records: list[Any], keep: dict[int, int]) -> list[Any]:
+    """The records of the classes in `keep` (old index -> new index), re-indexed."""
     return [r.model_copy(update={"class_index": keep[r.class_index]})
             for r in records if r.class_index in keep]

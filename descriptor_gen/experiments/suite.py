@@ -112,8 +112,13 @@ def published_store(card: Card, kind: str, descriptor_dir: Path | None, out: Pat
                     log: Callable[[str], None]) -> Path | None:
     """The card's published descriptor file of a format (`dclip`, `cupl`) imported into a store
     under `out/descriptors` (once per file), its hash added to `identity`; None, said in a
-    line, when the card has none or the file is not in `descriptor_dir`."""
+    line, when the card has none or the file is not in `descriptor_dir`. A subset card
+    (ImageNet-A) takes its parent's file, imported under the parent's classes: the evaluation
+    scores the subset's records."""
     entry = card.descriptors.get(kind)
+    if entry is None and card.subset is not None:
+        entry = load_cards()[card.subset.of].descriptors.get(kind)
+        classes = card.parent_names() or classes
     if entry is None:
         log(f"{card.name}: no published {kind} descriptors for this dataset")
         return None

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from descriptor_gen.data.cards import coop_template, find_card
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
-from descriptor_gen.data.subsample import Subsample, subsample_images, subsample_names, subsample_records
+from descriptor_gen.data.subsample import (Subsample, select_records, subsample_images, subsample_names,
+                                          subsample_records)
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.score.caches import (
@@ -494,7 +495,7 @@ def _prepare(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     data = load_dataset(cfg.dataset, classes, cache_dir, cfg.data_root)
     full = data.classes or classes or []
     if cfg.descriptors is not None:
-        check_against_classes(records, full, cfg.descriptors)
+        records = _store_for(records, data, full, cfg.descriptors)
     data = subsample_images(data, full, cfg.subsample)
     records = subsample_records(records, len(full), cfg.subsample)
     templates, templates_from = source_templates(cfg.dataset, prompts_dir)
@@ -503,6 +504,20 @@ def _prepare(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     clip = clip or ClipRef(cfg.model, cfg.pretrained, cfg.device, cfg.precision, cache_dir)
     return _Prepared(mdef, options, records, digest, recipe, data,
                      subsample_names(full, cfg.subsample), templates, templates_from, clip, full)
+
+
+def _store_for(records: list[DescriptorRecord], data: LabelledImages, classes: list[str],
+               path: Path) -> list[DescriptorRecord]:
+    """The store checked against the evaluated classes; a store of a subset dataset's parent
+    (ImageNet's 1000 classes for ImageNet-A's 200) is checked against the parent's list and
+    scores the subset's classes."""
+    parent = data.parent_classes
+    if data.class_subset is not None and parent is not None and any(
+            r.class_index >= len(classes) for r in records):
+        check_against_classes(records, parent, path)
+        return select_records(records, {old: new for new, old in enumerate(data.class_subset)})
+    check_against_classes(records, classes, path)
+    return records
 
 
 class _Encoders:
