@@ -302,8 +302,12 @@ def test_the_command_runs_a_spec_and_prints_its_report(world: dict,
     out = world["tmp"] / "b2n-cli"
     code = main(["base2novel", str(spec), "--out", str(out), "--cache-dir", str(world["cache"])])
     printed = capsys.readouterr().out.strip()
-    assert code == 0 and printed == str(out / "report.md")
+    assert code == 0 and printed.split("\n") == [str(out / "report.md"), str(out / "results.csv")]
     assert "| coop |" in (out / "report.md").read_text()
+    import csv
+
+    table = list(csv.DictReader((out / "results.csv").open()))  # a row per dataset, column, half
+    assert {(r["method"], r["setting"]) for r in table} >= {("coop", "half=base"), ("coop", "half=new")}
 
 
 def test_make_runs_the_shipped_spec() -> None:

@@ -242,14 +242,18 @@ def test_csv_manifest_and_fallback(setup: dict, tmp_path: Path) -> None:
         evaluate(_cfg(setup, dataset=str(bad)), CLASSES, setup["cache"], PROMPTS)
 
 
+def _cli_args(setup: dict, *extra: str) -> list[str]:
+    """`descgen eval` on the test images with the tiny CLIP, then `extra`, the cache last."""
+    return ["eval", "--dataset", str(setup["images"]), "--classes", str(setup["classes"]),
+            "--descriptors", str(setup["store"]), "--model", str(setup["config"]),
+            "--pretrained", str(setup["checkpoint"]), "--device", "cpu", "--workers", "0",
+            *extra, "--cache-dir", str(setup["cache"])]
+
+
 def test_cli_eval_end_to_end(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "result.json"
     preds = tmp_path / "preds.jsonl"
-    args = ["eval", "--dataset", str(setup["images"]), "--classes", str(setup["classes"]),
-            "--descriptors", str(setup["store"]), "--model", str(setup["config"]),
-            "--pretrained", str(setup["checkpoint"]), "--device", "cpu", "--workers", "0",
-            "--out", str(out), "--predictions", str(preds), "--explain", "1",
-            "--cache-dir", str(setup["cache"])]
+    args = _cli_args(setup, "--out", str(out), "--predictions", str(preds), "--explain", "1")
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("descriptors: top-1 ") and "top-5 n/a (< 5 classes)" in printed
@@ -310,11 +314,8 @@ def test_cli_eval_draws_dclips_explanation_figure(setup: dict, tmp_path: Path,
     from descriptor_gen.experiments.explanations import choose, explanation_figure, read_predictions
 
     preds, figure = tmp_path / "preds.jsonl", tmp_path / "why.png"
-    args = ["eval", "--dataset", str(setup["images"]), "--classes", str(setup["classes"]),
-            "--descriptors", str(setup["store"]), "--model", str(setup["config"]),
-            "--pretrained", str(setup["checkpoint"]), "--device", "cpu", "--workers", "0",
-            "--predictions", str(preds), "--explain-figure", str(figure), "--explain-images", "4",
-            "--cache-dir", str(setup["cache"])]
+    args = _cli_args(setup, "--predictions", str(preds), "--explain-figure", str(figure),
+                     "--explain-images", "4")
     assert main(args) == 0
     assert f"explanations of 4 images: {figure}" in capsys.readouterr().out
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

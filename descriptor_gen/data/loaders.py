@@ -41,33 +41,33 @@ def load_imagenet_val(card: Card, root: Path) -> LabelledImages:
     """ROOT/val/<WordNet id>/ (ROOT/train/ for the train split): every id maps to its index in
     the canonical order, whichever of the 1000 folders are present (never by sorted order
     among those present)."""
-    index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
-    paths, labels = [], []
     split = str(card.options.get("folder", "val"))
-    for folder in _folders(card, root, root / split):
-        if folder.name not in index:
-            raise DescgenError(f"{folder}: not an ImageNet-1k WordNet id (expected"
-                               f" ROOT/{split}/<WordNet id>/, e.g. {split}/n01440764/)")
-        images = _images_in(folder)
-        paths += [str(p) for p in images]
-        labels += [index[folder.name]] * len(images)
-    return LabelledImages(card.name, paths, labels)
+    return _wordnet_folders(card, root, split, {w: i for i, w in enumerate(imagenet_wnids())},
+                            f"not an ImageNet-1k WordNet id (expected ROOT/{split}/<WordNet id>/,"
+                            f" e.g. {split}/n01440764/)")
 
 
 def load_imagenet_subset(card: Card, root: Path) -> LabelledImages:
     """ImageNet-A's and ImageNet-R's WordNet-id folders (`ROOT/imagenet-a/<id>/`): label j is
     the subset's j-th class in ImageNet's order, as CLIP_benchmark's mask leaves them."""
     assert card.subset is not None
-    order = {wnid: j for j, wnid in enumerate(sorted(card.subset.ids(), key=imagenet_wnids().index))}
+    wnids = imagenet_wnids()
+    order = {wnids[i]: j for j, i in enumerate(card.subset_indices())}
+    return _wordnet_folders(card, root, str(card.options["folder"]), order,
+                            f"not one of {card.name}'s {len(order)} WordNet ids ({card.subset.wnids})")
+
+
+def _wordnet_folders(card: Card, root: Path, under: str, index: dict[str, int],
+                     refused: str) -> LabelledImages:
+    """Images in WordNet-id folders under `root/under`, each labelled by `index`; any other
+    folder is refused with `refused`."""
     paths, labels = [], []
-    base = root / str(card.options["folder"])
-    for folder in _folders(card, root, base):
-        if folder.name not in order:
-            raise DescgenError(f"{folder}: not one of {card.name}'s {len(order)} WordNet ids"
-                               f" ({card.subset.wnids})")
+    for folder in _folders(card, root, root / under):
+        if folder.name not in index:
+            raise DescgenError(f"{folder}: {refused}")
         images = _images_in(folder)
         paths += [str(p) for p in images]
-        labels += [order[folder.name]] * len(images)
+        labels += [index[folder.name]] * len(images)
     return LabelledImages(card.name, paths, labels)
 
 
