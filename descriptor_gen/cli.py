@@ -541,7 +541,8 @@ def _eval_clips(learned: Path | None, model: list[str] | None, pretrained: list[
     from descriptor_gen.learn.run import run_clip  # torch: only for a learned run
 
     if len(model or []) > 1 or len(pretrained or []) > 1:
-        raise DescgenError("--learned: a run is scored with its own CLIP (one --model)")
+        raise DescgenError("--learned: a run is scored with its own CLIP: give at most one --model and"
+                           " one --pretrained")
     return [run_clip(learned, (model or [None])[0], (pretrained or [None])[0])]
 
 

@@ -237,8 +237,11 @@ def test_a_run_is_never_scored_on_its_own_training_images(world: dict,
             "--workers", "0", "--cache-dir", str(world["cache"])]
     assert main([*args, "--dataset", str(world["train"])]) == 2
     assert "the evaluated data itself" in capsys.readouterr().err
-    assert main([*args, "--dataset", str(world["test"]), "--pretrained", "none"]) == 2
+    other = [a if a != str(world["checkpoint"]) else "none" for a in args]
+    assert main([*other, "--dataset", str(world["test"])]) == 2
     assert "give the run's --model and --pretrained" in capsys.readouterr().err
+    assert main([*args, "--dataset", str(world["test"]), "--pretrained", "none"]) == 2
+    assert "give at most one --model and one --pretrained" in capsys.readouterr().err
 
 
 def test_a_sweep_compares_learned_and_zero_shot_methods(world: dict,

@@ -388,4 +388,5 @@ def test_cli_eval_with_method_options(world: dict, capsys: pytest.CaptureFixture
     assert printed.startswith("waffle: top-1 ") and "(mean ± std over 2 seeds)" in printed
     result = json.loads(out.read_text())
     assert result["options"]["count"] == 3 and len(result["repeats"]) == 2
-    assert result["text"]["concept"] == "fish" and result["metrics_std"]["top1"] is not None
+    assert result["text"]["concept"] == "fish" and result["metrics_std"]["acc1"] is not None
+    assert all("acc1" in r and "top1" not in r for r in result["repeats"])
