@@ -258,19 +258,10 @@ def export_cmd(
         raise _flag_error(exc) from exc
     recipe = options.recipe(TextForms.load(CachePaths.resolve().prompts_dir), records)
     data = export_store(records, fmt.value, load_classes(classes) if classes else None,
-                        recipe.descriptor, _empty_texts(recipe), dataset)
+                        recipe.descriptor, recipe.empty_class_texts, dataset)
     text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
     write_atomically(out, lambda handle: handle.write(text.encode("utf-8")))
     typer.echo(f"wrote {len(records)} classes ({fmt.value}) to {out}", err=True)
-
-
-def _empty_texts(recipe: Any) -> Any:
-    """What eval scores a class without descriptors with, by the `--on-empty` policy."""
-    def texts(name: str) -> list[str]:
-        if recipe.on_empty == "error":
-            raise DescgenError(f"class {name!r} has no descriptors (--on-empty error)")
-        return [recipe.descriptor(name, "")] if recipe.on_empty == "blank" else [recipe.classname(name)]
-    return texts
 
 
 @app.command("show")

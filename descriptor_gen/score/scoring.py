@@ -128,6 +128,13 @@ class TextRecipe(BaseModel):
     def classname(self, class_name: str) -> str:
         return self.classname_text.format(c=self.name(class_name))
 
+    def empty_class_texts(self, class_name: str) -> list[str]:
+        """The texts a class without descriptors is scored by (`on_empty`; `methods.py` builds
+        the same as its groups): DCLIP's blank descriptor, or the class-name text."""
+        if self.on_empty == "error":
+            raise DescgenError(f"class {class_name!r} has no descriptors (--on-empty error)")
+        return [self.descriptor(class_name, "")] if self.on_empty == "blank" else [self.classname(class_name)]
+
     def template(self, template: str, class_name: str) -> str:
         return template.format(self.name(class_name))
 
