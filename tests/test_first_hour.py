@@ -86,6 +86,21 @@ def test_the_module_form_of_the_server_runs_too() -> None:
     assert server.returncode == 0
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_the_server_stops_cleanly_on_ctrl_c_or_kill_even_when_started_in_the_background(stop: int) -> None:
+    """A job started with `&` by a non-interactive shell (a script, `make`) starts with SIGINT
+    ignored, where Python raises no KeyboardInterrupt; `kill` sends SIGTERM. Both stop it
+    cleanly. (Found by a fresh clone's `make test` run in the background.)"""
+    server = subprocess.Popen([DESCGEN, "serve", "--port", "0"], stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert "dev server at http://127.0.0.1:" in server.stderr.readline()  # type: ignore[union-attr]
+    finally:
+        server.send_signal(stop)
+        _, rest = server.communicate(timeout=30)
+    assert server.returncode == 0 and rest.strip().endswith("dev server stopped"), rest
+
+
 def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
     import socket
 

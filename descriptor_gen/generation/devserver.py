@@ -12,11 +12,14 @@ and says which in `finish_reason`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 import email.policy
 from email.parser import BytesParser
@@ -349,11 +352,25 @@ def serve(port: int, host: str, latency: float, answers: dict[str, list[str]],
         log(f"  descgen generate --classes CLASSES.txt --base-url {server.base_url} --model dev --out d.jsonl")
         if host not in ("127.0.0.1", "localhost", "::1"):
             log(f"  listening on {host}: anyone who reaches this address can use it")
-        try:
-            (stop or threading.Event()).wait()
-        except KeyboardInterrupt:
-            pass
+        with _stopped_by_signals(stop or threading.Event()) as stopping:
+            stopping.wait()
     log("dev server stopped")
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) set `stop`, so the server closes cleanly; also where
+    SIGINT was ignored at start (a job started with `&` by a non-interactive shell), when
+    Python would not turn it into KeyboardInterrupt. Off the main thread: `stop` alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    caught = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in caught.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # `python -m descriptor_gen.generation.devserver [PORT]`; see `descgen serve`
