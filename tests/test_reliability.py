@@ -1046,8 +1046,13 @@ def test_a_stalled_ray_run_ends_in_one_line_and_the_rerun_completes(learn_world:
     # Ray's native driver lines (an actor-restart notice) and a local Ray started again by the
     # thread still pulling batches (Ray's auto-init) never reach the terminal
     assert _only_ours(err), err[-2000:]
+    import tempfile
+
+    logs = set(Path(tempfile.gettempdir()).glob("descgen-ray-driver-*.log"))
     code, err = _run_descgen(args)
     assert code == 0 and _only_ours(err), err[-2000:]
+    # Ray's native lines of a run that succeeded are not kept (an actor notice every run)
+    assert set(Path(tempfile.gettempdir()).glob("descgen-ray-driver-*.log")) <= logs
     again = json.loads((w["tmp"] / "ray.json").read_text())
     code, err = _cli(capsys, *_ray_eval(w, folder, w["tmp"] / "local-cache", "--out",
                                         str(w["tmp"] / "local.json")))

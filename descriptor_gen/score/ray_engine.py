@@ -112,7 +112,8 @@ def _driver_logs_quiet(attached: bool) -> Iterator[None]:
 
 
 def driver_log() -> Path:
-    """Where the driver's native lines go during a Ray run (removed when none came)."""
+    """Where the driver's native lines go during a Ray run (kept only after a failed run that
+    wrote some)."""
     return Path(tempfile.gettempdir()) / f"descgen-ray-driver-{os.getpid()}.log"
 
 
@@ -121,7 +122,7 @@ def _native_stderr_to(log: Path) -> Iterator[None]:
     """Ray's C++ core worker writes its warnings (an actor-restart notice, the level it read) to
     file descriptor 2, not through Python: for the run, fd 2 goes to `log`, and Python's
     `sys.stderr`, when it wrote to fd 2, to a copy of the terminal, so descgen's lines and bars
-    stay where they were."""
+    stay where they were. The log is removed after a run that succeeded."""
     sys.stderr.flush()
     python_stream = sys.stderr
     terminal = os.dup(2)
@@ -131,8 +132,10 @@ def _native_stderr_to(log: Path) -> Iterator[None]:
                                encoding=python_stream.encoding, errors=python_stream.errors)
     with open(log, "ab") as sink:
         os.dup2(sink.fileno(), 2)
+    failed = True
     try:
         yield
+        failed = False
     finally:
         if on_fd2:
             sys.stderr.flush()
@@ -141,7 +144,7 @@ def _native_stderr_to(log: Path) -> Iterator[None]:
         os.dup2(terminal, 2)
         os.close(terminal)
         with contextlib.suppress(OSError):
-            if log.stat().st_size == 0:
+            if not failed or log.stat().st_size == 0:  # kept only to explain a failure
                 log.unlink()
 
 
