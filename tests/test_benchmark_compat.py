@@ -206,6 +206,11 @@ def test_a_suite_of_two_clips_a_table_each_and_one_csv(world: dict,
     assert report.count("| food101 (3) |") == 2
     assert (out / "reproduce-dclip_clip1_suite.png").exists()
     assert (out / "reproduce-dclip_clip2_suite.png").exists()
+    from descriptor_gen.experiments.report import _suite_title  # each chart says its CLIP, briefly
+
+    titles = {_suite_title("reproduce-dclip", [r]) for r in rows}
+    assert titles == {"reproduce-dclip: CLIP tiny-clip-test.json / tiny-clip-test.pt (fp32)",
+                      "reproduce-dclip: CLIP tiny-clip-test.json / seed7.pt (fp32)"}
     table = list(csv.DictReader((out / "results.csv").open()))
     assert sorted((r["pretrained"], r["method"]) for r in table) == sorted(
         (str(p), c) for p in (w["checkpoint"], other) for c in ("clip", "templates"))

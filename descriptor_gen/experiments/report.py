@@ -240,7 +240,7 @@ def _plot_shots(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("shots per class (K)")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -591,7 +591,7 @@ def write_suite_report(folder: Path) -> list[Path]:
         sources = sorted({r["published_source"] for r in group if r.get("published_source")})
         lines += ["", *(f"- published: {s}" for s in sources), *_not_run(folder, name), ""]
         chart = folder / f"{slug}_suite.png"
-        _plot_suite(datasets, columns, cells, chart, f"{name}: " + _suite_context(group)[0].removeprefix("CLIP: ").rstrip("."))
+        _plot_suite(datasets, columns, cells, chart, _suite_title(name, group))
         written.append(chart)
         lines += [f"![{name}]({chart.name})", ""]
     report = folder / "report.md"
@@ -622,6 +622,16 @@ def _suite_context(group: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _suite_title(name: str, group: list[dict[str, Any]]) -> str:
+    """A chart's title: the suite and its CLIP, files by their names (a path would run off the
+    figure), wrapped."""
+    import textwrap
+
+    clips = sorted({f"{Path(c['model']).name} / {Path(c['pretrained']).name} ({c['precision']})"
+                    for r in group if isinstance(c := r.get("clip"), dict)})
+    return textwrap.fill(f"{name}: CLIP {', '.join(clips) or 'unrecorded'}", width=70)
+
+
 def _plot_suite(datasets: list[str], columns: list[str], cells: dict[tuple[str, str], dict[str, Any]],
                 path: Path, title: str) -> None:
     import matplotlib
@@ -642,7 +652,7 @@ def _plot_suite(datasets: list[str], columns: list[str], cells: dict[tuple[str, 
                    label="published" if k == 0 else None, zorder=3)
     ax.set_xticks(x, datasets, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
