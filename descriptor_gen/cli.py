@@ -29,7 +29,7 @@ from descriptor_gen.score.methods import METHODS
 from descriptor_gen.learn.methods import LEARNED
 from descriptor_gen.score.evaluate import EvalConfig, EvalResult, evaluate
 from descriptor_gen.score.model_list import model_pairs
-from descriptor_gen.score.result_file import result_name, write_result_file
+from descriptor_gen.score.result_file import clip_names, result_name, write_result_file
 from descriptor_gen.experiments.plan import (
     SweepIdentity,
     expand_grid,
@@ -579,8 +579,8 @@ def _draw_explanations(result: EvalResult, k: int, predictions: Path, figure: Pa
                        images: int) -> None:
     from descriptor_gen.experiments.explanations import write_explanation_figure
 
-    model = Path(result.model).stem if result.model.endswith(".json") else result.model
-    caption = (f"{result.method} on {Path(result.dataset).name or result.dataset}; CLIP {model} ({Path(result.pretrained).name});"
+    model, weights = clip_names(result.model, result.pretrained)
+    caption = (f"{result.method} on {Path(result.dataset).name or result.dataset}; CLIP {model} ({weights});"
                f" per class, its score and the {k} descriptors most like the image (100 x cosine)")
     drawn = write_explanation_figure(predictions, figure, caption, images)
     typer.echo(f"explanations of {drawn} images: {figure}")

@@ -162,9 +162,10 @@ class Card(BaseModel):
     def class_file_names(self) -> list[str] | None:
         """The class names the card holds as data, or None when they come from the dataset;
         a subset card's are its classes' names in its parent's list."""
-        names = self.parent_names() if self.subset is not None else self._listed()
-        return None if names is None else [names[i] for i in self.subset_indices()] \
-            if self.subset is not None else names
+        names = self._listed()
+        if names is None or self.subset is None:
+            return names
+        return [names[i] for i in self.subset_indices()]
 
     def _listed(self) -> list[str] | None:
         if self.classes is None:
@@ -182,10 +183,11 @@ class Card(BaseModel):
 
         assert self.subset is not None
         order = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
-        unknown = [w for w in self.subset.ids() if w not in order]
+        ids = self.subset.ids()
+        unknown = [w for w in ids if w not in order]
         if unknown:
             raise DescgenError(f"{self.subset.wnids}: {unknown[0]} is not an ImageNet WordNet id")
-        return sorted(order[w] for w in self.subset.ids())
+        return sorted(order[w] for w in ids)
 
     def template_list(self) -> list[str]:
         if isinstance(self.templates, list):

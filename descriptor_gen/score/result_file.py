@@ -70,10 +70,15 @@ def dataset_slug(spec: str) -> str:
     return _slug(spec)
 
 
-def model_slugs(model: str, pretrained: str) -> tuple[str, str]:
-    """As CLIP_benchmark names its files: a weights file by its name; a model config by its stem."""
+def clip_names(model: str, pretrained: str) -> tuple[str, str]:
+    """A CLIP as CLIP_benchmark names it: a weights file by its name; a model config by its stem."""
     shown_model = Path(model).stem if model.endswith(".json") else model
-    shown_weights = Path(pretrained).name if os.path.isfile(pretrained) else pretrained
+    return shown_model, Path(pretrained).name if os.path.isfile(pretrained) else pretrained
+
+
+def model_slugs(model: str, pretrained: str) -> tuple[str, str]:
+    """`clip_names`, as they go into a file name."""
+    shown_model, shown_weights = clip_names(model, pretrained)
     return _slug(shown_model), _slug(shown_weights)
 
 
