@@ -71,10 +71,11 @@ def linked_subset(source: Path, target: Path, n: int) -> None:
         os.link(path, target / path.parent.name / path.name)
 
 
-def write_texts(folder: Path) -> tuple[Path, Path]:
+def write_texts(folder: Path, n_classes: int = N_CLASSES) -> tuple[Path, Path]:
     from descriptor_gen.describe.store import DescriptorRecord, write_store
 
-    classes = [f"object {c}" for c in range(N_CLASSES)]
+    classes = [f"object {c}" for c in range(n_classes)]
+    folder.mkdir(parents=True, exist_ok=True)
     class_file = folder / "classes.txt"
     class_file.write_text("\n".join(classes) + "\n")
     store = folder / "descriptors.jsonl"
@@ -165,6 +166,49 @@ def agreement(cache: Path, clip: Any, root: Path, preds: tuple[Path, Path]) -> d
             "top1_agreement": float(np.mean(np.array(pa) == np.array(pb)))}
 
 
+def stage_rates(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Images per second of `--decode torch`'s stages, each run alone over the same files (each
+    run includes starting its workers): the workers reading files and handing the bytes over;
+    that plus decoding, resizing and normalising on the device (the thread ahead); all of
+    `encode_images` with the encoder; and the steady rate of `encode_images` (the slope
+    between the first half of the images and all of them, so without the start-up)."""
+    import torch
+
+    from descriptor_gen.score.decode import decode_many, split_joined
+    from descriptor_gen.score.features import CLIP_VIEW, encode_images, image_loader
+    from descriptor_gen.score.prefetch import ahead
+
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))
+    loader, pixels_of = image_loader(clip, paths, args.batch_size, args.workers, None, CLIP_VIEW,
+                                     "torch")
+    out: dict[str, float] = {}
+    started = time.perf_counter()
+    n = sum(len(batch.items) for batch in loader)
+    out["workers_hand_over"] = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for _ in ahead(iter(loader), lambda b: tuple(decode_many(split_joined(b), clip.device)),
+                       clip.device):
+            pass
+    sync(clip.device)
+    out["decoded_on_device"] = n / (time.perf_counter() - started)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for _ in ahead(iter(loader), pixels_of, clip.device):
+            pass
+    sync(clip.device)
+    out["pixels_on_device"] = n / (time.perf_counter() - started)
+    seconds = {}
+    for part in (len(paths) // 2, len(paths)):
+        started = time.perf_counter()
+        encode_images(clip, paths[:part], args.batch_size, args.workers, decode="torch")
+        seconds[part] = time.perf_counter() - started
+    out["encode_images"] = len(paths) / seconds[len(paths)]
+    half, full = len(paths) // 2, len(paths)
+    out["encode_images_steady"] = (full - half) / max(seconds[full] - seconds[half], 1e-9)
+    return out
+
+
 def run_process(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
@@ -173,13 +217,14 @@ def run_process(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str
 
 
 def cached_rerun(root: Path, texts: tuple[Path, Path], cache: Path, device: str,
-                 args: argparse.Namespace, model: str, out: Path) -> dict[str, Any]:
+                 args: argparse.Namespace, model: str, out: Path,
+                 precision: str | None = None) -> dict[str, Any]:
     """A fresh `descgen eval` whose features are all cached: wall time, less the start of a
     bare interpreter, and whether it built a model or imported torch."""
     interpreter, _ = run_process([sys.executable, "-c", "pass"])
     argv = ["eval", "--dataset", str(root), "--classes", str(texts[0]), "--descriptors",
             str(texts[1]), "--model", model, "--pretrained", "none", "--device", device,
-            "--precision", args.precision, "--batch-size", str(args.batch_size), "--workers",
+            "--precision", precision or args.precision, "--batch-size", str(args.batch_size), "--workers",
             str(args.workers), "--cache-dir", str(cache), "--out", str(out)]
     code = ("import sys; from descriptor_gen.cli import main; code = main(%r); "
             "print('IMPORTED', 'torch' in sys.modules, 'open_clip' in sys.modules); "
@@ -192,6 +237,35 @@ def cached_rerun(root: Path, texts: tuple[Path, Path], cache: Path, device: str,
     return {"wall": wall, "interpreter": interpreter, "model_loaded": result["model_loaded"],
             "images_encoded": result["images_encoded"], "torch_imported": imported[0] == "True",
             "open_clip_imported": imported[1] == "True"}
+
+
+def cached_imagenet_shape(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The cached re-evaluation at ImageNet validation's shape: 50,000 files in 1,000 class
+    folders, 5 descriptors a class (`--small`: 2,000 files). The features are made once with
+    the tiny CLIP (what is timed is the re-run, which builds no model: its size is moot)."""
+    import io
+
+    from PIL import Image
+
+    from descriptor_gen.score.tiny import TINY_CLIP_CONFIG, write_clip_checkpoint
+
+    root = work / "imagenet-shape"
+    per_class = 2 if args.small else 50
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (120, 90, 60)).save(buffer, "JPEG")
+    for c in range(1000):
+        folder = root / f"{c:03d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            (folder / f"{c * per_class + i:08d}.jpg").write_bytes(buffer.getvalue())
+    texts = write_texts(work / "imagenet-shape-texts", 1000)  # folders name classes by index
+    config, _ = write_clip_checkpoint(work / "tiny", "bench-tiny", TINY_CLIP_CONFIG)
+    cache = work / "cache-imagenet-shape"
+    first = cached_rerun(root, texts, cache, args.device, args, str(config),
+                         work / "imagenet-shape-first.json", precision="fp32")
+    again = cached_rerun(root, texts, cache, args.device, args, str(config),
+                         work / "imagenet-shape-cached.json", precision="fp32")
+    return {"images": 1000 * per_class, "first_wall": first["wall"], **again}
 
 
 def startup() -> dict[str, float]:
@@ -282,12 +356,18 @@ def bench_model(model: str, n: int, images: Path, texts: tuple[Path, Path], work
     row["agreement"] = agreement(cache, clip, root, preds)
     row["cached"] = cached_rerun(root, texts, cache, clip.device, args, model,
                                  work / f"{model}-cached.json")
+    try:
+        row["stages"] = stage_rates(clip, root, args)
+    except Exception:  # noqa: BLE001 - the row's other numbers stand without it
+        import traceback
+
+        row["stages_error"] = traceback.format_exc()
     del clip
     return row
 
 
-def table(info: dict[str, str], rows: list[dict[str, Any]], start: dict[str, float],
-          hf: dict[str, Any] | None) -> str:
+def table(found: dict[str, Any]) -> str:
+    info, rows, start, hf = found["machine"], found["rows"], found.get("startup") or {}, found.get("hf")
     lines = [f"{info['date']}, {info['gpu']}, {info['cpus']} CPUs ({info['machine']}), Python"
              f" {info['python']}, torch {info['torch']}, torchvision {info['torchvision']},"
              f" open_clip {info['open_clip']}; random weights, 500x375 JPEGs.", "",
@@ -300,6 +380,17 @@ def table(info: dict[str, str], rows: list[dict[str, Any]], start: dict[str, flo
                      f" {r['descgen_torch']:,.0f} img/s |"
                      f" {r['descgen_torch'] / r['clip_benchmark_loop']:.2f}x |"
                      f" {r['descgen_torch'] / r['model_alone']:.2f} |")
+    lines += ["", "`--decode torch` by stage (each alone, over the same images, workers started"
+              " each time):", "",
+              "| model | workers hand bytes over | + decoded on the device | + resized and"
+              " normalised there | + encoder (`encode_images`) | `encode_images`, steady"
+              " (second half) |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in (r for r in rows if "stages" in r):
+        st = r["stages"]
+        lines.append(f"| {r['model']} | {st['workers_hand_over']:,.0f} img/s |"
+                     f" {st['decoded_on_device']:,.0f} img/s | {st['pixels_on_device']:,.0f} img/s | {st['encode_images']:,.0f} img/s |"
+                     f" {st['encode_images_steady']:,.0f} img/s"
+                     f" ({st['encode_images_steady'] / r['model_alone']:.2f} of model alone) |")
     lines += ["", "| model | mean cosine (torch vs pil) | min cosine | top-1 agreement |"
               " cached re-eval: wall - interpreter | model built | torch imported |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -309,6 +400,13 @@ def table(info: dict[str, str], rows: list[dict[str, Any]], start: dict[str, flo
                      f" {a['top1_agreement']:.4f} | {c['wall'] - c['interpreter']:.2f} s"
                      f" ({c['wall']:.2f} s - {c['interpreter']:.2f} s) | {c['model_loaded']} |"
                      f" {c['torch_imported']} |")
+    shape = found.get("imagenet_shape")
+    if shape:
+        lines += ["", f"Fully cached re-evaluation at ImageNet validation's shape ({shape['images']:,}"
+                  " images, 1,000 classes x 5 descriptors), a fresh process:"
+                  f" {shape['wall'] - shape['interpreter']:.2f} s less the interpreter's start"
+                  f" ({shape['wall']:.2f} s - {shape['interpreter']:.2f} s); model built:"
+                  f" {shape['model_loaded']}, torch imported: {shape['torch_imported']}."]
     lines += ["", "| command (fresh process) | wall |", "| --- | --- |"]
     lines += [f"| `{k}` | {v:.2f} s |" for k, v in start.items()]
     if hf is not None:
@@ -340,25 +438,49 @@ def main() -> None:
         args.device, args.hf_classes, args.workers = "cpu", 4, min(args.workers, 2)
     os.environ.setdefault("DESCRIPTOR_GEN_CACHE", tempfile.mkdtemp(prefix="bench-gpu-cache-"))
     models = [(m, int(n)) for m, n in (item.split(":") for item in args.models.split(","))]
-    info = machine(args.device)
+    found: dict[str, Any] = {"machine": machine(args.device), "rows": [], "errors": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         started = time.perf_counter()
         make_images(work / "images", max(n for _, n in models), args.workers)
         print(f"images made in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
         texts = write_texts(work)
-        rows = []
         for model, n in models:
-            rows.append(bench_model(model, n, work / "images", texts, work, args))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        start = startup()
-        hf = hf_generation(work, args.hf_classes, args.device, args.small) if args.hf_classes else None
-    report = table(info, rows, start, hf)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": info, "rows": rows, "startup": start, "hf": hf},
-                                   indent=2) + "\n")
-    print(report)
+            row = attempt(found, model, lambda: bench_model(model, n, work / "images", texts,
+                                                            work, args), args.out)
+            if row is not None:
+                found["rows"].append(row)
+        found["imagenet_shape"] = attempt(found, "imagenet_shape",
+                                          lambda: cached_imagenet_shape(work, args), args.out)
+        found["startup"] = attempt(found, "startup", startup, args.out)
+        found["hf"] = attempt(found, "hf", lambda: hf_generation(
+            work, args.hf_classes, args.device, args.small), args.out) if args.hf_classes else None
+    save(found, args.out)
+    print(table(found))
+    for name, error in found["errors"].items():
+        print(f"\n{name} failed:\n{error}")
 
+
+def attempt(found: dict[str, Any], name: str, part: Any, out: Path) -> Any:
+    """One part of the run; a failure is recorded (and the rest still runs)."""
+    import traceback
+
+    started = time.perf_counter()
+    try:
+        result = part()
+    except Exception:  # noqa: BLE001 - a benchmark run on a lent machine keeps what it has
+        found["errors"][name] = traceback.format_exc()
+        result = None
+    print(f"{name}: {time.perf_counter() - started:.1f} s {json.dumps(result)}", file=sys.stderr,
+          flush=True)
+    found.setdefault("parts", {})[name] = result
+    save(found, out)
+    return result
+
+
+def save(found: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({k: v for k, v in found.items() if k != "parts"}, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()

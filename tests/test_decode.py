@@ -286,6 +286,7 @@ def test_the_gpu_batch_path_gives_the_workers_pixels(world: dict) -> None:
         READY,
         TorchDecodeFiles,
         batch_pixels,
+        collate_items,
         pil_from_bytes,
     )
     from descriptor_gen.score.features import ImageFiles
@@ -306,7 +307,9 @@ def test_the_gpu_batch_path_gives_the_workers_pixels(world: dict) -> None:
     device_side = TorchDecodeFiles(paths, None, pil, geometry, decode_here=False)
     items = [device_side[i] for i in range(len(paths))]
     assert [kind for _, kind, _, _ in items] == [ENCODED] * 4 + [READY, ENCODED]
-    pixels, ok, why = batch_pixels(items, geometry, "cpu", pil_from_bytes(preprocess, 224))
+    batch = collate_items(items)  # the bytes joined in one tensor, as a worker hands them over
+    assert batch.lengths == [len(Path(p).read_bytes()) for p in paths[:4]] + [64 + 3]
+    pixels, ok, why = batch_pixels(batch, geometry, "cpu", pil_from_bytes(preprocess, 224))
     std = torch.tensor(geometry.std).view(3, 1, 1)
     for i in range(len(paths)):
         expected, expected_ok, _ = workers[i][0], workers[i][2], workers[i][3]
@@ -316,3 +319,41 @@ def test_the_gpu_batch_path_gives_the_workers_pixels(world: dict) -> None:
         levels = ((pixels[i] - expected) * std * 255).abs()
         assert float(levels.max()) <= 1.01 and float(levels.mean()) < 0.01
     assert not ok[5] and why[5]
+
+
+def test_pixels_made_ahead_come_in_order_and_errors_reach_the_consumer() -> None:
+    """`prefetch.ahead`: the thread that makes a batch's pixels while the encoder runs keeps
+    the order, raises its error in the loop, and stops when the loop is left early."""
+    import threading
+
+    from descriptor_gen.score.prefetch import ahead
+
+    made = list(ahead(iter(range(20)), lambda b: (torch.full((2,), b), b * 2), "cpu", depth=2))
+    assert [m[1] for m in made] == [b * 2 for b in range(20)]
+    assert all(int(m[0][0]) == b for b, m in enumerate(made))
+
+    def broken(b: int) -> tuple[int]:
+        if b == 3:
+            raise ValueError("batch 3")
+        return (b,)
+
+    seen = []
+    with pytest.raises(ValueError, match="batch 3"):
+        for (b,) in ahead(iter(range(10)), broken, "cpu"):
+            seen.append(b)
+    assert seen == [0, 1, 2]
+
+    pulled = []
+
+    def endless():
+        n = 0
+        while True:
+            pulled.append(n)
+            yield n
+            n += 1
+
+    batches = ahead(endless(), lambda b: (b,), "cpu", depth=2)
+    assert next(batches) == (0,)
+    batches.close()
+    assert not [t for t in threading.enumerate() if t.name == "descgen-pixels"]
+    assert len(pulled) <= 5  # at most depth ahead, plus the one being made

@@ -219,39 +219,90 @@ class TorchDecodeFiles:
         return torch.zeros(3, self.geometry.crop, self.geometry.crop), READY, False, why
 
 
-def collate_items(items: list[tuple[Any, int, bool, str]]) -> list[tuple[Any, int, bool, str]]:
-    """Items stay a list: JPEG byte strings differ in length."""
-    return items
+Item = tuple[Any, int, bool, str]
 
 
-def batch_pixels(items: list[tuple[Any, int, bool, str]], geometry: Geometry, device: str,
-                 fallback: Callable[[bytes], Any]) -> tuple[Any, Any, list[str]]:
-    """A worker batch -> (pixels (B, 3, crop, crop) on `device`, ok flags, reasons): the JPEG
-    bytes decoded together on the device, resized one by one there and normalised together;
-    a JPEG the decoder refuses made by `fallback`; the rest as the workers made them."""
+@dataclass
+class WorkerBatch:
+    """A worker's batch for `--decode torch`: the JPEG bytes joined in one uint8 tensor (one
+    shared-memory hand-over to the main process instead of a pickled string each), their
+    lengths, and the items with the bytes taken out (pixels made the `pil` way stay)."""
+
+    joined: Any
+    lengths: list[int]
+    items: list[Item]
+
+
+def collate_items(items: list[Item]) -> WorkerBatch:
+    """Join a batch's JPEG bytes (they differ in length, so they are not stacked)."""
     import torch
 
+    blobs = [payload for payload, kind, _, _ in items if kind == ENCODED]
+    joined = (torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8) if blobs
+              else torch.empty(0, dtype=torch.uint8))
+    rest = [(None if kind == ENCODED else payload, kind, ok, why)
+            for payload, kind, ok, why in items]
+    return WorkerBatch(joined, [len(b) for b in blobs], rest)
+
+
+def split_joined(batch: WorkerBatch) -> list[Any]:
+    """The JPEGs of a batch as 1-D uint8 views of its joined bytes (no copy)."""
+    out, offset = [], 0
+    for length in batch.lengths:
+        out.append(batch.joined[offset : offset + length])
+        offset += length
+    return out
+
+
+def batch_pixels(batch: WorkerBatch, geometry: Geometry, device: str,
+                 fallback: Callable[[bytes], Any]) -> tuple[Any, Any, list[str]]:
+    """A worker batch -> (pixels (B, 3, crop, crop) on `device`, ok flags on the host,
+    reasons): the JPEGs decoded together on the device, resized a size at a time there and
+    normalised; a JPEG the decoder refuses made by `fallback`; the rest as the workers made
+    them."""
+    import torch
+
+    items = batch.items
     encoded = [i for i, (_, kind, _, _) in enumerate(items) if kind == ENCODED]
-    decoded = decode_many([torch.frombuffer(bytearray(items[i][0]), dtype=torch.uint8)
-                           for i in encoded], device)
+    data = split_joined(batch)
+    decoded = decode_many(data, device)
     ok = [item[2] for item in items]
     why = [item[3] for item in items]
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for position, image in enumerate(decoded):
-        if image is not None:
-            by_size.setdefault(tuple(image.shape), []).append(position)
-    out = torch.empty(len(items), 3, geometry.crop, geometry.crop, device=device)
-    for group in by_size.values():
-        pixels = to_pixels_many([decoded[k] for k in group], geometry)
-        out[[encoded[k] for k in group]] = normalise_batch(pixels, geometry)
-    for i, image in zip(encoded, decoded):
+    out = _place(_resized_groups(decoded, encoded, geometry), len(items), geometry, device)
+    for k, (i, image) in enumerate(zip(encoded, decoded)):
         if image is None:
-            pixels, ok[i], why[i] = fallback(items[i][0])
+            pixels, ok[i], why[i] = fallback(data[k].numpy().tobytes())
             out[i] = pixels.to(device)
     ready = [i for i, (_, kind, _, _) in enumerate(items) if kind == READY]
     if ready:
-        out[ready] = torch.stack([items[i][0] for i in ready]).to(device, non_blocking=True)
+        out[ready] = torch.stack([items[i][0] for i in ready]).to(device)
     return out, torch.tensor(ok), why
+
+
+def _resized_groups(decoded: list[Any], positions: list[int],
+                    geometry: Geometry) -> list[tuple[list[int], Any]]:
+    """Decoded images grouped by size, each group resized, cropped and normalised at once:
+    (their positions in the batch, pixels)."""
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for k, image in enumerate(decoded):
+        if image is not None:
+            by_size.setdefault(tuple(image.shape), []).append(k)
+    return [([positions[k] for k in group],
+             normalise_batch(to_pixels_many([decoded[k] for k in group], geometry), geometry))
+            for group in by_size.values()]
+
+
+def _place(groups: list[tuple[list[int], Any]], n: int, geometry: Geometry, device: str) -> Any:
+    """The batch's pixel tensor: a single group covering the batch in order is used as it is
+    (the common case: one image size, all JPEGs), otherwise rows are copied into place."""
+    import torch
+
+    if len(groups) == 1 and groups[0][0] == list(range(n)):
+        return groups[0][1]
+    out = torch.zeros(n, 3, geometry.crop, geometry.crop, device=device)
+    for rows, pixels in groups:
+        out[rows] = pixels
+    return out
 
 
 def pil_from_bytes(preprocess: Any, crop: int) -> Callable[[bytes], Any]:

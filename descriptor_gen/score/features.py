@@ -29,6 +29,7 @@ from descriptor_gen.score.decode import (
     open_draft,
     pil_from_bytes,
 )
+from descriptor_gen.score.prefetch import ahead
 from descriptor_gen.score.caches import (
     CLIP_VIEW,
     VIEWS,
@@ -223,7 +224,8 @@ def encode_batch(clip: ClipModel, images: torch.Tensor, ok: torch.Tensor,
     feats = clip.model.encode_image(images).float()
     if normalise:
         feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    feats[~ok.to(clip.device)] = 0
+    if not bool(ok.all()):  # `ok` is on the host: asking it does not wait for the device
+        feats.masked_fill_(~ok.to(clip.device).unsqueeze(1), 0)
     stored = feats.to(torch.float32 if feature_dtype(clip.precision) == np.float32 else torch.float16)
     return stored if on_device else stored.cpu().numpy()
 
@@ -275,7 +277,7 @@ class _Gathered:
         return ImageFeatures(np.concatenate(self.chunks), np.concatenate(self.oks), self.errors)
 
 
-def _image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: int,
+def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: int,
                   reader: Callable[[int], Any] | None, view: ImageView,
                   decode: str) -> tuple[DataLoader, Callable[[Any], tuple[Any, Any, list[str]]]]:
     """The DataLoader of a file list and how its batches become (pixels, ok, reasons)."""
@@ -301,20 +303,23 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
     """Encode images (files, or by index through `reader`) in batches through a DataLoader;
     features are L2-normalised (unless the view keeps them as encoded). `decode`: `pil`,
     `torch` or `pil-draft` (score/decode.py). On a GPU the host-to-device copies overlap the
-    encoder, and features come back a chunk at a time."""
-    loader, pixels_of = _image_loader(clip, paths, batch_size, workers, reader, view, decode)
+    encoder (`torch`: decoding and resizing do too, prefetch.py), and features come back a
+    chunk at a time."""
+    loader, pixels_of = image_loader(clip, paths, batch_size, workers, reader, view, decode)
     on_gpu = clip.device.startswith("cuda")
     gathered = _Gathered(on_batch, FLUSH_ROWS if on_gpu else 1)
     bar = tqdm(total=len(paths), disable=not progress, desc="images", unit="img")
     with bar, torch.inference_mode(), autocast_for(clip):
+        batches = (ahead(iter(loader), pixels_of, clip.device) if decode == "torch" and on_gpu
+                   else (pixels_of(batch) for batch in loader))
         try:
-            for batch in loader:
-                images, ok, why = pixels_of(batch)
+            for images, ok, why in batches:
                 ok_host = np.asarray(ok, bool)
                 gathered.add(encode_batch(clip, images, torch.as_tensor(ok_host), view.normalise,
                                           on_device=on_gpu), ok_host, why)
                 bar.update(len(ok_host))
         finally:
+            batches.close()  # an interrupted run stops the thread making pixels ahead
             gathered.flush()
     return gathered.result(clip.precision)
 
