@@ -209,6 +209,75 @@ def stage_rates(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, fl
     return out
 
 
+NVJPEG_FIRST_CALL = """
+import time, torch
+from torchvision.io import decode_jpeg, ImageReadMode
+from PIL import Image
+import io
+torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+buffer = io.BytesIO(); Image.new("RGB", (16, 16)).save(buffer, "JPEG")
+data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+for _ in range(2):
+    started = time.perf_counter()
+    decode_jpeg([data], mode=ImageReadMode.RGB, device="cuda"); torch.cuda.synchronize()
+    print(time.perf_counter() - started)
+"""
+
+
+def start_up_costs(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Seconds before the first batch of `--decode torch`: nvJPEG's first and second call in
+    a fresh process (its CUDA context made first), and the DataLoader's start (`iter`) and
+    first batch with this run's workers and with fewer."""
+    from descriptor_gen.score.features import CLIP_VIEW, image_loader
+
+    out: dict[str, float] = {}
+    if clip.device.startswith("cuda"):
+        done = subprocess.run([sys.executable, "-c", NVJPEG_FIRST_CALL], capture_output=True,
+                              text=True, check=True)
+        first, second = (float(x) for x in done.stdout.split())
+        out["nvjpeg_first_call"], out["nvjpeg_second_call"] = first, second
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))
+    for workers in sorted({args.workers, max(args.workers // 2, 1), max(args.workers // 4, 1)}):
+        loader, _ = image_loader(clip, paths, args.batch_size, workers, None, CLIP_VIEW, "torch")
+        started = time.perf_counter()
+        batches = iter(loader)
+        out[f"loader_iter_{workers}_workers"] = time.perf_counter() - started
+        next(batches)
+        out[f"loader_first_batch_{workers}_workers"] = time.perf_counter() - started
+        del batches
+    return out
+
+
+def timeline(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """`encode_images`'s loop with `--decode torch`, timed: seconds from the start to the
+    workers started, to each of the first, tenth and last batch's pixels, and to the end (the
+    device idle); so the start-up and the steady interval between batches show apart."""
+    import functools
+
+    import torch
+
+    from descriptor_gen.score.decode import warm_decoder
+    from descriptor_gen.score.features import CLIP_VIEW, autocast_for, encode_batch, image_loader
+    from descriptor_gen.score.prefetch import ahead
+
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))
+    started = time.perf_counter()
+    loader, pixels_of = image_loader(clip, paths, args.batch_size, args.workers, None, CLIP_VIEW,
+                                     "torch")
+    batches = iter(loader)
+    out = {"workers_started": time.perf_counter() - started}
+    marks = []
+    with torch.inference_mode(), autocast_for(clip):
+        for images, ok, _ in ahead(batches, pixels_of, clip.device,
+                                   prepare=functools.partial(warm_decoder, clip.device)):
+            marks.append(time.perf_counter() - started)
+            encode_batch(clip, images, torch.as_tensor(np.asarray(ok, bool)), on_device=True)
+    sync(clip.device)
+    out.update(first_batch=marks[0], tenth_batch=marks[min(9, len(marks) - 1)],
+               last_batch=marks[-1], end=time.perf_counter() - started, batches=len(marks))
+    return out
+
+
 def run_process(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
@@ -353,15 +422,18 @@ def bench_model(model: str, n: int, images: Path, texts: tuple[Path, Path], work
     for decode, pred in zip(("pil", "torch"), preds):
         result = descgen_eval(clip, root, texts, cache, decode, args, model, pred)
         row[f"descgen_{decode}"] = result.images_encoded / result.timings["images"]
+        row[f"descgen_{decode}_timings"] = result.timings
     row["agreement"] = agreement(cache, clip, root, preds)
     row["cached"] = cached_rerun(root, texts, cache, clip.device, args, model,
                                  work / f"{model}-cached.json")
-    try:
-        row["stages"] = stage_rates(clip, root, args)
-    except Exception:  # noqa: BLE001 - the row's other numbers stand without it
-        import traceback
+    for name, part in (("stages", stage_rates), ("start_up", start_up_costs),
+                       ("timeline", timeline)):
+        try:
+            row[name] = part(clip, root, args)
+        except Exception:  # noqa: BLE001 - the row's other numbers stand without it
+            import traceback
 
-        row["stages_error"] = traceback.format_exc()
+            row[f"{name}_error"] = traceback.format_exc()
     del clip
     return row
 
@@ -391,6 +463,23 @@ def table(found: dict[str, Any]) -> str:
                      f" {st['decoded_on_device']:,.0f} img/s | {st['pixels_on_device']:,.0f} img/s | {st['encode_images']:,.0f} img/s |"
                      f" {st['encode_images_steady']:,.0f} img/s"
                      f" ({st['encode_images_steady'] / r['model_alone']:.2f} of model alone) |")
+    timed = [r for r in rows if "timeline" in r and "start_up" in r]
+    if timed:
+        lines += ["", "Where a `--decode torch` run's time goes (seconds from its start; nvJPEG's"
+                  " calls in a fresh process; the DataLoader's start and first batch):", "",
+                  "| model | workers started | first batch | tenth | last | end | nvJPEG first"
+                  " call, second | DataLoader iter, first batch (by workers) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in timed:
+            t, up = r["timeline"], r["start_up"]
+            nvjpeg = (f"{up['nvjpeg_first_call']:.3f}, {up['nvjpeg_second_call']:.4f}"
+                      if "nvjpeg_first_call" in up else "(no GPU)")
+            loaders = "; ".join(f"{k.split('_')[2]}: {up[k]:.3f}, "
+                                f"{up[k.replace('iter', 'first_batch')]:.3f}"
+                                for k in up if k.startswith("loader_iter_"))
+            lines.append(f"| {r['model']} | {t['workers_started']:.3f} | {t['first_batch']:.3f} |"
+                         f" {t['tenth_batch']:.3f} | {t['last_batch']:.3f} | {t['end']:.3f} |"
+                         f" {nvjpeg} | {loaders} |")
     lines += ["", "| model | mean cosine (torch vs pil) | min cosine | top-1 agreement |"
               " cached re-eval: wall - interpreter | model built | torch imported |",
               "| --- | --- | --- | --- | --- | --- | --- |"]

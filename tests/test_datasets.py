@@ -378,3 +378,41 @@ def test_shipped_suites_are_valid(name: str) -> None:
                 card = CARDS[dataset]
                 owner = CARDS[card.subset.of] if card.subset is not None else card
                 assert method.descriptors in owner.descriptors, (dataset, column)
+
+
+def test_image_files_under_lists_as_sorted_rglob_does(tmp_path: Path) -> None:
+    """The fast listing (one read and one sort for a flat folder, parts-wise order for nested
+    ones) gives `sorted(rglob)`'s order and suffix rules, `a-b/` before or after `a/` alike."""
+    import os
+
+    from descriptor_gen.data.images import IMAGE_SUFFIXES, _suffix, image_files_under
+
+    for name in ["a.jpg", ".jpg", "..jpg", ".a.jpg", "a.JPEG", "noext", "a.", "a.b.png", "...",
+                 ".a.", "a..jpg", "x.Tif"]:
+        assert _suffix(name) == os.path.splitext(name)[1].lower(), name
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ["b.JPG", "a.png", ".hidden.jpg", ".jpg", "notes.txt", "a10.jpg", "a9.jpg"]:
+        (flat / name).write_bytes(b"x")
+    nested = tmp_path / "nested"
+    for rel in ["a/x.jpg", "a-b/x.jpg", "a/b/y.png", "z.jpg", "a.jpg", "a b/c.jpeg", "a/q.txt"]:
+        (nested / rel).parent.mkdir(parents=True, exist_ok=True)
+        (nested / rel).write_bytes(b"x")
+    for root in (flat, nested):
+        expected = [str(p) for p in sorted(root.rglob("*"))
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        assert image_files_under(root) == expected
+
+
+def test_class_labels_by_lookup_keep_the_rules_of_the_scan() -> None:
+    from descriptor_gen.data.images import ClassLabels
+
+    labels = ClassLabels(["tench", "Great White Shark", "crane", "crane", "3d printer"])
+    assert labels("1", "x") == 1 and labels(" tench ", "x") == 0
+    assert labels("great white shark", "x") == 1  # by the name's key when no exact match
+    with pytest.raises(DescgenError, match="names classes \\[2, 3\\]"):
+        labels("crane", "here")
+    with pytest.raises(DescgenError, match="beyond the 5 classes"):
+        labels("7", "here")
+    with pytest.raises(DescgenError, match="here: label 'goldfish' is not in the class list"):
+        labels("goldfish", "here")

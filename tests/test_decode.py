@@ -326,9 +326,18 @@ def test_pixels_made_ahead_come_in_order_and_errors_reach_the_consumer() -> None
     the order, raises its error in the loop, and stops when the loop is left early."""
     import threading
 
+    from descriptor_gen.score.decode import warm_decoder
     from descriptor_gen.score.prefetch import ahead
 
-    made = list(ahead(iter(range(20)), lambda b: (torch.full((2,), b), b * 2), "cpu", depth=2))
+    events: list = []
+
+    def make(b: int) -> tuple:
+        events.append(b)
+        return torch.full((2,), b), b * 2
+
+    made = list(ahead(iter(range(20)), make, "cpu", depth=2,
+                      prepare=lambda: events.append("prepared")))
+    assert events[0] == "prepared"
     assert [m[1] for m in made] == [b * 2 for b in range(20)]
     assert all(int(m[0][0]) == b for b, m in enumerate(made))
 
@@ -357,3 +366,4 @@ def test_pixels_made_ahead_come_in_order_and_errors_reach_the_consumer() -> None
     batches.close()
     assert not [t for t in threading.enumerate() if t.name == "descgen-pixels"]
     assert len(pulled) <= 5  # at most depth ahead, plus the one being made
+    warm_decoder("cpu")  # what the GPU path runs first: starting the decoder is harmless here

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from descriptor_gen.data.cards import card_names, data_root, find_card, need_root
-from descriptor_gen.data.images import IMAGE_SUFFIXES, LabelledImages, image_files_under, label_index
+from descriptor_gen.data.images import IMAGE_SUFFIXES, ClassLabels, LabelledImages, image_files_under
 from descriptor_gen.data.loaders import card_images
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
@@ -31,8 +31,9 @@ def load_image_folder(root: Path, classes: list[str]) -> LabelledImages:
     if not folders:
         raise DescgenError(f"{root}: no class sub-folders")
     paths, labels = [], []
+    label_of = ClassLabels(classes)
     for folder in folders:
-        label = label_index(folder.name, classes, f"{root}: folder {folder.name!r}")
+        label = label_of(folder.name, f"{root}: folder {folder.name!r}")
         images = image_files_under(folder)
         paths += images
         labels += [label] * len(images)
@@ -44,6 +45,7 @@ def load_image_folder(root: Path, classes: list[str]) -> LabelledImages:
 def load_csv_manifest(path: Path, classes: list[str]) -> LabelledImages:
     """`path,label` rows (a header row is allowed); paths are relative to the CSV's folder."""
     paths, labels = [], []
+    label_of = ClassLabels(classes)
     text = read_text(path, "CSV manifest")
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
@@ -58,7 +60,7 @@ def load_csv_manifest(path: Path, classes: list[str]) -> LabelledImages:
             raise DescgenError(f"{path}:{number}: expected 'path,label'")
         image = Path(row[0].strip())
         paths.append(str(image if image.is_absolute() else path.parent / image))
-        labels.append(label_index(row[1], classes, f"{path}:{number}"))
+        labels.append(label_of(row[1], f"{path}:{number}"))
     if not paths:
         raise DescgenError(f"{path}: no rows")
     return LabelledImages(str(path), paths, labels)
@@ -118,7 +120,8 @@ def load_hf(spec: str, classes: list[str] | None, cache_dir: Path) -> LabelledIm
         if classes is None:
             raise DescgenError(f"{spec}: its labels have no names; give --classes")
         shown = [names[v] if names else str(v) for v in raw]
-        labels = [label_index(str(v), classes, f"{spec} row {i}") for i, v in enumerate(shown)]
+        label_of = ClassLabels(classes)
+        labels = [label_of(str(v), f"{spec} row {i}") for i, v in enumerate(shown)]
     return LabelledImages(spec, [f"{spec}#{i}" for i in range(len(labels))], labels,
                           classes=list(names) if names else None,
                           reader=HFImages(data, image_col),

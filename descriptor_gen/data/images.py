@@ -71,17 +71,30 @@ def _shifted(reader: Callable[[int], Any], start: int, index: int) -> Any:
     return reader(start + index)
 
 
-def label_index(label: str, classes: list[str], where: str) -> int:
-    """A label is a class index or a class name; a name given twice in the list is ambiguous."""
-    label = label.strip()
-    if label.isdigit():
-        index = int(label)
-        if index < len(classes):
-            return index
-        raise DescgenError(f"{where}: label {label} is beyond the {len(classes)} classes")
-    matches = [i for i, c in enumerate(classes) if c == label] or [
-        i for i, c in enumerate(classes) if name_key(c) == name_key(label)
-    ]
+class ClassLabels:
+    """The class index of a label (a class index or a class name; a name given twice in the
+    list is ambiguous), for many labels of one class list: names looked up, not scanned."""
+
+    def __init__(self, classes: list[str]) -> None:
+        self.count = len(classes)
+        self.exact: dict[str, list[int]] = {}
+        self.keyed: dict[str, list[int]] = {}
+        for i, c in enumerate(classes):
+            self.exact.setdefault(c, []).append(i)
+            self.keyed.setdefault(name_key(c), []).append(i)
+
+    def __call__(self, label: str, where: str) -> int:
+        label = label.strip()
+        if label.isdigit():
+            index = int(label)
+            if index < self.count:
+                return index
+            raise DescgenError(f"{where}: label {label} is beyond the {self.count} classes")
+        return _one_match(self.exact.get(label) or self.keyed.get(name_key(label), []), label,
+                          where)
+
+
+def _one_match(matches: list[int], label: str, where: str) -> int:
     if len(matches) == 1:
         return matches[0]
     if matches:
@@ -101,16 +114,38 @@ def image_files(folder: Path) -> list[str]:
 
 def image_files_under(folder: Path) -> list[str]:
     """The image files anywhere under `folder`, in `sorted(folder.rglob("*"))` order (by path
-    parts; symlinked folders are not entered, symlinked files count)."""
-    found: list[tuple[str, ...]] = []
-    pending: list[tuple[str, ...]] = [()]
+    parts; symlinked folders are not entered, symlinked files count). A folder without
+    sub-folders (an ImageNet class) is one directory read and one sort of its names."""
     base = str(folder)
+    names, subfolders = _images_and_folders(base)
+    if not subfolders:
+        prefix = os.path.join(base, "")  # + name: os.path.join(base, name), without its cost
+        return [prefix + name for name in sorted(names)]
+    found: list[tuple[str, ...]] = [(name,) for name in names]
+    pending: list[tuple[str, ...]] = [(name,) for name in subfolders]
     while pending:
         parts = pending.pop()
-        with os.scandir(os.path.join(base, *parts)) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((*parts, entry.name))
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
-                    found.append((*parts, entry.name))
+        names, subfolders = _images_and_folders(os.path.join(base, *parts))
+        found += [(*parts, name) for name in names]
+        pending += [(*parts, name) for name in subfolders]
     return [os.path.join(base, *parts) for parts in sorted(found)]
+
+
+def _images_and_folders(path: str) -> tuple[list[str], list[str]]:
+    """The image files' and the (not symlinked) folders' names in one folder, unsorted."""
+    images, folders = [], []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.name)
+            elif _suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file():
+                images.append(entry.name)
+    return images, folders
+
+
+def _suffix(name: str) -> str:
+    """`os.path.splitext(name)[1].lower()` without its overhead (leading dots are no suffix)."""
+    dot = name.rfind(".")
+    if dot <= 0 or not name[:dot].strip("."):
+        return ""
+    return name[dot:].lower()

@@ -153,6 +153,23 @@ def decode_one(data: Any, device: str = "cpu") -> Any:
     return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
+@functools.lru_cache(maxsize=1)
+def _tiny_jpeg() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def warm_decoder(device: str) -> None:
+    """Start nvJPEG on `device` (its first call sets up the GPU's JPEG engines) with a tiny
+    image, so that this happens while the workers read the first batch, not after."""
+    import torch
+
+    decode_many([torch.frombuffer(bytearray(_tiny_jpeg()), dtype=torch.uint8)], device)
+
+
 def decode_many(data: list[Any], device: str) -> list[Any | None]:
     """Many JPEGs at once (one batched nvJPEG call on a GPU); where the batch is refused, each
     alone, and None for those the decoder cannot read."""

@@ -3,6 +3,7 @@ the features go to, and their types, are in `caches.py` (no torch)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from descriptor_gen.score.decode import (
     collate_items,
     open_draft,
     pil_from_bytes,
+    warm_decoder,
 )
 from descriptor_gen.score.prefetch import ahead
 from descriptor_gen.score.caches import (
@@ -310,8 +312,9 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
     gathered = _Gathered(on_batch, FLUSH_ROWS if on_gpu else 1)
     bar = tqdm(total=len(paths), disable=not progress, desc="images", unit="img")
     with bar, torch.inference_mode(), autocast_for(clip):
-        batches = (ahead(iter(loader), pixels_of, clip.device) if decode == "torch" and on_gpu
-                   else (pixels_of(batch) for batch in loader))
+        batches = (ahead(iter(loader), pixels_of, clip.device,
+                         prepare=functools.partial(warm_decoder, clip.device))
+                   if decode == "torch" and on_gpu else (pixels_of(batch) for batch in loader))
         try:
             for images, ok, why in batches:
                 ok_host = np.asarray(ok, bool)

@@ -24,18 +24,19 @@ class _Failed:
 
 
 def ahead(batches: Iterable[Any], make: Callable[[Any], tuple[Any, ...]], device: str,
-          depth: int = 2) -> Iterator[tuple[Any, ...]]:
+          depth: int = 2, prepare: Callable[[], None] | None = None) -> Iterator[tuple[Any, ...]]:
     """`make(batch)` for each batch, in order, made in a thread up to `depth` batches ahead.
     On CUDA it runs on a side stream, and the consumer's current stream waits for it; its
     device tensors are marked as used there (so their memory is not reused too early). An
-    error in the thread is raised here; leaving the loop early stops the thread."""
+    error in the thread is raised here; leaving the loop early stops the thread. `prepare`
+    runs first in the thread, while the first batch is being read (a decoder's start-up)."""
     import torch
 
     cuda = device.startswith("cuda")
     stream = torch.cuda.Stream(device) if cuda else None
     handed: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
     stop = threading.Event()
-    thread = threading.Thread(target=_produce, args=(batches, make, stream, handed, stop),
+    thread = threading.Thread(target=_produce, args=(batches, make, stream, handed, stop, prepare),
                               name="descgen-pixels", daemon=True)
     thread.start()
     try:
@@ -56,7 +57,8 @@ def ahead(batches: Iterable[Any], make: Callable[[Any], tuple[Any, ...]], device
 
 
 def _produce(batches: Iterable[Any], make: Callable[[Any], tuple[Any, ...]], stream: Any,
-             handed: queue.Queue[Any], stop: threading.Event) -> None:
+             handed: queue.Queue[Any], stop: threading.Event,
+             prepare: Callable[[], None] | None) -> None:
     import contextlib
 
     import torch
@@ -64,6 +66,8 @@ def _produce(batches: Iterable[Any], make: Callable[[Any], tuple[Any, ...]], str
     try:
         with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None
                                       else contextlib.nullcontext()):
+            if prepare is not None:
+                prepare()
             for batch in batches:
                 made = make(batch)
                 event = None

@@ -217,13 +217,17 @@ def topk(score: np.ndarray, k: int) -> np.ndarray:
     k = min(k, score.shape[1])
     if k > 8 or len(score) == 0 or not np.isfinite(score).all():
         return np.argsort(-score, axis=1, kind="stable")[:, :k]
-    work = np.array(score, copy=True)
-    rows = np.arange(len(score))
     best = np.empty((len(score), k), np.int64)
-    for j in range(k):
-        best[:, j] = work.argmax(axis=1)
-        work[rows, best[:, j]] = -np.inf
+    for start in range(0, len(score), TOPK_ROWS):  # a block stays in the CPU's cache
+        work = np.array(score[start : start + TOPK_ROWS], copy=True)
+        rows = np.arange(len(work))
+        for j in range(k):
+            best[start : start + len(work), j] = column = work.argmax(axis=1)
+            work[rows, column] = -np.inf
     return best
+
+
+TOPK_ROWS = 2048
 
 
 def rescaled_entropy(score: np.ndarray, low: float = -10.0, high: float = 10.0) -> np.ndarray:
