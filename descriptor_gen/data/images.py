@@ -105,11 +105,7 @@ def _one_match(matches: list[int], label: str, where: str) -> int:
 def image_files(folder: Path) -> list[str]:
     """The image files directly in `folder`, sorted by name (one directory read, no stat per
     file: 50,000 ImageNet images are listed in a blink)."""
-    with os.scandir(folder) as entries:
-        names = sorted(e.name for e in entries
-                       if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
-    base = str(folder)
-    return [os.path.join(base, name) for name in names]
+    return _sorted_in(str(folder), _images_and_folders(str(folder))[0])
 
 
 def image_files_under(folder: Path) -> list[str]:
@@ -119,8 +115,7 @@ def image_files_under(folder: Path) -> list[str]:
     base = str(folder)
     names, subfolders = _images_and_folders(base)
     if not subfolders:
-        prefix = os.path.join(base, "")  # + name: os.path.join(base, name), without its cost
-        return [prefix + name for name in sorted(names)]
+        return _sorted_in(base, names)
     found: list[tuple[str, ...]] = [(name,) for name in names]
     pending: list[tuple[str, ...]] = [(name,) for name in subfolders]
     while pending:
@@ -129,6 +124,12 @@ def image_files_under(folder: Path) -> list[str]:
         found += [(*parts, name) for name in names]
         pending += [(*parts, name) for name in subfolders]
     return [os.path.join(base, *parts) for parts in sorted(found)]
+
+
+def _sorted_in(base: str, names: list[str]) -> list[str]:
+    """`os.path.join(base, name)` for the names in sorted order, without join's cost each."""
+    prefix = os.path.join(base, "")
+    return [prefix + name for name in sorted(names)]
 
 
 def _images_and_folders(path: str) -> tuple[list[str], list[str]]:

@@ -280,8 +280,8 @@ class _Gathered:
 
 
 def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: int,
-                  reader: Callable[[int], Any] | None, view: ImageView,
-                  decode: str) -> tuple[DataLoader, Callable[[Any], tuple[Any, Any, list[str]]]]:
+                 reader: Callable[[int], Any] | None, view: ImageView,
+                 decode: str) -> tuple[DataLoader, Callable[[Any], tuple[Any, Any, list[str]]]]:
     """The DataLoader of a file list and how its batches become (pixels, ok, reasons)."""
     preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
     size = image_size(clip.preprocess)
