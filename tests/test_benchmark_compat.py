@@ -188,8 +188,8 @@ def test_a_suite_of_two_clips_a_table_each_and_one_csv(world: dict,
     suite = yaml.safe_load((Path(__file__).parent.parent / "data" / "experiments"
                             / "suite_dclip.yaml").read_text())
     suite["methods"] = {k: v for k, v in suite["methods"].items() if k in ("clip", "templates")}
-    suite.update(datasets=["food101"], clip={"model": "ViT-B-32", "pretrained": "openai",
-                                             "device": "cpu", "workers": 0})
+    suite.update(datasets=["food101", "dtd"],  # no DTD under the root: skipped by both
+                 clip={"model": "ViT-B-32", "pretrained": "openai", "device": "cpu", "workers": 0})
     spec = w["tmp"] / "suite.yaml"
     spec.write_text(yaml.safe_dump(suite))
     out = w["tmp"] / "suite-out"
@@ -204,6 +204,8 @@ def test_a_suite_of_two_clips_a_table_each_and_one_csv(world: dict,
     assert f"CLIP: {w['config']} / {w['checkpoint']} (fp32)." in report
     assert f"CLIP: {w['config']} / {other} (fp32)." in report
     assert report.count("| food101 (3) |") == 2
+    # each CLIP's table says what its run could not run (the second CLIP's run keeps the first's)
+    assert report.count("- not run: dtd / every column: dtd: ") == 2
     assert (out / "reproduce-dclip_clip1_suite.png").exists()
     assert (out / "reproduce-dclip_clip2_suite.png").exists()
     from descriptor_gen.experiments.report import _suite_title  # each chart says its CLIP, briefly

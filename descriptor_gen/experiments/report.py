@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.results import read_rows
+from descriptor_gen.experiments.results import SKIPPED, read_rows, read_skipped
 from descriptor_gen.inputs import validation_message
 
 OPTION_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
@@ -589,7 +589,7 @@ def write_suite_report(folder: Path) -> list[Path]:
             values = [v for c in columns for v in _average(datasets, c, cells, published_only=True)]
             lines.append("| **average where published** | " + " | ".join(values) + " |")
         sources = sorted({r["published_source"] for r in group if r.get("published_source")})
-        lines += ["", *(f"- published: {s}" for s in sources), *_not_run(folder, name), ""]
+        lines += ["", *(f"- published: {s}" for s in sources), *_not_run(folder, name, clip), ""]
         chart = folder / f"{slug}_suite.png"
         _plot_suite(datasets, columns, cells, chart, _suite_title(name, group))
         written.append(chart)
@@ -599,17 +599,13 @@ def write_suite_report(folder: Path) -> list[Path]:
     return [report, *written]
 
 
-def _not_run(folder: Path, suite: str) -> list[str]:
-    """The cells the last run could not run, each with why (`skipped.json`)."""
-    path = folder / "skipped.json"
-    if not path.is_file():
-        return []
-    try:
-        skipped = json.loads(path.read_text()).get(suite, [])
-    except (ValueError, AttributeError):
-        return []
-    return [f"- not run: {s['dataset']} / {s['column']}: {s['reason']}" for s in skipped
-            if isinstance(s, dict) and {"dataset", "column", "reason"} <= set(s)]
+def _not_run(folder: Path, suite: str, clip: str) -> list[str]:
+    """The cells the last run of this suite with this CLIP (its identity as JSON) could not
+    run, each with why (`skipped.json`; an entry naming no CLIP is any CLIP's)."""
+    return [f"- not run: {s['dataset']} / {s['column']}: {s['reason']}"
+            for s in read_skipped(folder / SKIPPED).get(suite, [])
+            if {"dataset", "column", "reason"} <= set(s)
+            and ("clip" not in s or json.dumps(s["clip"], sort_keys=True) == clip)]
 
 
 def _suite_context(group: list[dict[str, Any]]) -> list[str]:

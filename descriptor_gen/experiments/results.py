@@ -119,3 +119,19 @@ def bars() -> bool:
     import sys
 
     return sys.stderr.isatty()
+
+
+SKIPPED = "skipped.json"  # the cells of the last run that did not run, and why (for the report)
+
+
+def read_skipped(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """`skipped.json`: per suite, its cells not run, each a dict with dataset, column, reason
+    and (since several CLIPs share a folder) the CLIP; a missing or broken file is empty."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {name: [e for e in entries if isinstance(e, dict)]
+            for name, entries in found.items() if isinstance(entries, list)}

@@ -25,7 +25,15 @@ from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
 from descriptor_gen.atomic import write_atomically
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.experiments.results import CellClock, append_row, bars, cell_id, done_cells
+from descriptor_gen.experiments.results import (
+    SKIPPED,
+    CellClock,
+    append_row,
+    bars,
+    cell_id,
+    done_cells,
+    read_skipped,
+)
 from descriptor_gen.experiments.specs import ClipModelSpec, GenerationSpec, SpecName
 from descriptor_gen.generation.backends import generation_identity
 from descriptor_gen.generation.cache import ResponseCache
@@ -41,7 +49,6 @@ from descriptor_gen.generation.resolve import preset_style, style_params
 from descriptor_gen.score.methods import METHODS, method as method_def
 from descriptor_gen.score.neighbours import neighbour_finder
 
-SKIPPED = "skipped.json"  # the cells of the last run that did not run, and why (for the report)
 GENERATED_STYLES = {"generated": "dclip", "generated-cupl": "cupl",
                     "generated-comparative": "comparative"}
 
@@ -238,7 +245,8 @@ class _SuiteRun:
                 data = load_dataset(name, None, self.cache_dir, self.root)
             except DescgenError as exc:
                 self.log(f"{name}: skipped: {exc}")
-                self.skipped.append({"dataset": name, "column": "every column", "reason": str(exc)})
+                self.skipped.append({"dataset": name, "column": "every column", "reason": str(exc),
+                                     "clip": self.clip_named()})
                 for _ in self.spec.methods:
                     self.clock.skip()
                 continue
@@ -258,7 +266,8 @@ class _SuiteRun:
                     store = self.store(card, classes, method, identity)
                     if store is None:
                         self.skipped.append({"dataset": name, "column": column,
-                                             "reason": self.said.partition(": ")[2]})
+                                             "reason": self.said.partition(": ")[2],
+                                             "clip": self.clip_named()})
                         self.clock.skip()
                         continue
                 requests = identity.pop("llm_requests", 0)
@@ -268,12 +277,26 @@ class _SuiteRun:
                     continue
                 rows.append(self._cell(card, method, column, identity, key, store, requests))
                 append_row(results, rows[-1])
-        write_atomically(self.out / SKIPPED, lambda f: f.write(
-            (json.dumps({self.spec.name: self.skipped}, indent=1) + "\n").encode()))
+        self._write_skipped()
         if not found:
             raise DescgenError(f"{self.spec.name}: none of its datasets is under the data root"
                                f" ({self.root or 'none given: --data-root or $DESCRIPTOR_GEN_DATA'})")
         return rows
+
+    def clip_named(self) -> dict[str, str]:
+        """The CLIP as a row and a skipped cell name it (the report groups by it)."""
+        c = self.spec.clip
+        return {"model": c.model, "pretrained": c.pretrained, "precision": c.precision}
+
+    def _write_skipped(self) -> None:
+        """This run's cells not run, beside those the last run of another CLIP left (`suite
+        --model A --model B` runs the suite once per CLIP, into one folder)."""
+        ours = json.dumps(self.clip_named(), sort_keys=True)
+        earlier = read_skipped(self.out / SKIPPED).get(self.spec.name, [])
+        kept = [e for e in earlier
+                if "clip" in e and json.dumps(e["clip"], sort_keys=True) != ours]
+        text = json.dumps({self.spec.name: kept + self.skipped}, indent=1) + "\n"
+        write_atomically(self.out / SKIPPED, lambda f: f.write(text.encode()))
 
     def _cell(self, card: Card, method: SuiteMethod, column: str, identity: dict[str, Any],
               key: str, store: Path | None, requests: int) -> dict[str, Any]:
@@ -299,7 +322,7 @@ class _SuiteRun:
                                                               if published is not None else None),
                 "identity": identity, "text": result.text.model_dump() if result.text else None,
                 "descriptor_file": str(store) if store else None, "llm_requests": requests,
-                "clip": {"model": c.model, "pretrained": c.pretrained, "precision": c.precision},
+                "clip": self.clip_named(),
                 "published_withheld": self.withheld,
                 "images_encoded": result.images_encoded, "device": result.device,
                 "seconds": round(time.perf_counter() - started, 3)}
