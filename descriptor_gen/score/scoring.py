@@ -232,18 +232,28 @@ TOPK_ROWS = 2048
 
 def rescaled_entropy(score: np.ndarray, low: float = -10.0, high: float = 10.0) -> np.ndarray:
     """Entropy of softmax over each row's scores, min-max rescaled to [low, high] (Fig. 2).
-    With y = scaled - max(scaled) and S = sum(e^y): H = log S - sum(e^y y) / S (two passes
-    over the scores, no temporaries beyond them)."""
-    lo = score.min(axis=1, keepdims=True)
-    span = score.max(axis=1, keepdims=True) - lo
-    spread = span > 0
-    factor = np.where(spread, (high - low) / np.where(spread, span, 1), 0).astype(score.dtype)
-    y = score - lo
-    y *= factor
-    y -= (high - low) * spread.astype(score.dtype)  # the rescaled row's maximum is `high`
-    e = np.exp(y)
-    total = e.sum(axis=1)
-    return np.log(total) - np.einsum("ij,ij->i", e, y) / total
+    With y = scaled - max(scaled) and S = sum(e^y): H = log S - sum(e^y y) / S, a block of
+    rows at a time in two reused buffers (a block stays in the CPU's cache)."""
+    out = np.empty(len(score), score.dtype)
+    y = np.empty((min(ENTROPY_ROWS, len(score)), score.shape[1]), score.dtype)
+    e = np.empty_like(y)
+    for start in range(0, len(score), ENTROPY_ROWS):
+        block = score[start : start + ENTROPY_ROWS]
+        yb, eb = y[: len(block)], e[: len(block)]
+        lo = block.min(axis=1, keepdims=True)
+        span = block.max(axis=1, keepdims=True) - lo
+        spread = span > 0
+        factor = np.where(spread, (high - low) / np.where(spread, span, 1), 0).astype(score.dtype)
+        np.subtract(block, lo, out=yb)
+        yb *= factor
+        yb -= (high - low) * spread.astype(score.dtype)  # the rescaled row's maximum is `high`
+        np.exp(yb, out=eb)
+        total = eb.sum(axis=1)
+        out[start : start + len(block)] = np.log(total) - np.einsum("ij,ij->i", eb, yb) / total
+    return out
+
+
+ENTROPY_ROWS = 256
 
 
 def metrics(score: np.ndarray, labels: np.ndarray) -> Metrics:
