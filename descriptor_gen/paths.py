@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import output_dir
 
@@ -30,7 +31,7 @@ def results_root() -> Path:
     return Path(os.environ.get(RESULTS_ENV) or "results").expanduser()
 
 
-class CachePaths(BaseModel):
+class CachePaths(Model):
     """Resolved locations; build it with :meth:`CachePaths.resolve`."""
 
     model_config = ConfigDict(frozen=True)

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import lines_of, read_text, read_yaml, validated
 from descriptor_gen.paths import PROJECT_ROOT
@@ -22,7 +23,7 @@ DATA_ENV = "DESCRIPTOR_GEN_DATA"
 CARDS_DIR = PROJECT_ROOT / "data" / "datasets" / "cards"
 
 
-class Published(BaseModel):
+class Published(Model):
     """A reference's top-1 (percent), with its standard deviation over seeds when it has one."""
 
     model_config = ConfigDict(extra="forbid")
@@ -32,7 +33,7 @@ class Published(BaseModel):
     source: str
 
 
-class Concept(BaseModel):
+class Concept(Model):
     """A high-level concept for the dataset's classes ("bird"), as a reference used it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -41,7 +42,7 @@ class Concept(BaseModel):
     source: str
 
 
-class DescriptorFile(BaseModel):
+class DescriptorFile(Model):
     """A reference's published descriptor file for the dataset, and how its keys pair with the
     card's classes (by name, or by position for files in label order under other names)."""
 
@@ -51,7 +52,7 @@ class DescriptorFile(BaseModel):
     match: Literal["name", "order"] = "name"
 
 
-class TrainSplit(BaseModel):
+class TrainSplit(Model):
     """Where a card's train split differs from its evaluation split: loader options and,
     when it lives elsewhere under the root, its layout."""
 
@@ -61,7 +62,7 @@ class TrainSplit(BaseModel):
     layout: str | None = None
 
 
-class CoopInfo(BaseModel):
+class CoopInfo(Model):
     """What the CoOp family (CoOp, CoCoOp, KgCoOp, Tip-Adapter) reads for this dataset: its
     dataset class there, the class-name template of KgCoOp's `CUSTOM_TEMPLATES`, and,
     where CoOp fixed one, its split file (`split_zhou_*.json`, relative to ROOT) with the folder
@@ -76,7 +77,7 @@ class CoopInfo(BaseModel):
     images: str | None = None
 
 
-class ClassSubset(BaseModel):
+class ClassSubset(Model):
     """A dataset over some of another card's classes (ImageNet-A's and ImageNet-R's 200 of
     ImageNet's 1000), named by WordNet id in a file, one a line (`#` comments): its classes
     are the parent's, in the parent's order, and a store of the parent's classes scores it."""
@@ -95,7 +96,7 @@ COOP_PARTS = {"train": "train", "val": "val", "test-coop": "test"}
 """Card splits read from CoOp's split file, and the file's list each reads."""
 
 
-class Card(BaseModel):
+class Card(Model):
     """One benchmark dataset.
 
     Attributes:

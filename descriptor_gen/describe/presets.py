@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_yaml, validation_message
 
 
-class Preset(BaseModel):
+class Preset(Model):
     """A reference's recipe: prompt options, prompt style (`cupl`, `comparative`) and
     generation parameters."""
 

@@ -12,8 +12,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text, read_yaml, validated
 
@@ -40,7 +41,7 @@ def _per_example(value: Any) -> int | str:
 PerExample = Annotated[int | Literal["all"], BeforeValidator(_per_example)]
 
 
-class PromptOptions(BaseModel):
+class PromptOptions(Model):
     """The study's prompt options; the defaults are the study's |D(c)| = 7 prompt.
 
     Attributes:
@@ -67,7 +68,7 @@ class PromptOptions(BaseModel):
         return value.strip() or NO_INSTRUCTION
 
 
-class PromptFormat(BaseModel):
+class PromptFormat(Model):
     """The question/answer frame; `{a}` is the article and `{c}` the class name.
 
     Attributes:
@@ -87,7 +88,7 @@ class PromptFormat(BaseModel):
     ending: str = "\n-"
 
 
-class BankDefaults(BaseModel):
+class BankDefaults(Model):
     """Option values a bank implies when the user gives none (the `dclip` bank: every line)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -98,7 +99,7 @@ class BankDefaults(BaseModel):
     examples: int | None = Field(default=None, ge=0)
 
 
-class BankObject(BaseModel):
+class BankObject(Model):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
@@ -106,7 +107,7 @@ class BankObject(BaseModel):
     detailed: list[str] = Field(default_factory=list)
 
 
-class ExampleBank(BaseModel):
+class ExampleBank(Model):
     """Few-shot objects, and optionally the frame and option defaults that go with them."""
 
     model_config = ConfigDict(extra="forbid")
@@ -117,7 +118,7 @@ class ExampleBank(BaseModel):
     defaults: BankDefaults = BankDefaults()
 
 
-class Prompt(BaseModel):
+class Prompt(Model):
     """One class's prompt in both styles: completion text and chat messages.
 
     `dangling`: the completion text ends with a bullet, so a completion's first line is an item.

@@ -12,8 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
-
+from descriptor_gen.models import Model
 from descriptor_gen.describe.classes import name_key
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_json, read_text
@@ -25,7 +24,7 @@ MatchBy = Literal["name", "order"]
 MATCHES: tuple[str, ...] = ("name", "order")
 
 
-class ImportReport(BaseModel):
+class ImportReport(Model):
     """How a published file's keys lined up with the class list, by name."""
 
     matched: int

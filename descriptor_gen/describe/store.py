@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonlines
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.atomic import replace_atomically, writing
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_text
@@ -23,7 +24,7 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class DescriptorRecord(BaseModel):
+class DescriptorRecord(Model):
     """One class's descriptors with where they came from.
 
     `error` is null when there are descriptors, and says why when there are none. `truncated`

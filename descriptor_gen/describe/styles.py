@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter
 
+from descriptor_gen.models import Model
 from descriptor_gen.describe.prompts import (
     Messages,
     Prompt,
@@ -39,7 +40,7 @@ NeighbourFinder = Callable[[list[str], int], tuple[list[list[int]], dict[str, st
 """(classes, n) -> each class's n nearest classes and the identity of the CLIP that chose them."""
 
 
-class DclipStyle(BaseModel):
+class DclipStyle(Model):
     """One few-shot prompt per class, made from the prompt options."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -79,7 +80,7 @@ class DclipStyle(BaseModel):
         return 1
 
 
-class CuplStyle(BaseModel):
+class CuplStyle(Model):
     """CuPL's questions, each asked as it stands.
 
     Attributes:
@@ -126,7 +127,7 @@ class CuplStyle(BaseModel):
         return cupl_prompts(name, self, prompts_dir)
 
 
-class ComparativeStyle(BaseModel):
+class ComparativeStyle(Model):
     """One question per (class, nearest class) pair, Comparative-CLIP's prompt.
 
     Attributes:
@@ -192,7 +193,7 @@ def make_style(settings: dict[str, Any]) -> Style:
     return _STYLE.validate_python({"name": "dclip", **settings})
 
 
-class ComparativeExample(BaseModel):
+class ComparativeExample(Model):
     model_config = ConfigDict(extra="forbid")
 
     target: str
@@ -200,7 +201,7 @@ class ComparativeExample(BaseModel):
     features: list[str] = Field(min_length=1)
 
 
-class ComparativePrompt(BaseModel):
+class ComparativePrompt(Model):
     model_config = ConfigDict(extra="forbid")
 
     system: str
@@ -209,7 +210,7 @@ class ComparativePrompt(BaseModel):
     examples: list[ComparativeExample]
 
 
-class ConceptPrompt(BaseModel):
+class ConceptPrompt(Model):
     model_config = ConfigDict(extra="forbid")
 
     question: str

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.data.cards import data_root, find_card
 from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
@@ -52,7 +53,7 @@ ANCHORS: dict[str, tuple[float, float, float]] = {
 ANCHOR_SOURCE = "MaPLe (Khattak et al., CVPR 2023) Table 1 and its repository's README"
 
 
-class B2NDataset(BaseModel):
+class B2NDataset(Model):
     """A dataset: a card name (its `train` and `test` splits), or `train`/`test` sources with
     `classes` for folders and CSVs; `descriptors`: a store over all its classes, for the
     columns that use descriptors."""
@@ -79,7 +80,7 @@ class B2NDataset(BaseModel):
         return f"{self.name}:test-coop" if card is not None and card.coop and card.coop.split else f"{self.name}:test"
 
 
-class B2NColumn(BaseModel):
+class B2NColumn(Model):
     """A column: a learned method (`learned`, trained per seed) or a zero-shot method
     (`method`); `options` its options; `beside`: the plain column a descriptor-guided one is
     compared with."""
@@ -116,7 +117,7 @@ class B2NColumn(BaseModel):
         return mdef.needs_descriptors(mdef.parse(self.options))
 
 
-class B2NSpec(BaseModel):
+class B2NSpec(Model):
     """Datasets x columns; `descriptor_dir`: the references' published files, a card's DCLIP
     file imported for the columns that use descriptors where a dataset names no store."""
 

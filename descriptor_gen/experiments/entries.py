@@ -29,8 +29,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.learn.methods import LEARNED, learned
 from descriptor_gen.score.methods import METHODS, MethodOptions, base_name, method
@@ -39,7 +40,7 @@ ENTRY_KEYS = ("method", "label", "style", "neighbours", "questions", "generation
 STYLE_OF = {"cupl": "cupl", "comparative": "comparative"}
 
 
-class MethodEntry(BaseModel):
+class MethodEntry(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: str

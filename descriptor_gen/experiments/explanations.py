@@ -9,14 +9,15 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.atomic import write_atomically
 from descriptor_gen.inputs import parse_json, read_text, validation_message
 
 
-class Because(BaseModel):
+class Because(Model):
     """One descriptor of an explanation and its cosine with the image."""
 
     model_config = ConfigDict(extra="allow")
@@ -25,7 +26,7 @@ class Because(BaseModel):
     similarity: float
 
 
-class PredictionLine(BaseModel):
+class PredictionLine(Model):
     """The part of a predictions line the figure reads."""
 
     model_config = ConfigDict(extra="allow")

@@ -11,8 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments.results import SKIPPED, read_rows, read_skipped
 from descriptor_gen.inputs import validation_message
@@ -20,7 +21,7 @@ from descriptor_gen.inputs import validation_message
 OPTION_KEYS = ("per_example", "detailed", "instruction", "examples", "bank")
 
 
-class ResultRow(BaseModel):
+class ResultRow(Model):
     """The part of a results line a report reads; other keys are kept as they are."""
 
     model_config = ConfigDict(extra="allow")

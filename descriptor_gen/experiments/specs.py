@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.generation.backends import GenerationParams
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.decode import DecodeName
@@ -33,7 +34,7 @@ class GenerationSpec(GenerationParams):
         return GenerationParams(**self.model_dump(exclude={"concurrency", "max_attempts"}))
 
 
-class ClipModelSpec(BaseModel):
+class ClipModelSpec(Model):
     """Which CLIP to load, as `load_clip` takes it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +58,7 @@ class ClipSpec(ClipModelSpec, TextOptions, EngineOptions):
     decode: DecodeName = "pil"
 
 
-class ListGrid(BaseModel):
+class ListGrid(Model):
     """A grid whose every field takes a value or a list of values; the grid is their product."""
 
     model_config = ConfigDict(extra="forbid")
@@ -79,7 +80,7 @@ class Grid(ListGrid):
     bank: list[str] = ["default"]
 
 
-class StoreSpec(BaseModel):
+class StoreSpec(Model):
     """Descriptors scored beside the generated ones: a store, or a published file to import."""
 
     model_config = ConfigDict(extra="forbid")
@@ -99,7 +100,7 @@ def safe_name(value: str) -> str:
 SpecName = Annotated[str, AfterValidator(safe_name)]
 
 
-class ExperimentSpec(BaseModel):
+class ExperimentSpec(Model):
     """A sweep: the grid's settings x methods, plus `stores` (descriptors not generated here,
     e.g. a reference's published file) scored with the same descriptor methods."""
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from descriptor_gen.models import Model
 from descriptor_gen.paths import RESPONSES
 from descriptor_gen.data.cards import Card, data_root, load_cards
 from descriptor_gen.data.datasets import load_dataset
@@ -80,7 +81,7 @@ class SuiteClip(ClipModelSpec, EngineOptions):
     workers: int = Field(default=2, ge=0)
 
 
-class SuiteSpec(BaseModel):
+class SuiteSpec(Model):
     """Methods x datasets; `model_key` picks the cards' published numbers (e.g. ViT-B-32)."""
 
     model_config = ConfigDict(extra="forbid")

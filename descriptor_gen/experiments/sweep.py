@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
+from descriptor_gen.models import Model
 from descriptor_gen.paths import RESPONSES
 from descriptor_gen.generation.backends import make_backend
 from descriptor_gen.generation.cache import ResponseCache
@@ -81,7 +80,7 @@ def run_sweep(spec: ExperimentSpec, out_dir: Path, cache_dir: Path, prompts_dir:
         return _run_cells(spec, points, ident, library, out_dir, cache_dir, prompts_dir, log)
 
 
-class SweepRow(BaseModel):
+class SweepRow(Model):
     """One line of `results.jsonl`: a cell's identity, its numbers and what it cost."""
 
     experiment: str

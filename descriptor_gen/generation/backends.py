@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.generation.cache import base_url_host, split_base_urls
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
@@ -33,7 +34,7 @@ _CONNECT_TIMEOUT = 10.0
 ParserName = Literal[tuple(PARSERS)]  # type: ignore[valid-type]
 
 
-class GenerationParams(BaseModel):
+class GenerationParams(Model):
     """What the user chose for the language model; all of it (but the key) is provenance.
 
     `max_tokens` defaults to 512 so that seven detailed sentences (about 300 tokens) fit;

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
+from descriptor_gen.models import Model
 from descriptor_gen.paths import BATCHES
 from descriptor_gen.generation.cache import ResponseCache
 from descriptor_gen.errors import DescgenError
@@ -29,7 +28,7 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
-class BatchItem(BaseModel):
+class BatchItem(Model):
     """What one request line stands for: a class and the cache keys of its samples."""
 
     class_index: int
@@ -37,7 +36,7 @@ class BatchItem(BaseModel):
     keys: list[str]
 
 
-class BatchManifest(BaseModel):
+class BatchManifest(Model):
     """Saved beside the cache when a batch is created, so `--resume-batch ID` can finish it."""
 
     batch_id: str
@@ -45,7 +44,7 @@ class BatchManifest(BaseModel):
     items: dict[str, BatchItem]
 
 
-class BatchOutcome(BaseModel):
+class BatchOutcome(Model):
     answered: int = 0
     failed: dict[str, str] = {}
 

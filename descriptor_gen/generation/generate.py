@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from tqdm import tqdm
 
+from descriptor_gen.models import Model
 from descriptor_gen.generation.backends import (
     Backend,
     Completion,
@@ -43,7 +43,7 @@ from descriptor_gen.describe.store import DescriptorRecord, StoreAppender, read_
 
 
 
-class GenerationSummary(BaseModel):
+class GenerationSummary(Model):
     classes: int
     already_done: int
     written: int

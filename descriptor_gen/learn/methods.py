@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_yaml, validation_message
 from descriptor_gen.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_SHOTS, MAX_VIEWS
 from descriptor_gen.paths import PROJECT_ROOT
 
 
-class FewShotOptions(BaseModel):
+class FewShotOptions(Model):
     """What every learned method takes. `epochs`, `batch_size`, `lr` left out take the
     method's reference recipe; `views`: augmented views of each shot encoded once and cached
     (1: the plain image, no augmentation)."""

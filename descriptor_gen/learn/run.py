@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch.nn import functional as F
 
+from descriptor_gen.models import Model
 from descriptor_gen.paths import LEARN_FEATURES
 from descriptor_gen.atomic import replace_atomically, write_atomically, writing
 from descriptor_gen.data.images import LabelledImages
@@ -51,7 +52,7 @@ from descriptor_gen.score.evaluate import ScorerOutput
 RUN_FORMAT = "descgen-learned-run/1"
 
 
-class LearnConfig(BaseModel):
+class LearnConfig(Model):
     """What `descgen learn` was asked."""
 
     model_config = ConfigDict(extra="forbid")
@@ -70,7 +71,7 @@ class LearnConfig(BaseModel):
     subsample: Subsample = "all"
 
 
-class RunInfo(BaseModel):
+class RunInfo(Model):
     """`run.json`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -417,7 +418,7 @@ CHECKPOINT = "checkpoint.json"
 _TENSORS = re.compile(r"^checkpoint-(\d+)\.safetensors$")  # a plain name inside the run
 
 
-class Checkpoint(BaseModel):
+class Checkpoint(Model):
     """`checkpoint.json`: the last finished epoch, the optimiser's non-tensor state, and the
     tensor file written for that epoch with its hash (so that a file from another epoch, left
     by a kill between the two writes, is never taken for it)."""

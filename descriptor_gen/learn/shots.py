@@ -12,8 +12,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from descriptor_gen.models import Model
 from descriptor_gen.atomic import write_atomically
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.data.subsample import Subsample, subsample_names, subsample_store_indices
@@ -22,14 +23,14 @@ from descriptor_gen.hashing import sha256_text
 from descriptor_gen.inputs import read_text, validated
 
 
-class Shot(BaseModel):
+class Shot(Model):
     model_config = ConfigDict(extra="forbid")
 
     name: str
     label: int = Field(ge=0)
 
 
-class Split(BaseModel):
+class Split(Model):
     """The images a run was trained on: where from, how drawn, which."""
 
     model_config = ConfigDict(extra="forbid")

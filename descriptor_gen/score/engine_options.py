@@ -10,15 +10,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 
 EngineName = Literal["local", "ray"]
 FAULT_ENV = "DESCRIPTOR_GEN_RAY_FAULT"  # tests: a marker path (one worker dies) or `raise`
 
 
-class EngineOptions(BaseModel):
+class EngineOptions(Model):
     """How to run the image encoder.
 
     Attributes:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.data.cards import coop_template, find_card
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
@@ -71,7 +72,7 @@ from descriptor_gen.describe.store import (
 UNREADABLE_WARNING = 0.01  # above this share of unreadable images, a summary warning
 
 
-class TextOptions(BaseModel):
+class TextOptions(Model):
     """How texts are made: the descriptor and class-name forms (names in
     `prompts/text_forms.yaml` or templates), the pooling of descriptor embeddings, what a
     class without descriptors is scored by, and a high-level concept (WaffleCLIP's
@@ -161,7 +162,7 @@ class EvalConfig(TextOptions, EngineOptions):
         return (self.model, self.pretrained, self.precision, self.device)
 
 
-class EvalResult(BaseModel):
+class EvalResult(Model):
     """`metrics` are the mean over a seeded method's repeats (`metrics_std` their standard
     deviation, `repeats` each seed's); predictions are the first seed's."""
 

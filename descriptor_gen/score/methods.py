@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from descriptor_gen.models import Model
 from descriptor_gen.describe.prompts import wordify
 from descriptor_gen.describe.store import DescriptorRecord
 from descriptor_gen.errors import DescgenError
@@ -54,7 +55,7 @@ ALPHABET = "\"'()-/0123456789:" + string.ascii_uppercase + string.ascii_lowercas
 WORD_LISTS = {"waffle": "waffle/words.json"}
 
 
-class MethodOptions(BaseModel):
+class MethodOptions(Model):
     """A method without options."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
+from descriptor_gen.models import Model
 from descriptor_gen.atomic import write_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_json, read_text, validation_message
@@ -94,7 +95,7 @@ def result_name(result: EvalResult) -> str:
     return "_".join(parts) + ".json"
 
 
-class ResultFile(BaseModel):
+class ResultFile(Model):
     """What a table reads from a result file: descgen's (either vintage) or CLIP_benchmark's."""
 
     model_config = ConfigDict(extra="allow")

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
+from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import read_yaml, validation_message
 from descriptor_gen.describe.prompts import wordify
@@ -48,7 +49,7 @@ def menon_which(descriptor: str) -> str:
     return "which has"
 
 
-class TextForms(BaseModel):
+class TextForms(Model):
     """Named text forms (`prompts/text_forms.yaml`): descriptor forms and class-name forms."""
 
     model_config = ConfigDict(extra="forbid")
@@ -103,7 +104,7 @@ def check_template(template: str, kind: str, names: list[str] | None = None) -> 
         raise ValueError(f"needs a {{{_REQUIRED[kind]}}} field ({expected})")
 
 
-class TextRecipe(BaseModel):
+class TextRecipe(Model):
     """How one evaluation turns classes and descriptors into texts, named as the user chose."""
 
     model_config = ConfigDict(extra="forbid")

@@ -19,8 +19,9 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
+from descriptor_gen.models import Model
 from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments.specs import ClipModelSpec, ListGrid, SpecName
@@ -52,7 +53,7 @@ def _box(value: list[float]) -> list[float]:
 Box = Annotated[list[float], AfterValidator(_box)]
 
 
-class Annotation(BaseModel):
+class Annotation(Model):
     """One line of a referring-expression file; boxes are `[x, y, w, h]` in pixels."""
 
     model_config = ConfigDict(extra="ignore")
@@ -206,7 +207,7 @@ def candidate_scores(feats: np.ndarray, text: np.ndarray, others: np.ndarray | N
     return score
 
 
-class ReferResult(BaseModel):
+class ReferResult(Model):
     accuracy: float
     crop_accuracy: float
     n_expressions: int
@@ -295,11 +296,11 @@ def _finite_box(value: list[float]) -> list[float]:
     return value
 
 
-class _Sentence(BaseModel):
+class _Sentence(Model):
     sent: str
 
 
-class _Ref(BaseModel):
+class _Ref(Model):
     """The fields of a RefCOCO-family ref that the converter reads."""
 
     ref_id: int | str | None = None
@@ -309,18 +310,18 @@ class _Ref(BaseModel):
     sentences: list[_Sentence] = []
 
 
-class _CocoImage(BaseModel):
+class _CocoImage(Model):
     id: int
     file_name: str
 
 
-class _CocoAnnotation(BaseModel):
+class _CocoAnnotation(Model):
     id: int
     image_id: int
     bbox: Annotated[list[float], AfterValidator(_finite_box)]
 
 
-class _Instances(BaseModel):
+class _Instances(Model):
     images: list[_CocoImage] = []
     annotations: list[_CocoAnnotation] = []
 
@@ -386,7 +387,7 @@ class ReferClipSpec(ClipModelSpec):
     model: str = "ViT-L-14"
 
 
-class ReferSweepSpec(BaseModel):
+class ReferSweepSpec(Model):
     """The marker ablation: shapes x colours x thickness on one referring-expression file."""
 
     model_config = ConfigDict(extra="forbid")
