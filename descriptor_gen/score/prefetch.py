@@ -53,7 +53,7 @@ def ahead(batches: Iterable[Any], make: Callable[[Any], tuple[Any, ...]], device
     finally:
         stop.set()
         _drain(handed)
-        thread.join(timeout=5.0)
+        thread.join(timeout=1.0)  # a daemon: a worker stalled mid-batch cannot hold the exit up
 
 
 def _produce(batches: Iterable[Any], make: Callable[[Any], tuple[Any, ...]], stream: Any,
