@@ -601,8 +601,9 @@ def write_suite_report(folder: Path) -> list[Path]:
 
 
 def _not_run(folder: Path, suite: str, clip: str) -> list[str]:
-    """The cells the last run of this suite with this CLIP (its identity as JSON) could not
-    run, each with why (`skipped.json`; an entry naming no CLIP is any CLIP's)."""
+    """The cells the last run of this suite with this CLIP (named as its rows name it, as
+    JSON) could not run, each with why (`skipped.json`; an entry naming no CLIP is any
+    CLIP's)."""
     return [f"- not run: {s['dataset']} / {s['column']}: {s['reason']}"
             for s in read_skipped(folder / SKIPPED).get(suite, [])
             if {"dataset", "column", "reason"} <= set(s)

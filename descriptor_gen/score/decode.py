@@ -191,6 +191,7 @@ def decode_many(data: list[Any], device: str) -> list[Any | None]:
 
 
 READY, ENCODED = 0, 1  # a worker's item: pixels already made, or JPEG bytes to decode
+Item = tuple[Any, int, bool, str]  # (payload: bytes or a pixel tensor, kind, ok, why)
 
 
 class TorchDecodeFiles:
@@ -206,7 +207,7 @@ class TorchDecodeFiles:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Any, int, bool, str]:
+    def __getitem__(self, index: int) -> Item:
         import torch
 
         if self.reader is not None:  # not a file: an in-memory image, the pil way
@@ -226,17 +227,15 @@ class TorchDecodeFiles:
         except (RuntimeError, ValueError):
             return self._pil(index)
 
-    def _pil(self, index: int) -> tuple[Any, int, bool, str]:
+    def _pil(self, index: int) -> Item:
         pixels, ok, why = self.fallback[index]
         return pixels, READY, ok, why
 
-    def _failed(self, why: str) -> tuple[Any, int, bool, str]:
+    def _failed(self, why: str) -> Item:
         import torch
 
         return torch.zeros(3, self.geometry.crop, self.geometry.crop), READY, False, why
 
-
-Item = tuple[Any, int, bool, str]
 
 
 @dataclass
