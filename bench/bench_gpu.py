@@ -319,7 +319,7 @@ def cached_imagenet_shape(work: Path, args: argparse.Namespace) -> dict[str, Any
     from descriptor_gen.score.tiny import TINY_CLIP_CONFIG, write_clip_checkpoint
 
     root = work / "imagenet-shape"
-    per_class = 2 if args.small else 50
+    per_class = args.shape_per_class or (2 if args.small else 50)
     buffer = io.BytesIO()
     Image.new("RGB", (40, 40), (120, 90, 60)).save(buffer, "JPEG")
     for c in range(1000):
@@ -520,6 +520,9 @@ def main() -> None:
     parser.add_argument("--precision", default="fp16")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--hf-classes", type=int, default=128)
+    parser.add_argument("--shape-per-class", type=int, default=0,
+                        help="images a class of the ImageNet-shaped cached re-run (default 50; 2"
+                             " with --small)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_gpu.json"))
     args = parser.parse_args()
     if args.small:
