@@ -250,8 +250,10 @@ def start_up_costs(clip: Any, root: Path, args: argparse.Namespace) -> dict[str,
 
 def timeline(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float]:
     """`encode_images`'s loop with `--decode torch`, timed: seconds from the start to the
-    workers started, to each of the first, tenth and last batch's pixels, and to the end (the
-    device idle); so the start-up and the steady interval between batches show apart."""
+    workers started, to the first and last batch from the workers, to the first, tenth and last
+    batch's pixels, to the end (the device idle) and to the workers stopped; and where each side
+    waited: the thread making pixels for the workers (`loader_wait`) and in `make`
+    (`making`), the encoder's loop for pixels (`encoder_wait`)."""
     import functools
 
     import torch
@@ -264,18 +266,65 @@ def timeline(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float
     started = time.perf_counter()
     loader, pixels_of = image_loader(clip, paths, args.batch_size, args.workers, None, CLIP_VIEW,
                                      "torch")
-    batches = iter(loader)
-    out = {"workers_started": time.perf_counter() - started}
+    raw = iter(loader)
+    out = {"workers_started": time.perf_counter() - started, "loader_wait": 0.0, "making": 0.0,
+           "encoder_wait": 0.0}
+    arrived: list[float] = []
+
+    def from_workers() -> Any:
+        while True:
+            asked = time.perf_counter()
+            try:
+                batch = next(raw)
+            except StopIteration:
+                return
+            now = time.perf_counter()
+            out["loader_wait"] += now - asked
+            arrived.append(now - started)
+            yield batch
+
+    def make(batch: Any) -> Any:
+        begun = time.perf_counter()
+        made = pixels_of(batch)
+        out["making"] += time.perf_counter() - begun
+        return made
+
     marks = []
     with torch.inference_mode(), autocast_for(clip):
-        for images, ok, _ in ahead(batches, pixels_of, clip.device,
-                                   prepare=functools.partial(warm_decoder, clip.device)):
-            marks.append(time.perf_counter() - started)
+        batches = ahead(from_workers(), make, clip.device,
+                        prepare=functools.partial(warm_decoder, clip.device))
+        asked = time.perf_counter()
+        for images, ok, _ in batches:
+            now = time.perf_counter()
+            out["encoder_wait"] += now - asked
+            marks.append(now - started)
             encode_batch(clip, images, torch.as_tensor(np.asarray(ok, bool)), on_device=True)
+            asked = time.perf_counter()
     sync(clip.device)
-    out.update(first_batch=marks[0], tenth_batch=marks[min(9, len(marks) - 1)],
+    out.update(first_from_workers=arrived[0], last_from_workers=arrived[-1],
+               first_batch=marks[0], tenth_batch=marks[min(9, len(marks) - 1)],
                last_batch=marks[-1], end=time.perf_counter() - started, batches=len(marks))
+    batches.close()
+    del raw
+    out["workers_stopped"] = time.perf_counter() - started
     return out
+
+
+def eval_process(root: Path, texts: tuple[Path, Path], work: Path, device: str,
+                 args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """A user's first `descgen eval --decode torch` over these images: a fresh process, an
+    empty cache; wall seconds and the result's own timings (model load and encoding apart)."""
+    out = work / f"{model}-fresh.json"
+    argv = [sys.executable, "-m", "descriptor_gen", "eval", "--dataset", str(root), "--classes",
+            str(texts[0]), "--descriptors", str(texts[1]), "--model", model, "--pretrained",
+            "none", "--device", device, "--precision", args.precision, "--batch-size",
+            str(args.batch_size), "--workers", str(args.workers), "--decode", "torch",
+            "--cache-dir", str(work / f"cache-fresh-{model}"), "--out", str(out)]
+    wall, done = run_process(argv)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    result = json.loads(out.read_text())
+    return {"wall": wall, "images": result["images_encoded"], "timings": result["timings"]}
 
 
 def run_process(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -426,8 +475,14 @@ def bench_model(model: str, n: int, images: Path, texts: tuple[Path, Path], work
     row["agreement"] = agreement(cache, clip, root, preds)
     row["cached"] = cached_rerun(root, texts, cache, clip.device, args, model,
                                  work / f"{model}-cached.json")
+    again = descgen_eval(clip, root, texts, work / f"cache-again-{model}", "torch", args, model,
+                         work / f"{model}-again.jsonl")
+    row["descgen_torch_again"] = again.images_encoded / again.timings["images"]
+    row["descgen_torch_again_timings"] = again.timings
     for name, part in (("stages", stage_rates), ("start_up", start_up_costs),
-                       ("timeline", timeline)):
+                       ("timeline", timeline),
+                       ("fresh_process", lambda *_: eval_process(root, texts, work, clip.device,
+                                                                 args, model))):
         try:
             row[name] = part(clip, root, args)
         except Exception:  # noqa: BLE001 - the row's other numbers stand without it
@@ -465,11 +520,14 @@ def table(found: dict[str, Any]) -> str:
                      f" ({st['encode_images_steady'] / r['model_alone']:.2f} of model alone) |")
     timed = [r for r in rows if "timeline" in r and "start_up" in r]
     if timed:
-        lines += ["", "Where a `--decode torch` run's time goes (seconds from its start; nvJPEG's"
-                  " calls in a fresh process; the DataLoader's start and first batch):", "",
-                  "| model | workers started | first batch | tenth | last | end | nvJPEG first"
-                  " call, second | DataLoader iter, first batch (by workers) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "Where a `--decode torch` run's time goes (seconds from its start; the"
+                  " waits summed over the run; nvJPEG's calls in a fresh process; the"
+                  " DataLoader's start and first batch):", "",
+                  "| model | workers started | first from workers | first pixels | tenth |"
+                  " last | end | workers stopped | thread waited for workers | thread making"
+                  " pixels | encoder waited for pixels | nvJPEG first call, second |"
+                  " DataLoader iter, first batch (by workers) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in timed:
             t, up = r["timeline"], r["start_up"]
             nvjpeg = (f"{up['nvjpeg_first_call']:.3f}, {up['nvjpeg_second_call']:.4f}"
@@ -477,9 +535,36 @@ def table(found: dict[str, Any]) -> str:
             loaders = "; ".join(f"{k.split('_')[2]}: {up[k]:.3f}, "
                                 f"{up[k.replace('iter', 'first_batch')]:.3f}"
                                 for k in up if k.startswith("loader_iter_"))
-            lines.append(f"| {r['model']} | {t['workers_started']:.3f} | {t['first_batch']:.3f} |"
-                         f" {t['tenth_batch']:.3f} | {t['last_batch']:.3f} | {t['end']:.3f} |"
-                         f" {nvjpeg} | {loaders} |")
+            lines.append(f"| {r['model']} | {t['workers_started']:.3f} |"
+                         f" {t.get('first_from_workers', float('nan')):.3f} |"
+                         f" {t['first_batch']:.3f} | {t['tenth_batch']:.3f} |"
+                         f" {t['last_batch']:.3f} | {t['end']:.3f} |"
+                         f" {t.get('workers_stopped', float('nan')):.3f} |"
+                         f" {t.get('loader_wait', float('nan')):.3f} |"
+                         f" {t.get('making', float('nan')):.3f} |"
+                         f" {t.get('encoder_wait', float('nan')):.3f} | {nvjpeg} | {loaders} |")
+    evals = [r for r in rows if "descgen_torch_timings" in r]
+    if evals:
+        lines += ["", "`eval --decode torch`'s image stage (seconds): the cache key, encoding,"
+                  " saving; in the bench's process first, then again (a new cache), then a"
+                  " user's first run in a fresh process (its model load apart; a CLIP whose identity is not"
+                  " yet remembered is built during the key):", "",
+                  "| model | run | key | model load | encode | save | image stage | img/s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in evals:
+            runs = [("first in process", r["descgen_torch_timings"]),
+                    ("again in process", r.get("descgen_torch_again_timings"))]
+            if r.get("fresh_process"):
+                runs.append((f"fresh process ({r['fresh_process']['wall']:.1f} s wall)",
+                             r["fresh_process"]["timings"]))
+            for name, tm in runs:
+                if not tm:
+                    continue
+                cells = " | ".join(f"{tm.get(k, float('nan')):.3f}" for k in
+                                   ("images_key", "images_model", "images_encode", "images_save",
+                                    "images"))
+                lines.append(f"| {r['model']} | {name} | {cells} |"
+                             f" {r['images'] / max(tm['images'] - tm.get('images_model', 0), 1e-9):,.0f} |")
     lines += ["", "| model | mean cosine (torch vs pil) | min cosine | top-1 agreement |"
               " cached re-eval: wall - interpreter | model built | torch imported |",
               "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -275,7 +276,9 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
                    decode: str = "pil") -> tuple[ImageFeatures, int]:
     """The source's image features from the cache, or encoded now (by the local or the Ray
     engine: same features, same cache key, same progress bar) and cached; returns them and how
-    many images were encoded. `timings` gets the engine's own (Ray's start-up). `clip` may be
+    many images were encoded. `timings` gets, when something is encoded, the engine's own
+    (Ray's start-up) and seconds spent on the cache key, loading the model, encoding and
+    saving (`images_key`, `images_model`, `images_encode`, `images_save`). `clip` may be
     a `ClipRef`: it loads only if something is encoded. `decode` applies to files seen as
     CLIP sees them (a stream, images read from a dataset object or another view decode with
     PIL, and are keyed so)."""
@@ -287,12 +290,14 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
     if stream or view != CLIP_VIEW or data.reader is not None:
         decode = "pil"  # and keyed so: these images never reach a tensor decoder
     check_engine(engine or EngineOptions(), clip.precision, decode)
+    clock = [time.perf_counter()]
     image_cache = ImageFeatureCache(cache_dir / IMAGE_FEATURES)
     key = image_cache.key(clip, data.identity(), view, decode,
                           _device_kind(clip) if decode == "torch" else "cpu")
     feats = image_cache.load(key, rows=None if stream else len(data.paths))
     if feats is not None:
         return feats, 0
+    clock.append(time.perf_counter())
     options = engine or EngineOptions()
     spec = spec or ("", "", clip.precision, clip.device)
     parts = None if stream or len(data.paths) <= CHECKPOINT_ROWS else PartialFeatures(
@@ -300,6 +305,7 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
     from descriptor_gen.score.engines import encode  # torch: only when something is encoded
 
     clip = clip.load() if isinstance(clip, ClipRef) else clip
+    clock.append(time.perf_counter())
     if parts is None:
         feats, spent = encode(options, clip, spec, data, batch_size, workers, progress, view=view,
                               decode=decode)
@@ -307,11 +313,15 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
     else:
         feats, spent, encoded = _encode_in_chunks(parts, options, clip, spec, data, batch_size,
                                                   workers, progress, view, decode)
-    if timings is not None:
-        timings.update(spent)
+    clock.append(time.perf_counter())
     image_cache.save(key, feats)
     if parts is not None:
         parts.clear()
+    clock.append(time.perf_counter())
+    if timings is not None:
+        timings.update(spent)
+        timings.update(zip(("images_key", "images_model", "images_encode", "images_save"),
+                           (b - a for a, b in itertools.pairwise(clock))))
     return feats, encoded
 
 
