@@ -271,7 +271,7 @@ def timeline(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float
            "encoder_wait": 0.0}
     arrived: list[float] = []
 
-    def from_workers() -> Any:
+    def from_workers(raw: Any) -> Any:
         while True:
             asked = time.perf_counter()
             try:
@@ -291,7 +291,7 @@ def timeline(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float
 
     marks = []
     with torch.inference_mode(), autocast_for(clip):
-        batches = ahead(from_workers(), make, clip.device,
+        batches = ahead(from_workers(raw), make, clip.device,
                         prepare=functools.partial(warm_decoder, clip.device))
         asked = time.perf_counter()
         for images, ok, _ in batches:
@@ -481,8 +481,8 @@ def bench_model(model: str, n: int, images: Path, texts: tuple[Path, Path], work
     row["descgen_torch_again_timings"] = again.timings
     for name, part in (("stages", stage_rates), ("start_up", start_up_costs),
                        ("timeline", timeline),
-                       ("fresh_process", lambda *_: eval_process(root, texts, work, clip.device,
-                                                                 args, model))):
+                       ("fresh_process", lambda c, *_: eval_process(root, texts, work, c.device,
+                                                                    args, model))):
         try:
             row[name] = part(clip, root, args)
         except Exception:  # noqa: BLE001 - the row's other numbers stand without it
