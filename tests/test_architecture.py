@@ -58,7 +58,7 @@ def _graph() -> dict[str, set[str]]:
 
 def _rank(module: str) -> tuple[int, str]:
     """(stage rank, stage); the small shared modules at the package's top level are 0."""
-    if module in TOP:
+    if module in TOP or module.startswith("descriptor_gen.cli."):
         return 99, "cli"
     stage = module.split(".")[1]
     return (RANKS[stage], stage) if stage in RANKS else (0, "shared")

@@ -179,3 +179,30 @@ def test_show_counts_truncated_classes(tmp_path: Path, capsys: pytest.CaptureFix
                                          backend="t")])
     code, out, _ = run(capsys, "show", str(store))
     assert code == 0 and "classes with an answer cut at the token limit: 1" in out
+
+
+def test_the_command_table_is_what_each_module_defines() -> None:
+    """`descgen --help` lists the commands from a table, so that no command module is
+    imported for it: each entry names the module that defines the command, with the first
+    paragraph of its help, and every command a module defines is in the table."""
+    import importlib
+    import inspect
+
+    import typer
+
+    from descriptor_gen.cli import COMMANDS, command_of
+
+    modules = {c.module for c in COMMANDS}
+    defined = {}
+    for module in modules:
+        app = importlib.import_module(f"descriptor_gen.cli.{module}").app
+        for info in app.registered_commands:
+            defined[info.name] = (module, inspect.getdoc(info.callback).split("\n\n")[0])
+    assert {c.name for c in COMMANDS} == set(defined)
+    for c in COMMANDS:
+        module, doc = defined[c.name]
+        assert (module, " ".join(doc.split())) == (c.module, c.summary)
+        assert command_of(c.name).name == c.name
+    assert command_of("no-such-command") is None
+    assert isinstance(typer.main.get_command(importlib.import_module("descriptor_gen.cli").app),
+                      importlib.import_module("descriptor_gen.cli").LazyGroup)

@@ -230,9 +230,11 @@ import sys
 from descriptor_gen.cli import main
 code = main({args!r})
 print(code, 'torch' in sys.modules, 'open_clip' in sys.modules)
+print('GENERATION', 'descriptor_gen.generation.backends' in sys.modules,
+      'openai' in sys.modules)
 """
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert first.stdout.split()[-3:] == ["0", "True", "True"], first.stderr
+    assert first.stdout.strip().splitlines()[-2].split()[-3:] == ["0", "True", "True"], first.stderr
     checkpoint: Path = world["checkpoint"]
     saved, stat = checkpoint.read_bytes(), checkpoint.stat()
     import os
@@ -245,22 +247,36 @@ print(code, 'torch' in sys.modules, 'open_clip' in sys.modules)
     finally:
         checkpoint.write_bytes(saved)
         os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert second.stdout.split()[-3:] == ["0", "False", "False"], second.stderr
+    lines = second.stdout.strip().splitlines()
+    assert lines[-2].split()[-3:] == ["0", "False", "False"], second.stderr
+    assert lines[-1] == "GENERATION False False"  # a command module holds only what it runs
     result = json.loads((world["tmp"] / "r.json").read_text())
     assert result["model_loaded"] is False and result["images_encoded"] == 0
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["prompt", "--class", "tench"],
-                                  ["parse", "--help"], ["show", "--help"], ["datasets"]])
-def test_commands_that_need_no_model_import_no_torch(argv: list[str]) -> None:
+@pytest.mark.parametrize("argv", [["--help"], ["prompt", "tench"], ["parse", "-"],
+                                  ["show", "STORE"], ["datasets"], ["eval", "--help"]])
+def test_commands_that_need_no_model_import_no_torch(argv: list[str], tmp_path: Path) -> None:
+    """They run (exit 0) without torch or open_clip; `--help` imports no stage at all (the
+    command table lists the commands) and no NumPy or pydantic."""
+    _, store = write_classes_and_store(tmp_path, CLASSES, DESCRIPTORS)
+    argv = [str(store) if a == "STORE" else a for a in argv]
     code = f"""
 import sys
 from descriptor_gen.cli import main
-main({argv!r})
-print('IMPORTED', 'torch' in sys.modules, 'open_clip' in sys.modules)
+code = main({argv!r})
+stages = sorted(m for m in sys.modules if m.count(".") >= 1 and m.split(".")[0] == "descriptor_gen"
+                and m.split(".")[1] in ("describe", "generation", "data", "score", "learn",
+                                        "experiments", "visual"))
+print('IMPORTED', code, 'torch' in sys.modules, 'open_clip' in sys.modules,
+      'numpy' in sys.modules or 'pydantic' in sys.modules, ','.join(stages) or '-')
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip().splitlines()[-1] == "IMPORTED False False", done.stderr
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, input="- a bright red comb\n- a hooked beak\n")
+    last = done.stdout.strip().splitlines()[-1].split()
+    assert last[:4] == ["IMPORTED", "0", "False", "False"], done.stderr
+    if argv == ["--help"]:
+        assert last[4:] == ["False", "-"]
 
 
 def test_a_model_passed_in_is_remembered_for_later_runs(world: dict,
@@ -367,3 +383,102 @@ def test_pixels_made_ahead_come_in_order_and_errors_reach_the_consumer() -> None
     assert not [t for t in threading.enumerate() if t.name == "descgen-pixels"]
     assert len(pulled) <= 5  # at most depth ahead, plus the one being made
     warm_decoder("cpu")  # what the GPU path runs first: starting the decoder is harmless here
+
+
+def test_read_ahead_gives_the_dataloaders_batches_in_order(world: dict) -> None:
+    """On a GPU, `--decode torch` reads the files' bytes in threads (`prefetch.ReadAhead`):
+    the same batches as the DataLoader's worker processes, in order, pass after pass."""
+    import open_clip
+    from torch.utils.data import DataLoader
+
+    from descriptor_gen.score.decode import TorchDecodeFiles, collate_items
+    from descriptor_gen.score.features import ImageFiles
+    from descriptor_gen.score.prefetch import ReadAhead
+
+    _, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    paths = sorted(str(p) for p in world["images"].rglob("*.jpg"))
+    (world["tmp"] / "not-an-image.jpg").write_bytes(b"plain text")
+    paths.append(str(world["tmp"] / "not-an-image.jpg"))
+    dataset = TorchDecodeFiles(paths, None, ImageFiles(paths, preprocess, 224),
+                               Geometry.of(preprocess), decode_here=False)
+    expected = list(DataLoader(dataset, batch_size=3, num_workers=2, collate_fn=collate_items))
+    threaded = ReadAhead(dataset, 3, threads=4, collate=collate_items, window=2)
+    assert len(threaded) == len(expected) == 6
+    for _ in range(2):
+        got = list(threaded)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert torch.equal(a.joined, b.joined) and a.lengths == b.lengths
+            assert [i[1:] for i in a.items] == [i[1:] for i in b.items]
+    assert not got[-1].items[-1][2]  # the text file: unreadable, told, not raised
+
+
+def test_read_ahead_stays_within_its_window_stops_when_left_and_raises() -> None:
+    import threading
+    import time
+
+    from descriptor_gen.score.prefetch import ReadAhead
+
+    asked: list[int] = []
+
+    class Slow:
+        def __len__(self) -> int:
+            return 1000
+
+        def __getitem__(self, i: int) -> int:
+            asked.append(i)
+            if i == 999:
+                raise OSError("the last item")
+            return i
+
+    batches = iter(ReadAhead(Slow(), 10, threads=2, collate=list, window=3))
+    assert next(batches) == list(range(10))
+    time.sleep(0.2)
+    assert max(asked) < 50  # the first batch and at most `window` more
+    batches.close()
+    time.sleep(0.2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("descgen-read")]
+    with pytest.raises(OSError, match="the last item"):
+        list(ReadAhead(Slow(), 10, threads=2, collate=list))
+
+
+def test_decode_torch_on_a_gpu_reads_with_threads_and_on_a_cpu_with_workers(world: dict) -> None:
+    """Worker processes decode on a CPU run; a GPU run's workers only read, so threads do
+    (no process is forked). Building the loader touches no GPU."""
+    from torch.utils.data import DataLoader
+
+    from descriptor_gen.score.features import CLIP_VIEW, image_loader, load_clip
+    from descriptor_gen.score.prefetch import ReadAhead
+
+    clip = load_clip(str(world["config"]), str(world["checkpoint"]), "cpu")
+    paths = sorted(str(p) for p in world["images"].rglob("*.jpg"))
+    on_cpu, _ = image_loader(clip, paths, 4, 2, None, CLIP_VIEW, "torch")
+    clip.device = "cuda"
+    on_gpu, _ = image_loader(clip, paths, 4, 2, None, CLIP_VIEW, "torch")
+    pil_on_gpu, _ = image_loader(clip, paths, 4, 2, None, CLIP_VIEW, "pil")
+    assert isinstance(on_cpu, DataLoader) and isinstance(pil_on_gpu, DataLoader)
+    assert isinstance(on_gpu, ReadAhead) and on_gpu.threads == 2
+
+
+def test_a_first_gpu_run_starts_nvjpeg_while_the_model_is_built(world: dict,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that must load its CLIP and decode on a GPU starts the decoder in a thread first,
+    on the device the model will load on; a CLIP already loaded, or `pil`, starts none."""
+    import threading
+
+    from descriptor_gen.score import evaluate as ev
+    from descriptor_gen.score.clip_ref import ClipRef
+    from descriptor_gen.score.decode import warm_decoder_soon
+
+    started: list[str] = []
+    monkeypatch.setattr(ev, "_device_kind", lambda clip: "cuda")
+    monkeypatch.setattr(ev, "warm_decoder_soon", started.append)
+    evaluate(_cfg(world, decode="torch"), CLASSES, world["cache"], PROMPTS, log=lambda m: None)
+    evaluate(_cfg(world, decode="pil"), CLASSES, world["cache"], PROMPTS, log=lambda m: None)
+    assert started == ["cpu"]  # as --device asked, once: the pil run decodes no JPEG on a GPU
+    assert ev._cuda_device(ClipRef("ViT-B-32", "none", "auto", "fp32", world["cache"])) == "cuda"
+    assert ev._cuda_device(ClipRef("ViT-B-32", "none", "cuda:1", "fp32", world["cache"])) == "cuda:1"
+    warm_decoder_soon("cpu")  # harmless where there is no GPU; the thread ends by itself
+    for thread in [t for t in threading.enumerate() if t.name == "descgen-warm-nvjpeg"]:
+        thread.join(timeout=10)
+        assert not thread.is_alive()

@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:  # the listing imports neither: only reading an array's images needs them
+    import numpy as np
+    from PIL import Image
 
 from descriptor_gen.data.cards import Card, missing
 from descriptor_gen.data.images import LabelledImages, image_files
@@ -182,6 +184,8 @@ class ArrayImages:
         self.data = data
 
     def __call__(self, index: int) -> Image.Image:
+        from PIL import Image
+
         return Image.fromarray(self.data[index])
 
 

@@ -170,6 +170,25 @@ def warm_decoder(device: str) -> None:
     decode_many([torch.frombuffer(bytearray(_tiny_jpeg()), dtype=torch.uint8)], device)
 
 
+def warm_decoder_soon(device: str) -> None:
+    """`warm_decoder` in a thread of its own, so that nvJPEG (and the CUDA context) start while
+    this thread does something else (builds the model); a failure there is left for the real
+    decode to meet. torchvision is imported here first: two threads importing it at once could
+    deadlock on its import cycles."""
+    import importlib
+    import threading
+
+    importlib.import_module("torchvision.io")
+
+    def warm() -> None:
+        try:
+            warm_decoder(device)
+        except Exception:  # noqa: BLE001 - the first real batch reports it
+            pass
+
+    threading.Thread(target=warm, name="descgen-warm-nvjpeg", daemon=True).start()
+
+
 def decode_many(data: list[Any], device: str) -> list[Any | None]:
     """Many JPEGs at once (one batched nvJPEG call on a GPU); where the batch is refused, each
     alone, and None for those the decoder cannot read."""

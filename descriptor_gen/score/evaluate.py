@@ -32,7 +32,7 @@ from descriptor_gen.score.caches import (
     TextFeatureCache,
 )
 from descriptor_gen.score.clip_ref import ClipRef, remember
-from descriptor_gen.score.decode import DecodeName
+from descriptor_gen.score.decode import DecodeName, warm_decoder_soon
 from descriptor_gen.score.engine_options import EngineOptions, check_engine
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ from descriptor_gen.score.scoring import (
     make_recipe,
     metrics,
     per_class_recall,
+    summarise,
     topk,
 )
 from descriptor_gen.describe.store import (
@@ -304,7 +305,10 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
         image_cache.folder, key, CHECKPOINT_ROWS)
     from descriptor_gen.score.engines import encode  # torch: only when something is encoded
 
-    clip = clip.load() if isinstance(clip, ClipRef) else clip
+    if isinstance(clip, ClipRef):
+        if decode == "torch" and _device_kind(clip) == "cuda":
+            warm_decoder_soon(_cuda_device(clip))  # nvJPEG starts while the model is built
+        clip = clip.load()
     clock.append(time.perf_counter())
     if parts is None:
         feats, spent = encode(options, clip, spec, data, batch_size, workers, progress, view=view,
@@ -333,6 +337,13 @@ def _device_kind(clip: Any) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _cuda_device(clip: ClipRef) -> str:
+    """The CUDA device the CLIP will load on, spelled as `load_clip` will (nvJPEG's decoder is
+    made per device name)."""
+    device = clip.requested_device
+    return "cuda" if device == "auto" else device
 
 
 def _encode_in_chunks(parts: PartialFeatures, options: EngineOptions, clip: Any,
@@ -434,7 +445,7 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
     scored = scorer(clip, _clip_identity(cfg), classes, data,
                     feats, cache_dir, prompts_dir, cfg.batch_size, cfg.workers)
     score = scored.scores[seen.ok]
-    result_metrics = metrics(score, seen.labels)
+    result_metrics, top1 = summarise(score, seen.labels)
     zero_shot = _zero_shot_beside(clip, cfg.dataset, classes, feats[seen.ok], seen.labels,
                                   cache_dir)
     if predictions is not None:
@@ -452,7 +463,8 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
         seconds=finished - started, timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(seen.encoded / timings["images"]) if seen.encoded else None,
         zero_shot=zero_shot, subsample=cfg.subsample,
-        per_class_recall=list(zip(classes, per_class_recall(score, seen.labels, len(classes)))),
+        per_class_recall=list(zip(classes, per_class_recall(score, seen.labels, len(classes),
+                                                            top1))),
     )
 
 
@@ -569,6 +581,7 @@ class _Scoring:
     texts: ClassTexts
     text_feats: np.ndarray
     fallback: list[int]
+    top1: np.ndarray  # each image's best class
 
 
 def _score_seeds(cfg: EvalConfig, prep: _Prepared, inputs: Inputs, encoders: _Encoders,
@@ -580,9 +593,10 @@ def _score_seeds(cfg: EvalConfig, prep: _Prepared, inputs: Inputs, encoders: _En
         ct, fallback = prep.mdef.build(inputs, prep.options, seed)
         text_feats = encoders.texts(ct.flat())
         score = method_scores(cfg.method, prep.options, image_feats, text_feats, ct)
-        runs.append(metrics(score, labels))
+        found, top1 = summarise(score, labels)
+        runs.append(found)
         if first is None:
-            first = _Scoring(runs, score, ct, text_feats, fallback)
+            first = _Scoring(runs, score, ct, text_feats, fallback, top1)
             on_first()
     assert first is not None
     return first
@@ -669,7 +683,8 @@ def _result(cfg: EvalConfig, prep: _Prepared, seen: _Seen, scoring: _Scoring,
         images_per_second=(encoded_images / timings["images"]) if encoded_images else None,
         subsample=cfg.subsample,
         per_class_recall=list(zip(prep.classes, per_class_recall(scoring.score, seen.labels,
-                                                                  len(prep.classes)))),
+                                                                  len(prep.classes),
+                                                                  scoring.top1))),
     )
 
 

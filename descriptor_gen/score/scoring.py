@@ -12,8 +12,10 @@ renormalised mean (templates, CuPL); which texts a method makes is in
 
 from __future__ import annotations
 
+import os
 import re
 import string
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -214,21 +216,32 @@ class Metrics:
 def topk(score: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k best classes per row, best first; ties go to the lower index (the
     stable full sort's answer). For a small k, k passes of argmax (which takes the first of
-    equal maxima) instead of sorting every row."""
+    equal maxima) over a block of rows at a time instead of sorting every row."""
     k = min(k, score.shape[1])
-    if k > 8 or len(score) == 0 or not np.isfinite(score).all():
-        return np.argsort(-score, axis=1, kind="stable")[:, :k]
     best = np.empty((len(score), k), np.int64)
-    for start in range(0, len(score), TOPK_ROWS):  # a block stays in the CPU's cache
-        work = np.array(score[start : start + TOPK_ROWS], copy=True)
-        rows = np.arange(len(work))
-        for j in range(k):
-            best[start : start + len(work), j] = column = work.argmax(axis=1)
-            work[rows, column] = -np.inf
+    work = np.empty((min(BLOCK_ROWS, len(score)), score.shape[1]), score.dtype)
+    for start in range(0, len(score), BLOCK_ROWS):
+        block = score[start : start + BLOCK_ROWS]
+        best[start : start + len(block)] = _topk_rows(block, k, work[: len(block)])
     return best
 
 
-TOPK_ROWS = 2048
+def _topk_rows(block: np.ndarray, k: int, work: np.ndarray) -> np.ndarray:
+    """`topk` of a block of rows; `work` (the block's shape) is overwritten."""
+    if k > 8 or not np.isfinite(block).all():
+        return np.argsort(-block, axis=1, kind="stable")[:, :k]
+    np.copyto(work, block)
+    rows = np.arange(len(work))
+    best = np.empty((len(work), k), np.int64)
+    for j in range(k):
+        best[:, j] = column = work.argmax(axis=1)
+        work[rows, column] = -np.inf
+    return best
+
+
+BLOCK_ROWS = 256
+"""Rows of scores worked on at a time: 256 x 1,000 classes is 1 MB, which stays in the CPU's
+cache through every pass the metrics make over it."""
 
 
 def rescaled_entropy(score: np.ndarray, low: float = -10.0, high: float = 10.0) -> np.ndarray:
@@ -236,29 +249,77 @@ def rescaled_entropy(score: np.ndarray, low: float = -10.0, high: float = 10.0) 
     With y = scaled - max(scaled) and S = sum(e^y): H = log S - sum(e^y y) / S, a block of
     rows at a time in two reused buffers (a block stays in the CPU's cache)."""
     out = np.empty(len(score), score.dtype)
-    y = np.empty((min(ENTROPY_ROWS, len(score)), score.shape[1]), score.dtype)
+    y = np.empty((min(BLOCK_ROWS, len(score)), score.shape[1]), score.dtype)
     e = np.empty_like(y)
-    for start in range(0, len(score), ENTROPY_ROWS):
-        block = score[start : start + ENTROPY_ROWS]
-        yb, eb = y[: len(block)], e[: len(block)]
-        lo = block.min(axis=1, keepdims=True)
-        span = block.max(axis=1, keepdims=True) - lo
-        spread = span > 0
-        factor = np.where(spread, (high - low) / np.where(spread, span, 1), 0).astype(score.dtype)
-        np.subtract(block, lo, out=yb)
-        yb *= factor
-        yb -= (high - low) * spread.astype(score.dtype)  # the rescaled row's maximum is `high`
-        np.exp(yb, out=eb)
-        total = eb.sum(axis=1)
-        out[start : start + len(block)] = np.log(total) - np.einsum("ij,ij->i", eb, yb) / total
+    for start in range(0, len(score), BLOCK_ROWS):
+        block = score[start : start + BLOCK_ROWS]
+        out[start : start + len(block)] = _entropy_rows(block, y[: len(block)], e[: len(block)],
+                                                        low, high)
     return out
 
 
-ENTROPY_ROWS = 256
+def _entropy_rows(block: np.ndarray, yb: np.ndarray, eb: np.ndarray, low: float,
+                  high: float) -> np.ndarray:
+    """`rescaled_entropy` of a block of rows; `yb` and `eb` (its shape) are overwritten."""
+    lo = block.min(axis=1, keepdims=True)
+    span = block.max(axis=1, keepdims=True) - lo
+    spread = span > 0
+    factor = np.where(spread, (high - low) / np.where(spread, span, 1), 0).astype(block.dtype)
+    np.subtract(block, lo, out=yb)
+    yb *= factor
+    yb -= (high - low) * spread.astype(block.dtype)  # the rescaled row's maximum is `high`
+    np.exp(yb, out=eb)
+    total = eb.sum(axis=1)
+    return np.log(total) - np.einsum("ij,ij->i", eb, yb) / total
+
+
+def ranked(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's five best classes (`topk`) and its rescaled entropy, in one pass over the
+    scores a block of rows at a time (each block read from memory once), the rows shared out
+    among the CPU's cores (NumPy lets go of the GIL inside each operation)."""
+    k = min(5, score.shape[1])
+    best = np.empty((len(score), k), np.int64)
+    entropy = np.empty(len(score), score.dtype)
+
+    def rank_rows(span: tuple[int, int]) -> None:
+        y, e, work = (np.empty((min(BLOCK_ROWS, span[1] - span[0]), score.shape[1]), score.dtype)
+                      for _ in range(3))
+        for start in range(span[0], span[1], BLOCK_ROWS):
+            block = score[start : min(start + BLOCK_ROWS, span[1])]
+            n = len(block)
+            entropy[start : start + n] = _entropy_rows(block, y[:n], e[:n], -10.0, 10.0)
+            best[start : start + n] = _topk_rows(block, k, work[:n])
+
+    spans = _row_spans(len(score), score.shape[1])
+    if len(spans) == 1:
+        rank_rows(spans[0])
+    else:
+        with ThreadPoolExecutor(len(spans), thread_name_prefix="descgen-metrics") as pool:
+            list(pool.map(rank_rows, spans))
+    return best, entropy
+
+
+def _row_spans(rows: int, columns: int) -> list[tuple[int, int]]:
+    """Row ranges for the threads of `ranked`: one per core (at most 8), each at least
+    PARALLEL_CELLS scores (a thread costs more than a small matrix saves)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = max(1, min(cores or 1, 8, rows * columns // PARALLEL_CELLS))
+    step = -(-rows // parts // BLOCK_ROWS) * BLOCK_ROWS  # whole blocks each
+    if parts == 1 or not step:
+        return [(0, rows)]
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+PARALLEL_CELLS = 4_000_000
 
 
 def metrics(score: np.ndarray, labels: np.ndarray) -> Metrics:
-    best5 = topk(score, 5)
+    return summarise(score, labels)[0]
+
+
+def summarise(score: np.ndarray, labels: np.ndarray) -> tuple[Metrics, np.ndarray]:
+    """The metrics, and each row's best class (for `per_class_recall`)."""
+    best5, entropy = ranked(score)
     hit1 = best5[:, 0] == labels
     hit5 = (best5 == labels[:, None]).any(axis=1)
     counts = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
@@ -266,20 +327,23 @@ def metrics(score: np.ndarray, labels: np.ndarray) -> Metrics:
     present = counts > 0
     recalls = list(hits[present] / counts[present])
     top5_defined = score.shape[1] >= 5
-    return Metrics(
+    found = Metrics(
         top1=float(hit1.mean()) if len(labels) else 0.0,
         top5=(float(hit5.mean()) if len(labels) else 0.0) if top5_defined else None,
         mean_per_class_recall=float(np.mean(recalls)) if recalls else 0.0,
         n_images=int(len(labels)),
-        mean_entropy=float(rescaled_entropy(score).mean()) if len(labels) else 0.0,
+        mean_entropy=float(entropy.mean()) if len(labels) else 0.0,
     )
+    return found, best5[:, 0]
 
 
-def per_class_recall(score: np.ndarray, labels: np.ndarray, n_classes: int) -> list[float | None]:
-    """Each class's top-1 recall (None for a class without images), in class order."""
+def per_class_recall(score: np.ndarray, labels: np.ndarray, n_classes: int,
+                     top1: np.ndarray | None = None) -> list[float | None]:
+    """Each class's top-1 recall (None for a class without images), in class order; `top1`:
+    each row's best class when `summarise` has found it already."""
     if not len(labels):
         return [None] * n_classes
-    hit = topk(score, 1)[:, 0] == labels
+    hit = (topk(score, 1)[:, 0] if top1 is None else top1) == labels
     counts = np.bincount(labels, minlength=n_classes)
     hits = np.bincount(labels, weights=hit, minlength=n_classes)
     return [float(h / c) if c else None for h, c in zip(hits, counts)]
