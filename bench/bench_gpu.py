@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -310,26 +311,66 @@ def timeline(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float
     return out
 
 
-def eval_process(root: Path, texts: tuple[Path, Path], work: Path, device: str,
+def eval_process(root: Path, texts: tuple[Path, Path], work: Path, clip: Any,
                  args: argparse.Namespace, model: str) -> dict[str, Any]:
     """A user's first `descgen eval --decode torch` over these images: a fresh process, an
-    empty cache; wall seconds and the result's own timings (model load and encoding apart)."""
-    out = work / f"{model}-fresh.json"
-    argv = [sys.executable, "-m", "descriptor_gen", "eval", "--dataset", str(root), "--classes",
-            str(texts[0]), "--descriptors", str(texts[1]), "--model", model, "--pretrained",
-            "none", "--device", device, "--precision", args.precision, "--batch-size",
-            str(args.batch_size), "--workers", str(args.workers), "--decode", "torch",
-            "--cache-dir", str(work / f"cache-fresh-{model}"), "--out", str(out)]
-    wall, done = run_process(argv)
+    empty cache; wall seconds and the result's own timings (model load and encoding apart);
+    with random weights (`--pretrained none`) and with the same weights from a checkpoint file
+    (a user's case: open_clip's random initialisation is skipped)."""
+    import torch
+
+    checkpoint = work / f"{model}.pt"
+    torch.save({k: v.cpu() for k, v in clip.model.state_dict().items()}, checkpoint)
+    found = {}
+    for name, weights in (("random", "none"), ("checkpoint", str(checkpoint))):
+        out = work / f"{model}-fresh-{name}.json"
+        argv = [sys.executable, "-m", "descriptor_gen", "eval", "--dataset", str(root),
+                "--classes", str(texts[0]), "--descriptors", str(texts[1]), "--model", model,
+                "--pretrained", weights, "--device", clip.device, "--precision", args.precision,
+                "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+                "--decode", "torch", "--cache-dir", str(work / f"cache-fresh-{model}-{name}"),
+                "--out", str(out)]
+        wall, done = run_process(argv)
+        if done.returncode:
+            raise RuntimeError(done.stderr[-2000:])
+        result = json.loads(out.read_text())
+        found[name] = {"wall": wall, "images": result["images_encoded"],
+                       "timings": result["timings"]}
+    checkpoint.unlink()
+    return found
+
+
+MODEL_LOAD_PARTS = """
+import sys, time
+started = time.perf_counter()
+import torch
+imported_torch = time.perf_counter()
+import open_clip
+imported = time.perf_counter()
+torch.manual_seed(0)
+model = open_clip.create_model(sys.argv[1], pretrained=None)
+built = time.perf_counter()
+model = model.to(sys.argv[2]).half()
+torch.cuda.synchronize() if sys.argv[2].startswith("cuda") else None
+moved = time.perf_counter()
+print(imported_torch - started, imported - imported_torch, built - imported, moved - built)
+"""
+
+
+def model_load_parts(model: str, device: str) -> dict[str, float]:
+    """Where a fresh process's model load goes: importing torch, then open_clip, building the
+    model with random weights on the CPU, moving it to the device (its CUDA context made)."""
+    wall, done = run_process([sys.executable, "-c", MODEL_LOAD_PARTS, model, device])
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
-    result = json.loads(out.read_text())
-    return {"wall": wall, "images": result["images_encoded"], "timings": result["timings"]}
+    parts = [float(x) for x in done.stdout.split()]
+    return {"wall": wall, **dict(zip(("import_torch", "import_open_clip", "build_random",
+                                      "to_device"), parts))}
 
 
-def run_process(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+def run_process(argv: list[str], given: str | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, input=given,
                           env={**os.environ, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}"})
     return time.perf_counter() - started, done
 
@@ -386,14 +427,22 @@ def cached_imagenet_shape(work: Path, args: argparse.Namespace) -> dict[str, Any
     return {"images": 1000 * per_class, "first_wall": first["wall"], **again}
 
 
-def startup() -> dict[str, float]:
-    """Wall seconds of commands that need no model, each in a fresh process."""
+def startup(store: Path) -> dict[str, float]:
+    """Wall seconds of commands that need no model, each in a fresh process (the median of
+    five; each must succeed)."""
     out = {}
-    for name, argv in [("--help", ["--help"]), ("prompt", ["prompt", "--class", "tench"]),
-                       ("datasets", ["datasets"])]:
-        out[name] = min(run_process([sys.executable, "-m", "descriptor_gen", *argv])[0]
-                        for _ in range(3))
-    out["python -c pass"] = min(run_process([sys.executable, "-c", "pass"])[0] for _ in range(3))
+    for name, argv, given in [("--help", ["--help"], None), ("prompt", ["prompt", "tench"], None),
+                              ("parse", ["parse", "-"], "- a red comb\n- a hooked beak\n"),
+                              ("show", ["show", str(store)], None), ("datasets", ["datasets"], None)]:
+        walls = []
+        for _ in range(5):
+            wall, done = run_process([sys.executable, "-m", "descriptor_gen", *argv], given)
+            if done.returncode:
+                raise RuntimeError(f"descgen {' '.join(argv)}: {done.stderr[-500:]}")
+            walls.append(wall)
+        out[name] = statistics.median(walls)
+    out["python -c pass"] = statistics.median(run_process([sys.executable, "-c", "pass"])[0]
+                                              for _ in range(5))
     return out
 
 
@@ -481,8 +530,9 @@ def bench_model(model: str, n: int, images: Path, texts: tuple[Path, Path], work
     row["descgen_torch_again_timings"] = again.timings
     for name, part in (("stages", stage_rates), ("start_up", start_up_costs),
                        ("timeline", timeline),
-                       ("fresh_process", lambda c, *_: eval_process(root, texts, work, c.device,
-                                                                    args, model))):
+                       ("fresh_process", lambda c, *_: eval_process(root, texts, work, c, args,
+                                                                    model)),
+                       ("model_load_parts", lambda c, *_: model_load_parts(model, c.device))):
         try:
             row[name] = part(clip, root, args)
         except Exception:  # noqa: BLE001 - the row's other numbers stand without it
@@ -554,9 +604,9 @@ def table(found: dict[str, Any]) -> str:
         for r in evals:
             runs = [("first in process", r["descgen_torch_timings"]),
                     ("again in process", r.get("descgen_torch_again_timings"))]
-            if r.get("fresh_process"):
-                runs.append((f"fresh process ({r['fresh_process']['wall']:.1f} s wall)",
-                             r["fresh_process"]["timings"]))
+            for weights, fresh in (r.get("fresh_process") or {}).items():
+                runs.append((f"fresh process, {weights} weights ({fresh['wall']:.1f} s wall)",
+                             fresh["timings"]))
             for name, tm in runs:
                 if not tm:
                     continue
@@ -565,6 +615,12 @@ def table(found: dict[str, Any]) -> str:
                                     "images"))
                 lines.append(f"| {r['model']} | {name} | {cells} |"
                              f" {r['images'] / max(tm['images'] - tm.get('images_model', 0), 1e-9):,.0f} |")
+        for r in (r for r in evals if r.get("model_load_parts")):
+            m = r["model_load_parts"]
+            lines.append(f"\n{r['model']}, a fresh process loading the model ({m['wall']:.1f} s"
+                         f" wall): import torch {m['import_torch']:.2f} s, open_clip"
+                         f" {m['import_open_clip']:.2f} s, build with random weights"
+                         f" {m['build_random']:.2f} s, to the device {m['to_device']:.2f} s.")
     lines += ["", "| model | mean cosine (torch vs pil) | min cosine | top-1 agreement |"
               " cached re-eval: wall - interpreter | model built | torch imported |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -629,7 +685,7 @@ def main() -> None:
                 found["rows"].append(row)
         found["imagenet_shape"] = attempt(found, "imagenet_shape",
                                           lambda: cached_imagenet_shape(work, args), args.out)
-        found["startup"] = attempt(found, "startup", startup, args.out)
+        found["startup"] = attempt(found, "startup", lambda: startup(texts[1]), args.out)
         found["hf"] = attempt(found, "hf", lambda: hf_generation(
             work, args.hf_classes, args.device, args.small), args.out) if args.hf_classes else None
     save(found, args.out)

@@ -474,8 +474,14 @@ def test_a_first_gpu_run_starts_nvjpeg_while_the_model_is_built(world: dict,
     monkeypatch.setattr(ev, "_device_kind", lambda clip: "cuda")
     monkeypatch.setattr(ev, "warm_decoder_soon", started.append)
     evaluate(_cfg(world, decode="torch"), CLASSES, world["cache"], PROMPTS, log=lambda m: None)
+    assert started == ["cpu"]  # as --device asked; before the key, which builds a new CLIP
     evaluate(_cfg(world, decode="pil"), CLASSES, world["cache"], PROMPTS, log=lambda m: None)
-    assert started == ["cpu"]  # as --device asked, once: the pil run decodes no JPEG on a GPU
+    evaluate(_cfg(world, decode="torch"), CLASSES, world["cache"], PROMPTS, log=lambda m: None)
+    assert started == ["cpu"]  # pil decodes no JPEG on a GPU; all cached: nothing is built
+    other = make_jpeg_folder(world["tmp"] / "other", per_class=2)
+    evaluate(_cfg(world, decode="torch", dataset=str(other)), CLASSES, world["cache"], PROMPTS,
+             log=lambda m: None)
+    assert started == ["cpu", "cpu"]  # a remembered CLIP, new images: before it is built
     assert ev._cuda_device(ClipRef("ViT-B-32", "none", "auto", "fp32", world["cache"])) == "cuda"
     assert ev._cuda_device(ClipRef("ViT-B-32", "none", "cuda:1", "fp32", world["cache"])) == "cuda:1"
     warm_decoder_soon("cpu")  # harmless where there is no GPU; the thread ends by itself

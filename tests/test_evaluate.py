@@ -352,3 +352,38 @@ def test_cli_eval_draws_dclips_explanation_figure(setup: dict, tmp_path: Path,
     assert code == 2 and "one of .png, .pdf, .svg" in capsys.readouterr().err
     no_preds = [a for a in args if a not in ("--predictions", str(preds))]
     assert main(no_preds) == 2 and "add --predictions" in capsys.readouterr().err
+
+
+def test_a_model_whose_weights_are_loaded_draws_no_random_numbers(
+        tiny_clip: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built for a checkpoint, the model skips torch.nn.init (the weights replace it all) and
+    ends up exactly as the ordinary build does; with random weights it draws as before."""
+    import contextlib
+
+    from torch.nn import init
+    from torch.nn.modules import activation
+
+    from descriptor_gen.score import features
+
+    config, checkpoint = tiny_clip
+    drawn: list[str] = []
+    for name in ("normal_", "kaiming_uniform_"):
+        original = getattr(init, name)
+        monkeypatch.setattr(init, name, lambda t, *a, _o=original, _n=name, **k: (
+            drawn.append(_n), _o(t, *a, **k))[1])
+    fast = load_clip(str(config), str(checkpoint), "cpu")
+    assert drawn == []  # nothing drawn for weights that are loaded
+    assert init.xavier_uniform_ is activation.xavier_uniform_  # what was patched is put back
+    monkeypatch.setattr(features, "weights_to_come", contextlib.nullcontext)
+    plain = load_clip(str(config), str(checkpoint), "cpu")
+    assert drawn  # the ordinary build draws
+    a, b = fast.model.state_dict(), plain.model.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert fast.identity == plain.identity
+    monkeypatch.undo()
+    random = load_clip(str(config), "none", "cpu")
+    again = load_clip(str(config), "none", "cpu")
+    assert all(torch.equal(x, y) for x, y in zip(random.model.state_dict().values(),
+                                                  again.model.state_dict().values()))
+    assert not any(torch.isnan(t).any() for t in random.model.state_dict().values()
+                   if t.is_floating_point())

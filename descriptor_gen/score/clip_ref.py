@@ -55,6 +55,11 @@ class ClipRef:
     def loaded(self) -> bool:
         return self._clip is not None
 
+    @property
+    def known(self) -> bool:
+        """Whether its identity is remembered (else asking it loads the CLIP)."""
+        return self._known is not None
+
     def load(self) -> Any:
         """The `features.ClipModel`, built now if not yet; the memo learns its identity. An
         identity that differs from the remembered one (a library changed under the same

@@ -273,8 +273,11 @@ def collate_items(items: list[Item]) -> WorkerBatch:
     import torch
 
     blobs = [payload for payload, kind, _, _ in items if kind == ENCODED]
-    joined = (torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8) if blobs
-              else torch.empty(0, dtype=torch.uint8))
+    joined = torch.empty(sum(len(b) for b in blobs), dtype=torch.uint8)
+    flat, offset = joined.numpy(), 0
+    for blob in blobs:  # one copy of the bytes, straight into the tensor
+        flat[offset : offset + len(blob)] = memoryview(blob)
+        offset += len(blob)
     rest = [(None if kind == ENCODED else payload, kind, ok, why)
             for payload, kind, ok, why in items]
     return WorkerBatch(joined, [len(b) for b in blobs], rest)

@@ -292,6 +292,8 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
         decode = "pil"  # and keyed so: these images never reach a tensor decoder
     check_engine(engine or EngineOptions(), clip.precision, decode)
     clock = [time.perf_counter()]
+    warming = _warm_decoder_first(clip, decode, loading=isinstance(clip, ClipRef) and
+                                  not clip.known)  # a CLIP not remembered loads for its key
     image_cache = ImageFeatureCache(cache_dir / IMAGE_FEATURES)
     key = image_cache.key(clip, data.identity(), view, decode,
                           _device_kind(clip) if decode == "torch" else "cpu")
@@ -306,8 +308,8 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
     from descriptor_gen.score.engines import encode  # torch: only when something is encoded
 
     if isinstance(clip, ClipRef):
-        if decode == "torch" and _device_kind(clip) == "cuda":
-            warm_decoder_soon(_cuda_device(clip))  # nvJPEG starts while the model is built
+        if not warming:
+            _warm_decoder_first(clip, decode, loading=not clip.loaded)
         clip = clip.load()
     clock.append(time.perf_counter())
     if parts is None:
@@ -337,6 +339,15 @@ def _device_kind(clip: Any) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _warm_decoder_first(clip: Any, decode: str, loading: bool) -> bool:
+    """Start nvJPEG in a thread (`decode.warm_decoder_soon`) when the CLIP is about to be built
+    and the run decodes on a GPU, so that the two overlap; whether it was started."""
+    if not (loading and decode == "torch" and _device_kind(clip) == "cuda"):
+        return False
+    warm_decoder_soon(_cuda_device(clip))
+    return True
 
 
 def _cuda_device(clip: ClipRef) -> str:

@@ -3,6 +3,7 @@ the features go to, and their types, are in `caches.py` (no torch)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -119,9 +120,7 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
     elif not ident["weights"].startswith("file:"):
         check_weights(name, weights)
     try:
-        clip, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=weights, precision=precision, device=device, weights_only=True
-        )
+        clip, preprocess = _create(open_clip, name, weights, precision, device)
     except Exception as exc:  # noqa: BLE001 - see below
         # A user's checkpoint or model config can fail in any way inside torch.load or
         # open_clip; a tag or a built-in model failing otherwise is a bug and keeps its traceback.
@@ -138,6 +137,53 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
     return ClipModel(clip, preprocess, open_clip.get_tokenizer(name), device, precision,
                      hashlib.sha256(identity.encode()).hexdigest(),
                      memo_key=memo_key(model, pretrained, precision), spec_identity=ident)
+
+
+def _create(open_clip: Any, name: str, weights: str | None, precision: str,
+            device: str) -> tuple[Any, Any]:
+    """open_clip's model and preprocessing; with weights, built without drawing the random
+    numbers the weights replace (`weights_to_come`)."""
+    # open_clip loads a whole-model checkpoint strictly (every parameter and persistent buffer
+    # is set, or it raises), except big_vision's .npz files, which are built the ordinary way
+    strict = weights is not None and not weights.lower().endswith((".npz", ".npy"))
+    with weights_to_come() if strict else contextlib.nullcontext():
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=weights, precision=precision, device=device, weights_only=True)
+    return model, preprocess
+
+
+INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                  "xavier_uniform_", "xavier_normal_", "orthogonal_", "constant_", "zeros_",
+                  "ones_", "eye_", "dirac_", "sparse_")
+
+
+@contextlib.contextmanager
+def weights_to_come() -> Any:
+    """While a model whose every weight is about to be loaded is built: `torch.nn.init` leaves
+    floating-point tensors as allocated instead of drawing numbers into them (a ViT-B/32 draws
+    about 150 million and throws them away: seconds on a CPU). Not for two threads building
+    models at once (it patches torch)."""
+    import sys
+
+    from torch.nn import init
+
+    originals = {n: getattr(init, n) for n in INIT_FUNCTIONS if hasattr(init, n)}
+    bound = [(module, n) for module in [m for k, m in list(sys.modules.items())
+                                        if k.startswith(("torch.nn", "open_clip", "timm"))]
+             for n, f in originals.items() if getattr(module, n, None) is f]  # `from init import`
+
+    def keep(original: Callable[..., Any]) -> Callable[..., Any]:
+        def skip(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            return tensor if tensor.is_floating_point() else original(tensor, *args, **kwargs)
+        return skip
+
+    try:
+        for module, n in bound:
+            setattr(module, n, keep(originals[n]))
+        yield
+    finally:
+        for module, n in bound:
+            setattr(module, n, originals[n])
 
 
 def clip_identity(model: str, pretrained: str, precision: str) -> dict[str, str]:
