@@ -429,20 +429,20 @@ def cached_imagenet_shape(work: Path, args: argparse.Namespace) -> dict[str, Any
 
 def startup(store: Path) -> dict[str, float]:
     """Wall seconds of commands that need no model, each in a fresh process (the median of
-    five; each must succeed)."""
+    three; each must succeed)."""
     out = {}
     for name, argv, given in [("--help", ["--help"], None), ("prompt", ["prompt", "tench"], None),
                               ("parse", ["parse", "-"], "- a red comb\n- a hooked beak\n"),
                               ("show", ["show", str(store)], None), ("datasets", ["datasets"], None)]:
         walls = []
-        for _ in range(5):
+        for _ in range(3):
             wall, done = run_process([sys.executable, "-m", "descriptor_gen", *argv], given)
             if done.returncode:
                 raise RuntimeError(f"descgen {' '.join(argv)}: {done.stderr[-500:]}")
             walls.append(wall)
         out[name] = statistics.median(walls)
     out["python -c pass"] = statistics.median(run_process([sys.executable, "-c", "pass"])[0]
-                                              for _ in range(5))
+                                              for _ in range(3))
     return out
 
 

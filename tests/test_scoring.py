@@ -122,6 +122,43 @@ def test_entropy_formula() -> None:
     assert rescaled_entropy(np.array([[0.4, 0.4]]))[0] == pytest.approx(math.log(2))
 
 
+def test_metrics_in_threaded_blocks_equal_the_straightforward_computation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`summarise` works a block of rows at a time, the rows shared among threads: its top-5,
+    entropy and per-class recall are those of the full sort and the whole-matrix formula, to
+    the bit, whatever the split; rows with a NaN or an infinity sort as the full sort does."""
+    from descriptor_gen.score import scoring
+
+    rng = np.random.default_rng(3)
+    score = rng.standard_normal((3000, 40)).astype(np.float32)
+    score[7, 3] = score[7, 9] = score[7].max() + 1  # a tie: the lower index first
+    score[100, 5], score[2000, 2] = np.nan, np.inf
+    labels = rng.integers(0, 40, 3000)
+    want = np.argsort(-score, axis=1, kind="stable")[:, :5]
+    hit1, hit5 = want[:, 0] == labels, (want == labels[:, None]).any(axis=1)
+    with np.errstate(invalid="ignore"):  # the rows with an infinity have no entropy
+        y = (score - score.min(1, keepdims=True)) * (20 / np.ptp(score, 1, keepdims=True)) - 20
+        entropy = np.log(np.exp(y).sum(1)) - (np.exp(y) * y).sum(1) / np.exp(y).sum(1)
+    for cells in (10**9, 4000, 1):  # one thread, a few, as many as allowed
+        monkeypatch.setattr(scoring, "PARALLEL_CELLS", cells)
+        with np.errstate(invalid="ignore"):
+            best, ent = scoring.ranked(score)
+        assert np.array_equal(best, want)
+        finite = np.isfinite(score).all(axis=1)
+        np.testing.assert_allclose(ent[finite], entropy[finite], rtol=1e-4)
+        assert np.array_equal(ent, rescaled_entropy(score), equal_nan=True)
+        with np.errstate(invalid="ignore"):
+            found, top1 = scoring.summarise(score, labels)
+        assert found.top1 == float(hit1.mean()) and found.top5 == float(hit5.mean())
+        assert np.array_equal(top1, want[:, 0])
+        assert (scoring.per_class_recall(score, labels, 40, top1)
+                == scoring.per_class_recall(score, labels, 40))
+    spans = scoring._row_spans(50_000, 1_000)
+    assert spans[0][0] == 0 and spans[-1][1] == 50_000
+    assert all(a[1] == b[0] and a[1] % scoring.BLOCK_ROWS == 0 for a, b in zip(spans, spans[1:]))
+    assert scoring._row_spans(0, 5) == [(0, 0)] and scoring.ranked(score[:0])[0].shape == (0, 5)
+
+
 def test_class_vectors_are_means_without_renormalising() -> None:
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(5, 8)).astype(np.float32)
