@@ -7,7 +7,7 @@ import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from descriptor_gen.score.decode import (
     pil_from_bytes,
     warm_decoder,
 )
-from descriptor_gen.score.prefetch import ReadAhead, ahead
+from descriptor_gen.score.prefetch import ahead
 from descriptor_gen.score.caches import (
     CLIP_VIEW,
     VIEWS,
@@ -327,10 +327,8 @@ class _Gathered:
 
 def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: int,
                  reader: Callable[[int], Any] | None, view: ImageView,
-                 decode: str) -> tuple[Iterable[Any], Callable[[Any], tuple[Any, Any, list[str]]]]:
-    """The batches of a file list (a DataLoader; for `--decode torch` of files on a GPU,
-    where the workers only read bytes, `workers` threads) and how a batch becomes (pixels, ok,
-    reasons)."""
+                 decode: str) -> tuple[DataLoader, Callable[[Any], tuple[Any, Any, list[str]]]]:
+    """The DataLoader of a file list and how its batches become (pixels, ok, reasons)."""
     preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
     size = image_size(clip.preprocess)
     on_gpu = clip.device.startswith("cuda")
@@ -341,10 +339,8 @@ def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: in
     geometry = Geometry.of(preprocess)
     dataset = TorchDecodeFiles(paths, reader, files, geometry, decode_here=not on_gpu)
     fallback = pil_from_bytes(preprocess, geometry.crop)
-    loader: Iterable[Any] = (
-        ReadAhead(dataset, batch_size, workers, collate_items) if on_gpu and reader is None
-        else DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_items))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_items)
     return loader, lambda items: batch_pixels(items, geometry, clip.device, fallback)
 
 

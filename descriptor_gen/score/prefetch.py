@@ -1,8 +1,6 @@
 """Making a batch's pixels while the encoder runs the one before (`--decode torch` on a GPU).
 
-`ReadAhead` reads the files' bytes in a pool of threads (on a GPU the workers only read, and
-threads start at once where worker processes each take a fork of a large process). A thread
-of its own (`ahead`) takes those batches and makes each into device tensors on a
+A thread of its own takes the DataLoader's batches and makes each into device tensors on a
 side CUDA stream (nvJPEG's batched decode blocks its calling thread, with the GIL released),
 `depth` batches ahead; the encoder's stream waits for each batch's event, not for the host.
 So decoding (the GPU's JPEG engines), resizing and the encoder overlap, and the host never
@@ -11,12 +9,9 @@ waits for the device within a batch.
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,38 +108,3 @@ def _use_on_current_stream(made: tuple[Any, ...], event: Any, device: str) -> No
     for value in made:
         if isinstance(value, torch.Tensor) and value.is_cuda:
             value.record_stream(current)
-
-
-class ReadAhead:
-    """Batches of a dataset's items, `collate`d, in order, read by `threads` threads each
-    taking a whole batch, at most `window` batches ahead of the consumer; iterable again
-    (each pass has its own pool). For items that are mostly I/O (file bytes); an item's own
-    errors are its business (the dataset marks it unreadable), anything else is raised."""
-
-    def __init__(self, dataset: Sequence[Any], batch_size: int, threads: int,
-                 collate: Callable[[list[Any]], Any], window: int | None = None) -> None:
-        self.dataset, self.batch_size, self.collate = dataset, max(batch_size, 1), collate
-        self.threads = max(threads, 1)
-        self.window = window or 2 * self.threads
-
-    def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
-
-    def _batch(self, start: int) -> Any:
-        end = min(start + self.batch_size, len(self.dataset))
-        return self.collate([self.dataset[i] for i in range(start, end)])
-
-    def __iter__(self) -> Iterator[Any]:
-        starts = iter(range(0, len(self.dataset), self.batch_size))
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="descgen-read")
-        pending: deque[Future[Any]] = deque()
-        try:
-            for start in itertools.islice(starts, self.window):
-                pending.append(pool.submit(self._batch, start))
-            while pending:
-                batch = pending.popleft().result()
-                for start in itertools.islice(starts, 1):
-                    pending.append(pool.submit(self._batch, start))
-                yield batch
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
