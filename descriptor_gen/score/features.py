@@ -170,7 +170,7 @@ def weights_to_come() -> Any:
     originals = {n: getattr(init, n) for n in INIT_FUNCTIONS if hasattr(init, n)}
     bound = [(module, n) for module in [m for k, m in list(sys.modules.items())
                                         if k.startswith(("torch.nn", "open_clip", "timm"))]
-             for n, f in originals.items() if getattr(module, n, None) is f]  # `from init import`
+             for n, f in originals.items() if _holds(module, n, f)]  # `from init import`
 
     def keep(original: Callable[..., Any]) -> Callable[..., Any]:
         def skip(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -184,6 +184,14 @@ def weights_to_come() -> Any:
     finally:
         for module, n in bound:
             setattr(module, n, originals[n])
+
+
+def _holds(module: Any, name: str, value: Any) -> bool:
+    """Whether `module.name` is `value` (a module whose `__getattr__` fails holds nothing)."""
+    try:
+        return getattr(module, name, None) is value
+    except Exception:  # noqa: BLE001 - a lazy module may raise anything
+        return False
 
 
 def clip_identity(model: str, pretrained: str, precision: str) -> dict[str, str]:
