@@ -7,6 +7,10 @@
   (mean cosine of the features, top-1 agreement of the predictions),
 - a fully cached re-evaluation in a fresh process (wall time less the interpreter's start;
   whether a model was built),
+- `--decode torch` by stage, its timeline (where the reader, the pixel thread and the encoder
+  waited), nvJPEG's and the DataLoader's start-up, a second run in the same process, a user's
+  first run in a fresh process (random weights, and a checkpoint file), and a fresh process's
+  model load by parts,
 
 then the start-up of commands that need no model, and `generate --backend hf` batched against
 one prompt at a time on a random-weight Llama-architecture model. Random CLIP weights (speed
