@@ -263,7 +263,7 @@ def timeline(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float
 
     import torch
 
-    from descriptor_gen.score.decode import warm_decoder
+    from descriptor_gen.score.decode import warm_decoder, warm_decoder_soon
     from descriptor_gen.score.features import CLIP_VIEW, autocast_for, encode_batch, image_loader
     from descriptor_gen.score.prefetch import ahead
 
@@ -271,6 +271,8 @@ def timeline(clip: Any, root: Path, args: argparse.Namespace) -> dict[str, float
     started = time.perf_counter()
     loader, pixels_of = image_loader(clip, paths, args.batch_size, args.workers, None, CLIP_VIEW,
                                      "torch")
+    if clip.device.startswith("cuda"):
+        warm_decoder_soon(clip.device)  # as encode_images does: while the workers are forked
     raw = iter(loader)
     out = {"workers_started": time.perf_counter() - started, "loader_wait": 0.0, "making": 0.0,
            "encoder_wait": 0.0}

@@ -413,3 +413,23 @@ def test_a_first_gpu_run_starts_nvjpeg_while_the_model_is_built(world: dict,
     for thread in [t for t in threading.enumerate() if t.name == "descgen-warm-nvjpeg"]:
         thread.join(timeout=10)
         assert not thread.is_alive()
+
+
+def test_nvjpeg_starts_before_the_workers_are_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU the decoder's start (0.65 s on an H100) overlaps the workers' (0.4 s for 16):
+    the thread that starts nvJPEG is started before the DataLoader forks its workers."""
+    from descriptor_gen.score import features
+
+    order: list[str] = []
+
+    class Loader:
+        def __iter__(self):
+            order.append("workers forked")
+            return iter([])
+
+    monkeypatch.setattr(features, "warm_decoder_soon", lambda device: order.append(f"warm {device}"))
+    monkeypatch.setattr(features, "ahead", lambda batches, make, device, prepare: (
+        order.append("pixels ahead"), prepare)[1])
+    prepare = features._pixels_ahead(Loader(), lambda b: b, "cuda:1")
+    assert order == ["warm cuda:1", "workers forked", "pixels ahead"]
+    assert prepare.args == ("cuda:1",)  # the pixel thread still waits for a started decoder

@@ -31,6 +31,7 @@ from descriptor_gen.score.decode import (
     open_draft,
     pil_from_bytes,
     warm_decoder,
+    warm_decoder_soon,
 )
 from descriptor_gen.score.prefetch import ahead
 from descriptor_gen.score.caches import (
@@ -366,9 +367,8 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
     gathered = _Gathered(on_batch, FLUSH_ROWS if on_gpu else 1)
     bar = tqdm(total=len(paths), disable=not progress, desc="images", unit="img")
     with bar, torch.inference_mode(), autocast_for(clip):
-        batches = (ahead(iter(loader), pixels_of, clip.device,
-                         prepare=functools.partial(warm_decoder, clip.device))
-                   if decode == "torch" and on_gpu else (pixels_of(batch) for batch in loader))
+        batches = (_pixels_ahead(loader, pixels_of, clip.device) if decode == "torch" and on_gpu
+                   else (pixels_of(batch) for batch in loader))
         try:
             for images, ok, why in batches:
                 ok_host = np.asarray(ok, bool)
@@ -379,6 +379,13 @@ def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, worke
             batches.close()  # an interrupted run stops the thread making pixels ahead
             gathered.flush()
     return gathered.result(clip.precision)
+
+
+def _pixels_ahead(loader: DataLoader, pixels_of: Callable[[Any], Any], device: str) -> Any:
+    """`--decode torch` on a GPU: nvJPEG starts in a thread while the workers are forked (the
+    workers never touch the GPU), then the pixels are made ahead of the encoder."""
+    warm_decoder_soon(device)
+    return ahead(iter(loader), pixels_of, device, prepare=functools.partial(warm_decoder, device))
 
 
 def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, workers: int = 2,
