@@ -404,18 +404,12 @@ def cached_rerun(root: Path, texts: tuple[Path, Path], cache: Path, device: str,
             "open_clip_imported": imported[1] == "True"}
 
 
-def cached_imagenet_shape(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The cached re-evaluation at ImageNet validation's shape: 50,000 files in 1,000 class
-    folders, 5 descriptors a class (`--small`: 2,000 files). The features are made once with
-    the tiny CLIP (what is timed is the re-run, which builds no model: its size is moot)."""
+def make_imagenet_shape(root: Path, per_class: int) -> None:
+    """1,000 class folders named by class index (`000` ...), `per_class` tiny JPEGs each."""
     import io
 
     from PIL import Image
 
-    from descriptor_gen.score.tiny import TINY_CLIP_CONFIG, write_clip_checkpoint
-
-    root = work / "imagenet-shape"
-    per_class = args.shape_per_class or (2 if args.small else 50)
     buffer = io.BytesIO()
     Image.new("RGB", (40, 40), (120, 90, 60)).save(buffer, "JPEG")
     for c in range(1000):
@@ -423,6 +417,17 @@ def cached_imagenet_shape(work: Path, args: argparse.Namespace) -> dict[str, Any
         folder.mkdir(parents=True)
         for i in range(per_class):
             (folder / f"{c * per_class + i:08d}.jpg").write_bytes(buffer.getvalue())
+
+
+def cached_imagenet_shape(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The cached re-evaluation at ImageNet validation's shape: 50,000 files in 1,000 class
+    folders, 5 descriptors a class (`--small`: 2,000 files). The features are made once with
+    the tiny CLIP (what is timed is the re-run, which builds no model: its size is moot)."""
+    from descriptor_gen.score.tiny import TINY_CLIP_CONFIG, write_clip_checkpoint
+
+    root = work / "imagenet-shape"
+    per_class = args.shape_per_class or (2 if args.small else 50)
+    make_imagenet_shape(root, per_class)
     texts = write_texts(work / "imagenet-shape-texts", 1000)  # folders name classes by index
     config, _ = write_clip_checkpoint(work / "tiny", "bench-tiny", TINY_CLIP_CONFIG)
     cache = work / "cache-imagenet-shape"

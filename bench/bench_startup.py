@@ -14,7 +14,6 @@ Prints a Markdown table of median wall seconds.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
@@ -27,32 +26,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def make_world(work: Path, per_class: int) -> dict[str, Path]:
-    """The image tree, class list, store and tiny CLIP (made once, reused by later runs)."""
-    from PIL import Image
-
+    """The image tree, class list, store and tiny CLIP (the tree made once, reused by later
+    runs), as `bench_gpu.py`'s cached re-run makes them."""
     sys.path.insert(0, str(REPO))
-    from descriptor_gen.describe.store import DescriptorRecord, write_store
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_gpu import make_imagenet_shape, write_texts
+
     from descriptor_gen.score.tiny import TINY_CLIP_CONFIG, write_clip_checkpoint
 
     root = work / f"imagenet-shape-{per_class}"
-    world = {"images": root, "classes": work / "classes.txt", "store": work / "store.jsonl"}
     if not root.exists():
-        buffer = io.BytesIO()
-        Image.new("RGB", (40, 40), (120, 90, 60)).save(buffer, "JPEG")
-        for c in range(1000):
-            folder = root / f"{c:03d}"  # a folder names its class by index
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                (folder / f"ILSVRC2012_val_{c * per_class + i:08d}.JPEG").write_bytes(buffer.getvalue())
-    world["classes"].write_text("".join(f"class {c}\n" for c in range(1000)))
-    write_store(world["store"], [DescriptorRecord(class_index=c, class_name=f"class {c}",
-                                                  backend="bench",
-                                                  descriptors=[f"part {w} of {c}" for w in range(5)])
-                                 for c in range(1000)])
-    world["model"], world["weights"] = write_clip_checkpoint(work / "tiny", "bench-tiny",
-                                                             TINY_CLIP_CONFIG)
-    world["cache"] = work / "cache"
-    return world
+        make_imagenet_shape(root, per_class)
+    classes, store = write_texts(work / "texts", 1000)
+    model, weights = write_clip_checkpoint(work / "tiny", "bench-tiny", TINY_CLIP_CONFIG)
+    return {"images": root, "classes": classes, "store": store, "model": model,
+            "weights": weights, "cache": work / "cache"}
 
 
 def commands(world: dict[str, Path]) -> dict[str, tuple[list[str], str | None]]:
