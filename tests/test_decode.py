@@ -413,6 +413,9 @@ def test_a_first_gpu_run_starts_nvjpeg_while_the_model_is_built(world: dict,
     for thread in [t for t in threading.enumerate() if t.name == "descgen-warm-nvjpeg"]:
         thread.join(timeout=10)
         assert not thread.is_alive()
+    hits = warm_decoder_soon.cache_info().hits
+    warm_decoder_soon("cpu")  # started once a device: encode_images' call then starts nothing
+    assert warm_decoder_soon.cache_info().hits == hits + 1
 
 
 def test_nvjpeg_starts_before_the_workers_are_forked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -170,11 +170,12 @@ def warm_decoder(device: str) -> None:
     decode_many([torch.frombuffer(bytearray(_tiny_jpeg()), dtype=torch.uint8)], device)
 
 
+@functools.lru_cache(maxsize=None)  # once per device: a later call finds it started
 def warm_decoder_soon(device: str) -> None:
     """`warm_decoder` in a thread of its own, so that nvJPEG (and the CUDA context) start while
-    this thread does something else (builds the model); a failure there is left for the real
-    decode to meet. torchvision is imported here first: two threads importing it at once could
-    deadlock on its import cycles."""
+    this thread does something else (builds the model, forks the workers); a failure there is
+    left for the real decode to meet. torchvision is imported here first: two threads
+    importing it at once could deadlock on its import cycles."""
     import importlib
     import threading
 
