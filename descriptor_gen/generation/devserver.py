@@ -346,14 +346,14 @@ def load_answers(path: Path) -> dict[str, list[str]]:
 def serve(port: int, host: str, latency: float, answers: dict[str, list[str]],
           log: Any = print, stop: threading.Event | None = None) -> None:
     """Serve until Ctrl-C (or `stop` is set), saying where and how to use it."""
-    with DevServer(ServerConfig(latency=latency, answers=answers), port=port, host=host) as server:
+    with DevServer(ServerConfig(latency=latency, answers=answers), port=port, host=host) as server, \
+            _stopped_by_signals(stop or threading.Event()) as stopping:  # before it says it is up
         log(f"an OpenAI-compatible dev server at {server.base_url} (canned answers"
             f"{f', {len(answers)} classes from the answers file' if answers else ''}); Ctrl-C stops it")
         log(f"  descgen generate --classes CLASSES.txt --base-url {server.base_url} --model dev --out d.jsonl")
         if host not in ("127.0.0.1", "localhost", "::1"):
             log(f"  listening on {host}: anyone who reaches this address can use it")
-        with _stopped_by_signals(stop or threading.Event()) as stopping:
-            stopping.wait()
+        stopping.wait()
     log("dev server stopped")
 
 
