@@ -15,7 +15,7 @@ from descriptor_gen.paths import CachePaths
 from descriptor_gen.cli.score import SubsampleFlag
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.learn.methods import LEARNED
-from descriptor_gen.cli.options import CacheDir, DataRoot, flag_error, method_options
+from descriptor_gen.cli.options import CacheDir, DataRoot, Workers, flag_error, method_options
 
 app = typer.Typer(rich_markup_mode=None, add_completion=False)
 
@@ -42,7 +42,7 @@ def learn_cmd(
     model: Annotated[str, typer.Option("--model", help="open_clip model name or model-config JSON.")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option("--pretrained", help="open_clip tag, checkpoint file, or none.")] = "openai",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
-    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = 2,
+    workers: Workers = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished epoch.")] = False,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="A bar over the epochs (default: when stderr is a terminal; otherwise a line per epoch).")] = None,
     cache_dir: CacheDir = None,

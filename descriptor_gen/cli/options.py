@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_yaml, validation_message
+from descriptor_gen.machine import CPU_LOADER_WORKERS, GPU_LOADER_WORKERS
 
 
 class OnEmptyName(str, Enum):
@@ -54,6 +55,10 @@ SpecModelEntries = Annotated[Optional[list[str]], typer.Option(
     "--models", help="More CLIPs: MODEL,PRETRAINED, a file of such lines, or a CLIP_benchmark"
     " collection (openai, openclip_base, ...); repeatable.")]
 
+
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", min=0, help="DataLoader worker processes (default: on a GPU one a usable CPU"
+    f" core, at most {GPU_LOADER_WORKERS}; on a CPU {CPU_LOADER_WORKERS}).")]
 
 DataRoot = Annotated[Optional[Path], typer.Option(
     "--data-root", help="Folder holding the datasets as their downloads unpack (else $DESCRIPTOR_GEN_DATA).")]

@@ -26,6 +26,7 @@ from descriptor_gen.cli.options import (
     DataRoot,
     OnEmptyName,
     Precision,
+    Workers,
     flag_error,
     method_options,
 )
@@ -70,7 +71,7 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[Precision, typer.Option("--precision", help="Model precision.")] = Precision.fp32,
-    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 2,
+    workers: Workers = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="The result JSON (CLIP_benchmark's fields and descgen's; default results/eval/DATASET_MODEL_PRETRAINED_METHOD[_STORE].json); with several CLIPs, a folder for one file each.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write one JSON line per image here.")] = None,
     explain: Annotated[int, typer.Option("--explain", help="With --predictions: the K descriptors that drove each prediction.")] = 0,

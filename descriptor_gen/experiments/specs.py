@@ -54,7 +54,7 @@ class ClipSpec(ClipModelSpec, TextOptions, EngineOptions):
     """Mirrors the flags of `descgen eval` (`engine: ray` and its `ray_*` settings too)."""
 
     batch_size: int = Field(default=64, ge=1)
-    workers: int = Field(default=2, ge=0)
+    workers: int | None = Field(default=None, ge=0)  # None: machine.loader_workers
     decode: DecodeName = "pil"
 
 

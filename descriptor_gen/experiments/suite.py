@@ -78,7 +78,7 @@ class SuiteMethod(TextOptions):
 
 class SuiteClip(ClipModelSpec, EngineOptions):
     batch_size: int = Field(default=64, ge=1)
-    workers: int = Field(default=2, ge=0)
+    workers: int | None = Field(default=None, ge=0)  # None: machine.loader_workers
 
 
 class SuiteSpec(Model):

@@ -33,6 +33,7 @@ from descriptor_gen.data.subsample import Subsample
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.locks import exclusive, lock_path
+from descriptor_gen.machine import loader_workers
 from descriptor_gen.inputs import parse_json, read_text
 from descriptor_gen.learn.builders import BuildInputs
 from descriptor_gen.learn.learners import Learner
@@ -66,7 +67,7 @@ class LearnConfig(Model):
     model: str = "ViT-B-32"
     pretrained: str = "openai"
     device: str = "auto"
-    workers: int = Field(default=2, ge=0)
+    workers: int | None = Field(default=None, ge=0)  # None: machine.loader_workers
     encode_batch_size: int = Field(default=64, ge=1)
     subsample: Subsample = "all"
 
@@ -169,10 +170,11 @@ class _Views(torch.utils.data.Dataset):
 
 
 def _encode(clip: ClipModel, dataset: torch.utils.data.Dataset, batch_size: int,
-            workers: int, local: bool = False) -> tuple[np.ndarray, list[str]]:
+            workers: int | None, local: bool = False) -> tuple[np.ndarray, list[str]]:
     from descriptor_gen.learn.deep import encode_image_local
 
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                         num_workers=loader_workers(workers, clip.device))
     chunks, errors = [], []
     with torch.inference_mode():
         for images, ok, why in loader:
@@ -185,7 +187,7 @@ def _encode(clip: ClipModel, dataset: torch.utils.data.Dataset, batch_size: int,
 
 
 def shot_features(clip: ClipModel, data: LabelledImages, views: int, seed: int, cache_dir: Path,
-                  batch_size: int, workers: int, local: bool = False) -> np.ndarray:
+                  batch_size: int, workers: int | None, local: bool = False) -> np.ndarray:
     """(views, N, D) fp32 features of the shots ((views, N, 1 + M, D) with `local`: every
     token's): view 0 the plain image when views is 1, else each view augmented; cached under
     the CLIP, the shots, the views and the kind."""
@@ -568,7 +570,7 @@ def load_run(run: Path) -> tuple[RunInfo, Split]:
 
 def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
                    data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
-                   prompts_dir: Path, batch_size: int, workers: int) -> tuple[np.ndarray, RunInfo]:
+                   prompts_dir: Path, batch_size: int, workers: int | None) -> tuple[np.ndarray, RunInfo]:
     """(N, C) scores of a finished run on the evaluated images (features of the plain images;
     padding encodes the images again with its border). `clip_spec`: the evaluating CLIP's
     identity, which must be the run's (precision aside)."""
@@ -625,7 +627,7 @@ class LearnedScorer:
 
     def __call__(self, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
                  data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
-                 prompts_dir: Path, batch_size: int, workers: int) -> ScorerOutput:
+                 prompts_dir: Path, batch_size: int, workers: int | None) -> ScorerOutput:
         scores, info = learned_scores(self.run, clip, clip_spec, classes, data, image_features,
                                       cache_dir, prompts_dir, batch_size, workers)
         return ScorerOutput(scores, f"learned:{info.method}",
@@ -633,12 +635,13 @@ class LearnedScorer:
 
 
 def _image_scores(learner: Any, clip: ClipModel, data: LabelledImages, batch_size: int,
-                   workers: int) -> np.ndarray:
+                   workers: int | None) -> np.ndarray:
     if data.shards is not None:
         raise DescgenError(f"{data.spec}: a {type(learner).__name__.lower()} run encodes the images"
                            " again through its prompts; webdataset sources are not supported for it")
     dataset = ImageFiles(data.paths, clip.preprocess, image_size(clip.preprocess), data.reader)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                         num_workers=loader_workers(workers, clip.device))
     out = []
     for images, _, _ in loader:
         out.append(learner.logits(learner.encode(images.to(clip.device))).float().cpu().numpy())

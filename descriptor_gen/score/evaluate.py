@@ -130,7 +130,7 @@ class ImageScorer(Protocol):
 
     def __call__(self, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
                  data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
-                 prompts_dir: Path, batch_size: int, workers: int) -> ScorerOutput: ...
+                 prompts_dir: Path, batch_size: int, workers: int | None) -> ScorerOutput: ...
 
 
 CHECKPOINT_ROWS = 16384
@@ -151,7 +151,7 @@ class EvalConfig(TextOptions, EngineOptions):
     batch_size: int = Field(default=64, ge=1)
     device: str = "auto"
     precision: str = "fp32"
-    workers: int = Field(default=2, ge=0)
+    workers: int | None = Field(default=None, ge=0)  # None: machine.loader_workers
     explain: int = Field(default=0, ge=0)
     decode: DecodeName = "pil"
     subsample: Subsample = "all"
@@ -270,7 +270,7 @@ def _count_stats(descriptors: dict[int, list[str]], n_classes: int) -> dict[str,
 
 
 def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size: int,
-                   workers: int, engine: EngineOptions | None = None,
+                   workers: int | None, engine: EngineOptions | None = None,
                    spec: tuple[str, str, str, str] | None = None,
                    timings: dict[str, float] | None = None,
                    progress: bool = False, view: ImageView = CLIP_VIEW,
@@ -359,7 +359,7 @@ def _cuda_device(clip: ClipRef) -> str:
 
 def _encode_in_chunks(parts: PartialFeatures, options: EngineOptions, clip: Any,
                       spec: tuple[str, str, str, str], data: LabelledImages, batch_size: int,
-                      workers: int, progress: bool, view: ImageView = CLIP_VIEW,
+                      workers: int | None, progress: bool, view: ImageView = CLIP_VIEW,
                       decode: str = "pil") -> tuple[ImageFeatures, dict[str, float], int]:
     """Encode a long file list, checkpointing whole chunks, after the chunks an interrupted run
     left; returns the features, the engine's timings and how many were encoded."""

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.inputs import parse_json, read_text
+from descriptor_gen.machine import loader_workers
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.weights import check_weights
 from descriptor_gen.score.engine_options import check_device_name
@@ -334,13 +335,15 @@ class _Gathered:
         return ImageFeatures(np.concatenate(self.chunks), np.concatenate(self.oks), self.errors)
 
 
-def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: int,
+def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: int | None,
                  reader: Callable[[int], Any] | None, view: ImageView,
                  decode: str) -> tuple[DataLoader, Callable[[Any], tuple[Any, Any, list[str]]]]:
-    """The DataLoader of a file list and how its batches become (pixels, ok, reasons)."""
+    """The DataLoader of a file list (`workers` None: `loader_workers`' default for the
+    device) and how its batches become (pixels, ok, reasons)."""
     preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
     size = image_size(clip.preprocess)
     on_gpu = clip.device.startswith("cuda")
+    workers = loader_workers(workers, clip.device)
     files = ImageFiles(paths, preprocess, size, reader, draft=size if decode == "pil-draft" else 0)
     if decode != "torch":
         return (DataLoader(files, batch_size=batch_size, num_workers=workers, pin_memory=on_gpu),
@@ -353,7 +356,7 @@ def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: in
     return loader, lambda items: batch_pixels(items, geometry, clip.device, fallback)
 
 
-def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int = 2,
+def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int | None = None,
                   progress: bool = False, reader: Callable[[int], Any] | None = None,
                   on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW,
                   decode: str = "pil") -> ImageFeatures:
@@ -388,7 +391,8 @@ def _pixels_ahead(loader: DataLoader, pixels_of: Callable[[Any], Any], device: s
     return ahead(iter(loader), pixels_of, device, prepare=functools.partial(warm_decoder, device))
 
 
-def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, workers: int = 2,
+def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64,
+                  workers: int | None = None,
                   progress: bool = False, view: ImageView = CLIP_VIEW) -> ImageFeatures:
     """Encode a webdataset's shards as they stream (decoded in the workers); the features,
     labels and sample names are put back in shard order whatever order the workers answered."""
@@ -396,7 +400,7 @@ def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64, work
 
     preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
     stream = ShardStream(shards, preprocess, image_size(clip.preprocess))
-    loader = DataLoader(stream, batch_size=batch_size, num_workers=min(workers, len(shards)),
+    loader = DataLoader(stream, batch_size=batch_size, num_workers=min(loader_workers(workers, clip.device), len(shards)),
                         pin_memory=clip.device.startswith("cuda"))
     rows: list[tuple[int, int, str, int, str]] = []
     chunks = []

@@ -12,7 +12,6 @@ renormalised mean (templates, CuPL); which texts a method makes is in
 
 from __future__ import annotations
 
-import os
 import re
 import string
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from pydantic import ConfigDict, ValidationError
 
 from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.machine import usable_cores
 from descriptor_gen.inputs import read_yaml, validation_message
 from descriptor_gen.describe.prompts import wordify
 
@@ -302,8 +302,7 @@ def ranked(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _row_spans(rows: int, columns: int) -> list[tuple[int, int]]:
     """Row ranges for the threads of `ranked`: one per core (at most 8), each at least
     PARALLEL_CELLS scores (a thread costs more than a small matrix saves)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    parts = max(1, min(cores or 1, 8, rows * columns // PARALLEL_CELLS))
+    parts = max(1, min(usable_cores(), 8, rows * columns // PARALLEL_CELLS))
     step = -(-rows // parts // BLOCK_ROWS) * BLOCK_ROWS  # whole blocks each
     if parts == 1 or not step:
         return [(0, rows)]
