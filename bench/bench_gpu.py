@@ -321,21 +321,31 @@ def eval_process(root: Path, texts: tuple[Path, Path], work: Path, clip: Any,
                  args: argparse.Namespace, model: str) -> dict[str, Any]:
     """A user's first `descgen eval --decode torch` over these images: a fresh process, an
     empty cache; wall seconds and the result's own timings (model load and encoding apart);
-    with random weights (`--pretrained none`) and with the same weights from a checkpoint file
-    (a user's case: open_clip's random initialisation is skipped)."""
+    with random weights (`--pretrained none`), with the same weights from a checkpoint file
+    (a user's case: open_clip's random initialisation is skipped), and from that file again in
+    a cache that remembers the CLIP and holds the texts' features but no image's (a new
+    dataset: the workers are forked and read while the model is built)."""
+    import shutil
+
     import torch
+
+    from descriptor_gen.paths import IMAGE_FEATURES
 
     checkpoint = work / f"{model}.pt"
     torch.save({k: v.cpu() for k, v in clip.model.state_dict().items()}, checkpoint)
     found = {}
-    for name, weights in (("random", "none"), ("checkpoint", str(checkpoint))):
-        out = work / f"{model}-fresh-{name}.json"
+    for name, weights in (("random weights", "none"), ("checkpoint file", str(checkpoint)),
+                          ("checkpoint file, CLIP remembered", str(checkpoint))):
+        out = work / f"{model}-fresh-{len(found)}.json"
+        cache = work / f"cache-fresh-{model}-{len(found)}"
+        if "remembered" in name:
+            shutil.copytree(work / f"cache-fresh-{model}-1", cache)
+            shutil.rmtree(cache / IMAGE_FEATURES)
         argv = [sys.executable, "-m", "descriptor_gen", "eval", "--dataset", str(root),
                 "--classes", str(texts[0]), "--descriptors", str(texts[1]), "--model", model,
                 "--pretrained", weights, "--device", clip.device, "--precision", args.precision,
                 "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-                "--decode", "torch", "--cache-dir", str(work / f"cache-fresh-{model}-{name}"),
-                "--out", str(out)]
+                "--decode", "torch", "--cache-dir", str(cache), "--out", str(out)]
         wall, done = run_process(argv)
         if done.returncode:
             raise RuntimeError(done.stderr[-2000:])
@@ -616,7 +626,7 @@ def table(found: dict[str, Any]) -> str:
             runs = [("first in process", r["descgen_torch_timings"]),
                     ("again in process", r.get("descgen_torch_again_timings"))]
             for weights, fresh in (r.get("fresh_process") or {}).items():
-                runs.append((f"fresh process, {weights} weights ({fresh['wall']:.1f} s wall)",
+                runs.append((f"fresh process, {weights} ({fresh['wall']:.1f} s wall)",
                              fresh["timings"]))
             for name, tm in runs:
                 if not tm:

@@ -418,6 +418,95 @@ def test_a_first_gpu_run_starts_nvjpeg_while_the_model_is_built(world: dict,
     assert warm_decoder_soon.cache_info().hits == hits + 1
 
 
+def test_a_remembered_clip_reads_new_images_while_it_is_built(
+        world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CLIP the memo knows, new images: the DataLoader's workers are forked and read the
+    first batches before the model is built, with the preprocessing the memo makes, and the
+    features and predictions are those of a run that built the model first (a fresh cache)."""
+    from descriptor_gen.score import features
+
+    order: list[str] = []
+    real_start, real_load = features.start_reading, features.load_clip
+    monkeypatch.setattr(features, "start_reading", lambda *a, **k: (
+        order.append("reading"), real_start(*a, **k))[1])
+    monkeypatch.setattr(features, "load_clip", lambda *a, **k: (
+        order.append("built"), real_load(*a, **k))[1])
+    evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS, log=lambda m: None)
+    assert order == ["built", "reading"]  # not remembered: built for its key, then read
+    other = make_jpeg_folder(world["tmp"] / "other", per_class=3)
+    order.clear()
+    early, late = world["tmp"] / "early.jsonl", world["tmp"] / "late.jsonl"
+    found = evaluate(_cfg(world, dataset=str(other), workers=2), CLASSES, world["cache"], PROMPTS,
+                     predictions=early, log=lambda m: None)
+    assert order == ["reading", "built"]  # and the reading was not started again
+    order.clear()
+    fresh = evaluate(_cfg(world, dataset=str(other), workers=2), CLASSES, world["tmp"] / "fresh",
+                     PROMPTS, predictions=late, log=lambda m: None)
+    assert order == ["built", "reading"]
+    assert found.metrics == fresh.metrics and found.images_encoded == 12
+    assert early.read_text() == late.read_text()
+
+
+def test_a_reading_started_early_stops_when_the_clip_fails_or_differs(
+        world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLIP fails to build after its images' reading started: the reading is closed (its
+    workers shut down) and the error is the load's. A reading whose preprocessing is not the
+    CLIP's is not used: the images are read again."""
+    from descriptor_gen.score import features
+
+    evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS, log=lambda m: None)  # remembered
+    closed: list[bool] = []
+    real_close = features.Reading.close
+    monkeypatch.setattr(features.Reading, "close", lambda self: (
+        closed.append(True), real_close(self))[1])
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise DescgenError("cannot load CLIP model (OSError: disk gone)")
+
+    monkeypatch.setattr(features, "load_clip", broken)
+    other = make_jpeg_folder(world["tmp"] / "other", per_class=2)
+    with pytest.raises(DescgenError, match="disk gone"):
+        evaluate(_cfg(world, dataset=str(other), workers=1), CLASSES, world["cache"], PROMPTS,
+                 log=lambda m: None)
+    assert closed == [True]
+    monkeypatch.undo()
+    clip = features.load_clip(str(world["config"]), str(world["checkpoint"]), "cpu", "fp32")
+    paths = sorted(str(p) for p in other.rglob("*.jpg"))
+    import copy
+
+    from torchvision import transforms
+
+    other_normalise = copy.deepcopy(clip.preprocess)
+    next(t for t in other_normalise.transforms if isinstance(t, transforms.Normalize)).mean = [0.5] * 3
+    stale = features.start_reading(features.ReadFor(other_normalise, "cpu"), paths, 4, 0)
+    assert not stale.serves(clip, paths, features.CLIP_VIEW, "pil")
+    again = features.encode_images(clip, paths, 4, 0, reading=stale).features
+    assert np.array_equal(again, features.encode_images(clip, paths, 4, 0).features)
+
+
+def test_the_memo_makes_the_preprocessing_the_identity_names(world: dict) -> None:
+    """`ClipRef.remembered_preprocess`: the loaded CLIP's own (by repr), from the settings the
+    memo keeps; None when the CLIP is built, the memo has no settings (an older entry), or the
+    settings make a preprocessing the remembered identity does not name."""
+    from descriptor_gen.score.caches import IdentityMemo
+    from descriptor_gen.score.clip_ref import ClipRef
+
+    ref = ClipRef(str(world["config"]), str(world["checkpoint"]), "cpu", "fp32", world["cache"])
+    assert ref.remembered_preprocess() is None  # not remembered yet
+    built = ref.load()
+    assert ref.remembered_preprocess() is None  # built: its own is there
+    again = ClipRef(str(world["config"]), str(world["checkpoint"]), "cpu", "fp32", world["cache"])
+    assert repr(again.remembered_preprocess()) == repr(built.preprocess)
+    memo = IdentityMemo(world["cache"])
+    key, value = again._key, memo.get(again._key)
+    assert value is not None
+    memo.put(key, {**value, "preprocess_cfg": {**value["preprocess_cfg"], "mean": [0.5] * 3}})
+    assert ClipRef(*again.spec, world["cache"]).remembered_preprocess() is None
+    memo.put(key, {k: v for k, v in value.items() if k != "preprocess_cfg"})
+    older = ClipRef(*again.spec, world["cache"])
+    assert older.known and older.remembered_preprocess() is None
+
+
 def test_nvjpeg_starts_before_the_workers_are_forked(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU the decoder's start (0.65 s on an H100) overlaps the workers' (0.4 s for 16):
     the thread that starts nvJPEG is started before the DataLoader forks its workers."""
@@ -430,9 +519,14 @@ def test_nvjpeg_starts_before_the_workers_are_forked(monkeypatch: pytest.MonkeyP
             order.append("workers forked")
             return iter([])
 
+    monkeypatch.setattr(features, "image_loader", lambda *a: (Loader(), lambda b: b))
     monkeypatch.setattr(features, "warm_decoder_soon", lambda device: order.append(f"warm {device}"))
     monkeypatch.setattr(features, "ahead", lambda batches, make, device, prepare: (
         order.append("pixels ahead"), prepare)[1])
-    prepare = features._pixels_ahead(Loader(), lambda b: b, "cuda:1")
+    on_gpu = features.ReadFor(preprocess=None, device="cuda:1")
+    reading = features.start_reading(on_gpu, ["a.jpg"], 4, 2, decode="torch")
     assert order == ["warm cuda:1", "workers forked", "pixels ahead"]
-    assert prepare.args == ("cuda:1",)  # the pixel thread still waits for a started decoder
+    assert reading.batches.args == ("cuda:1",)  # the pixel thread still waits for a started decoder
+    order.clear()
+    features.start_reading(on_gpu, ["a.jpg"], 4, 2, decode="pil")
+    assert order == ["workers forked"]  # PIL on a GPU: no nvJPEG, the workers make the pixels

@@ -292,6 +292,18 @@ def _model_name(model: str) -> str:
     return model
 
 
+def clip_digest(ident: dict[str, str], preprocess: Any) -> str:
+    """A CLIP's identity (`ClipModel.identity`): what names its model, weights and precision
+    (`features.clip_identity`), and its preprocessing by its repr."""
+    return sha256_text(json.dumps({**ident, "preprocess": repr(preprocess)}, sort_keys=True))
+
+
+def preprocess_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """open_clip's preprocessing settings (`get_model_preprocess_cfg`) as the memo keeps them
+    (JSON: its tuples come back as lists) turned back into what open_clip made them from."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+
+
 def memo_key(model: str, pretrained: str, precision: str) -> str:
     return sha256_text(json.dumps([_model_name(model), _weights_name(pretrained), precision,
                                    _version("open_clip_torch"), _version("torchvision")]))

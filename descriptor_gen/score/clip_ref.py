@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.score.caches import IdentityMemo, memo_key
+from descriptor_gen.score.caches import IdentityMemo, clip_digest, memo_key, preprocess_settings
 from descriptor_gen.score.engine_options import check_device_name
 
 def remember(clip: Any, cache_dir: Path) -> None:
@@ -31,9 +31,13 @@ def remember(clip: Any, cache_dir: Path) -> None:
 
 
 def _memo_value(clip: Any) -> dict[str, Any]:
-    """What the memo keeps of a loaded CLIP."""
-    return {"identity": clip.identity, "embed_width": clip.embed_width,
-            "clip_identity": clip.spec_identity}
+    """What the memo keeps of a loaded CLIP (its preprocessing's settings, when open_clip
+    gave them: `ClipRef.remembered_preprocess`)."""
+    value = {"identity": clip.identity, "embed_width": clip.embed_width,
+             "clip_identity": clip.spec_identity}
+    if getattr(clip, "preprocess_cfg", None) is not None:
+        value["preprocess_cfg"] = clip.preprocess_cfg
+    return value
 
 
 class ClipRef:
@@ -76,6 +80,24 @@ class ClipRef:
                                    " was remembered; the memo is updated, run again")
             self._known, self._clip = value, clip
         return self._clip
+
+    def remembered_preprocess(self) -> Any | None:
+        """The CLIP's preprocessing made from the memo's settings without building the model
+        (imports open_clip), for reading images while it is built; None when it is built
+        already, the memo has no settings, or what they make is not what the remembered
+        identity names."""
+        settings = (self._known or {}).get("preprocess_cfg")
+        if self._clip is not None or self._known is None or settings is None:
+            return None
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        try:
+            preprocess = image_transform_v2(PreprocessCfg(**preprocess_settings(settings)),
+                                            is_train=False)
+        except (TypeError, ValueError, KeyError):  # settings of another open_clip's making
+            return None
+        same = clip_digest(self._known["clip_identity"], preprocess) == self._known["identity"]
+        return preprocess if same else None
 
     @property
     def identity(self) -> str:

@@ -22,6 +22,7 @@ from descriptor_gen.score.features import (
     ImageFeatures,
     ImageView,
     OnBatch,
+    Reading,
     encode_images,
     encode_stream,
 )
@@ -33,7 +34,7 @@ __all__ = ["ENGINES", "EngineName", "EngineOptions", "FAULT_ENV", "check_engine"
 def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
            data: LabelledImages, batch_size: int, workers: int | None, progress: bool = False,
            on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW,
-           decode: str = "pil") -> tuple[ImageFeatures, dict[str, float]]:
+           decode: str = "pil", reading: Reading | None = None) -> tuple[ImageFeatures, dict[str, float]]:
     """The source's features by the chosen engine, and the engine's own timings (Ray's start-up).
 
     Args:
@@ -42,6 +43,8 @@ def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, s
         on_batch: told each batch of a file list in input order, as it is done (checkpoints).
         view: the preprocessing and normalisation (the local engine alone takes another
             reference's view; Ray encodes as the CLIP preprocesses).
+        reading: the local engine's `features.Reading` of these files, started before the CLIP
+            was built.
     """
     if view != CLIP_VIEW:
         options = options.model_copy(update={"engine": "local"})
@@ -51,6 +54,6 @@ def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, s
     if data.shards is not None:
         return encode_stream(clip, data.shards, batch_size, workers, progress, view), {}
     return encode_images(clip, data.paths, batch_size, workers, progress, reader=data.reader,
-                         on_batch=on_batch, view=view, decode=decode), {}
+                         on_batch=on_batch, view=view, decode=decode, reading=reading), {}
 
 

@@ -302,23 +302,31 @@ def image_features(clip: Any, data: LabelledImages, cache_dir: Path, batch_size:
         return feats, 0
     clock.append(time.perf_counter())
     options = engine or EngineOptions()
-    spec = spec or ("", "", clip.precision, clip.device)
     parts = None if stream or len(data.paths) <= CHECKPOINT_ROWS else PartialFeatures(
         image_cache.folder, key, CHECKPOINT_ROWS)
-    from descriptor_gen.score.engines import encode  # torch: only when something is encoded
-
-    if isinstance(clip, ClipRef):
-        if not warming:
-            _warm_decoder_first(clip, decode, loading=not clip.loaded)
-        clip = clip.load()
-    clock.append(time.perf_counter())
-    if parts is None:
-        feats, spent = encode(options, clip, spec, data, batch_size, workers, progress, view=view,
-                              decode=decode)
-        encoded = len(feats.ok)
+    done = parts.load() if parts is not None else None  # the chunks an interrupted run left
+    if done is not None and len(done.ok) == len(data.paths):  # killed before the entry's save
+        feats, spent, encoded = done, {}, 0
+        clock.append(time.perf_counter())
     else:
-        feats, spent, encoded = _encode_in_chunks(parts, options, clip, spec, data, batch_size,
-                                                  workers, progress, view, decode)
+        todo = data if done is None else data.tail(len(done.ok))
+        reading = _read_early(clip, todo, options, batch_size, workers, view, decode)
+        try:
+            if isinstance(clip, ClipRef):
+                if not warming:
+                    _warm_decoder_first(clip, decode, loading=not clip.loaded)
+                clip = clip.load()
+            clock.append(time.perf_counter())
+            from descriptor_gen.score.engines import encode  # torch: only when encoding
+
+            rest, spent = encode(options, clip, spec or ("", "", clip.precision, clip.device),
+                                 todo, batch_size, workers, progress,
+                                 on_batch=None if parts is None else parts.add, view=view,
+                                 decode=decode, reading=reading)
+        finally:
+            if reading is not None:
+                reading.close()  # the load failed, or the encoder never took it
+        feats, encoded = _joined(done, rest), len(rest.ok)
     clock.append(time.perf_counter())
     image_cache.save(key, feats)
     if parts is not None:
@@ -357,26 +365,35 @@ def _cuda_device(clip: ClipRef) -> str:
     return "cuda" if device == "auto" else device
 
 
-def _encode_in_chunks(parts: PartialFeatures, options: EngineOptions, clip: Any,
-                      spec: tuple[str, str, str, str], data: LabelledImages, batch_size: int,
-                      workers: int | None, progress: bool, view: ImageView = CLIP_VIEW,
-                      decode: str = "pil") -> tuple[ImageFeatures, dict[str, float], int]:
-    """Encode a long file list, checkpointing whole chunks, after the chunks an interrupted run
-    left; returns the features, the engine's timings and how many were encoded."""
-    done = parts.load()
-    start = 0 if done is None else len(done.ok)
-    if done is not None and start == len(data.paths):  # killed between the last chunk and the entry
-        return done, {}, 0
-    from descriptor_gen.score.engines import encode
+def _read_early(clip: Any, data: LabelledImages, options: EngineOptions, batch_size: int,
+                workers: int | None, view: ImageView, decode: str) -> Any:
+    """The images' reading (`features.start_reading`) started before the CLIP is built, so that
+    the DataLoader's workers are forked before the model and CUDA fill the process (a fork
+    copies its page tables) and read (with PIL, decode) the first batches while it is built.
+    Only for a CLIP still to be built whose preprocessing the memo can make
+    (`ClipRef.remembered_preprocess`), a file list or a reader seen as CLIP sees it, and the
+    local engine; else None. A device that cannot run is refused here as the load would."""
+    if (not isinstance(clip, ClipRef) or clip.loaded or options.engine != "local"
+            or data.shards is not None or view != CLIP_VIEW or not data.paths):
+        return None
+    preprocess = clip.remembered_preprocess()
+    if preprocess is None:
+        return None
+    from descriptor_gen.score.features import ReadFor, check_device, start_reading
 
-    rest, spent = encode(options, clip, spec, data.tail(start), batch_size, workers, progress,
-                         on_batch=parts.add, view=view, decode=decode)
+    device = check_device(clip.requested_device, clip.precision)
+    return start_reading(ReadFor(preprocess, device), data.paths, batch_size, workers,
+                         data.reader, view, decode)
+
+
+def _joined(done: ImageFeatures | None, rest: ImageFeatures) -> ImageFeatures:
+    """The chunks an interrupted run left, then the features encoded after them."""
     if done is None:
-        return rest, spent, len(rest.ok)
-    joined = ImageFeatures(np.concatenate([done.features, rest.features]),
-                           np.concatenate([done.ok, rest.ok]),
-                           {**done.errors, **{start + k: v for k, v in rest.errors.items()}})
-    return joined, spent, len(rest.ok)
+        return rest
+    start = len(done.ok)
+    return ImageFeatures(np.concatenate([done.features, rest.features]),
+                         np.concatenate([done.ok, rest.ok]),
+                         {**done.errors, **{start + k: v for k, v in rest.errors.items()}})
 
 
 def _repeat_summary(runs: list[Metrics]) -> tuple[dict[str, Any], dict[str, float | None] | None]:

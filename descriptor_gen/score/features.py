@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from descriptor_gen.score.caches import (
     OnBatch,
     PartialFeatures,
     TextFeatureCache,
+    clip_digest,
     feature_dtype,
     image_size,
     memo_key,
@@ -70,6 +70,7 @@ class ClipModel:
     loaded: bool = True  # a model was built (see clip_ref.ClipRef for one that may not be)
     memo_key: str | None = None  # what names it without loading it (clip_ref.memo_key)
     spec_identity: dict[str, str] | None = None  # clip_identity() of what was loaded
+    preprocess_cfg: dict[str, Any] | None = None  # open_clip's settings `preprocess` is made from
 
     @property
     def embed_width(self) -> int | None:
@@ -135,10 +136,19 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
                 else f"cannot load CLIP model {model!r} with weights {pretrained!r}")
         raise DescgenError(f"{what} ({type(exc).__name__}: {first})") from exc
     clip.eval()
-    identity = json.dumps({**ident, "preprocess": repr(preprocess)}, sort_keys=True)
     return ClipModel(clip, preprocess, open_clip.get_tokenizer(name), device, precision,
-                     hashlib.sha256(identity.encode()).hexdigest(),
-                     memo_key=memo_key(model, pretrained, precision), spec_identity=ident)
+                     clip_digest(ident, preprocess),
+                     memo_key=memo_key(model, pretrained, precision), spec_identity=ident,
+                     preprocess_cfg=_preprocess_settings(open_clip, clip))
+
+
+def _preprocess_settings(open_clip: Any, model: Any) -> dict[str, Any] | None:
+    """open_clip's settings for the model's preprocessing, as JSON keeps them; None for a model
+    that does not say (the memo then cannot make its preprocessing)."""
+    try:
+        return json.loads(json.dumps(open_clip.get_model_preprocess_cfg(model)))
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _create(open_clip: Any, name: str, weights: str | None, precision: str,
@@ -335,8 +345,17 @@ class _Gathered:
         return ImageFeatures(np.concatenate(self.chunks), np.concatenate(self.oks), self.errors)
 
 
-def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: int | None,
-                 reader: Callable[[int], Any] | None, view: ImageView,
+@dataclass
+class ReadFor:
+    """What reading images for a CLIP needs of it: its preprocessing and its device (a
+    `ClipModel` is one; so is a CLIP's remembered preprocessing before it is built)."""
+
+    preprocess: Any
+    device: str
+
+
+def image_loader(clip: ClipModel | ReadFor, paths: list[str], batch_size: int,
+                 workers: int | None, reader: Callable[[int], Any] | None, view: ImageView,
                  decode: str) -> tuple[DataLoader, Callable[[Any], tuple[Any, Any, list[str]]]]:
     """The DataLoader of a file list (`workers` None: `loader_workers`' default for the
     device) and how its batches become (pixels, ok, reasons)."""
@@ -356,39 +375,80 @@ def image_loader(clip: ClipModel, paths: list[str], batch_size: int, workers: in
     return loader, lambda items: batch_pixels(items, geometry, clip.device, fallback)
 
 
+@dataclass
+class Reading:
+    """Images being read: the DataLoader's workers forked and reading, `batches` giving
+    (pixels, ok, reasons) in order. `close` stops the thread making pixels and the workers."""
+
+    paths: list[str]
+    read_for: ReadFor
+    view: ImageView
+    decode: str
+    batches: Any  # a generator
+    workers: Any  # the DataLoader's iterator
+
+    def serves(self, clip: ClipModel, paths: list[str], view: ImageView, decode: str) -> bool:
+        """Whether these are the pixels `clip` would make of `paths` (the same preprocessing,
+        by its repr, which the CLIP's identity holds too, and the same device)."""
+        return (self.paths == paths and (self.view, self.decode) == (view, decode)
+                and self.read_for.device == clip.device
+                and repr(self.read_for.preprocess) == repr(clip.preprocess))
+
+    def close(self) -> None:
+        self.batches.close()  # stops the thread making pixels ahead, if it started
+        shutdown = getattr(self.workers, "_shutdown_workers", None)  # torch's own __del__ calls it
+        if shutdown is not None:
+            shutdown()
+
+
+def start_reading(clip: ClipModel | ReadFor, paths: list[str], batch_size: int,
+                  workers: int | None, reader: Callable[[int], Any] | None = None,
+                  view: ImageView = CLIP_VIEW, decode: str = "pil") -> Reading:
+    """Fork the DataLoader's workers now, so that they read (and, but for `--decode torch` on
+    a GPU, decode) the first batches while this thread does something else: the CLIP built
+    (`evaluate.image_features`) or the encoder's set-up. On a GPU with `--decode torch`, nvJPEG
+    starts in a thread before the fork (the workers never touch the GPU) and the pixels are
+    made ahead of the encoder (prefetch.py)."""
+    read_for = ReadFor(clip.preprocess, clip.device)
+    loader, pixels_of = image_loader(read_for, paths, batch_size, workers, reader, view, decode)
+    on_gpu = decode == "torch" and clip.device.startswith("cuda")
+    if on_gpu:
+        warm_decoder_soon(clip.device)
+    read = iter(loader)  # forks the workers
+    batches = (ahead(read, pixels_of, clip.device,
+                     prepare=functools.partial(warm_decoder, clip.device))
+               if on_gpu else (pixels_of(batch) for batch in read))
+    return Reading(paths, read_for, view, decode, batches, read)
+
+
 def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int | None = None,
                   progress: bool = False, reader: Callable[[int], Any] | None = None,
                   on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW,
-                  decode: str = "pil") -> ImageFeatures:
+                  decode: str = "pil", reading: Reading | None = None) -> ImageFeatures:
     """Encode images (files, or by index through `reader`) in batches through a DataLoader;
     features are L2-normalised (unless the view keeps them as encoded). `decode`: `pil`,
     `torch` or `pil-draft` (score/decode.py). On a GPU the host-to-device copies overlap the
     encoder (`torch`: decoding and resizing do too, prefetch.py), and features come back a
-    chunk at a time."""
-    loader, pixels_of = image_loader(clip, paths, batch_size, workers, reader, view, decode)
+    chunk at a time. `reading`: these images' reading, started before the CLIP was built
+    (`start_reading`); one that does not make this CLIP's pixels is closed and started again."""
+    if reading is not None and not reading.serves(clip, paths, view, decode):
+        reading.close()
+        reading = None
+    reading = reading or start_reading(clip, paths, batch_size, workers, reader, view, decode)
     on_gpu = clip.device.startswith("cuda")
     gathered = _Gathered(on_batch, FLUSH_ROWS if on_gpu else 1)
     bar = tqdm(total=len(paths), disable=not progress, desc="images", unit="img")
     with bar, torch.inference_mode(), autocast_for(clip):
-        batches = (_pixels_ahead(loader, pixels_of, clip.device) if decode == "torch" and on_gpu
-                   else (pixels_of(batch) for batch in loader))
         try:
-            for images, ok, why in batches:
+            for images, ok, why in reading.batches:
                 ok_host = np.asarray(ok, bool)
                 gathered.add(encode_batch(clip, images, torch.as_tensor(ok_host), view.normalise,
                                           on_device=on_gpu), ok_host, why)
                 bar.update(len(ok_host))
         finally:
-            batches.close()  # an interrupted run stops the thread making pixels ahead
+            reading.close()  # an interrupted run stops the thread making pixels ahead
             gathered.flush()
     return gathered.result(clip.precision)
-
-
-def _pixels_ahead(loader: DataLoader, pixels_of: Callable[[Any], Any], device: str) -> Any:
-    """`--decode torch` on a GPU: nvJPEG starts in a thread while the workers are forked (the
-    workers never touch the GPU), then the pixels are made ahead of the encoder."""
-    warm_decoder_soon(device)
-    return ahead(iter(loader), pixels_of, device, prepare=functools.partial(warm_decoder, device))
 
 
 def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64,
