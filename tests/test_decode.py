@@ -418,11 +418,13 @@ def test_a_first_gpu_run_starts_nvjpeg_while_the_model_is_built(world: dict,
     assert warm_decoder_soon.cache_info().hits == hits + 1
 
 
+@pytest.mark.parametrize("decode", ["pil", "torch", "pil-draft"])
 def test_a_remembered_clip_reads_new_images_while_it_is_built(
-        world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: dict, monkeypatch: pytest.MonkeyPatch, decode: str) -> None:
     """A CLIP the memo knows, new images: the DataLoader's workers are forked and read the
     first batches before the model is built, with the preprocessing the memo makes, and the
-    features and predictions are those of a run that built the model first (a fresh cache)."""
+    features and predictions are those of a run that built the model first (a fresh cache),
+    whatever the decoder."""
     from descriptor_gen.score import features
 
     order: list[str] = []
@@ -431,17 +433,17 @@ def test_a_remembered_clip_reads_new_images_while_it_is_built(
         order.append("reading"), real_start(*a, **k))[1])
     monkeypatch.setattr(features, "load_clip", lambda *a, **k: (
         order.append("built"), real_load(*a, **k))[1])
-    evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS, log=lambda m: None)
+    evaluate(_cfg(world, decode=decode), CLASSES, world["cache"], PROMPTS, log=lambda m: None)
     assert order == ["built", "reading"]  # not remembered: built for its key, then read
     other = make_jpeg_folder(world["tmp"] / "other", per_class=3)
     order.clear()
     early, late = world["tmp"] / "early.jsonl", world["tmp"] / "late.jsonl"
-    found = evaluate(_cfg(world, dataset=str(other), workers=2), CLASSES, world["cache"], PROMPTS,
-                     predictions=early, log=lambda m: None)
+    found = evaluate(_cfg(world, dataset=str(other), workers=2, decode=decode), CLASSES,
+                     world["cache"], PROMPTS, predictions=early, log=lambda m: None)
     assert order == ["reading", "built"]  # and the reading was not started again
     order.clear()
-    fresh = evaluate(_cfg(world, dataset=str(other), workers=2), CLASSES, world["tmp"] / "fresh",
-                     PROMPTS, predictions=late, log=lambda m: None)
+    fresh = evaluate(_cfg(world, dataset=str(other), workers=2, decode=decode), CLASSES,
+                     world["tmp"] / "fresh", PROMPTS, predictions=late, log=lambda m: None)
     assert order == ["built", "reading"]
     assert found.metrics == fresh.metrics and found.images_encoded == 12
     assert early.read_text() == late.read_text()
