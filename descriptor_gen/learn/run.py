@@ -570,7 +570,8 @@ def load_run(run: Path) -> tuple[RunInfo, Split]:
 
 def learned_scores(run: Path, clip: ClipModel, clip_spec: dict[str, str], classes: list[str],
                    data: LabelledImages, image_features: np.ndarray, cache_dir: Path,
-                   prompts_dir: Path, batch_size: int, workers: int | None) -> tuple[np.ndarray, RunInfo]:
+                   prompts_dir: Path, batch_size: int,
+                   workers: int | None) -> tuple[np.ndarray, RunInfo]:
     """(N, C) scores of a finished run on the evaluated images (features of the plain images;
     padding encodes the images again with its border). `clip_spec`: the evaluating CLIP's
     identity, which must be the run's (precision aside)."""

@@ -34,7 +34,8 @@ __all__ = ["ENGINES", "EngineName", "EngineOptions", "FAULT_ENV", "check_engine"
 def encode(options: EngineOptions, clip: ClipModel, spec: tuple[str, str, str, str],
            data: LabelledImages, batch_size: int, workers: int | None, progress: bool = False,
            on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW,
-           decode: str = "pil", reading: Reading | None = None) -> tuple[ImageFeatures, dict[str, float]]:
+           decode: str = "pil",
+           reading: Reading | None = None) -> tuple[ImageFeatures, dict[str, float]]:
     """The source's features by the chosen engine, and the engine's own timings (Ray's start-up).
 
     Args:

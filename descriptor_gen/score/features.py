@@ -421,7 +421,8 @@ def start_reading(clip: ClipModel | ReadFor, paths: list[str], batch_size: int,
     return Reading(paths, read_for, view, decode, batches, read)
 
 
-def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64, workers: int | None = None,
+def encode_images(clip: ClipModel, paths: list[str], batch_size: int = 64,
+                  workers: int | None = None,
                   progress: bool = False, reader: Callable[[int], Any] | None = None,
                   on_batch: OnBatch | None = None, view: ImageView = CLIP_VIEW,
                   decode: str = "pil", reading: Reading | None = None) -> ImageFeatures:
@@ -460,7 +461,8 @@ def encode_stream(clip: ClipModel, shards: list[str], batch_size: int = 64,
 
     preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
     stream = ShardStream(shards, preprocess, image_size(clip.preprocess))
-    loader = DataLoader(stream, batch_size=batch_size, num_workers=min(loader_workers(workers, clip.device), len(shards)),
+    loader = DataLoader(stream, batch_size=batch_size,
+                        num_workers=min(loader_workers(workers, clip.device), len(shards)),
                         pin_memory=clip.device.startswith("cuda"))
     rows: list[tuple[int, int, str, int, str]] = []
     chunks = []
