@@ -34,12 +34,15 @@ def _quota_cores(cpu_max: Path) -> int | float:
         return math.inf
 
 
-def loader_workers(workers: int | None, device: str) -> int:
+def loader_workers(workers: int | None, device: str, batches: int | None = None) -> int:
     """DataLoader worker processes: as asked, or (None) on a GPU one a usable core, at most
     `GPU_LOADER_WORKERS` (the GPU encodes faster than a core decodes), on a CPU
-    `CPU_LOADER_WORKERS`."""
+    `CPU_LOADER_WORKERS`; unasked, no more than the `batches` there are (a worker reads whole
+    batches, and each is a fork the first batch waits for)."""
     if workers is not None:
         return workers
     if device.startswith("cuda"):
-        return max(CPU_LOADER_WORKERS, min(usable_cores(), GPU_LOADER_WORKERS))
-    return CPU_LOADER_WORKERS
+        count = max(CPU_LOADER_WORKERS, min(usable_cores(), GPU_LOADER_WORKERS))
+    else:
+        count = CPU_LOADER_WORKERS
+    return count if batches is None else min(count, batches)

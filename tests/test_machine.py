@@ -38,6 +38,8 @@ def test_workers_unasked_follow_the_device_and_the_cores(monkeypatch: pytest.Mon
         assert loader_workers(None, "cuda") == loader_workers(None, "cuda:1") == on_gpu
         assert loader_workers(None, "cpu") == 2  # the encoder keeps the cores
     assert loader_workers(0, "cuda") == 0 and loader_workers(5, "cpu") == 5  # asked: as asked
+    assert loader_workers(None, "cuda", batches=3) == 3 and loader_workers(None, "cpu", 1) == 1
+    assert loader_workers(7, "cuda", batches=3) == 7  # asked for more than there are: as asked
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 12 on this 2-core machine
@@ -51,10 +53,12 @@ def test_the_loader_of_a_run_on_a_gpu_gets_a_worker_a_core(
     monkeypatch.setattr(machine, "usable_cores", lambda: 12)
     clip = load_clip(str(tiny_clip[0]), str(tiny_clip[1]), "cpu", "fp32")
     on_gpu = dataclasses.replace(clip, device="cuda")
+    paths = [f"{i}.jpg" for i in range(100)]  # 25 batches of 4
     for decode in ("pil", "torch", "pil-draft"):
-        assert image_loader(on_gpu, ["a.jpg"], 4, None, None, CLIP_VIEW, decode)[0].num_workers == 12
-        assert image_loader(clip, ["a.jpg"], 4, None, None, CLIP_VIEW, decode)[0].num_workers == 2
-        assert image_loader(on_gpu, ["a.jpg"], 4, 3, None, CLIP_VIEW, decode)[0].num_workers == 3
+        assert image_loader(on_gpu, paths, 4, None, None, CLIP_VIEW, decode)[0].num_workers == 12
+        assert image_loader(clip, paths, 4, None, None, CLIP_VIEW, decode)[0].num_workers == 2
+        assert image_loader(on_gpu, paths, 4, 3, None, CLIP_VIEW, decode)[0].num_workers == 3
+        assert image_loader(on_gpu, paths[:9], 4, None, None, CLIP_VIEW, decode)[0].num_workers == 3
 
 
 def test_an_eval_that_names_no_workers_gets_the_devices_default(
@@ -77,7 +81,7 @@ def test_an_eval_that_names_no_workers_gets_the_devices_default(
         Image.new("RGB", (20, 16), (90 * c, 40, 200)).save(tmp_path / "images" / str(c) / "x.jpg")
     _, store = write_classes_and_store(tmp_path, ["sky", "sand"], {0: ["blue"], 1: ["pale"]})
     cfg = EvalConfig(dataset=str(tmp_path / "images"), descriptors=store, model=str(tiny_clip[0]),
-                     pretrained=str(tiny_clip[1]), device="cpu")
+                     pretrained=str(tiny_clip[1]), device="cpu", batch_size=1)  # 2 batches
     assert cfg.workers is None
     evaluate(cfg, ["sky", "sand"], tmp_path / "cache", CachePaths.resolve().prompts_dir,
              log=lambda m: None)

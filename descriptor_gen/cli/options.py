@@ -58,7 +58,8 @@ SpecModelEntries = Annotated[Optional[list[str]], typer.Option(
 
 Workers = Annotated[Optional[int], typer.Option(
     "--workers", min=0, help="DataLoader worker processes (default: on a GPU one a usable CPU"
-    f" core, at most {GPU_LOADER_WORKERS}; on a CPU {CPU_LOADER_WORKERS}).")]
+    f" core, at most {GPU_LOADER_WORKERS}; on a CPU {CPU_LOADER_WORKERS}; never more than the"
+    " batches).")]
 
 DataRoot = Annotated[Optional[Path], typer.Option(
     "--data-root", help="Folder holding the datasets as their downloads unpack (else $DESCRIPTOR_GEN_DATA).")]
