@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1: cpu.cfs_quota_us (-1: none), cpu.cfs_period_us
 
 GPU_LOADER_WORKERS = 16
 """Most DataLoader workers a GPU run starts unasked: each decodes (PIL) or reads (`--decode
@@ -17,21 +19,27 @@ CPU_LOADER_WORKERS = 2
 """DataLoader workers of a CPU run unasked: the encoder needs the cores more than decoding."""
 
 
-def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX, v1: Path = CGROUP_V1_CPU) -> int:
     """The cores this process may use: its CPU affinity (taskset, a batch system's share),
-    lowered to a container's CPU quota (`docker --cpus 4`), which the affinity does not show."""
+    lowered to a container's CPU quota (`docker --cpus 4`), which the affinity does not show
+    (cgroup v2's `cpu.max`, else v1's `cpu.cfs_quota_us` and `cpu.cfs_period_us`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, _quota_cores(cpu_max)))
+    quota = _quota_cores(cpu_max.read_text, lambda: " ".join(
+        (v1 / name).read_text() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us")))
+    return max(1, min(cores or 1, quota))
 
 
-def _quota_cores(cpu_max: Path) -> int | float:
-    """The cgroup v2 CPU quota in whole cores (rounded up), or infinity when there is none or it
-    cannot be read."""
-    try:
-        quota, period = cpu_max.read_text().split()[:2]
-        return max(1, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError, ZeroDivisionError):  # "max", no cgroup v2, an odd file
-        return math.inf
+def _quota_cores(*readers: Callable[[], str]) -> int | float:
+    """The first CPU quota a reader gives ("QUOTA PERIOD"), in whole cores (rounded up);
+    infinity when none gives one (no cgroup file, "max" or -1: no quota, an odd file)."""
+    for read in readers:
+        try:
+            quota, period = read().split()[:2]
+            if int(quota) > 0:
+                return max(1, math.ceil(int(quota) / int(period)))
+        except (OSError, ValueError, ZeroDivisionError):
+            continue
+    return math.inf
 
 
 def loader_workers(workers: int | None, device: str, batches: int | None = None) -> int:

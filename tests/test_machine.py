@@ -16,20 +16,26 @@ from descriptor_gen.machine import GPU_LOADER_WORKERS, loader_workers, usable_co
 AFFINITY = len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize(("cpu_max", "expected"), [
-    ("max 100000\n", AFFINITY),            # no quota
-    ("100000 100000\n", 1),                # docker --cpus 1
-    ("150000 100000\n", min(AFFINITY, 2)),  # --cpus 1.5: the half core rounds up
-    ("50000 100000\n", 1),                 # less than a core is still one
-    ("not a quota", AFFINITY),
-    (None, AFFINITY),                      # no cgroup v2 file (this CI machine, most laptops)
+@pytest.mark.parametrize(("cpu_max", "v1", "expected"), [
+    ("max 100000\n", None, AFFINITY),              # cgroup v2, no quota
+    ("100000 100000\n", None, 1),                  # docker --cpus 1
+    ("150000 100000\n", None, min(AFFINITY, 2)),   # --cpus 1.5: the half core rounds up
+    ("50000 100000\n", None, 1),                   # less than a core is still one
+    ("not a quota", None, AFFINITY),
+    (None, None, AFFINITY),                        # no cgroup file (this CI machine, most laptops)
+    (None, ("100000", "100000"), 1),               # cgroup v1 with a quota
+    (None, ("-1", "100000"), AFFINITY),            # cgroup v1 without one
+    ("max 100000\n", ("100000", "100000"), 1),     # v2 says none: v1's, where a host has both
 ])
 def test_usable_cores_is_the_affinity_lowered_to_a_containers_quota(
-        tmp_path: Path, cpu_max: str | None, expected: int) -> None:
+        tmp_path: Path, cpu_max: str | None, v1: tuple[str, str] | None, expected: int) -> None:
     path = tmp_path / "cpu.max"
     if cpu_max is not None:
         path.write_text(cpu_max)
-    assert usable_cores(path) == expected
+    if v1 is not None:
+        (tmp_path / "cpu.cfs_quota_us").write_text(v1[0] + "\n")
+        (tmp_path / "cpu.cfs_period_us").write_text(v1[1] + "\n")
+    assert usable_cores(path, tmp_path) == expected
 
 
 def test_workers_unasked_follow_the_device_and_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
