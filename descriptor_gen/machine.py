@@ -42,15 +42,16 @@ def _quota_cores(*readers: Callable[[], str]) -> int | float:
     return math.inf
 
 
-def loader_workers(workers: int | None, device: str, batches: int | None = None) -> int:
+def loader_workers(workers: int | None, device: str, images: int | None = None,
+                   batch_size: int = 1) -> int:
     """DataLoader worker processes: as asked, or (None) on a GPU one a usable core, at most
     `GPU_LOADER_WORKERS` (the GPU encodes faster than a core decodes), on a CPU
-    `CPU_LOADER_WORKERS`; unasked, no more than the `batches` there are (a worker reads whole
-    batches, and each is a fork the first batch waits for)."""
+    `CPU_LOADER_WORKERS`; unasked, no more than the batches `images` make (a worker reads whole
+    batches, and each is a fork the first batch waits for; None: a stream of unknown length)."""
     if workers is not None:
         return workers
     if device.startswith("cuda"):
         count = max(CPU_LOADER_WORKERS, min(usable_cores(), GPU_LOADER_WORKERS))
     else:
         count = CPU_LOADER_WORKERS
-    return count if batches is None else min(count, batches)
+    return count if images is None else min(count, math.ceil(images / batch_size))

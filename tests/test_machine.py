@@ -44,8 +44,9 @@ def test_workers_unasked_follow_the_device_and_the_cores(monkeypatch: pytest.Mon
         assert loader_workers(None, "cuda") == loader_workers(None, "cuda:1") == on_gpu
         assert loader_workers(None, "cpu") == 2  # the encoder keeps the cores
     assert loader_workers(0, "cuda") == 0 and loader_workers(5, "cpu") == 5  # asked: as asked
-    assert loader_workers(None, "cuda", batches=3) == 3 and loader_workers(None, "cpu", 1) == 1
-    assert loader_workers(7, "cuda", batches=3) == 7  # asked for more than there are: as asked
+    assert loader_workers(None, "cuda", images=9, batch_size=4) == 3  # 3 batches
+    assert loader_workers(None, "cpu", images=1, batch_size=4) == 1
+    assert loader_workers(7, "cuda", images=9, batch_size=4) == 7  # asked for more: as asked
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 12 on this 2-core machine

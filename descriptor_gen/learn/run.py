@@ -173,7 +173,7 @@ def _encode(clip: ClipModel, dataset: torch.utils.data.Dataset, batch_size: int,
             workers: int | None, local: bool = False) -> tuple[np.ndarray, list[str]]:
     from descriptor_gen.learn.deep import encode_image_local
 
-    workers = loader_workers(workers, clip.device, -(-len(dataset) // batch_size))
+    workers = loader_workers(workers, clip.device, len(dataset), batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     chunks, errors = [], []
     with torch.inference_mode():
@@ -641,7 +641,7 @@ def _image_scores(learner: Any, clip: ClipModel, data: LabelledImages, batch_siz
         raise DescgenError(f"{data.spec}: a {type(learner).__name__.lower()} run encodes the images"
                            " again through its prompts; webdataset sources are not supported for it")
     dataset = ImageFiles(data.paths, clip.preprocess, image_size(clip.preprocess), data.reader)
-    workers = loader_workers(workers, clip.device, -(-len(dataset) // batch_size))
+    workers = loader_workers(workers, clip.device, len(dataset), batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     out = []
     for images, _, _ in loader:

@@ -362,7 +362,7 @@ def image_loader(clip: ClipModel | ReadFor, paths: list[str], batch_size: int,
     preprocess = clip.preprocess if view.transform is None else view.transform(clip.preprocess)
     size = image_size(clip.preprocess)
     on_gpu = clip.device.startswith("cuda")
-    workers = loader_workers(workers, clip.device, -(-len(paths) // batch_size))
+    workers = loader_workers(workers, clip.device, len(paths), batch_size)
     files = ImageFiles(paths, preprocess, size, reader, draft=size if decode == "pil-draft" else 0)
     if decode != "torch":
         return (DataLoader(files, batch_size=batch_size, num_workers=workers, pin_memory=on_gpu),
