@@ -333,13 +333,15 @@ def eval_process(root: Path, texts: tuple[Path, Path], work: Path, clip: Any,
 
     checkpoint = work / f"{model}.pt"
     torch.save({k: v.cpu() for k, v in clip.model.state_dict().items()}, checkpoint)
-    found = {}
-    for name, weights in (("random weights", "none"), ("checkpoint file", str(checkpoint)),
-                          ("checkpoint file, CLIP remembered", str(checkpoint))):
+    found, caches = {}, {}
+    for name, weights, after in (("random weights", "none", None),
+                                 ("checkpoint file", str(checkpoint), None),
+                                 ("checkpoint file, CLIP remembered", str(checkpoint),
+                                  "checkpoint file")):
         out = work / f"{model}-fresh-{len(found)}.json"
-        cache = work / f"cache-fresh-{model}-{len(found)}"
-        if "remembered" in name:
-            shutil.copytree(work / f"cache-fresh-{model}-1", cache)
+        cache = caches[name] = work / f"cache-fresh-{model}-{len(found)}"
+        if after is not None:  # that run's cache, its image features removed
+            shutil.copytree(caches[after], cache)
             shutil.rmtree(cache / IMAGE_FEATURES)
         argv = [sys.executable, "-m", "descriptor_gen", "eval", "--dataset", str(root),
                 "--classes", str(texts[0]), "--descriptors", str(texts[1]), "--model", model,

@@ -11,7 +11,8 @@ checkouts taking turns (this machine's noise falls on both alike).
 
 The ImageNet-shaped tree (1,000 class folders of tiny JPEGs, 5 descriptors a class) and the
 tiny CLIP's cached features are made once in --work; bytecode is compiled before timing. A
-first run starts from a cache holding only the CLIP's remembered identity (made once).
+first run starts from a cache holding the CLIP's remembered identity and the texts' features,
+but no image's (made once).
 Prints a Markdown table of median wall seconds.
 """
 
@@ -80,7 +81,7 @@ def eval_argv(world: dict[str, Path], images: Path, cache: Path) -> list[str]:
 
 
 def fresh_cache(world: dict[str, Path]) -> None:
-    """The first run's cache: the remembered identity alone (no image or text feature)."""
+    """The first run's cache: the remembered identity and the texts' features, no image's."""
     shutil.rmtree(world["cache"], ignore_errors=True)
     shutil.copytree(world["memo"], world["cache"])
 
