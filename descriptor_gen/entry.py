@@ -3,10 +3,50 @@ line and exit status 130, at once; a refused run's one line is its last."""
 
 from __future__ import annotations
 
+import _thread
 import os
+import signal
 import sys
+import threading
+from types import FrameType
 
 from descriptor_gen.errors import INTERRUPTED, REFUSED
+
+_AGAIN_S = 0.01
+
+
+class CtrlC:
+    """Ctrl-C raises KeyboardInterrupt, as Python's own handler does, and is remembered.
+
+    A library may catch it where it cannot pass it on: pydantic-core, interrupted while it
+    builds a validator, reports it as "Exception ignored" and goes on with a broken validator.
+    Such an interrupt prints no traceback and is raised again at once, and an error that ends the
+    run after Ctrl-C is reported as the interruption it follows. A SIGINT ignored at start (a job
+    started with `&` by a non-interactive shell) stays ignored."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._unraisable = sys.unraisablehook
+
+    def install(self) -> CtrlC:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._raise)
+            sys.unraisablehook = self._swallowed
+        return self
+
+    def _raise(self, signum: int, frame: FrameType | None) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def _swallowed(self, info: sys.UnraisableHookArgs) -> None:
+        """Raised again from another thread, a moment later: raised here, it would be swallowed
+        again with this hook's own traceback."""
+        if issubclass(info.exc_type, KeyboardInterrupt):
+            again = threading.Timer(_AGAIN_S, _thread.interrupt_main)
+            again.daemon = True
+            again.start()
+        else:
+            self._unraisable(info)
 
 
 def _leave_now(code: int) -> None:
@@ -19,13 +59,22 @@ def _leave_now(code: int) -> None:
     os._exit(code)
 
 
+def _interrupted() -> None:
+    print("descgen: interrupted", file=sys.stderr)
+    _leave_now(INTERRUPTED)
+
+
 def run() -> None:
+    ctrl_c = CtrlC().install()
     try:
         from descriptor_gen.cli import main
+        code = main()
     except KeyboardInterrupt:
-        print("descgen: interrupted", file=sys.stderr)
-        _leave_now(INTERRUPTED)
-    code = main()
+        _interrupted()
+    except Exception:
+        if not ctrl_c.pressed:
+            raise
+        _interrupted()
     if code in (INTERRUPTED, REFUSED):
         _leave_now(code)
     sys.exit(code)
