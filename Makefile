@@ -120,6 +120,7 @@ bench: install
 	$(PY) bench/bench_learn.py
 	$(PY) bench/bench_ray.py
 	$(PY) bench/bench_gpu.py --small --out results/bench_gpu_small.json
+	$(PY) bench/bench_threads.py --images 64 --reps 1
 
 clean:
 	rm -rf $(VENV) results .pytest_cache build *.egg-info

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 
 from conftest import write_classes_and_store
 from descriptor_gen import machine
-from descriptor_gen.machine import GPU_LOADER_WORKERS, loader_workers, usable_cores
+from descriptor_gen.machine import GPU_LOADER_WORKERS, cpu_threads, loader_workers, usable_cores
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -22,20 +24,70 @@ AFFINITY = len(os.sched_getaffinity(0))
     ("150000 100000\n", None, min(AFFINITY, 2)),   # --cpus 1.5: the half core rounds up
     ("50000 100000\n", None, 1),                   # less than a core is still one
     ("not a quota", None, AFFINITY),
-    (None, None, AFFINITY),                        # no cgroup file (this CI machine, most laptops)
+    (None, None, AFFINITY),                        # no cgroup file (most laptops)
     (None, ("100000", "100000"), 1),               # cgroup v1 with a quota
-    (None, ("-1", "100000"), AFFINITY),            # cgroup v1 without one
+    (None, ("-1", "100000"), AFFINITY),            # cgroup v1 without one (this CI machine)
     ("max 100000\n", ("100000", "100000"), 1),     # v2 says none: v1's, where a host has both
 ])
 def test_usable_cores_is_the_affinity_lowered_to_a_containers_quota(
         tmp_path: Path, cpu_max: str | None, v1: tuple[str, str] | None, expected: int) -> None:
-    path = tmp_path / "cpu.max"
+    """A container: its cgroup is the mount's root, whatever /proc/self/cgroup says."""
     if cpu_max is not None:
-        path.write_text(cpu_max)
+        (tmp_path / "cpu.max").write_text(cpu_max)
     if v1 is not None:
-        (tmp_path / "cpu.cfs_quota_us").write_text(v1[0] + "\n")
-        (tmp_path / "cpu.cfs_period_us").write_text(v1[1] + "\n")
-    assert usable_cores(path, tmp_path) == expected
+        _v1_quota(tmp_path / "cpu", *v1)
+    membership = tmp_path / "cgroup"
+    membership.write_text("1:cpu:/docker/0123abcd\n0::/docker/0123abcd\n")
+    assert usable_cores(tmp_path, membership) == expected
+    assert usable_cores(tmp_path, tmp_path / "no such file") == expected
+
+
+def _v1_quota(folder: Path, quota: str, period: str = "100000") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (folder / "cpu.cfs_period_us").write_text(period + "\n")
+
+
+@pytest.mark.parametrize(("layout", "expected"), [
+    ({"job/step/cpu.max": "100000 100000"}, 1),                        # v2, on its own cgroup
+    ({"job/cpu.max": "100000 100000", "job/step/cpu.max": "max 100000"}, 1),  # on one above
+    ({"other/cpu.max": "100000 100000"}, AFFINITY),                    # another cgroup's
+    ({"cpu/job/step": ("100000",)}, 1),                                 # v1, on its own cgroup
+    ({"cpu,cpuacct/job": ("100000",), "cpu,cpuacct/job/step": ("-1",)}, 1),  # v1 joined mounts
+])
+def test_usable_cores_reads_the_quotas_on_the_processs_cgroup_path(
+        tmp_path: Path, layout: dict[str, str | tuple[str]], expected: int) -> None:
+    """A host or batch system (systemd slices, a job's steps): the process's cgroup is nested
+    below the mount; the smallest quota from it up to the mount's root counts. The quotas here
+    are one core; the affinity is the machine's."""
+    for where, quota in layout.items():
+        if isinstance(quota, tuple):
+            _v1_quota(tmp_path / where, quota[0])
+        else:
+            (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / where).write_text(quota + "\n")
+    membership = tmp_path / "cgroup"
+    membership.write_text("12:memory:/job/step\n4:cpu,cpuacct:/job/step\n0::/job/step\n")
+    assert usable_cores(tmp_path, membership) == expected
+
+
+def test_usable_cores_in_a_real_cgroup_with_a_quota(tmp_path: Path) -> None:
+    """A cgroup made on this machine (where it is root and cgroup v1's `cpu` is writable), a
+    process moved into it: the quota it reads is its own, not the mount root's."""
+    folder = Path("/sys/fs/cgroup/cpu") / f"descgen-test-{os.getpid()}"
+    try:
+        folder.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot make a cgroup here ({exc})")
+    try:
+        (folder / "cpu.cfs_quota_us").write_text("100000")
+        script = "from descriptor_gen.machine import usable_cores; print(usable_cores())"
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              check=True, preexec_fn=lambda: (folder / "cgroup.procs").write_text(
+                                  str(os.getpid())))
+        assert done.stdout.strip() == "1"
+    finally:
+        folder.rmdir()
 
 
 def test_workers_unasked_follow_the_device_and_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,6 +99,28 @@ def test_workers_unasked_follow_the_device_and_the_cores(monkeypatch: pytest.Mon
     assert loader_workers(None, "cuda", images=9, batch_size=4) == 3  # 3 batches
     assert loader_workers(None, "cpu", images=1, batch_size=4) == 1
     assert loader_workers(7, "cuda", images=9, batch_size=4) == 7  # asked for more: as asked
+
+
+def test_torch_threads_are_at_most_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cores, current, expected in ((2, 16, 2), (16, 16, 16), (16, 4, 4), (1, 1, 1)):
+        monkeypatch.setattr(machine, "usable_cores", lambda cores=cores: cores)
+        assert cpu_threads(current) == expected  # OMP_NUM_THREADS=4 on 16 cores: 4
+
+
+def test_loading_a_clip_in_a_quota_limited_container_lowers_torchs_threads(
+        monkeypatch: pytest.MonkeyPatch, tiny_clip: tuple[Path, Path]) -> None:
+    """torch counts the affinity; with `docker --cpus 1` the CLIP encodes on one thread."""
+    import torch
+
+    from descriptor_gen.score.features import load_clip
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(machine, "usable_cores", lambda: 1)
+    try:
+        load_clip(str(tiny_clip[0]), str(tiny_clip[1]), "cpu", "fp32")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 12 on this 2-core machine
