@@ -8,7 +8,8 @@ torch's own thread count (one a core of the affinity) against descgen's (one a u
 With root and a writable cgroup (v1's `cpu` or v2), each process runs in a new cgroup limited to
 --quota cores; without, in this process's own cgroup (both arms then agree unless it already has
 a quota). ViT-B-32 with random weights (speed does not depend on them) encodes --images resident
-224x224 images in batches of 32, fp32, after one warm-up batch. Prints a Markdown table.
+224x224 images in batches of 32, fp32, after one warm-up batch; then NumPy's BLAS (the
+scores' product) with 1, 2 and 8 threads, the same way. Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -47,6 +48,22 @@ print(json.dumps({"threads": torch.get_num_threads(), "usable": usable_cores(),
                   "images_per_s": int(sys.argv[3]) // 32 * 32 / seconds}))
 """
 
+PRODUCT = """
+import json, time
+import numpy as np
+rng = np.random.default_rng(0)
+images = rng.standard_normal((20000, 512), dtype=np.float32)
+classes = rng.standard_normal((1000, 512), dtype=np.float32)
+images @ classes.T
+times = []
+for _ in range(5):
+    start = time.perf_counter()
+    images @ classes.T
+    times.append(time.perf_counter() - start)
+print(json.dumps({"seconds": sorted(times)[2]}))
+"""
+BLAS_THREADS = (1, 2, 8)
+
 
 @contextmanager
 def quota_cgroup(cores: float | None) -> Iterator[Path | None]:
@@ -78,15 +95,16 @@ def quota_cgroup(cores: float | None) -> Iterator[Path | None]:
     yield None
 
 
-def encode(arm: str, model: str, images: int, cgroup: Path | None) -> dict:
-    """One fresh process (in `cgroup`, where there is one)."""
+def fresh(cgroup: Path | None, *args: str, **env: str) -> dict:
+    """`python -c ARGS` in a fresh process (in `cgroup`, where there is one): its last line."""
     def join() -> None:
         if cgroup is not None:
             (cgroup / "cgroup.procs").write_text(str(os.getpid()))
 
-    done = subprocess.run([sys.executable, "-c", ENCODE, arm, model, str(images)],
-                          capture_output=True, text=True, check=True, preexec_fn=join,
-                          env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+    unset = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    done = subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True,
+                          check=True, preexec_fn=join,
+                          env={**{k: v for k, v in os.environ.items() if k not in unset}, **env})
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -100,10 +118,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {"torch": [], "descgen": []}
+    products: dict[int, list[dict]] = {threads: [] for threads in BLAS_THREADS}
     with quota_cgroup(args.quota) as cgroup:
         for _ in range(args.reps):
             for arm in runs:
-                runs[arm].append(encode(arm, args.model, args.images, cgroup))
+                runs[arm].append(fresh(cgroup, ENCODE, arm, args.model, str(args.images)))
+            for threads in products:
+                products[threads].append(fresh(cgroup, PRODUCT,
+                                               OPENBLAS_NUM_THREADS=str(threads)))
     affinity = len(os.sched_getaffinity(0))
     where = (f"a new cgroup of {args.quota:g} core{'' if args.quota == 1 else 's'}" if cgroup is not None
              else "this process's own cgroup")
@@ -117,7 +139,11 @@ def main() -> None:
         rates[arm] = statistics.median(run["images_per_s"] for run in runs[arm])
         print(f"| {label}: {runs[arm][0]['threads']} | {runs[arm][0]['usable']} |"
               f" {rates[arm]:.1f} |")
-    print(f"\ndescgen / torch's own: {rates['descgen'] / rates['torch']:.2f}x")
+    print(f"\ndescgen / torch's own: {rates['descgen'] / rates['torch']:.2f}x\n")
+    print("NumPy (its BLAS), a 20,000x512 by 512x1,000 product, median of 5 in each process:\n")
+    print("| OPENBLAS_NUM_THREADS | seconds |\n| --- | --- |")
+    for threads, done in products.items():
+        print(f"| {threads} | {statistics.median(run['seconds'] for run in done):.3f} |")
 
 
 if __name__ == "__main__":
