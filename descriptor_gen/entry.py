@@ -39,14 +39,21 @@ class CtrlC:
         raise KeyboardInterrupt
 
     def _swallowed(self, info: sys.UnraisableHookArgs) -> None:
-        """Raised again from another thread, a moment later: raised here, it would be swallowed
-        again with this hook's own traceback."""
+        """Sent again from another thread, a moment later (raised here, it would be swallowed
+        again with this hook's own traceback), as a real signal to the main thread, so that a
+        wait there (a lock, a queue) is woken as by Ctrl-C itself."""
         if issubclass(info.exc_type, KeyboardInterrupt):
-            again = threading.Timer(_AGAIN_S, _thread.interrupt_main)
+            again = threading.Timer(_AGAIN_S, self._send_again)
             again.daemon = True
             again.start()
         else:
             self._unraisable(info)
+
+    def _send_again(self) -> None:
+        if hasattr(signal, "pthread_kill"):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        else:  # Windows: no signal to a thread; the flag alone
+            _thread.interrupt_main()
 
 
 def _leave_now(code: int) -> None:

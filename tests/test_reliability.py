@@ -754,6 +754,18 @@ def main():
     while True:
         time.sleep(0.01)
 """,
+    "in __del__, then a wait": """
+import threading
+
+class Swallows:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))
+
+def main():
+    Swallows()
+    threading.Event().wait()  # woken only by a real signal
+""",
     "then another error": """
 def main():
     try:
