@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import NoReturn
 
 from descriptor_gen.errors import INTERRUPTED, REFUSED
 
@@ -20,9 +21,9 @@ class CtrlC:
 
     A library may catch it where it cannot pass it on: pydantic-core, interrupted while it
     builds a validator, reports it as "Exception ignored" and goes on with a broken validator.
-    Such an interrupt prints no traceback and is raised again at once, and an error that ends the
-    run after Ctrl-C is reported as the interruption it follows. A SIGINT ignored at start (a job
-    started with `&` by a non-interactive shell) stays ignored."""
+    Such an interrupt prints no traceback and is sent again a moment later, and an error that
+    ends the run after Ctrl-C is reported as the interruption it follows. A SIGINT ignored at
+    start (a job started with `&` by a non-interactive shell) stays ignored."""
 
     def __init__(self) -> None:
         self.pressed = False
@@ -56,7 +57,7 @@ class CtrlC:
             _thread.interrupt_main()
 
 
-def _leave_now(code: int) -> None:
+def _leave_now(code: int) -> NoReturn:
     """After Ctrl-C or a one-line error every output is already whole (atomic writes, appended
     and flushed lines); skipping the interpreter's teardown keeps a half-imported library's
     exit handlers from holding the process up, and a library's threads (Ray's) from printing
@@ -66,7 +67,7 @@ def _leave_now(code: int) -> None:
     os._exit(code)
 
 
-def _interrupted() -> None:
+def _interrupted() -> NoReturn:
     print("descgen: interrupted", file=sys.stderr)
     _leave_now(INTERRUPTED)
 
