@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")  # "ID:CONTROLLERS:PATH" lines: the process's cgroups
@@ -62,6 +63,15 @@ def cpu_threads(current: int) -> int:
     torch's own count), at most one a usable core (torch counts the affinity, not a container's
     CPU quota, and more threads than a quota allows stall each other)."""
     return max(1, min(current, usable_cores()))
+
+
+def fit_torch_threads(torch: Any) -> int:
+    """Lower torch's intra-op threads to `cpu_threads` (before a model runs on the CPU: the
+    CLIP's encoder, a local language model); the count it runs with."""
+    threads = cpu_threads(torch.get_num_threads())
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads
 
 
 def _quota_cores(readers: list[Callable[[], str]]) -> int | float:

@@ -110,17 +110,24 @@ def test_torch_threads_are_at_most_the_usable_cores(monkeypatch: pytest.MonkeyPa
         assert cpu_threads(current) == expected  # OMP_NUM_THREADS=4 on 16 cores: 4
 
 
-def test_loading_a_clip_in_a_quota_limited_container_lowers_torchs_threads(
-        monkeypatch: pytest.MonkeyPatch, tiny_clip: tuple[Path, Path]) -> None:
-    """torch counts the affinity; with `docker --cpus 1` the CLIP encodes on one thread."""
+@pytest.mark.parametrize("model", ["clip", "hf language model"])
+def test_loading_a_model_in_a_quota_limited_container_lowers_torchs_threads(
+        monkeypatch: pytest.MonkeyPatch, tiny_clip: tuple[Path, Path], tiny_lm: Path,
+        model: str) -> None:
+    """torch counts the affinity; with `docker --cpus 1` the CLIP encodes, and a local language
+    model generates, on one thread."""
     import torch
 
+    from descriptor_gen.generation.backends import GenerationParams, make_backend
     from descriptor_gen.score.features import load_clip
 
     before = torch.get_num_threads()
     monkeypatch.setattr(machine, "usable_cores", lambda: 1)
     try:
-        load_clip(str(tiny_clip[0]), str(tiny_clip[1]), "cpu", "fp32")
+        if model == "clip":
+            load_clip(str(tiny_clip[0]), str(tiny_clip[1]), "cpu", "fp32")
+        else:
+            make_backend(GenerationParams(backend="hf", model=str(tiny_lm), device="cpu"))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

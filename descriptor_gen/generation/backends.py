@@ -20,6 +20,7 @@ from descriptor_gen.models import Model
 from descriptor_gen.generation.cache import base_url_host, split_base_urls
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import files_fingerprint
+from descriptor_gen.machine import fit_torch_threads
 from descriptor_gen.describe.parse import PARSERS
 from descriptor_gen.describe.prompts import Messages
 from descriptor_gen.generation.retry import MalformedResponse
@@ -342,6 +343,7 @@ class HFBackend:
         self.params = params
         self.max_batch = params.batch_size
         self.device = _pick_device(params.device, torch)
+        fit_torch_threads(torch)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 params.model, trust_remote_code=params.trust_remote_code, padding_side="left"

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.inputs import parse_json, read_text
-from descriptor_gen.machine import cpu_threads, loader_workers
+from descriptor_gen.machine import fit_torch_threads, loader_workers
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.score.weights import check_weights
 from descriptor_gen.score.engine_options import check_device_name
@@ -117,8 +117,7 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", device: str =
     import open_clip
 
     device = check_device(device, precision)
-    if (threads := cpu_threads(torch.get_num_threads())) != torch.get_num_threads():
-        torch.set_num_threads(threads)
+    fit_torch_threads(torch)
     name, weights, ident = _resolve(model, pretrained, precision)
     if weights is None:
         torch.manual_seed(0)  # random weights, but the same ones every run
