@@ -182,6 +182,20 @@ def test_without_ray_the_engine_is_one_line(world: dict, monkeypatch: pytest.Mon
     assert code == 2 and err.count("\n") == 0 and "pip install -e '.[ray]'" in err
 
 
+def test_a_local_ray_gets_the_usable_cores_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray alone counts every core of the machine (a batch system's affinity of 4 of 64 cores
+    made 64 CPUs); a Ray started here gets the usable cores, `--ray-cpus`, and a cluster's
+    address gets no CPU count at all."""
+    from descriptor_gen.score import ray_engine
+    from descriptor_gen.score.engine_options import EngineOptions
+
+    monkeypatch.setattr(ray_engine, "usable_cores", lambda: 3)
+    assert ray_engine.init_arguments(EngineOptions(engine="ray"), None)["num_cpus"] == 3
+    assert ray_engine.init_arguments(EngineOptions(engine="ray", ray_cpus=5), None)["num_cpus"] == 5
+    attach = ray_engine.init_arguments(EngineOptions(engine="ray"), "10.0.0.1:6379")
+    assert "num_cpus" not in attach and attach["address"] == "10.0.0.1:6379"
+
+
 def test_an_unreachable_cluster_fails_fast(world: dict, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
     import time

@@ -85,7 +85,7 @@ def eval_cmd(
     ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, help="Encoder actors, each loading the model once (default: on a local Ray, as many as its CPUs hold, at most 2; on a cluster 2).")] = None,
     ray_stall_seconds: Annotated[float, typer.Option("--ray-stall-seconds", min=0.001, help="End the run in one line when no batch finishes for this long (a lost node, an unschedulable pool); finished chunks are kept.")] = 600.0,
     ray_gpus: Annotated[float, typer.Option("--ray-gpus", min=0, help="GPUs per encoder actor (0: CPU actors).")] = 0.0,
-    ray_cpus: Annotated[Optional[int], typer.Option("--ray-cpus", min=1, help="CPUs of a local Ray started here (default: all).")] = None,
+    ray_cpus: Annotated[Optional[int], typer.Option("--ray-cpus", min=1, help="CPUs of a local Ray started here (default: the usable cores).")] = None,
     ray_actor_cpus: Annotated[float, typer.Option("--ray-actor-cpus", help="CPUs each encoder actor reserves (a CPU actor's torch threads).")] = 1.0,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="A bar over the images encoded (default: when stderr is a terminal).")] = None,
     cache_dir: CacheDir = None,

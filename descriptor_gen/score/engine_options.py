@@ -29,7 +29,7 @@ class EngineOptions(Model):
             as its CPUs hold (at most 2), on a cluster 2.
         ray_gpus: GPUs per actor (0: CPU actors).
         ray_actor_cpus: CPUs each actor reserves (its torch threads on a CPU actor).
-        ray_cpus: CPUs of a local Ray started here (None: all).
+        ray_cpus: CPUs of a local Ray started here (None: the usable cores).
         ray_stall_seconds: a run in which no batch finishes for this long ends in one line
             (a lost node, a pool the cluster cannot schedule); finished chunks are kept.
     """

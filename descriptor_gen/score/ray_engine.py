@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from descriptor_gen.data.images import LabelledImages
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.machine import usable_cores
 from descriptor_gen.score.engine_options import FAULT_ENV, EngineOptions, fault_hook, parse_address
 from descriptor_gen.score.features import (
     ClipModel,
@@ -73,13 +74,9 @@ def start(options: EngineOptions) -> tuple[float, EngineOptions]:
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
     started = time.perf_counter()
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False, "address": address or "local"}
-        if not address and options.ray_cpus is not None:
-            kwargs["num_cpus"] = options.ray_cpus
         try:
             with _quiet(), _driver_logs_quiet(attached=bool(address)):
-                ray.init(**kwargs)
+                ray.init(**init_arguments(options, address))
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise DescgenError(f"Ray: cannot start or reach {address or 'a local Ray'}:"
                                f" {' '.join(str(exc).split())[:160]}") from exc
@@ -89,6 +86,17 @@ def start(options: EngineOptions) -> tuple[float, EngineOptions]:
     elif options.ray_actors is None:
         options = options.model_copy(update={"ray_actors": DEFAULT_ACTORS})
     return time.perf_counter() - started, options
+
+
+def init_arguments(options: EngineOptions, address: str | None) -> dict[str, Any]:
+    """`ray.init`'s arguments: a cluster's address, or a local Ray of `--ray-cpus` CPUs, else
+    of the usable cores (Ray counts every core of the machine, lowered only to a container's
+    quota: not a batch system's affinity, nor a quota of a cgroup nested below the mount)."""
+    arguments: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                 "configure_logging": False, "address": address or "local"}
+    if not address:
+        arguments["num_cpus"] = options.ray_cpus if options.ray_cpus is not None else usable_cores()
+    return arguments
 
 
 DEFAULT_ACTORS = 2
