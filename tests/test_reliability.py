@@ -742,26 +742,22 @@ def test_ctrl_c_prints_one_line(learn_world: dict, when: str) -> None:
 # A command whose Ctrl-C a library catches where it cannot raise it: pydantic-core reported one
 # that hit it while it built a checkpoint's validator as "Exception ignored", and the broken
 # validator then refused a valid hash (a CI run of the test above, 2026-11-28).
-_SWALLOWED = {
-    "in __del__, then a loop": """
-class Swallows:
+_SWALLOWS = """
+import threading
+
+class Swallows:  # a KeyboardInterrupt raised in __del__ goes to sys.unraisablehook
     def __del__(self):
         os.kill(os.getpid(), signal.SIGINT)
         sum(range(1000))
-
+"""
+_SWALLOWED = {
+    "in __del__, then a loop": _SWALLOWS + """
 def main():
     Swallows()
     while True:
         time.sleep(0.01)
 """,
-    "in __del__, then a wait": """
-import threading
-
-class Swallows:
-    def __del__(self):
-        os.kill(os.getpid(), signal.SIGINT)
-        sum(range(1000))
-
+    "in __del__, then a wait": _SWALLOWS + """
 def main():
     Swallows()
     threading.Event().wait()  # woken only by a real signal
