@@ -1,5 +1,6 @@
-"""What this machine lends the process: its usable CPU cores, and the DataLoader workers a
-run gets when it names none (defaults that suit a 2-core laptop and a 16-core GPU box alike)."""
+"""What this machine lends the process: its usable CPU cores, and what follows from them
+when a run names nothing: torch's CPU threads and the DataLoader workers (defaults that suit a
+2-core laptop and a 16-core GPU box alike)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,20 @@ def _up_from(mount: Path, path: str) -> list[Path]:
     return [mount.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
 
 
+def _quota_cores(readers: list[Callable[[], str]]) -> int | float:
+    """The smallest CPU quota the readers give ("QUOTA PERIOD"), in whole cores (rounded up);
+    infinity when none gives one (no file, "max" or -1: no quota, an odd file)."""
+    cores: int | float = math.inf
+    for read in readers:
+        try:
+            quota, period = read().split()[:2]
+            if int(quota) > 0:
+                cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+        except (OSError, ValueError, ZeroDivisionError):
+            continue
+    return cores
+
+
 def cpu_threads(current: int) -> int:
     """torch's intra-op threads for this process: as many as it has (its `OMP_NUM_THREADS` or
     torch's own count), at most one a usable core (torch counts the affinity, not a container's
@@ -72,20 +87,6 @@ def fit_torch_threads(torch: Any) -> int:
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads
-
-
-def _quota_cores(readers: list[Callable[[], str]]) -> int | float:
-    """The smallest CPU quota the readers give ("QUOTA PERIOD"), in whole cores (rounded up);
-    infinity when none gives one (no file, "max" or -1: no quota, an odd file)."""
-    cores: int | float = math.inf
-    for read in readers:
-        try:
-            quota, period = read().split()[:2]
-            if int(quota) > 0:
-                cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-        except (OSError, ValueError, ZeroDivisionError):
-            continue
-    return cores
 
 
 def loader_workers(workers: int | None, device: str, images: int | None = None,
