@@ -168,7 +168,7 @@ class EvalResult(Model):
     """`metrics` are the mean over a seeded method's repeats (`metrics_std` their standard
     deviation, `repeats` each seed's); predictions are the first seed's."""
 
-    metrics: dict[str, float | int | None]
+    metrics: dict[str, int | float | None]  # int first: pydantic before 2.9 made 7 images 7.0
     metrics_std: dict[str, float | None] | None = None
     repeats: list[dict[str, Any]] = []
     method: str
