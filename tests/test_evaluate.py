@@ -387,3 +387,42 @@ def test_a_model_whose_weights_are_loaded_draws_no_random_numbers(
                                                   again.model.state_dict().values()))
     assert not any(torch.isnan(t).any() for t in random.model.state_dict().values()
                    if t.is_floating_point())
+
+
+class _Planted:
+    """Pickled into a checkpoint: unpickling it (loading the checkpoint as more than tensors)
+    would create the file `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_is_loaded_as_tensors_only(tiny_clip: tuple[Path, Path],
+                                                tmp_path: Path) -> None:
+    """A checkpoint that carries pickled code is refused, not run, whatever the open_clip."""
+    config, checkpoint = tiny_clip
+    marker = tmp_path / "ran"
+    planted = tmp_path / "planted.pt"
+    torch.save({"state_dict": torch.load(checkpoint, weights_only=True),
+                "extra": _Planted(marker)}, planted)
+    with pytest.raises(DescgenError, match="not a checkpoint open_clip can load"):
+        load_clip(str(config), str(planted), "cpu")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("signature", "passed"), [
+    ("name, pretrained=None, weights_only=True, **kwargs", {"weights_only": True}),  # 3.x
+    ("name, pretrained=None, load_weights_only=True, **kwargs",
+     {"load_weights_only": True}),  # 2.29 to 2.32
+    ("name, pretrained=None, **model_kwargs", {}),  # 2.24 to 2.28: a keyword reaches CLIP()
+])
+def test_the_weights_only_switch_goes_by_the_name_open_clip_takes(
+        signature: str, passed: dict[str, bool]) -> None:
+    from descriptor_gen.score.features import _weights_only
+
+    namespace: dict[str, object] = {}
+    exec(f"def create({signature}): pass", namespace)  # noqa: S102 - a signature to inspect
+    assert _weights_only(namespace["create"]) == passed  # type: ignore[arg-type]
