@@ -14,6 +14,7 @@ from typing import NoReturn
 from descriptor_gen.errors import INTERRUPTED, REFUSED
 
 _AGAIN_S = 0.01
+_GIVE_UP_AFTER = 50  # interrupts swallowed: half a second or more of sending again
 
 
 class CtrlC:
@@ -21,12 +22,15 @@ class CtrlC:
 
     A library may catch it where it cannot pass it on: pydantic-core, interrupted while it
     builds a validator, reports it as "Exception ignored" and goes on with a broken validator.
-    Such an interrupt prints no traceback and is sent again a moment later, and an error that
-    ends the run after Ctrl-C is reported as the interruption it follows. A SIGINT ignored at
-    start (a job started with `&` by a non-interactive shell) stays ignored."""
+    Such an interrupt prints no traceback and is sent again a moment later; where every one
+    sent is swallowed (a loop that spends its time in `__del__`), the run stops as `kill -9`
+    would, whose leftovers every command resumes from. An error that ends the run after Ctrl-C
+    is reported as the interruption it follows. A SIGINT ignored at start (a job started with
+    `&` by a non-interactive shell) stays ignored."""
 
     def __init__(self) -> None:
         self.pressed = False
+        self.swallowed = 0
         self._unraisable = sys.unraisablehook
 
     def install(self) -> CtrlC:
@@ -44,7 +48,9 @@ class CtrlC:
         again with this hook's own traceback), as a real signal to the main thread, so that a
         wait there (a lock, a queue) is woken as by Ctrl-C itself."""
         if issubclass(info.exc_type, KeyboardInterrupt):
-            again = threading.Timer(_AGAIN_S, self._send_again)
+            self.swallowed += 1
+            again = threading.Timer(_AGAIN_S, self._send_again
+                                    if self.swallowed < _GIVE_UP_AFTER else _interrupted)
             again.daemon = True
             again.start()
         else:
@@ -79,8 +85,8 @@ def run() -> None:
         code = main()
     except KeyboardInterrupt:
         _interrupted()
-    except Exception:
-        if not ctrl_c.pressed:
+    except BaseException as exc:  # pydantic-core's PanicException is not an Exception
+        if not ctrl_c.pressed or isinstance(exc, SystemExit):
             raise
         _interrupted()
     if code in (INTERRUPTED, REFUSED):

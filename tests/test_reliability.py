@@ -770,12 +770,33 @@ def main():
     except KeyboardInterrupt:
         raise ValueError("String should match pattern '<unprintable str object>'") from None
 """,
+    "in __del__, every time": """
+class Slow:  # the main thread is nearly always inside a __del__, so each resend is swallowed
+    def __del__(self):
+        time.sleep(0.05)
+
+def main():
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    while True:
+        Slow()
+""",
+    "then a Rust panic": """
+class PanicException(BaseException):  # pyo3's: older pydantic-core panics on the interrupt
+    pass
+
+def main():
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        raise PanicException("Error building schema validator: KeyboardInterrupt") from None
+""",
 }
 
 
 @pytest.mark.parametrize("case", sorted(_SWALLOWED))
 def test_ctrl_c_a_library_swallows_still_stops_with_one_line(case: str) -> None:
-    script = ("import os, signal, time\nimport descriptor_gen.cli as cli\nfrom descriptor_gen import entry\n"
+    script = ("import os, signal, threading, time\nimport descriptor_gen.cli as cli\nfrom descriptor_gen import entry\n"
               + _SWALLOWED[case] + "\ncli.main = main\nentry.run()\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
