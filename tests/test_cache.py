@@ -78,3 +78,27 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(ResponseCache(path)) == 800
+
+
+def _named(name: str) -> object:
+    def convert(image: object) -> object:
+        return image
+    convert.__name__ = convert.__qualname__ = name
+    return convert
+
+
+def test_a_clip_identity_holds_no_memory_address() -> None:
+    """open_clip before 3.3 puts a plain function in its preprocessing, whose repr holds its
+    address: the identity must be the same in every process (else no cached feature is ever
+    found again), and still tell two functions apart by name."""
+    from torchvision import transforms
+
+    from descriptor_gen.score.caches import clip_digest
+
+    ident = {"model": "ViT-B-32", "weights": "openai", "precision": "fp32"}
+    first, second = _named("_convert_to_rgb"), _named("_convert_to_rgb")
+    assert repr(first) != repr(second)  # two objects, two addresses
+    assert clip_digest(ident, transforms.Compose([first])) == \
+        clip_digest(ident, transforms.Compose([second]))
+    assert clip_digest(ident, transforms.Compose([first])) != \
+        clip_digest(ident, transforms.Compose([_named("_convert_to_gray")]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from importlib import metadata
 import shutil
 import sqlite3
@@ -294,8 +295,14 @@ def _model_name(model: str) -> str:
 
 def clip_digest(ident: dict[str, str], preprocess: Any) -> str:
     """A CLIP's identity (`ClipModel.identity`): what names its model, weights and precision
-    (`features.clip_identity`), and its preprocessing by its repr."""
-    return sha256_text(json.dumps({**ident, "preprocess": repr(preprocess)}, sort_keys=True))
+    (`features.clip_identity`), and its preprocessing by its repr, less the memory addresses a
+    function's repr holds (open_clip before 3.3 has `<function _convert_to_rgb at 0x...>` in
+    it: a new identity, and no cached feature found, in every process)."""
+    described = _ADDRESS.sub("", repr(preprocess))
+    return sha256_text(json.dumps({**ident, "preprocess": described}, sort_keys=True))
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def preprocess_settings(cfg: dict[str, Any]) -> dict[str, Any]:
