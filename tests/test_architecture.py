@@ -123,3 +123,23 @@ def test_cache_file_names_are_defined_once() -> None:
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if pattern.search(line)]
     assert where == []
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_the_oldest_pins_are_the_floors_of_pyproject() -> None:
+    """`make test-oldest` tests the floors pyproject.toml states (torch stays .venv's)."""
+    import tomllib
+
+    from packaging.version import Version
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    floors = {_name(r): r.split(">=")[1] for r in project["dependencies"] if ">=" in r}
+    lines = (PACKAGE.parent / "tests" / "oldest.txt").read_text().splitlines()
+    pins = {_name(line): line.split("==")[1] for line in lines if "==" in line}
+    untested = {"torch"}
+    assert set(floors) - untested <= set(pins), set(floors) - untested - set(pins)
+    assert {n: floors[n] for n in set(floors) - untested
+            if Version(pins[n]) != Version(floors[n])} == {}

@@ -85,8 +85,10 @@ def test_hf_reports_why_each_answer_ended(tiny_lm: Path, library: PromptLibrary)
     prompt = build_prompt("tench", PromptOptions(), library).text
     completion = asyncio.run(backend.complete([Query(prompt)]))[0]
     tokens = backend.tokenizer(completion.texts[0], add_special_tokens=False)["input_ids"]
-    # a random model rarely says its end-of-text token: six tokens, cut at the limit
-    assert completion.finish_reasons == ["length"] and completion.tokens == 6
+    # cut at the limit after six tokens; a random model that says its end-of-text token
+    # sooner (its weights differ between transformers versions) stopped by itself
+    assert 1 <= completion.tokens <= 6
+    assert completion.finish_reasons == ["length" if completion.tokens == 6 else "stop"]
     assert 1 <= len(tokens) <= 6
 
 

@@ -411,18 +411,3 @@ def test_a_checkpoint_is_loaded_as_tensors_only(tiny_clip: tuple[Path, Path],
     with pytest.raises(DescgenError, match="not a checkpoint open_clip can load"):
         load_clip(str(config), str(planted), "cpu")
     assert not marker.exists()
-
-
-@pytest.mark.parametrize(("signature", "passed"), [
-    ("name, pretrained=None, weights_only=True, **kwargs", {"weights_only": True}),  # 3.x
-    ("name, pretrained=None, load_weights_only=True, **kwargs",
-     {"load_weights_only": True}),  # 2.29 to 2.32
-    ("name, pretrained=None, **model_kwargs", {}),  # 2.24 to 2.28: a keyword reaches CLIP()
-])
-def test_the_weights_only_switch_goes_by_the_name_open_clip_takes(
-        signature: str, passed: dict[str, bool]) -> None:
-    from descriptor_gen.score.features import _weights_only
-
-    namespace: dict[str, object] = {}
-    exec(f"def create({signature}): pass", namespace)  # noqa: S102 - a signature to inspect
-    assert _weights_only(namespace["create"]) == passed  # type: ignore[arg-type]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,17 +161,8 @@ def _create(open_clip: Any, name: str, weights: str | None, precision: str,
     strict = weights is not None and not weights.lower().endswith((".npz", ".npy"))
     with weights_to_come() if strict else contextlib.nullcontext():
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=weights, precision=precision, device=device,
-            **_weights_only(open_clip.create_model_and_transforms))
+            name, pretrained=weights, precision=precision, device=device, weights_only=True)
     return model, preprocess
-
-
-def _weights_only(create: Callable[..., Any]) -> dict[str, bool]:
-    """open_clip's switch that loads a checkpoint as tensors only, never unpickling code, by the
-    name the installed version takes: `weights_only` from 3.0, `load_weights_only` in 2.29 to
-    2.32; before 2.29 open_clip has none and torch's own default (weights only from 2.6) holds."""
-    accepted = inspect.signature(create).parameters
-    return {name: True for name in ("weights_only", "load_weights_only") if name in accepted}
 
 
 INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
