@@ -750,6 +750,14 @@ class Swallows:  # a KeyboardInterrupt raised in __del__ goes to sys.unraisableh
         os.kill(os.getpid(), signal.SIGINT)
         sum(range(1000))
 """
+_THEN_RAISES = """
+def main():
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        raise {} from None
+"""
 _SWALLOWED = {
     "in __del__, then a loop": _SWALLOWS + """
 def main():
@@ -762,14 +770,8 @@ def main():
     Swallows()
     threading.Event().wait()  # woken only by a real signal
 """,
-    "then another error": """
-def main():
-    try:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(5)
-    except KeyboardInterrupt:
-        raise ValueError("String should match pattern '<unprintable str object>'") from None
-""",
+    "then another error": _THEN_RAISES.format(
+        'ValueError("String should match pattern \'<unprintable str object>\'")'),
     "in __del__, every time": """
 class Slow:  # the main thread is nearly always inside a __del__, so each resend is swallowed
     def __del__(self):
@@ -783,14 +785,7 @@ def main():
     "then a Rust panic": """
 class PanicException(BaseException):  # pyo3's: older pydantic-core panics on the interrupt
     pass
-
-def main():
-    try:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(5)
-    except KeyboardInterrupt:
-        raise PanicException("Error building schema validator: KeyboardInterrupt") from None
-""",
+""" + _THEN_RAISES.format('PanicException("Error building schema validator: KeyboardInterrupt")'),
 }
 
 
