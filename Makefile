@@ -126,6 +126,7 @@ bench: install
 	$(PY) bench/bench_sweep.py --images 100
 	$(PY) bench/bench_refer.py --images 10
 	$(PY) bench/bench_comparative.py
+	$(PY) bench/bench_agreement.py --images 200
 	$(PY) bench/bench_learn.py
 	$(PY) bench/bench_ray.py
 	$(PY) bench/bench_gpu.py --small --out results/bench_gpu_small.json

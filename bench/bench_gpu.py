@@ -677,8 +677,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="CPU sizes: check the script")
-    parser.add_argument("--models", default="ViT-B-32:20000,ViT-L-14:8000",
-                        help="MODEL:IMAGES, comma-separated")
+    parser.add_argument("--models", default=None,
+                        help="MODEL:IMAGES, comma-separated (default ViT-B-32:20000,ViT-L-14:8000;"
+                             " ViT-B-32:48 with --small)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     parser.add_argument("--precision", default="fp16")
@@ -690,8 +691,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/bench_gpu.json"))
     args = parser.parse_args()
     if args.small:
-        args.models, args.batch_size, args.precision = "ViT-B-32:48", 16, "fp32"
+        args.models, args.batch_size, args.precision = args.models or "ViT-B-32:48", 16, "fp32"
         args.device, args.hf_classes, args.workers = "cpu", 4, min(args.workers, 2)
+    args.models = args.models or "ViT-B-32:20000,ViT-L-14:8000"
     os.environ.setdefault("DESCRIPTOR_GEN_CACHE", tempfile.mkdtemp(prefix="bench-gpu-cache-"))
     models = [(m, int(n)) for m, n in (item.split(":") for item in args.models.split(","))]
     found: dict[str, Any] = {"machine": machine(args.device), "rows": [], "errors": {}}

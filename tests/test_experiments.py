@@ -271,6 +271,33 @@ def test_rows_record_their_identity_and_reports_keep_runs_apart(spec_file: Path,
         assert (out / figure).read_bytes().startswith(PNG)
 
 
+def test_a_cells_identity_names_the_pixels_it_was_scored_on(spec_file: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`clip.decode: torch` cells name what made their pixels (the decoding library, the device
+    kind, the resize's passes), as the feature cache does, so a cell scored on other pixels
+    (before this resize, on another device, by another library) is scored again, not skipped."""
+    from descriptor_gen.experiments.plan import SweepIdentity
+    from descriptor_gen.score import jpeg
+    from descriptor_gen.score.decode import pass_order
+
+    prompts = CachePaths.resolve().prompts_dir
+
+    def evaluation(*overrides: str) -> dict:
+        spec = load_spec(spec_file, list(overrides))
+        return SweepIdentity.of(spec, tmp_path / "cache", prompts, ask=False).evaluation
+
+    assert "decode" not in evaluation()  # pil: the identities cells always had
+    assert evaluation("clip.decode=pil-draft")["decode"] == "decode:pil-draft"
+    by_torchvision = evaluation("clip.decode=torch")["decode"]
+    assert by_torchvision.startswith("decode:torch-cpu") and by_torchvision.endswith(pass_order())
+    monkeypatch.setattr(jpeg, "defines_decode_jpeg", lambda d: d.name == "torchcodec")
+    jpeg.jpeg_decoder.cache_clear()
+    try:
+        assert evaluation("clip.decode=torch")["decode"] != by_torchvision
+    finally:
+        jpeg.jpeg_decoder.cache_clear()
+
+
 def test_reproduce_dclip_spec_end_to_end(tmp_path: Path, tiny_clip: tuple[Path, Path],
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """The shipped spec, pointed at a tiny CLIP, a few classes and the dev server: the preset's

@@ -19,6 +19,7 @@ from descriptor_gen.generation.cache import ResponseCache, response_key
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.score.decode import decoder_key
 from descriptor_gen.score.evaluate import TextOptions
 from descriptor_gen.describe.prompts import PromptLibrary, PromptOptions, build_prompt
 from descriptor_gen.inputs import parse_yaml, validation_message
@@ -85,7 +86,7 @@ class SweepIdentity:
         from descriptor_gen.score.features import check_device  # torch: is CUDA there
 
         given = load_classes(spec.classes) if spec.classes is not None else None
-        check_device(spec.clip.device, spec.clip.precision)
+        device = check_device(spec.clip.device, spec.clip.precision)
         forms = TextForms.load(prompts_dir)
         for kind, value in (("descriptor", spec.clip.descriptor_template),
                             ("classname", spec.clip.classname_template)):
@@ -110,7 +111,7 @@ class SweepIdentity:
             "text": text,
         }
         if spec.clip.decode != "pil":  # other pixels (pil keeps the identities it always had)
-            evaluation["decode"] = spec.clip.decode
+            evaluation["decode"] = decoder_key(spec.clip.decode, device).replace("\0", " ").strip()
         params = spec.generation.params()
         from descriptor_gen.data.cards import load_cards
 

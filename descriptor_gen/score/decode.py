@@ -3,18 +3,21 @@
 - `pil`: open_clip's own preprocessing (PIL decode, bicubic resize, centre crop) in the
   DataLoader's workers. The reference.
 - `torch`: the workers only read the files' bytes; JPEGs are decoded in batches on the eval
-  device (`torchvision.io.decode_jpeg`: nvJPEG on a GPU, libjpeg-turbo on the CPU), then
-  resized, cropped and normalised there with open_clip's geometry (shortest side, bicubic with
-  PIL's antialiasing filter, rounded to 8 bits as PIL does, centre crop). On the CPU the
-  workers decode, so the cores share the work. A file that is not a JPEG, or that the decoder
-  refuses, goes the `pil` way, alone.
+  device (`decode_jpeg` of torchvision, or of TorchCodec where torchvision has none: see
+  jpeg.py; nvJPEG on a GPU, libjpeg-turbo on the CPU), then resized, cropped and normalised
+  there with open_clip's geometry (shortest side, bicubic with PIL's antialiasing filter,
+  centre crop), resized as PIL resizes: one axis at a time, rounded to 8 bits after each
+  pass, in the order the installed Pillow takes. On the CPU the workers decode, so the cores
+  share the work. A file that is not a JPEG, that the decoder refuses, or that TorchCodec
+  would turn by its EXIF orientation, goes the `pil` way, alone.
 - `pil-draft`: `pil` with JPEG draft mode: the decoder downscales in the DCT domain (by 2, 4
   or 8) as far as the shortest side stays at least the resize target, then PIL resizes as
   before. A CPU fast path for large photos; at ImageNet's size (about 500x375) it changes
   nothing, since halving would go below 224.
 
 Different pixels give (slightly) different features, so the decoder, and for `torch` the
-device kind, are part of the image-feature cache key; `pil` keys are as they always were.
+library, the device kind and the resize's passes, are part of the image-feature cache key;
+`pil` keys are as they always were.
 The agreement with `pil` is measured (README, `bench/bench_gpu.py`, tests on generated JPEGs).
 """
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.score.jpeg import decode_jpeg, decodes_as_stored, jpeg_decoder, load_decoder
 
 DecodeName = Literal["pil", "torch", "pil-draft"]
 DECODERS: tuple[str, ...] = ("pil", "torch", "pil-draft")
@@ -74,6 +78,38 @@ def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     return size, int(size * width / height)
 
 
+def _horizontal_first(height: int, width: int, out_h: int, out_w: int) -> bool:
+    return False
+
+
+def _pillow_13(height: int, width: int, out_h: int, out_w: int) -> bool:
+    """Pillow 13's rule (Resample.c): the height first when it shrinks by more than twice as
+    many pixels as the width does."""
+    return height - out_h > 0 and height - out_h > (width - out_w) * 2
+
+
+PASS_ORDERS: dict[str, Callable[[int, int, int, int], bool]] = {
+    "horizontal-first": _horizontal_first, "pillow-13": _pillow_13}
+
+
+@functools.lru_cache(maxsize=1)
+def pass_order() -> str:
+    """The order in which the installed Pillow resizes the two axes (each pass rounded to 8
+    bits, so the order shows in the pixels): always the width first before Pillow 13."""
+    from importlib import metadata
+
+    try:
+        major = int(metadata.version("pillow").split(".")[0])
+    except (metadata.PackageNotFoundError, ValueError):
+        major = 0
+    return "pillow-13" if major >= 13 else "horizontal-first"
+
+
+def vertical_first(height: int, width: int, out_h: int, out_w: int) -> bool:
+    """Whether PIL resizes an image's height before its width."""
+    return PASS_ORDERS[pass_order()](height, width, out_h, out_w)
+
+
 def to_pixels(image: Any, g: Geometry, normalise: bool = True) -> Any:
     """A decoded image (3, H, W) uint8, on any device -> (3, crop, crop) float normalised
     (`normalise=False`: 8-bit values as floats, for `normalise_batch` on a whole batch)."""
@@ -82,9 +118,12 @@ def to_pixels(image: Any, g: Geometry, normalise: bool = True) -> Any:
     height, width = int(image.shape[-2]), int(image.shape[-1])
     out_h, out_w = resized_shape(height, width, g.size)
     x = image.unsqueeze(0).float()
-    if (out_h, out_w) != (height, width):
-        x = F.interpolate(x, size=(out_h, out_w), mode=g.mode, antialias=True,
-                          align_corners=False).round_().clamp_(0, 255)
+    passes = [(out_h, width), (out_h, out_w)] if vertical_first(height, width, out_h, out_w) \
+        else [(height, out_w), (out_h, out_w)]
+    for size in passes:  # PIL resizes one axis at a time and keeps 8 bits between the passes
+        if size != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=size, mode=g.mode, antialias=True,
+                              align_corners=False).round_().clamp_(0, 255)
     if out_h < g.crop or out_w < g.crop:  # torchvision's CenterCrop pads a small image
         pad_h, pad_w = max(g.crop - out_h, 0), max(g.crop - out_w, 0)
         x = F.pad(x, (pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2))
@@ -98,8 +137,9 @@ def to_pixels(image: Any, g: Geometry, normalise: bool = True) -> Any:
 def to_pixels_many(images: list[Any], g: Geometry) -> Any:
     """Decoded images of one size (3, H, W) uint8 -> (n, 3, crop, crop) 8-bit values as floats,
     as `to_pixels(..., normalise=False)` gives each: the resize and the crop as two matrix
-    products whose weights are the resize's own (its response to each input pixel), so a
-    batch costs two launches instead of a handful per image."""
+    products (one an axis, rounded to 8 bits after each, in PIL's order) whose weights are the
+    resize's own (its response to each input pixel), so a batch costs a few launches instead
+    of a handful per image."""
     import torch
 
     height, width = int(images[0].shape[-2]), int(images[0].shape[-1])
@@ -112,9 +152,11 @@ def to_pixels_many(images: list[Any], g: Geometry) -> Any:
     if (out_h, out_w) == (height, width):
         return x[:, :, top : top + g.crop, left : left + g.crop]
     device = str(x.device)
-    rows = _axis_weights(height, out_h, top, g.crop, g.mode, device)  # (H, crop)
+    rows = _axis_weights(height, out_h, top, g.crop, g.mode, device).T  # (crop, H)
     cols = _axis_weights(width, out_w, left, g.crop, g.mode, device)  # (W, crop)
-    return torch.matmul(torch.matmul(rows.T, x), cols).round_().clamp_(0, 255)
+    if vertical_first(height, width, out_h, out_w):
+        return torch.matmul(torch.matmul(rows, x).round_().clamp_(0, 255), cols).round_().clamp_(0, 255)
+    return torch.matmul(rows, torch.matmul(x, cols).round_().clamp_(0, 255)).round_().clamp_(0, 255)
 
 
 @functools.lru_cache(maxsize=128)  # a 500-pixel axis: 0.45 MB on the device
@@ -148,9 +190,7 @@ def _mean_std(g: Geometry, device: str) -> tuple[Any, Any]:
 
 def decode_one(data: Any, device: str = "cpu") -> Any:
     """JPEG bytes (a uint8 tensor) -> (3, H, W) uint8 RGB on `device`."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    return decode_jpeg(data, device)
 
 
 @functools.lru_cache(maxsize=1)
@@ -174,12 +214,11 @@ def warm_decoder(device: str) -> None:
 def warm_decoder_soon(device: str) -> None:
     """`warm_decoder` in a thread of its own, so that nvJPEG (and the CUDA context) start while
     this thread does something else (builds the model, forks the workers); a failure there is
-    left for the real decode to meet. torchvision is imported here first: two threads
-    importing it at once could deadlock on its import cycles."""
-    import importlib
+    left for the real decode to meet. The decoder's library is imported here first: two
+    threads importing torchvision at once could deadlock on its import cycles."""
     import threading
 
-    importlib.import_module("torchvision.io")
+    load_decoder()
 
     def warm() -> None:
         try:
@@ -193,12 +232,10 @@ def warm_decoder_soon(device: str) -> None:
 def decode_many(data: list[Any], device: str) -> list[Any | None]:
     """Many JPEGs at once (one batched nvJPEG call on a GPU); where the batch is refused, each
     alone, and None for those the decoder cannot read."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     if not data:
         return []
     try:
-        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        return list(decode_jpeg(data, device))
     except (RuntimeError, ValueError):
         pass
     out: list[Any | None] = []
@@ -237,7 +274,7 @@ class TorchDecodeFiles:
                 data = handle.read()
         except OSError as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
-        if not data.startswith(JPEG_MAGIC):
+        if not data.startswith(JPEG_MAGIC) or not decodes_as_stored(data):
             return self._pil(index)
         if not self.decode_here:  # bytes travel to the main process cheaper than tensors
             return data, ENCODED, True, ""
@@ -377,9 +414,11 @@ def open_draft(image: Any, size: int) -> Any:
 def decoder_key(decode: str, device: str) -> str:
     """What the feature cache key adds for a decoder ('' for `pil`, the reference): the
     decoder, and for `torch` whether a GPU decoded (nvJPEG's pixels differ from
-    libjpeg-turbo's)."""
+    libjpeg-turbo's), which library, and how the resize was made (since it keeps 8 bits between
+    its passes, in the installed Pillow's order: keys made before are not found)."""
     if decode == "pil":
         return ""
     if decode == "torch":
-        return f"\0decode:torch-{'cuda' if device.startswith('cuda') else 'cpu'}"
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        return f"\0decode:torch-{kind}{jpeg_decoder().key}\0resize:8-bit-passes,{pass_order()}"
     return f"\0decode:{decode}"

@@ -33,6 +33,7 @@ from descriptor_gen.score.decode import (
     warm_decoder,
     warm_decoder_soon,
 )
+from descriptor_gen.score.jpeg import load_decoder
 from descriptor_gen.score.prefetch import ahead
 from descriptor_gen.score.caches import (
     CLIP_VIEW,
@@ -369,6 +370,7 @@ def image_loader(clip: ClipModel | ReadFor, paths: list[str], batch_size: int,
         return (DataLoader(files, batch_size=batch_size, num_workers=workers, pin_memory=on_gpu),
                 lambda batch: (batch[0], batch[1], list(batch[2])))
     geometry = Geometry.of(preprocess)
+    load_decoder()
     dataset = TorchDecodeFiles(paths, reader, files, geometry, decode_here=not on_gpu)
     fallback = pil_from_bytes(preprocess, geometry.crop)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
