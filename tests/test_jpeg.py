@@ -204,10 +204,28 @@ def test_torchvision_is_preferred_and_each_decoder_keyed_apart(monkeypatch: pyte
 
 
 def test_a_decoder_that_does_not_load_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    broken = jpeg.JpegDecoder("broken", "torchvision", "torchvision/io/image.py",
+    broken = jpeg.JpegDecoder("broken", "torchvision", "io/image.py",
                               "descriptor_gen_no_such_module", ":broken", False)
     with pytest.raises(DescgenError, match="broken is installed but does not load"):
         decode_jpeg(as_tensor(saved(photo())), "cpu", broken)
+
+
+def test_a_package_without_the_file_or_the_function_has_no_decoder(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the import system would load is read: a torchvision whose image.py has no
+    decode_jpeg (as after its removal) is not taken for one that has."""
+    package = tmp_path / "fakevision"
+    (package / "io").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fake = jpeg.JpegDecoder("fake", "fakevision", "io/image.py", "fakevision.io", ":fake", False)
+    assert not defines_decode_jpeg(fake)  # no file
+    (package / "io" / "image.py").write_text("def decode_image(data):\n    pass\n")
+    assert not defines_decode_jpeg(fake)  # the file, without the function
+    (package / "io" / "image.py").write_text("import torch\n\ndef decode_jpeg(data):\n    pass\n")
+    assert defines_decode_jpeg(fake)  # found, and the package was not run
+    assert not defines_decode_jpeg(jpeg.JpegDecoder("none", "descriptor_gen_no_such_package",
+                                                    "x.py", "x", ":x", False))
 
 
 def test_the_decoder_is_found_without_importing_torch() -> None:

@@ -8,16 +8,18 @@ torchcodec's when it does not and torchcodec is installed. Both are libjpeg-turb
 and nvJPEG on a GPU, but TorchCodec always turns an image by its EXIF orientation, which PIL
 (open_clip's preprocessing, the reference) does not: a JPEG whose orientation is not "as
 stored" goes the `pil` way under TorchCodec. The decoder is part of the feature cache key; it
-is found from the installed files, so a cached re-evaluation still imports no torch.
+is found from the installed files, not imported, so a cached re-evaluation still imports no
+torch.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import struct
 from dataclasses import dataclass
-from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from descriptor_gen.errors import DescgenError
@@ -25,11 +27,11 @@ from descriptor_gen.errors import DescgenError
 
 @dataclass(frozen=True)
 class JpegDecoder:
-    """A library's `decode_jpeg`: the distribution and file that define it, the module to call
-    it from, what the feature cache key adds for it, and whether it turns images by EXIF."""
+    """A library's `decode_jpeg`: the package and the file in it that define it, the module to
+    call it from, what the feature cache key adds for it, and whether it turns images by EXIF."""
 
     name: str
-    distribution: str
+    package: str
     defined_in: str
     module: str
     key: str
@@ -37,19 +39,21 @@ class JpegDecoder:
 
 
 JPEG_DECODERS: tuple[JpegDecoder, ...] = (  # in order of preference
-    JpegDecoder("torchvision", "torchvision", "torchvision/io/image.py", "torchvision.io", "",
-                False),
-    JpegDecoder("torchcodec", "torchcodec", "torchcodec/decoders/_image_decoders.py",
-                "torchcodec.decoders", ":torchcodec", True),
+    JpegDecoder("torchvision", "torchvision", "io/image.py", "torchvision.io", "", False),
+    JpegDecoder("torchcodec", "torchcodec", "decoders/_image_decoders.py", "torchcodec.decoders",
+                ":torchcodec", True),
 )
 
 
 def defines_decode_jpeg(decoder: JpegDecoder) -> bool:
-    """Whether the installed distribution's file defines `decode_jpeg` (read, not imported)."""
+    """Whether the package the import system would load defines `decode_jpeg` in its file (the
+    file read, the package not imported: finding a top-level package runs none of it)."""
     try:
-        source = metadata.distribution(decoder.distribution).locate_file(decoder.defined_in)
-        return "\ndef decode_jpeg(" in source.read_text(encoding="utf-8")  # type: ignore[union-attr]
-    except (metadata.PackageNotFoundError, OSError, UnicodeDecodeError):
+        spec = importlib.util.find_spec(decoder.package)
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        return any("\ndef decode_jpeg(" in (Path(folder) / decoder.defined_in).read_text("utf-8")
+                   for folder in folders if (Path(folder) / decoder.defined_in).is_file())
+    except (ImportError, ValueError, OSError, UnicodeDecodeError):
         return False
 
 
