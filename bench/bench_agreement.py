@@ -62,6 +62,7 @@ def measure(n: int, device: str) -> dict[str, Any]:
     import open_clip
     from PIL import Image
 
+    torch.manual_seed(0)  # the same random weights in every run
     model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
     model = model.eval().to(device)
     g = Geometry.of(preprocess)

@@ -93,16 +93,17 @@ def _features(world: dict, decode: str) -> np.ndarray:
     return np.asarray(found.features, np.float32)
 
 
-def test_torch_pixels_are_open_clips_preprocessing_to_a_rounding() -> None:
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_torch_pixels_are_open_clips_preprocessing_to_a_rounding(mode: str) -> None:
     """The same JPEG through open_clip's PIL preprocessing and through decode_jpeg + the tensor
     geometry (one image, and a batch of one size): the same 8-bit values but for a rare
     rounding (PIL's fixed-point arithmetic against ours in floats), landscape and portrait,
     shrunk and enlarged."""
     import open_clip
 
-    preprocess = open_clip.image_transform(224, is_train=False)
+    preprocess = open_clip.image_transform(224, is_train=False, interpolation=mode)
     geometry = Geometry.of(preprocess)
-    assert (geometry.size, geometry.crop, geometry.mode) == (224, 224, "bicubic")
+    assert (geometry.size, geometry.crop, geometry.mode) == (224, 224, mode)
     std, mean = torch.tensor(geometry.std).view(3, 1, 1), torch.tensor(geometry.mean).view(3, 1, 1)
     for seed, (width, height) in enumerate(SIZES):
         data = jpeg_bytes(photo_like(width, height, seed))

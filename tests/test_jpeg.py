@@ -99,6 +99,12 @@ CASES: dict[str, Callable[[], bytes]] = {
 }
 
 
+def test_the_test_environment_has_torchcodec_and_a_decoder_first() -> None:
+    """The `test` extra installs TorchCodec, so the tests below run for it (and for torchvision's
+    decode_jpeg while torchvision has one) rather than skip."""
+    assert BY_NAME["torchcodec"] in INSTALLED and jpeg_decoder() == INSTALLED[0]
+
+
 def test_exif_orientation_is_read_as_pil_reads_it() -> None:
     plain = saved(photo())
     xmp = app1(b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta/>")

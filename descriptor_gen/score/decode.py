@@ -110,6 +110,12 @@ def vertical_first(height: int, width: int, out_h: int, out_w: int) -> bool:
     return PASS_ORDERS[pass_order()](height, width, out_h, out_w)
 
 
+def to_8_bits(x: Any) -> Any:
+    """A resize pass's floats as PIL leaves them: rounded half up (PIL adds half a unit before
+    its fixed-point shift) and clamped to 0..255, in place."""
+    return x.add_(0.5).floor_().clamp_(0, 255)
+
+
 def to_pixels(image: Any, g: Geometry, normalise: bool = True) -> Any:
     """A decoded image (3, H, W) uint8, on any device -> (3, crop, crop) float normalised
     (`normalise=False`: 8-bit values as floats, for `normalise_batch` on a whole batch)."""
@@ -122,8 +128,8 @@ def to_pixels(image: Any, g: Geometry, normalise: bool = True) -> Any:
         else [(height, out_w), (out_h, out_w)]
     for size in passes:  # PIL resizes one axis at a time and keeps 8 bits between the passes
         if size != tuple(x.shape[-2:]):
-            x = F.interpolate(x, size=size, mode=g.mode, antialias=True,
-                              align_corners=False).round_().clamp_(0, 255)
+            x = to_8_bits(F.interpolate(x, size=size, mode=g.mode, antialias=True,
+                                        align_corners=False))
     if out_h < g.crop or out_w < g.crop:  # torchvision's CenterCrop pads a small image
         pad_h, pad_w = max(g.crop - out_h, 0), max(g.crop - out_w, 0)
         x = F.pad(x, (pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2))
@@ -137,9 +143,9 @@ def to_pixels(image: Any, g: Geometry, normalise: bool = True) -> Any:
 def to_pixels_many(images: list[Any], g: Geometry) -> Any:
     """Decoded images of one size (3, H, W) uint8 -> (n, 3, crop, crop) 8-bit values as floats,
     as `to_pixels(..., normalise=False)` gives each: the resize and the crop as two matrix
-    products (one an axis, rounded to 8 bits after each, in PIL's order) whose weights are the
-    resize's own (its response to each input pixel), so a batch costs a few launches instead
-    of a handful per image."""
+    products (one an axis, each rounded to 8 bits as PIL rounds, in PIL's order) whose
+    weights are the resize's own (its response to each input pixel), so a batch costs a few
+    launches instead of a handful per image."""
     import torch
 
     height, width = int(images[0].shape[-2]), int(images[0].shape[-1])
@@ -155,8 +161,8 @@ def to_pixels_many(images: list[Any], g: Geometry) -> Any:
     rows = _axis_weights(height, out_h, top, g.crop, g.mode, device).T  # (crop, H)
     cols = _axis_weights(width, out_w, left, g.crop, g.mode, device)  # (W, crop)
     if vertical_first(height, width, out_h, out_w):
-        return torch.matmul(torch.matmul(rows, x).round_().clamp_(0, 255), cols).round_().clamp_(0, 255)
-    return torch.matmul(rows, torch.matmul(x, cols).round_().clamp_(0, 255)).round_().clamp_(0, 255)
+        return to_8_bits(torch.matmul(to_8_bits(torch.matmul(rows, x)), cols))
+    return to_8_bits(torch.matmul(rows, to_8_bits(torch.matmul(x, cols))))
 
 
 @functools.lru_cache(maxsize=128)  # a 500-pixel axis: 0.45 MB on the device
@@ -420,5 +426,5 @@ def decoder_key(decode: str, device: str) -> str:
         return ""
     if decode == "torch":
         kind = "cuda" if device.startswith("cuda") else "cpu"
-        return f"\0decode:torch-{kind}{jpeg_decoder().key}\0resize:8-bit-passes,{pass_order()}"
+        return f"\0decode:torch-{kind}{jpeg_decoder().key}\0resize:pil-passes,{pass_order()}"
     return f"\0decode:{decode}"
