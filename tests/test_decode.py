@@ -171,6 +171,23 @@ def test_decode_torch_falls_back_per_image(world: dict) -> None:
     np.testing.assert_array_equal(a[png], b[png])
 
 
+def test_a_jpeg_libjpeg_complains_of_decodes_quietly_in_the_workers(
+        world: dict, capfd: pytest.CaptureFixture[str]) -> None:
+    """Bytes before a marker: libjpeg decodes the image (as PIL does, silently) but torchvision's
+    prints "Corrupt JPEG data" on stderr; in the DataLoader's workers that line is silenced,
+    and the image is read, with the same features as `pil` gives it."""
+    data = jpeg_bytes(photo_like(200, 150, 3))
+    scan = data.find(b"\xff\xda")
+    (world["images"] / "sky" / "extraneous.jpg").write_bytes(data[:scan] + b"\0\1\2" + data[scan:])
+    capfd.readouterr()
+    result = evaluate(_cfg(world, decode="torch", workers=2), CLASSES, world["cache"], PROMPTS)
+    assert "Corrupt JPEG" not in capfd.readouterr().err
+    assert result.metrics["n_images"] == 17  # every image read
+    evaluate(_cfg(world), CLASSES, world["cache"], PROMPTS)
+    a, b = _features(world, "pil"), _features(world, "torch")
+    assert float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min()) > 0.99999
+
+
 def test_geometry_refuses_a_preprocessing_it_does_not_reproduce() -> None:
     from torchvision import transforms
 

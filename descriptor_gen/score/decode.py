@@ -23,10 +23,12 @@ The agreement with `pil` is measured (README, `bench/bench_gpu.py`, tests on gen
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -257,6 +259,27 @@ READY, ENCODED = 0, 1  # a worker's item: pixels already made, or JPEG bytes to 
 Item = tuple[Any, int, bool, str]  # (payload: bytes or a pixel tensor, kind, ok, why)
 
 
+@contextlib.contextmanager
+def quiet_in_a_worker() -> Iterator[None]:
+    """In a DataLoader worker, the C library's own lines on stderr silenced: torchvision's
+    libjpeg prints "Corrupt JPEG data: ..." for a JPEG it still decodes (as PIL does, saying
+    nothing; one it cannot decode raises and goes the `pil` way). A worker does nothing else
+    meanwhile; the main process's stderr is never touched."""
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is None:
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class TorchDecodeFiles:
     """A Dataset for `--decode torch`: JPEG files as their bytes (`decode_here`: decoded and
     made into pixels in the worker, for a CPU run), anything else as pixels made the `pil`
@@ -286,7 +309,9 @@ class TorchDecodeFiles:
             return data, ENCODED, True, ""
         try:
             encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return to_pixels(decode_one(encoded), self.geometry), READY, True, ""
+            with quiet_in_a_worker():
+                image = decode_one(encoded)
+            return to_pixels(image, self.geometry), READY, True, ""
         except (RuntimeError, ValueError):
             return self._pil(index)
 
