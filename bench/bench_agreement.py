@@ -10,6 +10,7 @@ need the real ones; a random classifier's near-ties make top-1 agreement a pessi
 against 100 random class vectors.
 
     python bench/bench_agreement.py [--images 512] [--device cpu]
+    python bench/bench_agreement.py --images 1000 --device cuda --pixels-on cuda   # a GPU's
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from bench_gpu import photo_like  # noqa: E402
 
 from descriptor_gen.score.decode import (  # noqa: E402
     Geometry,
-    decode_one,
+    decode_many,
     normalise_batch,
     pass_order,
     resized_shape,
     to_pixels,
+    to_pixels_many,
 )
 from descriptor_gen.score.jpeg import jpeg_decoder  # noqa: E402
 
@@ -58,7 +60,16 @@ def levels(pixels: Any, reference: Any, g: Geometry) -> Any:
     return ((pixels - reference) * torch.tensor(g.std).view(3, 1, 1) * 255).abs()
 
 
-def measure(n: int, device: str) -> dict[str, Any]:
+def made_here(decoded: Any, g: Geometry, pixels_on: str) -> Any:
+    """`--decode torch`'s pixels of a decoded image as the run on `pixels_on` makes them: in a
+    CPU worker one image at a time (`to_pixels`), on a GPU a batch's images of one size at once
+    (`to_pixels_many`, then normalised)."""
+    if pixels_on == "cpu":
+        return to_pixels(decoded, g)
+    return normalise_batch(to_pixels_many([decoded], g), g)[0]
+
+
+def measure(n: int, device: str, pixels_on: str = "cpu") -> dict[str, Any]:
     import open_clip
     from PIL import Image
 
@@ -73,11 +84,12 @@ def measure(n: int, device: str) -> dict[str, Any]:
         data = photo_like((width, height, i))
         with Image.open(io.BytesIO(data)) as image:
             ways["PIL"].append(preprocess(image.convert("RGB")))
-        decoded = decode_one(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-        ways["one rounding"].append(one_rounding(decoded, g))
-        ways["ours"].append(to_pixels(decoded, g))
+        decoded = decode_many([torch.frombuffer(bytearray(data), dtype=torch.uint8)], pixels_on)[0]
+        ways["one rounding"].append(one_rounding(decoded, g).cpu())
+        ways["ours"].append(made_here(decoded, g, pixels_on).cpu())
     pixels = {k: torch.stack(v) for k, v in ways.items()}
     found: dict[str, Any] = {"images": n, "sizes": SIZES, "pass_order": pass_order(),
+                             "pixels_on": pixels_on,
                              "decoder": jpeg_decoder().name, "pixels": {}, "features": {}}
     for way in ("one rounding", "ours"):
         diff = levels(pixels[way], pixels["PIL"], g)
@@ -101,7 +113,8 @@ def measure(n: int, device: str) -> dict[str, Any]:
 
 def table(found: dict[str, Any], device: str) -> str:
     lines = [f"{date.today()}, {platform.machine()}, device {device}, torch {torch.__version__},"
-             f" decoder {found['decoder']}, Pillow pass order {found['pass_order']};"
+             f" decoder {found['decoder']} (pixels made on {found['pixels_on']}), Pillow pass"
+             f" order {found['pass_order']};"
              f" {found['images']} JPEGs, ViT-B-32 random weights:", "",
              "| way | mean difference (8-bit levels) | largest | values differing |"
              " mean cosine | smallest cosine | top-1 agreement |",
@@ -120,9 +133,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the CLIP encodes")
+    parser.add_argument("--pixels-on", default="cpu",
+                        help="where JPEGs are decoded and resized: cpu (libjpeg-turbo, as in a CPU"
+                             " run's workers) or cuda (nvJPEG and the batch resize, as on a GPU)")
     args = parser.parse_args()
-    print(table(measure(args.images, args.device), args.device))
+    print(table(measure(args.images, args.device, args.pixels_on), args.device))
 
 
 if __name__ == "__main__":
