@@ -47,9 +47,10 @@ def photo_like(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
 
 
-def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+def jpeg_bytes(image: Image.Image, quality: int = 90, **options: object) -> bytes:
+    """`image` saved as a JPEG; `options` are PIL's (subsampling, progressive, exif, ...)."""
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
+    image.save(buffer, "JPEG", quality=quality, **options)
     return buffer.getvalue()
 
 

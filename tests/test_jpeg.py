@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from descriptor_gen.errors import DescgenError
+from test_decode import jpeg_bytes as saved, photo_like
 from descriptor_gen.score import jpeg
 from descriptor_gen.score.decode import Geometry, TorchDecodeFiles, decoder_key
 from descriptor_gen.score.features import ImageFiles
@@ -35,16 +36,7 @@ BY_NAME = {d.name: d for d in JPEG_DECODERS}
 
 
 def photo(width: int = 120, height: int = 90, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
-    return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
-
-
-def saved(image: Image.Image, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90, **options)
-    return buffer.getvalue()
+    return photo_like(width, height, seed)
 
 
 def with_orientation(value: int, image: Image.Image | None = None) -> bytes:

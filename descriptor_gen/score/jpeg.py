@@ -51,8 +51,8 @@ def defines_decode_jpeg(decoder: JpegDecoder) -> bool:
     try:
         spec = importlib.util.find_spec(decoder.package)
         folders = list(spec.submodule_search_locations or []) if spec is not None else []
-        return any("\ndef decode_jpeg(" in (Path(folder) / decoder.defined_in).read_text("utf-8")
-                   for folder in folders if (Path(folder) / decoder.defined_in).is_file())
+        files = [Path(folder) / decoder.defined_in for folder in folders]
+        return any(f.is_file() and "\ndef decode_jpeg(" in f.read_text("utf-8") for f in files)
     except (ImportError, ValueError, OSError, UnicodeDecodeError):
         return False
 
