@@ -202,6 +202,40 @@ def test_corrupt_image_is_reported_and_counted(setup: dict) -> None:
     assert any("unreadable image" in m and "broken.png" in m for m in messages)
 
 
+@pytest.mark.parametrize(("method", "options"), [("descriptors", {}),
+                                               ("autoclip", {"base": "descriptors"})])
+def test_scores_in_blocks_of_a_few_images_give_the_same_result(
+        setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str,
+        options: dict) -> None:
+    """An evaluation scores a block of images at a time (`score/blocks.py`); blocks of three
+    images, an unreadable one among them, give the metrics, per-class recall, predictions
+    and explanations of one block, for the pooled mean and for a method's own scores."""
+    from descriptor_gen.score import blocks
+
+    (setup["images"] / "goldfish" / "broken.png").write_bytes(b"not a png at all")
+    monkeypatch.setattr(blocks, "PARALLEL_CELLS", 1)  # blocks of SCORE_CELLS on any machine
+    runs = []
+    for cells, align in ((blocks.SCORE_CELLS, blocks.ALIGN_ROWS), (3 * len(CLASSES), 1)):
+        monkeypatch.setattr(blocks, "SCORE_CELLS", cells)
+        monkeypatch.setattr(blocks, "ALIGN_ROWS", align)
+        preds = tmp_path / f"p{align}.jsonl"
+        result = evaluate(_cfg(setup, method=method, options=options, explain=2), CLASSES,
+                          setup["cache"], PROMPTS, predictions=preds)
+        runs.append((result, [json.loads(line) for line in preds.read_text().splitlines()]))
+    (one, one_rows), (many, many_rows) = runs
+    assert blocks.block_rows(len(CLASSES)) == 3 and len(many_rows) == 8
+    assert many.metrics == pytest.approx(one.metrics, abs=1e-6)
+    assert many.per_class_recall == one.per_class_recall
+    for a, b in zip(one_rows, many_rows):
+        assert {k: v for k, v in a.items() if not k.startswith(("score_", "explain_"))} == \
+            {k: v for k, v in b.items() if not k.startswith(("score_", "explain_"))}
+        assert [k for k in a if k.startswith("score_")] == [k for k in b if k.startswith("score_")]
+        for key in (k for k in a if k.startswith("score_")):
+            assert b[key] == pytest.approx(a[key], abs=2e-6)
+            assert [e["descriptor"] for e in b[key.replace("score", "explain")]] == \
+                [e["descriptor"] for e in a[key.replace("score", "explain")]]
+
+
 def test_unknown_label_is_an_error(setup: dict) -> None:
     make_image_folder(setup["images"], {"carp": 1})
     with pytest.raises(DescgenError, match="folder 'carp'.*not in the class list"):

@@ -12,9 +12,9 @@ from descriptor_gen.score.scoring import (
     class_vectors,
     make_recipe,
     metrics,
+    ranked,
     rescaled_entropy,
     scores,
-    topk,
 )
 from descriptor_gen.score.methods import class_texts
 from descriptor_gen.paths import CachePaths
@@ -108,8 +108,8 @@ def test_metrics_by_hand() -> None:
     assert m.n_images == 5
 
 
-def test_topk_ties_go_to_lower_index() -> None:
-    assert topk(np.array([[0.5, 0.7, 0.7, 0.1]]), 3).tolist() == [[1, 2, 0]]
+def test_ranked_ties_go_to_lower_index() -> None:
+    assert ranked(np.array([[0.5, 0.7, 0.7, 0.1]]))[0].tolist() == [[1, 2, 0, 3]]
 
 
 def test_entropy_formula() -> None:
@@ -128,7 +128,7 @@ def test_metrics_in_threaded_blocks_equal_the_straightforward_computation(
     """`summarise` works a block of rows at a time, the rows shared among threads: its top-5,
     entropy and per-class recall are those of the full sort and the whole-matrix formula, to
     the bit, whatever the split; rows with a NaN or an infinity sort as the full sort does."""
-    from descriptor_gen.score import scoring
+    from descriptor_gen.score import blocks, scoring
 
     rng = np.random.default_rng(3)
     score = rng.standard_normal((3000, 40)).astype(np.float32)
@@ -140,17 +140,18 @@ def test_metrics_in_threaded_blocks_equal_the_straightforward_computation(
     y = (score - score.min(1, keepdims=True)) * (20 / np.ptp(score, 1, keepdims=True)) - 20
     entropy = np.log(np.exp(y).sum(1)) - (np.exp(y) * y).sum(1) / np.exp(y).sum(1)
     for cells in (10**9, 4000, 1):  # one thread, a few, as many as allowed
-        monkeypatch.setattr(scoring, "PARALLEL_CELLS", cells)
+        monkeypatch.setattr(blocks, "PARALLEL_CELLS", cells)
         best, ent = scoring.ranked(score)
         assert np.array_equal(best, want)
         finite = np.isfinite(score).all(axis=1)
         np.testing.assert_allclose(ent[finite], entropy[finite], rtol=1e-4)
         assert np.array_equal(ent, rescaled_entropy(score), equal_nan=True)
-        found, top1 = scoring.summarise(score, labels)
+        found, best5 = scoring.summarise(score, labels)
         assert found.top1 == float(hit1.mean()) and found.top5 == float(hit5.mean())
-        assert np.array_equal(top1, want[:, 0])
-        assert (scoring.per_class_recall(score, labels, 40, top1)
-                == scoring.per_class_recall(score, labels, 40))
+        assert np.array_equal(best5, want)
+        recall = [float(hit1[labels == c].mean()) if (labels == c).any() else None
+                  for c in range(40)]
+        assert scoring.per_class_recall(labels, 40, best5[:, 0]) == recall
     spans = scoring._row_spans(50_000, 1_000)
     assert spans[0][0] == 0 and spans[-1][1] == 50_000
     assert all(a[1] == b[0] and a[1] % scoring.BLOCK_ROWS == 0 for a, b in zip(spans, spans[1:]))
@@ -247,6 +248,64 @@ def test_top5_is_undefined_below_five_classes(n_classes: int, defined: bool) -> 
 def test_per_class_recall_is_each_classes_top1_recall() -> None:
     from descriptor_gen.score.scoring import per_class_recall
 
-    score = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.1, 0.7, 0.2]])
-    assert per_class_recall(score, np.array([0, 0, 1]), 3) == [0.5, 1.0, None]
-    assert per_class_recall(score[:0], np.array([], dtype=int), 2) == [None, None]
+    best = np.array([0, 1, 1])  # each row's best class
+    assert per_class_recall(np.array([0, 0, 1]), 3, best) == [0.5, 1.0, None]
+    assert per_class_recall(np.array([], dtype=int), 2, best[:0]) == [None, None]
+
+
+def _integer_features(rng: np.random.Generator, rows: int, width: int) -> np.ndarray:
+    """Small whole numbers: every product sums exactly in fp32, so scores made in blocks
+    equal the one-matrix product to the bit whatever BLAS's order."""
+    return rng.integers(-3, 4, (rows, width)).astype(np.float32)
+
+
+def test_scores_made_a_block_at_a_time_give_the_one_matrix_metrics(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metrics of `PooledScores` (blocks of images, unreadable rows skipped in the
+    memory-mapped order) are those of the whole score matrix: top-5, entropy, recall."""
+    from descriptor_gen.score import blocks as blocks_module
+    from descriptor_gen.score import scoring
+    from descriptor_gen.score.blocks import ImageRows, PooledScores, blocks
+
+    rng = np.random.default_rng(5)
+    feats = _integer_features(rng, 2000, 12).astype(np.float16)
+    vectors = _integer_features(rng, 37, 12)
+    ok = rng.random(2000) > 0.1
+    labels = rng.integers(0, 37, int(ok.sum()))
+    whole = feats[ok].astype(np.float32) @ vectors.T
+    want, want_best = scoring.summarise(whole, labels)
+    monkeypatch.setattr(blocks_module, "PARALLEL_CELLS", 1)  # blocks of SCORE_CELLS on any machine
+    for cells in (10**9, 37 * 256, 1):  # one block, a few, as small as allowed (256 rows)
+        monkeypatch.setattr(blocks_module, "SCORE_CELLS", cells)
+        pooled = PooledScores(ImageRows.of(feats, ok), vectors)
+        got, best = scoring.summarise(pooled, labels)
+        assert got == want and np.array_equal(best, want_best)
+        assert np.array_equal(np.concatenate([b.copy() for _, b in blocks(pooled)]), whole)
+    assert ImageRows.of(feats, np.ones(2000, bool)).keep is None  # all kept: slices, no index
+
+
+def test_scoring_holds_a_block_of_scores_not_the_whole_matrix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """16,384 images x 2,000 classes would be 131 MB of fp32 scores (and a fp32 copy of the
+    features); the metrics of `PooledScores` peak at a small part of that."""
+    import tracemalloc
+
+    from descriptor_gen.score import blocks as blocks_module
+    from descriptor_gen.score import scoring
+    from descriptor_gen.score.blocks import ImageRows, PooledScores
+
+    monkeypatch.setattr(blocks_module, "SCORE_CELLS", 1024 * 2000)  # blocks of 8 MB
+    monkeypatch.setattr(blocks_module, "PARALLEL_CELLS", 1)  # on any number of cores
+    rng = np.random.default_rng(6)
+    feats = rng.standard_normal((16_384, 16)).astype(np.float16)
+    vectors = rng.standard_normal((2000, 16)).astype(np.float32)
+    labels = rng.integers(0, 2000, 16_384)
+    tracemalloc.start()
+    try:
+        found, _ = scoring.summarise(PooledScores(ImageRows.of(feats), vectors), labels)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert found.n_images == 16_384
+    whole = 16_384 * 2000 * 4
+    assert peak < whole / 4, f"peak {peak / 1e6:.1f} MB against {whole / 1e6:.0f} MB of scores"

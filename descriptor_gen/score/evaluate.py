@@ -22,6 +22,7 @@ from descriptor_gen.data.subsample import (Subsample, select_records, subsample_
                                           subsample_records)
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.hashing import sha256_file
+from descriptor_gen.score.blocks import ImageRows, PooledScores, RowScores, blocks
 from descriptor_gen.score.caches import (
     CLIP_VIEW,
     VIEWS,
@@ -61,7 +62,6 @@ from descriptor_gen.score.scoring import (
     metrics,
     per_class_recall,
     summarise,
-    topk,
 )
 from descriptor_gen.describe.store import (
     DescriptorRecord,
@@ -468,17 +468,17 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
     loaded = time.perf_counter()
     seen = _seen_images(cfg, data, classes, ref, cache_dir, log, progress)
     images_done = time.perf_counter()
-    feats = np.asarray(seen.feats.features, np.float32)
     clip = ref.load() if isinstance(ref, ClipRef) else ref  # a learned run scores on the model
     scored = scorer(clip, _clip_identity(cfg), classes, data,
-                    feats, cache_dir, prompts_dir, cfg.batch_size, cfg.workers)
+                    ImageRows.of(seen.feats.features).whole(), cache_dir, prompts_dir,
+                    cfg.batch_size, cfg.workers)
     score = scored.scores[seen.ok]
-    result_metrics, top1 = summarise(score, seen.labels)
-    zero_shot = _zero_shot_beside(clip, cfg.dataset, classes, feats[seen.ok], seen.labels,
-                                  cache_dir)
+    result_metrics, best5 = summarise(score, seen.labels)
+    zero_shot = _zero_shot_beside(clip, cfg.dataset, classes,
+                                  ImageRows.of(seen.feats.features, seen.ok), seen.labels, cache_dir)
     if predictions is not None:
         _write_predictions(predictions, [p for p, good in zip(seen.names, seen.ok) if good],
-                           seen.labels, score, classes, None, None, None, 0)
+                           seen.labels, best5, classes)
     finished = time.perf_counter()
     timings = {"data_and_model": loaded - started, "images": images_done - loaded,
                "texts": 0.0, "scoring": finished - images_done, **seen.engine_timings}
@@ -491,8 +491,8 @@ def _evaluate_scored(cfg: EvalConfig, scorer: ImageScorer, classes: list[str] | 
         seconds=finished - started, timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(seen.encoded / timings["images"]) if seen.encoded else None,
         zero_shot=zero_shot, subsample=cfg.subsample,
-        per_class_recall=list(zip(classes, per_class_recall(score, seen.labels, len(classes),
-                                                            top1))),
+        per_class_recall=list(zip(classes, per_class_recall(seen.labels, len(classes),
+                                                            best5[:, 0]))),
     )
 
 
@@ -502,14 +502,14 @@ def _clip_identity(cfg: EvalConfig) -> dict[str, str]:
     return clip_identity(cfg.model, cfg.pretrained, cfg.precision)
 
 
-def _zero_shot_beside(clip: ClipModel, dataset: str, classes: list[str], image_feats: np.ndarray,
+def _zero_shot_beside(clip: ClipModel, dataset: str, classes: list[str], images: ImageRows,
                       labels: np.ndarray, cache_dir: Path) -> dict[str, Any]:
     """Zero-shot CLIP on the same images, classes and model, as CoOp's tables put beside a
     learned prompt: the class name in CoOp's zero-shot template of the dataset's card."""
     template = coop_template(dataset, zero_shot=True)
     texts = [template.format(c.replace("_", " ")) for c in classes]
     text_feats, _ = TextFeatureCache(cache_dir / TEXT_FEATURES).features(clip, texts)
-    found = metrics(np.asarray(image_feats, np.float32) @ text_feats.T, labels)
+    found = metrics(PooledScores(images, np.asarray(text_feats, np.float32)), labels)
     return {"text": template, "top1": found.top1, "top5": found.top5}
 
 
@@ -601,30 +601,31 @@ class _Encoders:
 
 @dataclass
 class _Scoring:
-    """Every seed's metrics; the first seed's scores, texts and text features (predictions,
-    explanations) and the classes it scored without descriptors."""
+    """Every seed's metrics; the first seed's scores (made a block at a time when read), texts
+    and text features (predictions, explanations) and the classes it scored without
+    descriptors."""
 
     runs: list[Metrics]
-    score: np.ndarray
+    score: RowScores
     texts: ClassTexts
     text_feats: np.ndarray
     fallback: list[int]
-    top1: np.ndarray  # each image's best class
+    best5: np.ndarray  # each image's five best classes, best first
 
 
 def _score_seeds(cfg: EvalConfig, prep: _Prepared, inputs: Inputs, encoders: _Encoders,
-                 image_feats: np.ndarray, labels: np.ndarray,
+                 images: ImageRows, labels: np.ndarray,
                  on_first: Callable[[], None]) -> _Scoring:
     runs: list[Metrics] = []
     first: _Scoring | None = None
     for seed in prep.options.seeds():
         ct, fallback = prep.mdef.build(inputs, prep.options, seed)
         text_feats = encoders.texts(ct.flat())
-        score = method_scores(cfg.method, prep.options, image_feats, text_feats, ct)
-        found, top1 = summarise(score, labels)
+        score = method_scores(cfg.method, prep.options, images, text_feats, ct)
+        found, best5 = summarise(score, labels)
         runs.append(found)
         if first is None:
-            first = _Scoring(runs, score, ct, text_feats, fallback, top1)
+            first = _Scoring(runs, score, ct, text_feats, fallback, best5)
             on_first()
     assert first is not None
     return first
@@ -666,17 +667,18 @@ def evaluate(cfg: EvalConfig, classes: list[str] | None, cache_dir: Path, prompt
     clock["loaded"] = time.perf_counter()
     seen = _seen_images(cfg, prep.data, prep.classes, prep.clip, cache_dir, log, progress)
     clock["images"] = clock["texts"] = time.perf_counter()
-    image_feats = np.asarray(seen.feats.features, np.float32)[seen.ok]
+    images = ImageRows.of(seen.feats.features, seen.ok)
     encoders = _Encoders(cfg, prep, cache_dir)
     inputs = Inputs(prep.classes, prep.descriptors, prep.templates, prep.recipe, prompts_dir,
                     encoders.texts, encoders.shots, store_keys(prep.records))
-    scoring = _score_seeds(cfg, prep, inputs, encoders, image_feats, seen.labels,
+    scoring = _score_seeds(cfg, prep, inputs, encoders, images, seen.labels,
                            lambda: clock.update(texts=time.perf_counter()))
     _warn_fallback(scoring.fallback, prep.classes, prep.recipe, log)
     if predictions is not None:
         kept = [p for p, good in zip(seen.names, seen.ok) if good]
-        _write_predictions(predictions, kept, seen.labels, scoring.score, prep.classes,
-                           image_feats, scoring.texts, scoring.text_feats, cfg.explain)
+        _write_predictions(predictions, kept, seen.labels, scoring.best5, prep.classes,
+                           _Explained(scoring.score, images, scoring.texts, scoring.text_feats,
+                                      cfg.explain) if cfg.explain else None)
     clock["finished"] = time.perf_counter()
     return _result(cfg, prep, seen, scoring, encoders, clock)
 
@@ -710,9 +712,8 @@ def _result(cfg: EvalConfig, prep: _Prepared, seen: _Seen, scoring: _Scoring,
         timings={k: round(v, 4) for k, v in timings.items()},
         images_per_second=(encoded_images / timings["images"]) if encoded_images else None,
         subsample=cfg.subsample,
-        per_class_recall=list(zip(prep.classes, per_class_recall(scoring.score, seen.labels,
-                                                                  len(prep.classes),
-                                                                  scoring.top1))),
+        per_class_recall=list(zip(prep.classes, per_class_recall(seen.labels, len(prep.classes),
+                                                                  scoring.best5[:, 0]))),
     )
 
 
@@ -720,29 +721,58 @@ def _uses_templates(cfg: EvalConfig, options: Any) -> bool:
     return "templates" in base_name(cfg.method, options)
 
 
-def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, score: np.ndarray,
-                       classes: list[str], image_feats: np.ndarray | None, ct: ClassTexts | None,
-                       text_feats: np.ndarray | None, k: int) -> None:
-    """A JSON line per image (class indices and names); with `k`, for the predicted class and
-    for the true class when it differs (else the runner-up), its score and the k texts most
-    similar to the image: what DCLIP's explanation figure shows."""
-    best = topk(score, min(5, score.shape[1]))
-    offsets = ct.offsets() if ct is not None else None
+@dataclass(frozen=True)
+class _Explained:
+    """What the predictions file's explanations read: the scores, the images' features, the
+    texts and their features, and how many texts a class shows (k)."""
+
+    score: RowScores
+    images: ImageRows
+    texts: ClassTexts
+    text_feats: np.ndarray
+    k: int
+
+
+def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, best5: np.ndarray,
+                       classes: list[str], explained: _Explained | None = None) -> None:
+    """A JSON line per image (class indices and names); `explained`: for the predicted class
+    and for the true class when it differs (else the runner-up), its score and the k texts
+    most similar to the image: what DCLIP's explanation figure shows. Scores are made a block
+    of images at a time, as the metrics made them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        for row, (image, label) in enumerate(zip(paths, labels)):
-            pred = int(best[row, 0])
-            line: dict[str, Any] = {"path": image, "label": int(label), "pred": pred,
-                                    "top5": [int(c) for c in best[row]],
-                                    "label_name": classes[int(label)], "pred_name": classes[pred]}
-            if k and ct is not None and image_feats is not None and text_feats is not None:
-                other = ("label", int(label)) if pred != label else ("runner_up", int(best[row, 1])
-                                                                      if best.shape[1] > 1 else -1)
-                for role, c in (("pred", pred), other):
-                    if c < 0:
-                        continue
-                    if role == "runner_up":
-                        line.update(runner_up=c, runner_up_name=classes[c])
-                    line[f"score_{role}"] = round(float(score[row, c]), 6)
-                    line[f"explain_{role}"] = explain(image_feats[row], c, ct, text_feats, offsets, k)
-            handle.write(json.dumps(line) + "\n")
+        if explained is None:
+            for row in range(len(paths)):
+                handle.write(json.dumps(_prediction(row, paths, labels, best5, classes)) + "\n")
+            return
+        offsets = explained.texts.offsets()
+        for start, block in blocks(explained.score):
+            images = explained.images.block(start, start + len(block))
+            for row in range(start, start + len(block)):
+                line = _prediction(row, paths, labels, best5, classes)
+                _explain_line(line, block[row - start], images[row - start], best5[row],
+                              explained, offsets, classes)
+                handle.write(json.dumps(line) + "\n")
+
+
+def _prediction(row: int, paths: list[str], labels: np.ndarray, best5: np.ndarray,
+                classes: list[str]) -> dict[str, Any]:
+    pred, label = int(best5[row, 0]), int(labels[row])
+    return {"path": paths[row], "label": label, "pred": pred,
+            "top5": [int(c) for c in best5[row]], "label_name": classes[label],
+            "pred_name": classes[pred]}
+
+
+def _explain_line(line: dict[str, Any], score: np.ndarray, image: np.ndarray, best: np.ndarray,
+                  explained: _Explained, offsets: np.ndarray, classes: list[str]) -> None:
+    pred, label = line["pred"], line["label"]
+    other = ("label", label) if pred != label else ("runner_up", int(best[1])
+                                                      if len(best) > 1 else -1)
+    for role, c in (("pred", pred), other):
+        if c < 0:
+            continue
+        if role == "runner_up":
+            line.update(runner_up=c, runner_up_name=classes[c])
+        line[f"score_{role}"] = round(float(score[c]), 6)
+        line[f"explain_{role}"] = explain(image, c, explained.texts, explained.text_feats,
+                                          offsets, explained.k)

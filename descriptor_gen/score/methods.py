@@ -38,6 +38,7 @@ from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_json, read_text, validation_message
 from descriptor_gen.limits import MAX_REPEATS, MAX_SEED, MAX_SHOTS, MAX_WAFFLE_COUNT
 from descriptor_gen.score.autoclip import autoclip_scores
+from descriptor_gen.score.blocks import ImageRows, MethodScores, PooledScores, RowScores
 from descriptor_gen.score.scoring import (
     ClassTexts,
     Group,
@@ -46,7 +47,6 @@ from descriptor_gen.score.scoring import (
     check_template,
     class_vectors,
     menon_which,
-    scores,
 )
 
 # The characters WaffleCLIP draws from when no descriptors are given (theirs are the characters
@@ -567,11 +567,13 @@ def class_texts(name: str, classes: list[str], descriptors: dict[int, list[str]]
     return mdef.build(inputs, parsed, seed if seed is not None else parsed.seeds()[0])
 
 
-def method_scores(name: str, options: Any, image_features: np.ndarray, text_features: np.ndarray,
-                  ct: ClassTexts) -> np.ndarray:
-    """(N, C) scores: the method's own (AutoCLIP's weighted similarities), else the pooled
-    class vectors'."""
+def method_scores(name: str, options: Any, images: ImageRows, text_features: np.ndarray,
+                  ct: ClassTexts) -> RowScores:
+    """(N, C) scores, made a block of images at a time: the method's own (AutoCLIP's weighted
+    similarities), else the pooled class vectors'."""
     mdef = method(name)
-    if mdef.score is not None:
-        return mdef.score(options, image_features, text_features, ct)
-    return scores(image_features, class_vectors(text_features, ct))
+    own = mdef.score
+    if own is not None:
+        return MethodScores(images, len(ct.groups),
+                            lambda block: own(options, block, text_features, ct))
+    return PooledScores(images, class_vectors(text_features, ct))

@@ -24,9 +24,9 @@ from pydantic import ConfigDict, ValidationError
 
 from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.machine import usable_cores
 from descriptor_gen.inputs import read_yaml, validation_message
 from descriptor_gen.describe.prompts import wordify
+from descriptor_gen.score.blocks import RowScores, as_rows, blocks, metric_threads
 
 Pooling = Literal["mean", "renormalised"]
 OnEmpty = Literal["classname", "blank", "error"]
@@ -213,21 +213,11 @@ class Metrics:
     mean_entropy: float
 
 
-def topk(score: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best classes per row, best first; ties go to the lower index (the
-    stable full sort's answer). For a small k, k passes of argmax (which takes the first of
-    equal maxima) over a block of rows at a time instead of sorting every row."""
-    k = min(k, score.shape[1])
-    best = np.empty((len(score), k), np.int64)
-    work = np.empty((min(BLOCK_ROWS, len(score)), score.shape[1]), score.dtype)
-    for start in range(0, len(score), BLOCK_ROWS):
-        block = score[start : start + BLOCK_ROWS]
-        best[start : start + len(block)] = _topk_rows(block, k, work[: len(block)])
-    return best
-
-
 def _topk_rows(block: np.ndarray, k: int, work: np.ndarray) -> np.ndarray:
-    """`topk` of a block of rows; `work` (the block's shape) is overwritten."""
+    """Indices of the k best classes of each row of a block, best first; ties go to the lower
+    index (the stable full sort's answer). For a small k, k passes of argmax (which takes the
+    first of equal maxima) instead of sorting every row; `work` (the block's shape) is
+    overwritten."""
     if k > 8 or not np.isfinite(block).all():
         return np.argsort(-block, axis=1, kind="stable")[:, :k]
     np.copyto(work, block)
@@ -274,7 +264,7 @@ def _entropy_rows(block: np.ndarray, yb: np.ndarray, eb: np.ndarray, low: float,
 
 
 def ranked(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's five best classes (`topk`) and its rescaled entropy, in one pass over the
+    """Each row's five best classes (`_topk_rows`) and its rescaled entropy, in one pass over the
     scores a block of rows at a time (each block read from memory once), the rows shared out
     among the CPU's cores (NumPy lets go of the GIL inside each operation)."""
     k = min(5, score.shape[1])
@@ -300,32 +290,40 @@ def ranked(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _row_spans(rows: int, columns: int) -> list[tuple[int, int]]:
-    """Row ranges for the threads of `ranked`: one per core (at most 8), each at least
-    PARALLEL_CELLS scores (a thread costs more than a small matrix saves)."""
-    parts = max(1, min(usable_cores(), 8, rows * columns // PARALLEL_CELLS))
+    """Row ranges for the threads of `ranked` (`blocks.metric_threads`), whole blocks each."""
+    parts = metric_threads(rows * columns)
     step = -(-rows // parts // BLOCK_ROWS) * BLOCK_ROWS  # whole blocks each
     if parts == 1 or not step:
         return [(0, rows)]
     return [(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
-PARALLEL_CELLS = 4_000_000
-
-
-def metrics(score: np.ndarray, labels: np.ndarray) -> Metrics:
+def metrics(score: RowScores | np.ndarray, labels: np.ndarray) -> Metrics:
     return summarise(score, labels)[0]
 
 
-def summarise(score: np.ndarray, labels: np.ndarray) -> tuple[Metrics, np.ndarray]:
-    """The metrics, and each row's best class (for `per_class_recall`)."""
-    best5, entropy = ranked(score)
+def ranked_rows(score: RowScores | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`ranked` of scores made a block of rows at a time (`blocks.blocks`): only one block of
+    scores is held."""
+    n, classes = as_rows(score).shape
+    best = np.empty((n, min(5, classes)), np.int64)
+    entropy = np.empty(n, score.dtype if isinstance(score, np.ndarray) else np.float32)
+    for start, block in blocks(score):
+        best[start : start + len(block)], entropy[start : start + len(block)] = ranked(block)
+    return best, entropy
+
+
+def summarise(score: RowScores | np.ndarray, labels: np.ndarray) -> tuple[Metrics, np.ndarray]:
+    """The metrics, and each row's five best classes (for `per_class_recall` and the
+    predictions)."""
+    best5, entropy = ranked_rows(score)
     hit1 = best5[:, 0] == labels
     hit5 = (best5 == labels[:, None]).any(axis=1)
     counts = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
     hits = np.bincount(labels, weights=hit1, minlength=len(counts)) if len(labels) else counts
     present = counts > 0
     recalls = list(hits[present] / counts[present])
-    top5_defined = score.shape[1] >= 5
+    top5_defined = as_rows(score).shape[1] >= 5
     found = Metrics(
         top1=float(hit1.mean()) if len(labels) else 0.0,
         top5=(float(hit5.mean()) if len(labels) else 0.0) if top5_defined else None,
@@ -333,16 +331,15 @@ def summarise(score: np.ndarray, labels: np.ndarray) -> tuple[Metrics, np.ndarra
         n_images=int(len(labels)),
         mean_entropy=float(entropy.mean()) if len(labels) else 0.0,
     )
-    return found, best5[:, 0]
+    return found, best5
 
 
-def per_class_recall(score: np.ndarray, labels: np.ndarray, n_classes: int,
-                     top1: np.ndarray | None = None) -> list[float | None]:
-    """Each class's top-1 recall (None for a class without images), in class order; `top1`:
-    each row's best class when `summarise` has found it already."""
+def per_class_recall(labels: np.ndarray, n_classes: int, top1: np.ndarray) -> list[float | None]:
+    """Each class's top-1 recall (None for a class without images), in class order, from each
+    row's best class (`summarise`'s first column)."""
     if not len(labels):
         return [None] * n_classes
-    hit = (topk(score, 1)[:, 0] if top1 is None else top1) == labels
+    hit = top1 == labels
     counts = np.bincount(labels, minlength=n_classes)
     hits = np.bincount(labels, weights=hit, minlength=n_classes)
     return [float(h / c) if c else None for h, c in zip(hits, counts)]
