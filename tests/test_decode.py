@@ -220,8 +220,16 @@ def test_pil_draft_downscales_only_large_jpegs(world: dict) -> None:
     assert cosines.mean() > 0.99
 
 
-def test_decoder_keys() -> None:
-    assert decoder_key("pil", "cuda") == ""  # the reference keeps the keys it always had
+def test_decoder_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from descriptor_gen.score import decode
+
+    for order, pil in (("pillow-13", ""), ("horizontal-first", "\0resize:horizontal-first")):
+        monkeypatch.setattr(decode, "pass_order", lambda order=order: order)
+        # the reference under Pillow 13 keeps the keys it always had; PIL's other order of
+        # passes (Pillow 12 and before: other pixels for a very tall image) is keyed apart
+        assert decoder_key("pil", "cuda") == pil
+        assert decoder_key("pil-draft", "cpu") == "\0decode:pil-draft" + pil
+    monkeypatch.undo()
     assert decoder_key("torch", "cuda:1") != decoder_key("torch", "cpu")
     # pixels made with one rounding after both passes (before) are not found
     assert decoder_key("torch", "cpu") != "\0decode:torch-cpu"

@@ -110,8 +110,9 @@ class SweepIdentity:
             "clip": spec.clip.identity(),
             "text": text,
         }
-        if spec.clip.decode != "pil":  # other pixels (pil keeps the identities it always had)
-            evaluation["decode"] = decoder_key(spec.clip.decode, device).replace("\0", " ").strip()
+        pixels = decoder_key(spec.clip.decode, device)  # none for pil under Pillow 13
+        if pixels:  # other pixels (pil keeps the identities it always had)
+            evaluation["decode"] = pixels.replace("\0", " ").strip()
         params = spec.generation.params()
         from descriptor_gen.data.cards import load_cards
 

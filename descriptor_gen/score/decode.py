@@ -443,13 +443,17 @@ def open_draft(image: Any, size: int) -> Any:
 
 
 def decoder_key(decode: str, device: str) -> str:
-    """What the feature cache key adds for a decoder ('' for `pil`, the reference): the
-    decoder, and for `torch` whether a GPU decoded (nvJPEG's pixels differ from
+    """What the feature cache key adds for a decoder: the decoder (none for `pil`, the
+    reference), and for `torch` whether a GPU decoded (nvJPEG's pixels differ from
     libjpeg-turbo's), which library, and how the resize was made (since it keeps 8 bits between
-    its passes, in the installed Pillow's order: keys made before are not found)."""
+    its passes, in the installed Pillow's order: keys made before are not found). PIL's own
+    resize (`pil`, `pil-draft`) is keyed by the installed Pillow's order of passes too, where
+    it is not Pillow 13's (whose `pil` keys stay those made before): features of a very tall
+    image differ between the two."""
+    pil_order = "" if pass_order() == "pillow-13" else f"\0resize:{pass_order()}"
     if decode == "pil":
-        return ""
+        return pil_order
     if decode == "torch":
         kind = "cuda" if device.startswith("cuda") else "cpu"
         return f"\0decode:torch-{kind}{jpeg_decoder().key}\0resize:pil-passes,{pass_order()}"
-    return f"\0decode:{decode}"
+    return f"\0decode:{decode}{pil_order}"
