@@ -286,13 +286,15 @@ def test_a_cells_identity_names_the_pixels_it_was_scored_on(spec_file: Path, tmp
         spec = load_spec(spec_file, list(overrides))
         return SweepIdentity.of(spec, tmp_path / "cache", prompts, ask=False).evaluation
 
-    assert "decode" not in evaluation()  # pil under Pillow 13: the identities cells always had
-    assert evaluation("clip.decode=pil-draft")["decode"] == "decode:pil-draft"
     from descriptor_gen.score import decode
 
-    with monkeypatch.context() as older:  # Pillow 12's order of PIL's resize passes
-        older.setattr(decode, "pass_order", lambda: "horizontal-first")
+    with monkeypatch.context() as pillow:
+        pillow.setattr(decode, "pass_order", lambda: "pillow-13")
+        assert "decode" not in evaluation()  # pil under Pillow 13: the identities cells always had
+        assert evaluation("clip.decode=pil-draft")["decode"] == "decode:pil-draft"
+        pillow.setattr(decode, "pass_order", lambda: "horizontal-first")  # Pillow 12's order
         assert evaluation()["decode"] == "resize:horizontal-first"
+        assert evaluation("clip.decode=pil-draft")["decode"] == "decode:pil-draft resize:horizontal-first"
     by_torchvision = evaluation("clip.decode=torch")["decode"]
     assert by_torchvision.startswith("decode:torch-cpu") and by_torchvision.endswith(pass_order())
     monkeypatch.setattr(jpeg, "defines_decode_jpeg", lambda d: d.name == "torchcodec")
