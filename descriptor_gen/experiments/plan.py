@@ -110,8 +110,8 @@ class SweepIdentity:
             "clip": spec.clip.identity(),
             "text": text,
         }
-        pixels = decoder_key(spec.clip.decode, device)  # none for pil under Pillow 13
-        if pixels:  # other pixels (pil keeps the identities it always had)
+        pixels = decoder_key(spec.clip.decode, device)
+        if pixels:  # other pixels (pil under Pillow 13 keeps the identities it always had)
             evaluation["decode"] = pixels.replace("\0", " ").strip()
         params = spec.generation.params()
         from descriptor_gen.data.cards import load_cards
