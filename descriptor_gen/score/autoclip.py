@@ -106,7 +106,7 @@ def autoclip_scores(image_features: np.ndarray, text_features: np.ndarray, ct: C
     aligned = (all(g.aligned for groups in ct.groups for g in groups)
                and len(set(counts.tolist())) == 1)
     owner = np.repeat(np.arange(len(counts)), counts)
-    texts = text_features.astype(np.float32)
+    texts = np.asarray(text_features, np.float32)  # no copy of fp32 features (a block's call)
     step = max(1, _CHUNK_CELLS // max(len(texts), 1))
     out = []
     for start in range(0, len(image_features), step):

@@ -574,6 +574,6 @@ def method_scores(name: str, options: Any, images: ImageRows, text_features: np.
     mdef = method(name)
     own = mdef.score
     if own is not None:
-        return MethodScores(images, len(ct.groups),
-                            lambda block: own(options, block, text_features, ct))
+        texts = np.asarray(text_features, np.float32)  # made once, read by every block
+        return MethodScores(images, len(ct.groups), lambda block: own(options, block, texts, ct))
     return PooledScores(images, class_vectors(text_features, ct))
