@@ -146,3 +146,45 @@ def test_the_oldest_pins_are_the_floors_of_pyproject() -> None:
     assert set(floors) - untested <= set(pins), set(floors) - untested - set(pins)
     assert {n: floors[n] for n in set(floors) - untested
             if Version(pins[n]) != Version(floors[n])} == {}
+
+
+def _whole_file_writes(tree: ast.AST) -> list[int]:
+    """Lines that write a whole file in place: `.write_text(`, `.write_bytes(`, `.savefig(`
+    to a path, `open(path, "w...")`; a temp file's name (`tmp`, in `replace_atomically`'s
+    writer) or the null device is not a file in place."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func, args = node.func, node.args
+        first = args[0] if args else None
+        temp = isinstance(first, ast.Name) and first.id in ("tmp", "handle") or (
+            isinstance(first, ast.Attribute) and first.attr == "devnull")
+        if isinstance(func, ast.Attribute) and func.attr in ("write_text", "write_bytes"):
+            base = func.value
+            temp = isinstance(base, ast.Call) and any(
+                isinstance(a, ast.Name) and a.id == "tmp" for a in base.args)
+            if not temp:
+                found.append(node.lineno)
+        elif isinstance(func, ast.Attribute) and func.attr == "savefig" and not temp:
+            found.append(node.lineno)
+        elif isinstance(func, ast.Name) and func.id == "open" and len(args) > 1 and not temp:
+            mode = args[1].value if isinstance(args[1], ast.Constant) else ""
+            if isinstance(mode, str) and ("w" in mode or "x" in mode):
+                found.append(node.lineno)
+    return found
+
+
+def test_whole_files_are_written_all_or_nothing() -> None:
+    """Every file the package writes whole goes through `atomic.py` (a temp file, then a
+    rename, with the mode `open` would give): an interrupted run leaves the old file or the
+    new one. Appends (results, stores, logs) are read back line by line, a torn last line
+    left out, and are not whole-file writes."""
+    where = [f"{path.relative_to(PACKAGE.parent)}:{line}"
+             for module, path in MODULES.items() if module != "descriptor_gen.atomic"
+             for line in _whole_file_writes(ast.parse(path.read_text(encoding="utf-8")))]
+    assert where == []
+    caught = _whole_file_writes(ast.parse(
+        "p.write_text('x')\nfig.savefig(p)\nopen(p, 'w')\nopen(p, 'a')\nPath(tmp).write_text('x')\n"
+        "open(tmp, 'w')\nfig.savefig(handle, format='png')\n"))
+    assert caught == [1, 2, 3]

@@ -236,6 +236,31 @@ def test_scores_in_blocks_of_a_few_images_give_the_same_result(
                 [e["descriptor"] for e in a[key.replace("score", "explain")]]
 
 
+def test_an_interrupted_predictions_file_leaves_the_one_it_found(
+        setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The predictions file is written whole or not at all: Ctrl-C in its fourth line keeps
+    the last run's file as it was, and no temp file beside it."""
+    import descriptor_gen.score.evaluate as evaluate_module
+
+    preds = tmp_path / "out" / "preds.jsonl"
+    evaluate(_cfg(setup, explain=1), CLASSES, setup["cache"], PROMPTS, predictions=preds)
+    before = preds.read_text()
+    written = []
+    real = evaluate_module._explain_line
+
+    def interrupted(*args: object) -> None:
+        written.append(1)
+        if len(written) == 4:
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(evaluate_module, "_explain_line", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(_cfg(setup, explain=2), CLASSES, setup["cache"], PROMPTS, predictions=preds)
+    assert preds.read_text() == before and len(before.splitlines()) == 8
+    assert [f.name for f in preds.parent.iterdir()] == ["preds.jsonl"]
+
+
 def test_unknown_label_is_an_error(setup: dict) -> None:
     make_image_folder(setup["images"], {"carp": 1})
     with pytest.raises(DescgenError, match="folder 'carp'.*not in the class list"):

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import output_file, read_text
 from descriptor_gen.paths import CachePaths
-from descriptor_gen.atomic import write_atomically
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.describe.classes import load_classes
 from descriptor_gen.describe.export import EXPORT_FORMATS
 from descriptor_gen.describe.parse import PARSERS
@@ -170,7 +170,7 @@ def export_cmd(
     data = export_store(records, fmt.value, load_classes(classes) if classes else None,
                         recipe.descriptor, recipe.empty_class_texts, dataset)
     text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
-    write_atomically(out, lambda handle: handle.write(text.encode("utf-8")))
+    write_text_atomically(out, text)
     typer.echo(f"wrote {len(records)} classes ({fmt.value}) to {out}", err=True)
 
 

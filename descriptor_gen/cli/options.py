@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 from pydantic import BaseModel, ValidationError
 
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_yaml, validation_message
 from descriptor_gen.machine import CPU_LOADER_WORKERS, GPU_LOADER_WORKERS
@@ -85,4 +86,4 @@ def method_options(pairs: list[str] | None) -> dict[str, Any]:
 def write_result(out: Path | None, result: BaseModel) -> None:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.model_dump_json(indent=2) + "\n")
+        write_text_atomically(out, result.model_dump_json(indent=2) + "\n")

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import output_dir, output_file
 from descriptor_gen.paths import CachePaths, results_root
@@ -77,7 +78,7 @@ def refer_convert_cmd(
 
     output_file(out, "--out")
     anns = convert_refcoco(refs, instances, split)
-    out.write_text("".join(a.model_dump_json() + "\n" for a in anns))
+    write_text_atomically(out, "".join(a.model_dump_json() + "\n" for a in anns))
     typer.echo(f"wrote {len(anns)} expressions to {out}", err=True)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.models import Model
 from descriptor_gen.data.cards import data_root, find_card
 from descriptor_gen.data.datasets import load_dataset
@@ -372,7 +373,6 @@ def write_base2novel_report(out: Path, spec: B2NSpec) -> Path:
     """`out/report.md` from `out/results.jsonl` (every row of this spec's experiment)."""
     import json
 
-    from descriptor_gen.atomic import write_atomically
     from descriptor_gen.inputs import read_text
 
     results = out / "results.jsonl"
@@ -381,5 +381,5 @@ def write_base2novel_report(out: Path, spec: B2NSpec) -> Path:
     rows = [r for r in rows if r.get("experiment") == spec.name and "half" in r]
     path = out / "report.md"
     text = "\n".join(report_lines(spec, rows)) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode()))
+    write_text_atomically(path, text)
     return path

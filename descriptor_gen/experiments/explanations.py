@@ -13,7 +13,7 @@ from pydantic import ConfigDict, ValidationError
 
 from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
-from descriptor_gen.atomic import write_atomically
+from descriptor_gen.atomic import save_figure_atomically
 from descriptor_gen.inputs import parse_json, read_text, validation_message
 
 
@@ -183,7 +183,7 @@ def write_explanation_figure(predictions: Path, out: Path, caption: str, images:
     fig = explanation_figure(chosen, caption)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        write_atomically(out, lambda handle: fig.savefig(handle, format=form, dpi=130))
+        save_figure_atomically(fig, out, 130)
     finally:
         plt.close(fig)
     return len(chosen)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ConfigDict, ValidationError
 
+from descriptor_gen.atomic import save_figure_atomically, write_text_atomically
 from descriptor_gen.models import Model
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments.results import SKIPPED, read_rows, read_skipped
@@ -245,7 +246,7 @@ def _plot_shots(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomically(fig, path, 120)
     plt.close(fig)
 
 
@@ -280,7 +281,7 @@ def _plot_lines(rows: list[dict[str, Any]], metric: str, ylabel: str, path: Path
     import matplotlib.pyplot as plt
 
     fig = lines_figure(rows, metric, ylabel)
-    fig.savefig(path, dpi=120)
+    save_figure_atomically(fig, path, 120)
     plt.close(fig)
 
 
@@ -376,7 +377,7 @@ def _plot_bars(rows: list[dict[str, Any]], keys: list[str], path: Path, title: s
     low = min(values)
     ax.set_ylim(max(0.0, low - 5), max(values) + 2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomically(fig, path, 120)
     plt.close(fig)
 
 
@@ -443,7 +444,7 @@ def write_report(folder: Path) -> list[Path]:
                 slug = f"{slug}_run{number}"
             lines += _figures(group, folder, slug, name, written)
     report = folder / "report.md"
-    report.write_text("\n".join(lines))
+    write_text_atomically(report, "\n".join(lines))
     return [report, *written]
 
 
@@ -475,7 +476,7 @@ def _figures(group: list[dict[str, Any]], folder: Path, slug: str, title: str,
 
         path = folder / f"{slug}_class_gain.png"
         fig = gains_figure(group, keys)
-        fig.savefig(path, dpi=120)
+        save_figure_atomically(fig, path, 120)
         plt.close(fig)
         written.append(path)
         best, gains = found
@@ -506,7 +507,7 @@ def write_refer_report(folder: Path) -> list[Path]:
     _plot_bars(rows, keys, chart, "marker ablation", metric="accuracy", ylabel="accuracy (%)")
     lines += ["", f"![markers]({chart.name})", ""]
     report = folder / "report.md"
-    report.write_text("\n".join(lines))
+    write_text_atomically(report, "\n".join(lines))
     return [report, chart]
 
 
@@ -596,7 +597,7 @@ def write_suite_report(folder: Path) -> list[Path]:
         written.append(chart)
         lines += [f"![{name}]({chart.name})", ""]
     report = folder / "report.md"
-    report.write_text("\n".join(lines))
+    write_text_atomically(report, "\n".join(lines))
     return [report, *written]
 
 
@@ -653,5 +654,5 @@ def _plot_suite(datasets: list[str], columns: list[str], cells: dict[tuple[str, 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomically(fig, path, 120)
     plt.close(fig)

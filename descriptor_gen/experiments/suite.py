@@ -24,7 +24,7 @@ from descriptor_gen.data.datasets import load_dataset
 from descriptor_gen.describe.prompts import PromptLibrary, build_prompt
 from descriptor_gen.describe.published import import_published
 from descriptor_gen.describe.store import write_store
-from descriptor_gen.atomic import write_atomically
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments.results import (
     SKIPPED,
@@ -297,7 +297,7 @@ class _SuiteRun:
         kept = [e for e in earlier
                 if "clip" in e and json.dumps(e["clip"], sort_keys=True) != ours]
         text = json.dumps({self.spec.name: kept + self.skipped}, indent=1) + "\n"
-        write_atomically(self.out / SKIPPED, lambda f: f.write(text.encode()))
+        write_text_atomically(self.out / SKIPPED, text)
 
     def _cell(self, card: Card, method: SuiteMethod, column: str, identity: dict[str, Any],
               key: str, store: Path | None, requests: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from descriptor_gen.atomic import write_atomically
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.experiments.results import read_rows
 from descriptor_gen.score.result_file import LANGUAGE, TASK, benchmark_metrics, read_result_file
@@ -112,7 +112,7 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     for row in rows:
         writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(out, lambda handle: handle.write(text.getvalue().encode("utf-8")))
+    write_text_atomically(out, text.getvalue())
     return out
 
 

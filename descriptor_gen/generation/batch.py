@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.models import Model
 from descriptor_gen.paths import BATCHES
 from descriptor_gen.generation.cache import ResponseCache
@@ -119,7 +120,7 @@ async def submit(client: Any, cache: ResponseCache, endpoint: str, lines: list[s
         batch_id = safe_batch_id(str(batch.id), "the server")
         manifest = BatchManifest(batch_id=batch_id, endpoint=endpoint,
                                  items={i: items[i] for i in ids})
-        (folder / f"{batch_id}.json").write_text(manifest.model_dump_json())
+        write_text_atomically(folder / f"{batch_id}.json", manifest.model_dump_json())
         log(f"created batch {batch_id} ({len(chunk)} requests); if this run stops, finish it with"
             f" --resume-batch {batch_id}")
         manifests.append(manifest)

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from descriptor_gen.models import Model
 from descriptor_gen.paths import LEARN_FEATURES
-from descriptor_gen.atomic import replace_atomically, write_atomically, writing
+from descriptor_gen.atomic import replace_atomically, write_atomically, write_text_atomically, writing
 from descriptor_gen.data.images import LabelledImages
 from descriptor_gen.data.subsample import Subsample
 from descriptor_gen.errors import DescgenError
@@ -497,7 +497,7 @@ def check_tensors(path: Path, tensors: dict[str, torch.Tensor], learner: Learner
 def _keep_log(path: Path, start: int) -> None:
     """The log of the epochs before `start` (a new run: empty)."""
     if start == 0 or not path.is_file():
-        path.write_text("")
+        write_text_atomically(path, "")
         return
     kept = []
     for line in read_text(path, "training log").split("\n"):
@@ -506,7 +506,7 @@ def _keep_log(path: Path, start: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # a torn or foreign line
-    path.write_text("".join(f"{line}\n" for line in kept))
+    write_text_atomically(path, "".join(f"{line}\n" for line in kept))
 
 
 def training_batches(method: str, clip: ClipModel, shots: LabelledImages,

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from descriptor_gen.models import Model
-from descriptor_gen.atomic import write_atomically
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.data.datasets import LabelledImages, load_dataset
 from descriptor_gen.data.subsample import Subsample, subsample_names, subsample_store_indices
 from descriptor_gen.errors import DescgenError
@@ -53,7 +53,7 @@ class Split(Model):
         return sha256_text(self._dump())
 
     def save(self, path: Path) -> None:
-        write_atomically(path, lambda f: f.write((self._dump(indent=1) + "\n").encode()))
+        write_text_atomically(path, self._dump(indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Split:

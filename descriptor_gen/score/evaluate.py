@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -21,6 +21,7 @@ from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.data.subsample import (Subsample, select_records, subsample_images, subsample_names,
                                           subsample_records)
 from descriptor_gen.errors import DescgenError
+from descriptor_gen.atomic import replace_atomically
 from descriptor_gen.hashing import sha256_file
 from descriptor_gen.score.blocks import ImageRows, PooledScores, RowScores, blocks
 from descriptor_gen.score.caches import (
@@ -737,22 +738,34 @@ def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, best5: 
                        classes: list[str], explained: _Explained | None = None) -> None:
     """A JSON line per image (class indices and names); `explained`: for the predicted class
     and for the true class when it differs (else the runner-up), its score and the k texts
-    most similar to the image: what DCLIP's explanation figure shows. Scores are made a block
-    of images at a time, as the metrics made them."""
+    most similar to the image: what DCLIP's explanation figure shows. Written whole or not at
+    all (an interrupted run leaves the file it found)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        if explained is None:
-            for row in range(len(paths)):
-                handle.write(json.dumps(_prediction(row, paths, labels, best5, classes)) + "\n")
-            return
-        offsets = explained.texts.offsets()
-        for start, block in blocks(explained.score):
-            images = explained.images.block(start, start + len(block))
-            for row in range(start, start + len(block)):
-                line = _prediction(row, paths, labels, best5, classes)
-                _explain_line(line, block[row - start], images[row - start], best5[row],
-                              explained, offsets, classes)
+
+    def write_to(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for line in _prediction_lines(paths, labels, best5, classes, explained):
                 handle.write(json.dumps(line) + "\n")
+
+    replace_atomically(path, write_to)
+
+
+def _prediction_lines(paths: list[str], labels: np.ndarray, best5: np.ndarray,
+                      classes: list[str], explained: _Explained | None) -> Iterator[dict[str, Any]]:
+    """The predictions file's lines in image order; explanations read the scores a block of
+    images at a time, as the metrics made them."""
+    if explained is None:
+        for row in range(len(paths)):
+            yield _prediction(row, paths, labels, best5, classes)
+        return
+    offsets = explained.texts.offsets()
+    for start, block in blocks(explained.score):
+        images = explained.images.block(start, start + len(block))
+        for row in range(start, start + len(block)):
+            line = _prediction(row, paths, labels, best5, classes)
+            _explain_line(line, block[row - start], images[row - start], best5[row],
+                          explained, offsets, classes)
+            yield line
 
 
 def _prediction(row: int, paths: list[str], labels: np.ndarray, best5: np.ndarray,

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.models import Model
 from descriptor_gen.paths import IMAGE_FEATURES, TEXT_FEATURES
 from descriptor_gen.errors import DescgenError
@@ -257,7 +258,7 @@ def evaluate_refer(annotations: list[Annotation], images: Path, clip: ClipModel,
             _save_marked(path, ann, variants, save_marked / f"{index:05d}")
     if predictions is not None:
         predictions.parent.mkdir(parents=True, exist_ok=True)
-        predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomically(predictions, "".join(json.dumps(r) + "\n" for r in rows))
     n = len(annotations)
     return ReferResult(accuracy=hits / n, crop_accuracy=crop_hits / n, n_expressions=n,
                        marker=[asdict(v) for v in variants], subtract=subtract,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.errors import REFUSED, DescgenError
 from descriptor_gen.experiments.demo import clip_weights
 from descriptor_gen.experiments.report import write_refer_report
@@ -56,7 +57,7 @@ def run_demo(out: Path) -> None:
     make_scene(out / "images")
     boxes = [box for _, box, _, _ in OBJECTS]
     annotations = out / "annotations.jsonl"
-    annotations.write_text("".join(json.dumps({"image": "scene.png", "expression": e,
+    write_text_atomically(annotations, "".join(json.dumps({"image": "scene.png", "expression": e,
                                                "proposals": boxes, "target": box}) + "\n"
                                    for e, box, _, _ in OBJECTS))
     model, weights = "ViT-L-14", clip_weights("ViT-L-14", "openai")
@@ -70,7 +71,7 @@ def run_demo(out: Path) -> None:
     result = evaluate_refer(read_annotations(annotations, out / "images"), out / "images", clip,
                             variants, cache, subtract=2, save_marked=out / "marked",
                             model=model, pretrained=weights)
-    (out / "refer.json").write_text(result.model_dump_json(indent=2) + "\n")
+    write_text_atomically(out / "refer.json", result.model_dump_json(indent=2) + "\n")
     print(f"accuracy {result.accuracy:.4f}  crop baseline {result.crop_accuracy:.4f}"
           f"  expressions {result.n_expressions}", flush=True)
     print(f"== marked images: {out / 'marked'}", flush=True)
