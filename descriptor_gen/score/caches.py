@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from descriptor_gen.atomic import write_atomically, writing
+from descriptor_gen.atomic import write_atomically, write_text_atomically, writing
 from descriptor_gen.generation.cache import open_sqlite, quarantine
 from descriptor_gen.hashing import sha256_file, sha256_text
 from descriptor_gen.paths import CLIP_IDENTITIES
@@ -143,7 +143,7 @@ class ImageFeatureCache:
         write_atomically(self.folder / f"{key}.npy", lambda f: np.save(f, feats.features))
         meta = {"ok": feats.ok.tolist(), "errors": {str(k): v for k, v in feats.errors.items()},
                 "labels": feats.labels, "keys": feats.keys}
-        write_atomically(self.folder / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+        write_text_atomically(self.folder / f"{key}.json", json.dumps(meta))
 
 
 class PartialFeatures:
@@ -206,8 +206,8 @@ class PartialFeatures:
         errors = {str(k): v for k, v in self._errors.items() if self.next <= k < end}
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomically(self.folder / f"{index}.npy", lambda f: np.save(f, feats))
-        write_atomically(self.folder / f"{index}.json",
-                      lambda f: f.write(json.dumps({"ok": ok.tolist(), "errors": errors}).encode()))
+        write_text_atomically(self.folder / f"{index}.json",
+                              json.dumps({"ok": ok.tolist(), "errors": errors}))
         self._errors = {k: v for k, v in self._errors.items() if k >= end}
         self.next = end
 

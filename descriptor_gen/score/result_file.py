@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, ValidationError
 
 from descriptor_gen.models import Model
-from descriptor_gen.atomic import write_atomically
+from descriptor_gen.atomic import write_text_atomically
 from descriptor_gen.errors import DescgenError
 from descriptor_gen.inputs import parse_json, read_text, validation_message
 
@@ -51,7 +51,7 @@ def write_result_file(path: Path, result: EvalResult, learned: bool = False) -> 
     """All or nothing: an interrupted write leaves the last complete file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result_document(result, learned), indent=2) + "\n"
-    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+    write_text_atomically(path, text)
 
 
 def _slug(text: str) -> str:

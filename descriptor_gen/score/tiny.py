@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from descriptor_gen.atomic import replace_atomically, write_atomically
+from descriptor_gen.atomic import replace_atomically, write_text_atomically
 
 TINY_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
@@ -28,7 +28,7 @@ def write_clip_checkpoint(folder: Path, name: str, config: dict[str, Any],
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     text = json.dumps(config, indent=1) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode()))
+    write_text_atomically(path, text)
     open_clip.add_model_config(path)
     torch.manual_seed(seed)
     logging.disable(logging.WARNING)  # open_clip's "no pretrained weights loaded": that is the point
