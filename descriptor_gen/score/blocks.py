@@ -20,7 +20,7 @@ from descriptor_gen.machine import usable_cores
 
 SCORE_CELLS = 8_388_608
 """Scores in a block (32 MB of fp32: 8,192 images x 1,000 classes, 384 x 21,841), or more
-where the metrics' threads need more to each get PARALLEL_CELLS (128 MB on 8 cores or more)."""
+where the metrics' threads need more to each get PARALLEL_CELLS (from 3 cores; 128 MB on 8)."""
 
 PARALLEL_CELLS = 4_000_000
 """Scores a thread of the metrics (`scoring.ranked`) is given at least: a thread costs more
