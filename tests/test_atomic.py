@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -14,15 +15,22 @@ from descriptor_gen import atomic
 from descriptor_gen.atomic import save_figure_atomically, write_atomically, write_text_atomically
 
 
-@pytest.fixture
-def umask_027() -> Iterator[None]:
-    old = os.umask(0o027)
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """The process's umask set to `mask` (and `atomic`'s memo of it forgotten) while inside."""
+    old = os.umask(mask)
     atomic.new_file_mode.cache_clear()
     try:
         yield
     finally:
         os.umask(old)
         atomic.new_file_mode.cache_clear()
+
+
+@pytest.fixture
+def umask_027() -> Iterator[None]:
+    with umask(0o027):
+        yield
 
 
 def _mode(path: Path) -> int:
@@ -84,11 +92,6 @@ def test_a_results_file_of_eval_is_readable_by_others(tmp_path: Path) -> None:
     class Result(BaseModel):
         acc1: float
 
-    old = os.umask(0o022)
-    atomic.new_file_mode.cache_clear()
-    try:
+    with umask(0o022):
         write_result(tmp_path / "out" / "r.json", Result(acc1=0.5))
-    finally:
-        os.umask(old)
-        atomic.new_file_mode.cache_clear()
     assert _mode(tmp_path / "out" / "r.json") == 0o644

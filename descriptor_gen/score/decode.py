@@ -17,7 +17,7 @@
 
 Different pixels give (slightly) different features, so the decoder, and for `torch` the
 library, the device kind and the resize's passes, are part of the image-feature cache key;
-`pil` keys are as they always were.
+`pil` keys are as they always were under Pillow 13 (an older Pillow's order of passes is named).
 The agreement with `pil` is measured (README, `bench/bench_gpu.py`, tests on generated JPEGs).
 """
 
